@@ -41,8 +41,10 @@ mod meta_ext;
 pub mod patch_meta;
 mod quantity;
 mod resource;
+pub mod selector;
 mod serde_util;
 mod time;
+pub mod validation;
 
 pub use api::*;
 pub use bytes::{ByteString, RawExtension};

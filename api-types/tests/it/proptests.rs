@@ -101,3 +101,56 @@ proptest! {
         let _ = s.parse::<Quantity>();
     }
 }
+
+mod selectors {
+    use bosun_api_types::selector::{FieldSelector, Operator, Requirement, Selector};
+    use proptest::prelude::*;
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof!["[a-z][a-z0-9]{0,6}", "[a-z]{1,4}\\.io/[a-z][a-z0-9-]{0,5}[a-z0-9]"]
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9]([A-Za-z0-9_.-]{0,6}[A-Za-z0-9])?"
+    }
+
+    fn requirement() -> impl Strategy<Value = Requirement> {
+        (key(), 0..6usize, prop::collection::vec(value(), 1..4)).prop_map(|(k, op, vals)| {
+            let (op, vals) = match op {
+                0 => (Operator::Equals, vec![vals[0].clone()]),
+                1 => (Operator::NotEquals, vec![vals[0].clone()]),
+                2 => (Operator::In, vals),
+                3 => (Operator::NotIn, vals),
+                4 => (Operator::Exists, vec![]),
+                _ => (Operator::DoesNotExist, vec![]),
+            };
+            Requirement::new(&k, op, vals).unwrap()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn printed_selectors_parse_back(reqs in prop::collection::vec(requirement(), 0..5)) {
+            let sel = Selector::from_requirements(reqs);
+            let text = sel.to_string();
+            let back: Selector = text.parse().map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+            prop_assert_eq!(back, sel);
+        }
+
+        #[test]
+        fn label_selector_parse_never_panics(s in "[a-z=!(), <>inot.-]{0,30}") {
+            if let Err(e) = s.parse::<Selector>() {
+                prop_assert!(e.position <= s.len());
+            }
+        }
+
+        #[test]
+        fn field_selector_round_trips(field in "[a-z]{1,5}(\\.[a-zA-Z]{1,5}){0,2}", v in "[a-z,=!\\\\]{0,8}", neg in any::<bool>()) {
+            let text = format!("{field}{}{}", if neg { "!=" } else { "=" },
+                v.replace('\\', "\\\\").replace(',', "\\,").replace('=', "\\=").replace('!', "\\!"));
+            let f: FieldSelector = text.parse().unwrap();
+            prop_assert_eq!(&f.requirements()[0].value, &v);
+            prop_assert_eq!(f.to_string(), text);
+        }
+    }
+}
