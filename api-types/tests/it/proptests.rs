@@ -107,7 +107,10 @@ mod selectors {
     use proptest::prelude::*;
 
     fn key() -> impl Strategy<Value = String> {
-        prop_oneof!["[a-z][a-z0-9]{0,6}", "[a-z]{1,4}\\.io/[a-z][a-z0-9-]{0,5}[a-z0-9]"]
+        prop_oneof![
+            "[a-z][a-z0-9]{0,6}",
+            "[a-z]{1,4}\\.io/[a-z][a-z0-9-]{0,5}[a-z0-9]"
+        ]
     }
 
     fn value() -> impl Strategy<Value = String> {
