@@ -39,6 +39,7 @@ mod bytes;
 mod intstr;
 mod meta_ext;
 pub mod patch_meta;
+pub mod proto;
 mod quantity;
 mod resource;
 pub mod selector;

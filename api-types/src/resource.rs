@@ -80,7 +80,7 @@ pub trait Resource: Clone + Serialize + DeserializeOwned + Send + Sync + 'static
 /// struct Plural;
 /// impl KindVisitor for Plural {
 ///     type Output = &'static str;
-///     fn visit<K: Resource>(self) -> &'static str {
+///     fn visit<K: Resource + bosun_api_types::proto::Message + PartialEq>(self) -> &'static str {
 ///         K::INFO.plural
 ///     }
 /// }
@@ -91,7 +91,7 @@ pub trait KindVisitor {
     /// What the visit returns.
     type Output;
     /// Called with the chosen kind.
-    fn visit<K: Resource>(self) -> Self::Output;
+    fn visit<K: Resource + crate::proto::Message + PartialEq>(self) -> Self::Output;
 }
 
 /// A list of objects of one kind (`PodList` is `List<Pod>`).

@@ -17,10 +17,22 @@ pub struct TimeError {
 }
 
 /// An instant with nanosecond resolution, counted from the Unix epoch in UTC.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Instant {
     secs: i64,
     nanos: u32,
+}
+
+/// Go's zero `time.Time` (0001-01-01T00:00:00Z), which upstream serializes as `null`.
+const GO_ZERO_SECS: i64 = -62_135_596_800;
+
+impl Default for Instant {
+    fn default() -> Self {
+        Instant {
+            secs: GO_ZERO_SECS,
+            nanos: 0,
+        }
+    }
 }
 
 // Days from 1970-01-01 to the civil date (proleptic Gregorian), after H. Hinnant.
@@ -169,6 +181,16 @@ macro_rules! timestamp {
                 self.0.secs
             }
 
+            /// Nanoseconds within the second.
+            pub fn subsec_nanos(&self) -> u32 {
+                self.0.nanos
+            }
+
+            /// Whether this is Go's zero time (the `Default`), which serializes as `null`.
+            pub fn is_zero(&self) -> bool {
+                self.0 == Instant::default()
+            }
+
             /// The time at `secs` seconds (and `nanos`) after the Unix epoch.
             pub fn from_unix(secs: i64, nanos: u32) -> Self {
                 let t = Instant { secs, nanos: nanos.min(999_999_999) };
@@ -235,14 +257,20 @@ macro_rules! timestamp {
 
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
+                if self.is_zero() {
+                    s.serialize_none()
+                } else {
+                    s.collect_str(self)
+                }
             }
         }
 
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
+                match <Option<std::borrow::Cow<'de, str>>>::deserialize(d)? {
+                    None => Ok(Self::default()),
+                    Some(s) => s.parse().map_err(serde::de::Error::custom),
+                }
             }
         }
 
@@ -261,7 +289,7 @@ macro_rules! timestamp {
 timestamp!(
     Time,
     false,
-    "A timestamp serialized to the second in UTC (upstream `metav1.Time`), e.g. `2024-05-01T12:00:00Z`.",
+    "A timestamp serialized to the second in UTC (upstream `metav1.Time`), e.g. `2024-05-01T12:00:00Z`; the default is Go's zero time, serialized as `null`.",
     "Time"
 );
 timestamp!(
@@ -314,6 +342,15 @@ mod tests {
         ] {
             assert!(bad.parse::<Time>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn zero_time_is_null() {
+        assert!(Time::default().is_zero());
+        assert_eq!(serde_json::to_string(&Time::default()).unwrap(), "null");
+        assert!(serde_json::from_str::<Time>("null").unwrap().is_zero());
+        assert_eq!(Time::default().unix_seconds(), GO_ZERO_SECS);
+        assert!(!Time::from_unix(0, 0).is_zero());
     }
 
     #[test]

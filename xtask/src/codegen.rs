@@ -258,11 +258,22 @@ fn shape(ty: &Ty) -> String {
     }
 }
 
-/// Proto messages: name → field names in declaration order.
-fn load_proto(path: &Path) -> Result<HashMap<String, Vec<String>>> {
+/// One field of a proto message.
+#[derive(Clone, Debug)]
+struct ProtoField {
+    name: String,
+    number: u32,
+    repeated: bool,
+    /// Proto type as written (`string`, `PodSpec`, `.k8s.io.x.Y`, `map<string, string>`).
+    ty: String,
+}
+
+/// Proto messages of one file: name → fields in declaration order; and the file's package.
+fn load_proto(path: &Path) -> Result<(String, HashMap<String, Vec<ProtoField>>)> {
     let text = fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let mut out = HashMap::new();
-    let mut current: Option<(String, Vec<String>)> = None;
+    let mut package = String::new();
+    let mut current: Option<(String, Vec<ProtoField>)> = None;
     let mut depth = 0i32;
     for raw in text.lines() {
         let line = raw.trim();
@@ -270,16 +281,36 @@ fn load_proto(path: &Path) -> Result<HashMap<String, Vec<String>>> {
             continue;
         }
         if depth == 0 {
+            if let Some(rest) = line.strip_prefix("package ") {
+                package = rest.trim_end_matches(';').trim().to_owned();
+            }
             if let Some(rest) = line.strip_prefix("message ") {
                 let name = rest.trim_end_matches('{').trim().to_owned();
                 current = Some((name, Vec::new()));
             }
         } else if depth == 1 {
             if let Some((_, fields)) = current.as_mut() {
-                let words: Vec<&str> = line.split_whitespace().collect();
-                if let Some(eq) = words.iter().position(|w| *w == "=") {
-                    if eq >= 1 {
-                        fields.push(words[eq - 1].to_owned());
+                let decl = line.trim_end_matches(';');
+                if let Some((lhs, num)) = decl.split_once('=') {
+                    let number: u32 = num
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .parse()
+                        .unwrap_or(0);
+                    let lhs = lhs.trim();
+                    let (repeated, rest) = match lhs.split_once(' ') {
+                        Some(("repeated", r)) => (true, r.trim()),
+                        Some(("optional" | "required", r)) => (false, r.trim()),
+                        _ => (false, lhs),
+                    };
+                    if let Some((ty, name)) = rest.rsplit_once(' ') {
+                        fields.push(ProtoField {
+                            name: name.trim().to_owned(),
+                            number,
+                            repeated,
+                            ty: ty.trim().to_owned(),
+                        });
                     }
                 }
             }
@@ -291,7 +322,203 @@ fn load_proto(path: &Path) -> Result<HashMap<String, Vec<String>>> {
             }
         }
     }
+    Ok((package, out))
+}
+
+/// Every message of every proto file, by fully qualified name (`k8s.io.api.core.v1.Pod`).
+struct ProtoIndex {
+    messages: HashMap<String, Vec<ProtoField>>,
+    /// Declared package of each file, by path relative to the proto root.
+    packages: HashMap<String, String>,
+}
+
+impl ProtoIndex {
+    fn load(root: &Path) -> Result<Self> {
+        let mut messages = HashMap::new();
+        let mut packages = HashMap::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let entries =
+                fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+            for e in entries {
+                let path = e.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|x| x == "proto") {
+                    let (package, msgs) = load_proto(&path)?;
+                    if let Ok(rel) = path.strip_prefix(root) {
+                        packages.insert(rel.to_string_lossy().into_owned(), package.clone());
+                    }
+                    for (name, fields) in msgs {
+                        messages.insert(format!("{package}.{name}"), fields);
+                    }
+                }
+            }
+        }
+        Ok(ProtoIndex { messages, packages })
+    }
+
+    /// Resolves a field type written in `package` to a fully qualified message name.
+    fn resolve(&self, package: &str, ty: &str) -> Option<String> {
+        if let Some(q) = ty.strip_prefix('.') {
+            return self.messages.contains_key(q).then(|| q.to_owned());
+        }
+        let q = format!("{package}.{ty}");
+        self.messages.contains_key(&q).then_some(q)
+    }
+}
+
+impl ProtoIndex {
+    /// Declared package of a proto file (path relative to the proto root).
+    fn package_of(&self, file: &str) -> String {
+        self.packages.get(file).cloned().unwrap_or_default()
+    }
+}
+
+/// Fields Go stores by value, learned from bodies real kubectl encoded: Go's marshaller writes
+/// such a field even when it is zero, and never writes an unset pointer field. A field seen
+/// present with a zero value is a value field. Returns (qualified message, field number).
+fn learn_value_fields(index: &ProtoIndex, fixtures: &Path) -> Result<BTreeSet<(String, u32)>> {
+    let mut out = BTreeSet::new();
+    let Ok(entries) = fs::read_dir(fixtures) else {
+        return Ok(out);
+    };
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort();
+    for path in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "pb"))
+    {
+        let bytes = fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let body = bytes
+            .strip_prefix(b"k8s\0".as_slice())
+            .ok_or_else(|| format!("{}: no magic", path.display()))?;
+        // runtime.Unknown: 1 typeMeta {1 apiVersion, 2 kind}, 2 raw.
+        let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), Vec::new());
+        for (f, v) in fields_of(body)? {
+            match (f, v) {
+                (1, Wire::Len(tm)) => {
+                    for (g, w) in fields_of(tm)? {
+                        if let Wire::Len(s) = w {
+                            let s = String::from_utf8_lossy(s).into_owned();
+                            if g == 1 {
+                                api_version = s
+                            } else if g == 2 {
+                                kind = s
+                            }
+                        }
+                    }
+                }
+                (2, Wire::Len(r)) => raw = r.to_vec(),
+                _ => {}
+            }
+        }
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g.split('.').next().unwrap_or(g).to_owned(), v.to_owned()),
+            None => ("core".to_owned(), api_version.clone()),
+        };
+        let root = format!("k8s.io.api.{group}.{version}.{kind}");
+        if !index.messages.contains_key(&root) {
+            return Err(format!("{}: no proto message {root}", path.display()));
+        }
+        walk(index, &root, &raw, &mut out)?;
+    }
     Ok(out)
+}
+
+enum Wire<'a> {
+    Varint(u64),
+    Len(&'a [u8]),
+    Other,
+}
+
+fn fields_of(mut b: &[u8]) -> Result<Vec<(u32, Wire<'_>)>> {
+    fn varint(b: &mut &[u8]) -> Result<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let c = *b.get(i).ok_or("truncated varint")?;
+            v |= u64::from(c & 0x7f) << (7 * i);
+            if c < 0x80 {
+                *b = &b[i + 1..];
+                return Ok(v);
+            }
+        }
+        Err("varint too long".into())
+    }
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let key = varint(&mut b)?;
+        let field = (key >> 3) as u32;
+        match key & 7 {
+            0 => out.push((field, Wire::Varint(varint(&mut b)?))),
+            2 => {
+                let n = varint(&mut b)? as usize;
+                if n > b.len() {
+                    return Err("truncated field".into());
+                }
+                out.push((field, Wire::Len(&b[..n])));
+                b = &b[n..];
+            }
+            1 => {
+                b = b.get(8..).ok_or("truncated fixed64")?;
+                out.push((field, Wire::Other));
+            }
+            5 => {
+                b = b.get(4..).ok_or("truncated fixed32")?;
+                out.push((field, Wire::Other));
+            }
+            w => return Err(format!("wire type {w}")),
+        }
+    }
+    Ok(out)
+}
+
+/// Messages whose fields are not walked (their wire forms are hand-written).
+const OPAQUE: &[&str] = &[
+    "k8s.io.apimachinery.pkg.apis.meta.v1.Time",
+    "k8s.io.apimachinery.pkg.apis.meta.v1.MicroTime",
+    "k8s.io.apimachinery.pkg.api.resource.Quantity",
+    "k8s.io.apimachinery.pkg.util.intstr.IntOrString",
+    "k8s.io.apimachinery.pkg.runtime.RawExtension",
+    "k8s.io.apimachinery.pkg.apis.meta.v1.FieldsV1",
+];
+
+fn walk(
+    index: &ProtoIndex,
+    message: &str,
+    bytes: &[u8],
+    out: &mut BTreeSet<(String, u32)>,
+) -> Result<()> {
+    let Some(schema) = index.messages.get(message) else {
+        return Ok(());
+    };
+    let package = message.rsplit_once('.').map(|(p, _)| p).unwrap_or("");
+    for (num, wire) in fields_of(bytes)? {
+        let Some(f) = schema.iter().find(|f| f.number == num) else {
+            continue;
+        };
+        if f.ty.starts_with("map<") {
+            continue;
+        }
+        let nested = index.resolve(package, &f.ty);
+        match wire {
+            Wire::Varint(0) if !f.repeated => {
+                out.insert((message.to_owned(), num));
+            }
+            Wire::Len(b) => {
+                if b.is_empty() && !f.repeated {
+                    out.insert((message.to_owned(), num));
+                }
+                if let Some(n) = nested {
+                    if !OPAQUE.contains(&n.as_str()) {
+                        walk(index, &n, b, out)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn norm(s: &str) -> String {
@@ -521,7 +748,24 @@ struct Field {
     prop: Value,
 }
 
+/// How one struct field travels in protobuf.
+struct ProtoBinding {
+    /// Index into `Struct::fields`.
+    field: usize,
+    number: u32,
+    repeated: bool,
+    map: bool,
+    /// Go stores the field by value: written even when zero.
+    by_value: bool,
+    /// A Go struct embedded inline in JSON, a nested message in protobuf: its fields' bindings.
+    inline: Option<Vec<ProtoBinding>>,
+}
+
 struct Struct {
+    /// Whether upstream declares a group-version-kind (a kind with TypeMeta).
+    has_gvk: bool,
+    /// Protobuf bindings in proto declaration order; `None` if no proto message exists.
+    proto: Option<Vec<ProtoBinding>>,
     full: String,
     module: Vec<String>,
     name: String,
@@ -565,7 +809,9 @@ pub fn run(reference: &Path, out_dir: &Path, check: bool) -> Result<String> {
     let served = resources(&swagger);
     let extras = discovery_extras(reference)?;
 
-    let mut protos: HashMap<String, HashMap<String, Vec<String>>> = HashMap::new();
+    let index = ProtoIndex::load(&reference.join("proto-v1.32"))?;
+    let fixtures = out_dir.join("../../tests/fixtures/kubectl");
+    let value_fields = learn_value_fields(&index, &fixtures)?;
     let mut structs: Vec<Struct> = Vec::new();
     let mut aliases: Vec<(Vec<String>, String, String, String)> = Vec::new(); // module, name, item path, doc
     for (full, def) in defs {
@@ -624,20 +870,15 @@ pub fn run(reference: &Path, out_dir: &Path, check: bool) -> Result<String> {
                 continue;
             }
         }
-        let order: Vec<String> = match &proto {
-            Some(file) => {
-                if !protos.contains_key(file) {
-                    let loaded = load_proto(&reference.join("proto-v1.32").join(file))?;
-                    protos.insert(file.clone(), loaded);
-                }
-                protos
-                    .get(file)
-                    .and_then(|m| m.get(&name))
-                    .cloned()
-                    .unwrap_or_default()
-            }
-            None => Vec::new(),
-        };
+        let proto_name = proto
+            .as_ref()
+            .map(|file| format!("{}.{name}", index.package_of(file)));
+        let proto_fields: Vec<ProtoField> = proto_name
+            .as_ref()
+            .and_then(|q| index.messages.get(q))
+            .cloned()
+            .unwrap_or_default();
+        let order: Vec<String> = proto_fields.iter().map(|f| f.name.clone()).collect();
         let mut fields = Vec::new();
         if let Some(p) = props {
             for (json, prop) in p {
@@ -693,7 +934,52 @@ pub fn run(reference: &Path, out_dir: &Path, check: bool) -> Result<String> {
         } else {
             None
         };
+        let bind = |message: &str, pf: &ProtoField| -> Option<ProtoBinding> {
+            let i = fields
+                .iter()
+                .position(|f| norm(&f.json) == norm(&pf.name))?;
+            Some(ProtoBinding {
+                field: i,
+                number: pf.number,
+                repeated: pf.repeated,
+                map: pf.ty.starts_with("map<"),
+                by_value: value_fields.contains(&(message.to_owned(), pf.number)),
+                inline: None,
+            })
+        };
+        let mut proto_map = Vec::new();
+        if let (Some(q), Some(file)) = (&proto_name, &proto) {
+            for pf in &proto_fields {
+                if let Some(b) = bind(q, pf) {
+                    proto_map.push(b);
+                    continue;
+                }
+                // A struct Go embeds inline in JSON but protobuf keeps as a nested message.
+                let Some(nested) = index.resolve(&index.package_of(file), &pf.ty) else {
+                    continue;
+                };
+                let inner_fields = index.messages.get(&nested).cloned().unwrap_or_default();
+                let inner: Vec<ProtoBinding> = inner_fields
+                    .iter()
+                    .filter_map(|f| bind(&nested, f))
+                    .collect();
+                if !pf.repeated && !inner.is_empty() && inner.len() == inner_fields.len() {
+                    proto_map.push(ProtoBinding {
+                        field: usize::MAX,
+                        number: pf.number,
+                        repeated: false,
+                        map: false,
+                        by_value: true,
+                        inline: Some(inner),
+                    });
+                }
+            }
+        }
         structs.push(Struct {
+            has_gvk: !gvks.is_empty(),
+            proto: proto_name
+                .filter(|q| index.messages.contains_key(q))
+                .map(|_| proto_map),
             full: full.clone(),
             module,
             name,
@@ -887,7 +1173,8 @@ fn rustfmt(text: &str, config: &Path) -> Result<String> {
 
 fn emit_struct(out: &mut String, s: &Struct) -> Result<()> {
     let kind_struct = s.resource.is_some()
-        || (s.fields.iter().any(|f| f.json == "apiVersion")
+        || (s.has_gvk
+            && s.fields.iter().any(|f| f.json == "apiVersion")
             && s.fields.iter().any(|f| f.json == "kind"));
     if s.doc.is_empty() {
         doc(
@@ -1004,6 +1291,7 @@ fn emit_struct(out: &mut String, s: &Struct) -> Result<()> {
         }
         out.push_str("        }\n    }\n}\n\n");
     }
+    emit_proto(out, s)?;
     if let Some(r) = &s.resource {
         let api_version = if r.group.is_empty() {
             r.version.clone()
@@ -1052,6 +1340,181 @@ fn emit_struct(out: &mut String, s: &Struct) -> Result<()> {
         );
         out.push_str("}\n\n");
     }
+    Ok(())
+}
+
+/// Scalar and string types whose decoded zero Go's JSON would omit (structs are kept: Go writes
+/// value structs as `{}`).
+fn droppable(ty: &Ty) -> bool {
+    match ty {
+        Ty::Str | Ty::Bytes | Ty::I32 | Ty::I64 | Ty::F64 | Ty::Bool => true,
+        Ty::Ref(n) => n.ends_with("meta.v1.Time") || n.ends_with("meta.v1.MicroTime"),
+        _ => false,
+    }
+}
+
+/// Encode lines, decode match arms and zero-dropping lines for a list of bindings.
+#[derive(Default)]
+struct ProtoCode {
+    enc: String,
+    dec: String,
+    drops: String,
+    /// Helper methods for inline-embedded messages.
+    helpers: String,
+}
+
+fn emit_bindings(s: &Struct, bindings: &[ProtoBinding], code: &mut ProtoCode) -> Result<()> {
+    // Upstream's marshaller writes fields in field-number order.
+    let mut bindings: Vec<&ProtoBinding> = bindings.iter().collect();
+    bindings.sort_by_key(|b| b.number);
+    let kind_struct = s.has_gvk && s.fields.iter().any(|x| x.json == "kind");
+    for b in bindings {
+        let n = b.number;
+        if let Some(inner) = &b.inline {
+            let mut sub = ProtoCode::default();
+            emit_bindings(s, inner, &mut sub)?;
+            if !sub.helpers.is_empty() {
+                return Err(format!(
+                    "{}: nested inline messages are not supported",
+                    s.full
+                ));
+            }
+            let _ = writeln!(
+                code.enc,
+                "        {{\n        let start = crate::proto::begin_message(buf, {n});"
+            );
+            code.enc.push_str(&sub.enc);
+            code.enc
+                .push_str("        crate::proto::end_message(buf, start);\n        }\n");
+            let _ = writeln!(
+                code.dec,
+                "            {n} => {{ let mut inner = crate::proto::nested_reader(Self::NAME, field, wire, r)?; while !inner.is_empty() {{ let (field, wire) = inner.key()?; self.merge_inline_{n}(field, wire, &mut inner)?; }} }}"
+            );
+            let _ = writeln!(code.helpers, "    fn merge_inline_{n}(&mut self, field: u32, wire: crate::proto::WireType, r: &mut crate::proto::Reader<'_>) -> Result<(), crate::proto::ProtoError> {{");
+            code.helpers
+                .push_str("        use crate::proto::Message as _;\n        match field {\n");
+            code.helpers.push_str(&sub.dec);
+            code.helpers
+                .push_str("            _ => r.skip(wire)?,\n        }\n        Ok(())\n    }\n");
+            code.drops.push_str(&sub.drops);
+            continue;
+        }
+        let f = &s.fields[b.field];
+        let r = &f.rust;
+        let type_meta = kind_struct && (f.json == "apiVersion" || f.json == "kind");
+        let required = f.required || type_meta || (kind_struct && f.json == "metadata");
+        let (enc, dec) = (&mut code.enc, &mut code.dec);
+        match (&f.ty, b.repeated, b.map) {
+            (Ty::Map(_), _, true) => {
+                let _ = writeln!(enc, "        crate::proto::put_map(buf, {n}, &self.{r});");
+                let _ = writeln!(dec, "            {n} => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.{r})?,");
+            }
+            (Ty::Vec(inner), true, false) => {
+                if matches!(**inner, Ty::Vec(_) | Ty::Map(_)) {
+                    return Err(format!(
+                        "{}.{}: nested collections have no protobuf mapping",
+                        s.full, f.json
+                    ));
+                }
+                let _ = writeln!(
+                    enc,
+                    "        crate::proto::put_repeated(buf, {n}, &self.{r});"
+                );
+                let _ = writeln!(dec, "            {n} => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.{r})?,");
+            }
+            // A named Go string slice (`Verbs`, `ExtraValue`): one message wrapping `repeated string items = 1`.
+            (Ty::Vec(inner), false, false) if matches!(**inner, Ty::Str) => {
+                let _ = writeln!(enc, "        if !self.{r}.is_empty() {{ crate::proto::put_field(buf, {n}, &self.{r}); }}");
+                let _ = writeln!(dec, "            {n} => self.{r} = crate::proto::get_field(Self::NAME, field, wire, r)?,");
+            }
+            (Ty::Vec(_) | Ty::Map(_), _, _) | (_, true, _) | (_, _, true) => {
+                return Err(format!(
+                    "{}.{}: Rust and proto shapes differ",
+                    s.full, f.json
+                ));
+            }
+            (_, false, false) if required => {
+                let _ = writeln!(enc, "        crate::proto::put_field(buf, {n}, &self.{r});");
+                let _ = writeln!(dec, "            {n} => self.{r} = crate::proto::get_field(Self::NAME, field, wire, r)?,");
+            }
+            (ty, false, false) => {
+                let (get_ref, wrap) = if f.boxed {
+                    ("as_deref", "Box::new")
+                } else {
+                    ("as_ref", "")
+                };
+                let _ = writeln!(
+                    enc,
+                    "        crate::proto::put_opt(buf, {n}, self.{r}.{get_ref}(), {});",
+                    b.by_value
+                );
+                let get = "crate::proto::get_field(Self::NAME, field, wire, r)?".to_owned();
+                let val = if wrap.is_empty() {
+                    get
+                } else {
+                    format!("{wrap}({get})")
+                };
+                let _ = writeln!(dec, "            {n} => self.{r} = Some({val}),");
+                if b.by_value && droppable(ty) {
+                    let _ = writeln!(
+                        code.drops,
+                        "        crate::proto::drop_zero(&mut self.{r});"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn emit_proto(out: &mut String, s: &Struct) -> Result<()> {
+    let name = &s.name;
+    let message_name = format!(
+        "{}.{}",
+        s.module.last().map(String::as_str).unwrap_or(""),
+        name
+    );
+    let Some(bindings) = &s.proto else {
+        let _ = writeln!(out, "impl crate::proto::Message for {name} {{");
+        let _ = writeln!(out, "    const NAME: &'static str = {message_name:?};");
+        out.push_str("    const SUPPORTED: bool = false;\n");
+        out.push_str("    fn encode_fields(&self, _buf: &mut Vec<u8>) {}\n");
+        out.push_str("    fn merge_field(&mut self, _field: u32, _wire: crate::proto::WireType, _r: &mut crate::proto::Reader<'_>) -> Result<(), crate::proto::ProtoError> {\n");
+        out.push_str(
+            "        Err(crate::proto::ProtoError::Unsupported(Self::NAME))\n    }\n}\n\n",
+        );
+        return Ok(());
+    };
+    let mut code = ProtoCode::default();
+    emit_bindings(s, bindings, &mut code)?;
+    if !code.helpers.is_empty() {
+        let _ = writeln!(out, "impl {name} {{");
+        out.push_str(&code.helpers);
+        out.push_str("}\n\n");
+    }
+    let _ = writeln!(out, "impl crate::proto::Message for {name} {{");
+    let _ = writeln!(out, "    const NAME: &'static str = {message_name:?};");
+    let buf = if code.enc.is_empty() { "_buf" } else { "buf" };
+    let _ = writeln!(out, "    fn encode_fields(&self, {buf}: &mut Vec<u8>) {{");
+    out.push_str(&code.enc);
+    out.push_str("    }\n");
+    out.push_str("    fn merge_field(&mut self, field: u32, wire: crate::proto::WireType, r: &mut crate::proto::Reader<'_>) -> Result<(), crate::proto::ProtoError> {\n");
+    out.push_str("        match field {\n");
+    out.push_str(&code.dec);
+    out.push_str("            _ => r.skip(wire)?,\n        }\n        Ok(())\n    }\n");
+    let kind_struct = s.has_gvk && s.fields.iter().any(|x| x.json == "kind");
+    if kind_struct && s.fields.iter().any(|x| x.json == "apiVersion") {
+        code.drops
+            .push_str("        self.api_version.clear();\n        self.kind.clear();\n");
+        out.push_str("    fn set_type_meta(&mut self, api_version: &str, kind: &str) {\n");
+        out.push_str("        self.api_version = api_version.to_owned();\n        self.kind = kind.to_owned();\n    }\n");
+    }
+    if !code.drops.is_empty() {
+        out.push_str("    fn after_decode(&mut self) {\n");
+        out.push_str(&code.drops);
+        out.push_str("    }\n");
+    }
+    out.push_str("}\n\n");
     Ok(())
 }
 

@@ -55,3 +55,17 @@ pub struct Info {
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub platform: String,
 }
+
+impl crate::proto::Message for Info {
+    const NAME: &'static str = "version.Info";
+    const SUPPORTED: bool = false;
+    fn encode_fields(&self, _buf: &mut Vec<u8>) {}
+    fn merge_field(
+        &mut self,
+        _field: u32,
+        _wire: crate::proto::WireType,
+        _r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        Err(crate::proto::ProtoError::Unsupported(Self::NAME))
+    }
+}

@@ -29,6 +29,27 @@ pub struct AuditAnnotation {
     pub value_expression: String,
 }
 
+impl crate::proto::Message for AuditAnnotation {
+    const NAME: &'static str = "v1.AuditAnnotation";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.key);
+        crate::proto::put_field(buf, 2, &self.value_expression);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.value_expression = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ExpressionWarning is a warning information that targets a specific expression.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -43,6 +64,27 @@ pub struct ExpressionWarning {
     /// The content of type checking information in a human-readable form. Each line of the warning contains the type that the expression is checked against, followed by the type check error from the compiler.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub warning: String,
+}
+
+impl crate::proto::Message for ExpressionWarning {
+    const NAME: &'static str = "v1.ExpressionWarning";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 2, &self.field_ref);
+        crate::proto::put_field(buf, 3, &self.warning);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            2 => self.field_ref = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.warning = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// MatchCondition represents a condition which must by fulfilled for a request to be sent to a webhook.
@@ -65,6 +107,27 @@ pub struct MatchCondition {
     /// Required.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub expression: String,
+}
+
+impl crate::proto::Message for MatchCondition {
+    const NAME: &'static str = "v1.MatchCondition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_field(buf, 2, &self.expression);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.expression = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// MatchResources decides whether to run the admission control policy on an object based on whether it meets the match criteria. The exclude rules take precedence over include rules (if a resource matches both, it is excluded)
@@ -144,6 +207,41 @@ pub struct MatchResources {
         skip_serializing_if = "Option::is_none"
     )]
     pub match_policy: Option<String>,
+}
+
+impl crate::proto::Message for MatchResources {
+    const NAME: &'static str = "v1.MatchResources";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.namespace_selector.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.object_selector.as_ref(), false);
+        crate::proto::put_repeated(buf, 3, &self.resource_rules);
+        crate::proto::put_repeated(buf, 4, &self.exclude_resource_rules);
+        crate::proto::put_opt(buf, 7, self.match_policy.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.namespace_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => self.object_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resource_rules)?,
+            4 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.exclude_resource_rules,
+            )?,
+            7 => self.match_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// MutatingWebhook describes an admission webhook and the resources and operations it applies to.
@@ -282,6 +380,60 @@ pub struct MutatingWebhook {
     pub match_conditions: Vec<MatchCondition>,
 }
 
+impl crate::proto::Message for MutatingWebhook {
+    const NAME: &'static str = "v1.MutatingWebhook";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_field(buf, 2, &self.client_config);
+        crate::proto::put_repeated(buf, 3, &self.rules);
+        crate::proto::put_opt(buf, 4, self.failure_policy.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.namespace_selector.as_ref(), false);
+        crate::proto::put_field(buf, 6, &self.side_effects);
+        crate::proto::put_opt(buf, 7, self.timeout_seconds.as_ref(), false);
+        crate::proto::put_repeated(buf, 8, &self.admission_review_versions);
+        crate::proto::put_opt(buf, 9, self.match_policy.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.reinvocation_policy.as_ref(), false);
+        crate::proto::put_opt(buf, 11, self.object_selector.as_ref(), false);
+        crate::proto::put_repeated(buf, 12, &self.match_conditions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.client_config = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.rules)?,
+            4 => self.failure_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => {
+                self.namespace_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => self.side_effects = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            7 => self.timeout_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.admission_review_versions,
+            )?,
+            9 => self.match_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => {
+                self.reinvocation_policy =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            11 => self.object_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            12 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.match_conditions)?
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// MutatingWebhookConfiguration describes the configuration of and admission webhook that accept or reject and may change the object.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -316,6 +468,35 @@ impl Default for MutatingWebhookConfiguration {
             metadata: Default::default(),
             webhooks: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for MutatingWebhookConfiguration {
+    const NAME: &'static str = "v1.MutatingWebhookConfiguration";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_repeated(buf, 2, &self.webhooks);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.webhooks)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -406,28 +587,59 @@ pub struct NamedRuleWithOperations {
     pub scope: Option<String>,
 }
 
+impl crate::proto::Message for NamedRuleWithOperations {
+    const NAME: &'static str = "v1.NamedRuleWithOperations";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.resource_names);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resource_names)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ParamKind is a tuple of Group Kind and Version.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct ParamKind {
     /// APIVersion is the API group version the resources belong to. In format of "group/version". Required.
     #[serde(
         rename = "apiVersion",
         default,
-        skip_serializing_if = "String::is_empty"
+        skip_serializing_if = "Option::is_none"
     )]
-    pub api_version: String,
+    pub api_version: Option<String>,
     /// Kind is the API kind the resources belong to. Required.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
-impl Default for ParamKind {
-    fn default() -> Self {
-        Self {
-            api_version: "".into(),
-            kind: "ParamKind".into(),
+impl crate::proto::Message for ParamKind {
+    const NAME: &'static str = "v1.ParamKind";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.api_version.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.kind.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.api_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.kind = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
         }
+        Ok(())
     }
 }
 
@@ -469,6 +681,34 @@ pub struct ParamRef {
         skip_serializing_if = "Option::is_none"
     )]
     pub parameter_not_found_action: Option<String>,
+}
+
+impl crate::proto::Message for ParamRef {
+    const NAME: &'static str = "v1.ParamRef";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.namespace.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.selector.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.parameter_not_found_action.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.parameter_not_found_action =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// RuleWithOperations is a tuple of Operations and Resources. It is recommended to make sure that all the tuple expansions are valid.
@@ -516,6 +756,59 @@ pub struct RuleWithOperations {
     pub scope: Option<String>,
 }
 
+impl RuleWithOperations {
+    fn merge_inline_2(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        use crate::proto::Message as _;
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.api_groups)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.api_versions)?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resources)?,
+            4 => self.scope = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
+impl crate::proto::Message for RuleWithOperations {
+    const NAME: &'static str = "v1.RuleWithOperations";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.operations);
+        {
+            let start = crate::proto::begin_message(buf, 2);
+            crate::proto::put_repeated(buf, 1, &self.api_groups);
+            crate::proto::put_repeated(buf, 2, &self.api_versions);
+            crate::proto::put_repeated(buf, 3, &self.resources);
+            crate::proto::put_opt(buf, 4, self.scope.as_ref(), false);
+            crate::proto::end_message(buf, start);
+        }
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.operations)?,
+            2 => {
+                let mut inner = crate::proto::nested_reader(Self::NAME, field, wire, r)?;
+                while !inner.is_empty() {
+                    let (field, wire) = inner.key()?;
+                    self.merge_inline_2(field, wire, &mut inner)?;
+                }
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ServiceReference holds a reference to Service.legacy.k8s.io
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -534,6 +827,31 @@ pub struct ServiceReference {
     pub port: Option<i32>,
 }
 
+impl crate::proto::Message for ServiceReference {
+    const NAME: &'static str = "v1.ServiceReference";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.namespace);
+        crate::proto::put_field(buf, 2, &self.name);
+        crate::proto::put_opt(buf, 3, self.path.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.port.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.namespace = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// TypeChecking contains results of type checking the expressions in the ValidatingAdmissionPolicy
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -546,6 +864,31 @@ pub struct TypeChecking {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub expression_warnings: Vec<ExpressionWarning>,
+}
+
+impl crate::proto::Message for TypeChecking {
+    const NAME: &'static str = "v1.TypeChecking";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.expression_warnings);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.expression_warnings,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ValidatingAdmissionPolicy describes the definition of an admission validation policy that accepts or rejects an object without changing it.
@@ -582,6 +925,37 @@ impl Default for ValidatingAdmissionPolicy {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for ValidatingAdmissionPolicy {
+    const NAME: &'static str = "v1.ValidatingAdmissionPolicy";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -653,6 +1027,35 @@ impl Default for ValidatingAdmissionPolicyBinding {
             metadata: Default::default(),
             spec: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for ValidatingAdmissionPolicyBinding {
+    const NAME: &'static str = "v1.ValidatingAdmissionPolicyBinding";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -739,6 +1142,37 @@ pub struct ValidatingAdmissionPolicyBindingSpec {
     pub validation_actions: Vec<String>,
 }
 
+impl crate::proto::Message for ValidatingAdmissionPolicyBindingSpec {
+    const NAME: &'static str = "v1.ValidatingAdmissionPolicyBindingSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.policy_name.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.param_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.match_resources.as_ref(), false);
+        crate::proto::put_repeated(buf, 4, &self.validation_actions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.policy_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.param_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.match_resources = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.validation_actions,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ValidatingAdmissionPolicySpec is the specification of the desired behavior of the AdmissionPolicy.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -811,6 +1245,43 @@ pub struct ValidatingAdmissionPolicySpec {
     pub variables: Vec<Variable>,
 }
 
+impl crate::proto::Message for ValidatingAdmissionPolicySpec {
+    const NAME: &'static str = "v1.ValidatingAdmissionPolicySpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.param_kind.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.match_constraints.as_ref(), false);
+        crate::proto::put_repeated(buf, 3, &self.validations);
+        crate::proto::put_opt(buf, 4, self.failure_policy.as_ref(), false);
+        crate::proto::put_repeated(buf, 5, &self.audit_annotations);
+        crate::proto::put_repeated(buf, 6, &self.match_conditions);
+        crate::proto::put_repeated(buf, 7, &self.variables);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.param_kind = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => {
+                self.match_constraints = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.validations)?,
+            4 => self.failure_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.audit_annotations)?
+            }
+            6 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.match_conditions)?
+            }
+            7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.variables)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ValidatingAdmissionPolicyStatus represents the status of an admission validation policy.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -836,6 +1307,32 @@ pub struct ValidatingAdmissionPolicyStatus {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub conditions: Vec<crate::meta::v1::Condition>,
+}
+
+impl crate::proto::Message for ValidatingAdmissionPolicyStatus {
+    const NAME: &'static str = "v1.ValidatingAdmissionPolicyStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.observed_generation.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.type_checking.as_ref(), false);
+        crate::proto::put_repeated(buf, 3, &self.conditions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.observed_generation =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => self.type_checking = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ValidatingWebhook describes an admission webhook and the resources and operations it applies to.
@@ -961,6 +1458,55 @@ pub struct ValidatingWebhook {
     pub match_conditions: Vec<MatchCondition>,
 }
 
+impl crate::proto::Message for ValidatingWebhook {
+    const NAME: &'static str = "v1.ValidatingWebhook";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_field(buf, 2, &self.client_config);
+        crate::proto::put_repeated(buf, 3, &self.rules);
+        crate::proto::put_opt(buf, 4, self.failure_policy.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.namespace_selector.as_ref(), false);
+        crate::proto::put_field(buf, 6, &self.side_effects);
+        crate::proto::put_opt(buf, 7, self.timeout_seconds.as_ref(), false);
+        crate::proto::put_repeated(buf, 8, &self.admission_review_versions);
+        crate::proto::put_opt(buf, 9, self.match_policy.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.object_selector.as_ref(), false);
+        crate::proto::put_repeated(buf, 11, &self.match_conditions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.client_config = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.rules)?,
+            4 => self.failure_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => {
+                self.namespace_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => self.side_effects = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            7 => self.timeout_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.admission_review_versions,
+            )?,
+            9 => self.match_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => self.object_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            11 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.match_conditions)?
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ValidatingWebhookConfiguration describes the configuration of and admission webhook that accept or reject and object without changing it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -995,6 +1541,35 @@ impl Default for ValidatingWebhookConfiguration {
             metadata: Default::default(),
             webhooks: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for ValidatingWebhookConfiguration {
+    const NAME: &'static str = "v1.ValidatingWebhookConfiguration";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_repeated(buf, 2, &self.webhooks);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.webhooks)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -1079,6 +1654,33 @@ pub struct Validation {
     pub message_expression: Option<String>,
 }
 
+impl crate::proto::Message for Validation {
+    const NAME: &'static str = "v1.Validation";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.expression);
+        crate::proto::put_opt(buf, 2, self.message.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.message_expression.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.expression = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.message_expression = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Variable is the definition of a variable that is used for composition. A variable is defined as a named expression.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -1089,6 +1691,27 @@ pub struct Variable {
     /// Expression is the expression that will be evaluated as the value of the variable. The CEL expression has access to the same identifiers as the CEL expressions in Validation.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub expression: String,
+}
+
+impl crate::proto::Message for Variable {
+    const NAME: &'static str = "v1.Variable";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_field(buf, 2, &self.expression);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.expression = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// WebhookClientConfig contains the information to make a TLS connection with the webhook
@@ -1116,6 +1739,29 @@ pub struct WebhookClientConfig {
     /// `caBundle` is a PEM encoded CA bundle which will be used to validate the webhook's server certificate. If unspecified, system trust roots on the apiserver are used.
     #[serde(rename = "caBundle", default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<crate::ByteString>,
+}
+
+impl crate::proto::Message for WebhookClientConfig {
+    const NAME: &'static str = "v1.WebhookClientConfig";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.service.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.ca_bundle.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.url.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.service = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.ca_bundle = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.url = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// MutatingWebhookConfigurationList is a list of MutatingWebhookConfiguration.

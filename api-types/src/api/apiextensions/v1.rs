@@ -33,6 +33,35 @@ pub struct CustomResourceColumnDefinition {
     pub json_path: String,
 }
 
+impl crate::proto::Message for CustomResourceColumnDefinition {
+    const NAME: &'static str = "v1.CustomResourceColumnDefinition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_field(buf, 2, &self.r#type);
+        crate::proto::put_opt(buf, 3, self.format.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.description.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.priority.as_ref(), false);
+        crate::proto::put_field(buf, 6, &self.json_path);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.format = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.description = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.priority = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.json_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// CustomResourceConversion describes how to convert different versions of a CR.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -44,6 +73,27 @@ pub struct CustomResourceConversion {
     /// webhook describes how to call the conversion webhook. Required when `strategy` is set to `"Webhook"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookConversion>,
+}
+
+impl crate::proto::Message for CustomResourceConversion {
+    const NAME: &'static str = "v1.CustomResourceConversion";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.strategy);
+        crate::proto::put_opt(buf, 2, self.webhook.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.strategy = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.webhook = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// CustomResourceDefinition represents a resource that should be exposed on the API server.  Its name MUST be in the format <.spec.name>.<.spec.group>.
@@ -80,6 +130,37 @@ impl Default for CustomResourceDefinition {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for CustomResourceDefinition {
+    const NAME: &'static str = "v1.CustomResourceDefinition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_field(buf, 2, &self.spec);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -143,6 +224,36 @@ pub struct CustomResourceDefinitionCondition {
     pub message: Option<String>,
 }
 
+impl crate::proto::Message for CustomResourceDefinitionCondition {
+    const NAME: &'static str = "v1.CustomResourceDefinitionCondition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_field(buf, 2, &self.status);
+        crate::proto::put_opt(buf, 3, self.last_transition_time.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.message.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => {
+                self.last_transition_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// CustomResourceDefinitionNames indicates the names to serve this CustomResourceDefinition
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -176,6 +287,35 @@ pub struct CustomResourceDefinitionNames {
     pub categories: Vec<String>,
 }
 
+impl crate::proto::Message for CustomResourceDefinitionNames {
+    const NAME: &'static str = "v1.CustomResourceDefinitionNames";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.plural);
+        crate::proto::put_opt(buf, 2, self.singular.as_ref(), false);
+        crate::proto::put_repeated(buf, 3, &self.short_names);
+        crate::proto::put_field(buf, 4, &self.kind);
+        crate::proto::put_opt(buf, 5, self.list_kind.as_ref(), false);
+        crate::proto::put_repeated(buf, 6, &self.categories);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.plural = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.singular = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.short_names)?,
+            4 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            5 => self.list_kind = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.categories)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// CustomResourceDefinitionSpec describes how a user wants their resource to appear
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -204,6 +344,38 @@ pub struct CustomResourceDefinitionSpec {
     pub preserve_unknown_fields: Option<bool>,
 }
 
+impl crate::proto::Message for CustomResourceDefinitionSpec {
+    const NAME: &'static str = "v1.CustomResourceDefinitionSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.group);
+        crate::proto::put_field(buf, 3, &self.names);
+        crate::proto::put_field(buf, 4, &self.scope);
+        crate::proto::put_repeated(buf, 7, &self.versions);
+        crate::proto::put_opt(buf, 9, self.conversion.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.preserve_unknown_fields.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.group = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.names = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.scope = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.versions)?,
+            9 => self.conversion = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => {
+                self.preserve_unknown_fields =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// CustomResourceDefinitionStatus indicates the state of the CustomResourceDefinition
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -230,6 +402,29 @@ pub struct CustomResourceDefinitionStatus {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub stored_versions: Vec<String>,
+}
+
+impl crate::proto::Message for CustomResourceDefinitionStatus {
+    const NAME: &'static str = "v1.CustomResourceDefinitionStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.conditions);
+        crate::proto::put_opt(buf, 2, self.accepted_names.as_ref(), false);
+        crate::proto::put_repeated(buf, 3, &self.stored_versions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            2 => self.accepted_names = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.stored_versions)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// CustomResourceDefinitionVersion describes a version for CRD.
@@ -279,6 +474,52 @@ pub struct CustomResourceDefinitionVersion {
     pub selectable_fields: Vec<SelectableField>,
 }
 
+impl crate::proto::Message for CustomResourceDefinitionVersion {
+    const NAME: &'static str = "v1.CustomResourceDefinitionVersion";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_field(buf, 2, &self.served);
+        crate::proto::put_field(buf, 3, &self.storage);
+        crate::proto::put_opt(buf, 4, self.schema.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.subresources.as_ref(), false);
+        crate::proto::put_repeated(buf, 6, &self.additional_printer_columns);
+        crate::proto::put_opt(buf, 7, self.deprecated.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.deprecation_warning.as_ref(), false);
+        crate::proto::put_repeated(buf, 9, &self.selectable_fields);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.served = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.storage = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.schema = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.subresources = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.additional_printer_columns,
+            )?,
+            7 => self.deprecated = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => {
+                self.deprecation_warning =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            9 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.selectable_fields)?
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// CustomResourceSubresourceScale defines how to serve the scale subresource for CustomResources.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -306,10 +547,52 @@ pub struct CustomResourceSubresourceScale {
     pub label_selector_path: Option<String>,
 }
 
+impl crate::proto::Message for CustomResourceSubresourceScale {
+    const NAME: &'static str = "v1.CustomResourceSubresourceScale";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.spec_replicas_path);
+        crate::proto::put_field(buf, 2, &self.status_replicas_path);
+        crate::proto::put_opt(buf, 3, self.label_selector_path.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.spec_replicas_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status_replicas_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => {
+                self.label_selector_path =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// CustomResourceSubresourceStatus defines how to serve the status subresource for CustomResources. Status is represented by the `.status` JSON path inside of a CustomResource. When set, * exposes a /status subresource for the custom resource * PUT requests to the /status subresource take a custom resource object, and ignore changes to anything except the status stanza * PUT/POST/PATCH requests to the custom resource ignore changes to the status stanza
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct CustomResourceSubresourceStatus {}
+
+impl crate::proto::Message for CustomResourceSubresourceStatus {
+    const NAME: &'static str = "v1.CustomResourceSubresourceStatus";
+    fn encode_fields(&self, _buf: &mut Vec<u8>) {}
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
 
 /// CustomResourceSubresources defines the status and scale subresources for CustomResources.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -321,6 +604,27 @@ pub struct CustomResourceSubresources {
     /// scale indicates the custom resource should serve a `/scale` subresource that returns an `autoscaling/v1` Scale object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<CustomResourceSubresourceScale>,
+}
+
+impl crate::proto::Message for CustomResourceSubresources {
+    const NAME: &'static str = "v1.CustomResourceSubresources";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.status.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.scale.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.scale = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// CustomResourceValidation is a list of validation methods for CustomResources.
@@ -336,6 +640,27 @@ pub struct CustomResourceValidation {
     pub open_apiv3_schema: Option<JSONSchemaProps>,
 }
 
+impl crate::proto::Message for CustomResourceValidation {
+    const NAME: &'static str = "v1.CustomResourceValidation";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.open_apiv3_schema.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.open_apiv3_schema = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ExternalDocumentation allows referencing an external resource for extended documentation.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -346,6 +671,27 @@ pub struct ExternalDocumentation {
     /// The `url` field (upstream gives no description).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+}
+
+impl crate::proto::Message for ExternalDocumentation {
+    const NAME: &'static str = "v1.ExternalDocumentation";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.description.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.url.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.description = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.url = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// JSONSchemaProps is a JSON-Schema following Specification Draft 4 (http://json-schema.org/).
@@ -628,6 +974,165 @@ pub struct JSONSchemaProps {
     pub x_kubernetes_validations: Vec<ValidationRule>,
 }
 
+impl crate::proto::Message for JSONSchemaProps {
+    const NAME: &'static str = "v1.JSONSchemaProps";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.id.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.schema.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.ref_path.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.description.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.r#type.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.format.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.title.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.default.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.maximum.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.exclusive_maximum.as_ref(), false);
+        crate::proto::put_opt(buf, 11, self.minimum.as_ref(), false);
+        crate::proto::put_opt(buf, 12, self.exclusive_minimum.as_ref(), false);
+        crate::proto::put_opt(buf, 13, self.max_length.as_ref(), false);
+        crate::proto::put_opt(buf, 14, self.min_length.as_ref(), false);
+        crate::proto::put_opt(buf, 15, self.pattern.as_ref(), false);
+        crate::proto::put_opt(buf, 16, self.max_items.as_ref(), false);
+        crate::proto::put_opt(buf, 17, self.min_items.as_ref(), false);
+        crate::proto::put_opt(buf, 18, self.unique_items.as_ref(), false);
+        crate::proto::put_opt(buf, 19, self.multiple_of.as_ref(), false);
+        crate::proto::put_repeated(buf, 20, &self.r#enum);
+        crate::proto::put_opt(buf, 21, self.max_properties.as_ref(), false);
+        crate::proto::put_opt(buf, 22, self.min_properties.as_ref(), false);
+        crate::proto::put_repeated(buf, 23, &self.required);
+        crate::proto::put_opt(buf, 24, self.items.as_ref(), false);
+        crate::proto::put_repeated(buf, 25, &self.all_of);
+        crate::proto::put_repeated(buf, 26, &self.one_of);
+        crate::proto::put_repeated(buf, 27, &self.any_of);
+        crate::proto::put_opt(buf, 28, self.not.as_deref(), false);
+        crate::proto::put_map(buf, 29, &self.properties);
+        crate::proto::put_opt(buf, 30, self.additional_properties.as_ref(), false);
+        crate::proto::put_map(buf, 31, &self.pattern_properties);
+        crate::proto::put_map(buf, 32, &self.dependencies);
+        crate::proto::put_opt(buf, 33, self.additional_items.as_ref(), false);
+        crate::proto::put_map(buf, 34, &self.definitions);
+        crate::proto::put_opt(buf, 35, self.external_docs.as_ref(), false);
+        crate::proto::put_opt(buf, 36, self.example.as_ref(), false);
+        crate::proto::put_opt(buf, 37, self.nullable.as_ref(), false);
+        crate::proto::put_opt(
+            buf,
+            38,
+            self.x_kubernetes_preserve_unknown_fields.as_ref(),
+            false,
+        );
+        crate::proto::put_opt(buf, 39, self.x_kubernetes_embedded_resource.as_ref(), false);
+        crate::proto::put_opt(buf, 40, self.x_kubernetes_int_or_string.as_ref(), false);
+        crate::proto::put_repeated(buf, 41, &self.x_kubernetes_list_map_keys);
+        crate::proto::put_opt(buf, 42, self.x_kubernetes_list_type.as_ref(), false);
+        crate::proto::put_opt(buf, 43, self.x_kubernetes_map_type.as_ref(), false);
+        crate::proto::put_repeated(buf, 44, &self.x_kubernetes_validations);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.id = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.schema = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.ref_path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.description = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.format = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.title = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => self.default = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => self.maximum = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => {
+                self.exclusive_maximum = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            11 => self.minimum = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            12 => {
+                self.exclusive_minimum = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            13 => self.max_length = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            14 => self.min_length = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            15 => self.pattern = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            16 => self.max_items = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            17 => self.min_items = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            18 => self.unique_items = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            19 => self.multiple_of = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            20 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.r#enum)?,
+            21 => self.max_properties = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            22 => self.min_properties = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            23 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.required)?,
+            24 => self.items = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            25 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.all_of)?,
+            26 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.one_of)?,
+            27 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.any_of)?,
+            28 => {
+                self.not = Some(Box::new(crate::proto::get_field(
+                    Self::NAME,
+                    field,
+                    wire,
+                    r,
+                )?))
+            }
+            29 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.properties)?,
+            30 => {
+                self.additional_properties =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            31 => crate::proto::get_map_entry(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.pattern_properties,
+            )?,
+            32 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.dependencies)?,
+            33 => {
+                self.additional_items = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            34 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.definitions)?,
+            35 => self.external_docs = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            36 => self.example = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            37 => self.nullable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            38 => {
+                self.x_kubernetes_preserve_unknown_fields =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            39 => {
+                self.x_kubernetes_embedded_resource =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            40 => {
+                self.x_kubernetes_int_or_string =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            41 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.x_kubernetes_list_map_keys,
+            )?,
+            42 => {
+                self.x_kubernetes_list_type =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            43 => {
+                self.x_kubernetes_map_type =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            44 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.x_kubernetes_validations,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// SelectableField specifies the JSON path of a field that may be used with field selectors.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -639,6 +1144,25 @@ pub struct SelectableField {
         deserialize_with = "crate::serde_util::null_to_default"
     )]
     pub json_path: String,
+}
+
+impl crate::proto::Message for SelectableField {
+    const NAME: &'static str = "v1.SelectableField";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.json_path);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.json_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ServiceReference holds a reference to Service.legacy.k8s.io
@@ -657,6 +1181,31 @@ pub struct ServiceReference {
     /// port is an optional service port at which the webhook will be contacted. `port` should be a valid port number (1-65535, inclusive). Defaults to 443 for backward compatibility.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
+}
+
+impl crate::proto::Message for ServiceReference {
+    const NAME: &'static str = "v1.ServiceReference";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.namespace);
+        crate::proto::put_field(buf, 2, &self.name);
+        crate::proto::put_opt(buf, 3, self.path.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.port.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.namespace = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ValidationRule describes a validation rule written in the CEL expression language.
@@ -729,6 +1278,39 @@ pub struct ValidationRule {
     pub optional_old_self: Option<bool>,
 }
 
+impl crate::proto::Message for ValidationRule {
+    const NAME: &'static str = "v1.ValidationRule";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.rule);
+        crate::proto::put_opt(buf, 2, self.message.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.message_expression.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.field_path.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.optional_old_self.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.rule = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => {
+                self.message_expression = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.field_path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => {
+                self.optional_old_self = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// WebhookClientConfig contains the information to make a TLS connection with the webhook.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -756,6 +1338,29 @@ pub struct WebhookClientConfig {
     pub ca_bundle: Option<crate::ByteString>,
 }
 
+impl crate::proto::Message for WebhookClientConfig {
+    const NAME: &'static str = "v1.WebhookClientConfig";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.service.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.ca_bundle.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.url.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.service = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.ca_bundle = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.url = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// WebhookConversion describes how to call a conversion webhook
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -774,6 +1379,33 @@ pub struct WebhookConversion {
         deserialize_with = "crate::serde_util::null_to_default"
     )]
     pub conversion_review_versions: Vec<String>,
+}
+
+impl crate::proto::Message for WebhookConversion {
+    const NAME: &'static str = "v1.WebhookConversion";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 2, self.client_config.as_ref(), false);
+        crate::proto::put_repeated(buf, 3, &self.conversion_review_versions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            2 => self.client_config = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.conversion_review_versions,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// CustomResourceDefinitionList is a list of CustomResourceDefinition objects.

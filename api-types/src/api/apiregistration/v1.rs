@@ -40,6 +40,20 @@ impl Default for APIService {
     }
 }
 
+impl crate::proto::Message for APIService {
+    const NAME: &'static str = "v1.APIService";
+    const SUPPORTED: bool = false;
+    fn encode_fields(&self, _buf: &mut Vec<u8>) {}
+    fn merge_field(
+        &mut self,
+        _field: u32,
+        _wire: crate::proto::WireType,
+        _r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        Err(crate::proto::ProtoError::Unsupported(Self::NAME))
+    }
+}
+
 impl crate::Resource for APIService {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "apiregistration.k8s.io",
@@ -99,6 +113,20 @@ pub struct APIServiceCondition {
     pub r#type: String,
 }
 
+impl crate::proto::Message for APIServiceCondition {
+    const NAME: &'static str = "v1.APIServiceCondition";
+    const SUPPORTED: bool = false;
+    fn encode_fields(&self, _buf: &mut Vec<u8>) {}
+    fn merge_field(
+        &mut self,
+        _field: u32,
+        _wire: crate::proto::WireType,
+        _r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        Err(crate::proto::ProtoError::Unsupported(Self::NAME))
+    }
+}
+
 /// APIServiceSpec contains information for locating and communicating with a server. Only https is supported, though you are able to disable certificate verification.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -138,6 +166,20 @@ pub struct APIServiceSpec {
     pub version_priority: i32,
 }
 
+impl crate::proto::Message for APIServiceSpec {
+    const NAME: &'static str = "v1.APIServiceSpec";
+    const SUPPORTED: bool = false;
+    fn encode_fields(&self, _buf: &mut Vec<u8>) {}
+    fn merge_field(
+        &mut self,
+        _field: u32,
+        _wire: crate::proto::WireType,
+        _r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        Err(crate::proto::ProtoError::Unsupported(Self::NAME))
+    }
+}
+
 /// APIServiceStatus contains derived information about an API server
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -149,6 +191,20 @@ pub struct APIServiceStatus {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub conditions: Vec<APIServiceCondition>,
+}
+
+impl crate::proto::Message for APIServiceStatus {
+    const NAME: &'static str = "v1.APIServiceStatus";
+    const SUPPORTED: bool = false;
+    fn encode_fields(&self, _buf: &mut Vec<u8>) {}
+    fn merge_field(
+        &mut self,
+        _field: u32,
+        _wire: crate::proto::WireType,
+        _r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        Err(crate::proto::ProtoError::Unsupported(Self::NAME))
+    }
 }
 
 /// ServiceReference holds a reference to Service.legacy.k8s.io
@@ -164,6 +220,20 @@ pub struct ServiceReference {
     /// If specified, the port on the service that hosting webhook. Default to 443 for backward compatibility. `port` should be a valid port number (1-65535, inclusive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
+}
+
+impl crate::proto::Message for ServiceReference {
+    const NAME: &'static str = "v1.ServiceReference";
+    const SUPPORTED: bool = false;
+    fn encode_fields(&self, _buf: &mut Vec<u8>) {}
+    fn merge_field(
+        &mut self,
+        _field: u32,
+        _wire: crate::proto::WireType,
+        _r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        Err(crate::proto::ProtoError::Unsupported(Self::NAME))
+    }
 }
 
 /// APIServiceList is a list of APIService objects.

@@ -40,6 +40,37 @@ impl Default for ControllerRevision {
     }
 }
 
+impl crate::proto::Message for ControllerRevision {
+    const NAME: &'static str = "v1.ControllerRevision";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.data.as_ref(), false);
+        crate::proto::put_field(buf, 3, &self.revision);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.data = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.revision = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for ControllerRevision {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "apps",
@@ -111,6 +142,37 @@ impl Default for DaemonSet {
     }
 }
 
+impl crate::proto::Message for DaemonSet {
+    const NAME: &'static str = "v1.DaemonSet";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for DaemonSet {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "apps",
@@ -170,6 +232,36 @@ pub struct DaemonSetCondition {
     pub message: Option<String>,
 }
 
+impl crate::proto::Message for DaemonSetCondition {
+    const NAME: &'static str = "v1.DaemonSetCondition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_field(buf, 2, &self.status);
+        crate::proto::put_opt(buf, 3, self.last_transition_time.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.message.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => {
+                self.last_transition_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// DaemonSetSpec is the specification of a daemon set.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -201,6 +293,38 @@ pub struct DaemonSetSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub revision_history_limit: Option<i32>,
+}
+
+impl crate::proto::Message for DaemonSetSpec {
+    const NAME: &'static str = "v1.DaemonSetSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.selector);
+        crate::proto::put_field(buf, 2, &self.template);
+        crate::proto::put_opt(buf, 3, self.update_strategy.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.min_ready_seconds.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.revision_history_limit.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.selector = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.template = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.update_strategy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.min_ready_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => {
+                self.revision_history_limit =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// DaemonSetStatus represents the current status of a daemon set.
@@ -279,6 +403,55 @@ pub struct DaemonSetStatus {
     pub conditions: Vec<DaemonSetCondition>,
 }
 
+impl crate::proto::Message for DaemonSetStatus {
+    const NAME: &'static str = "v1.DaemonSetStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.current_number_scheduled);
+        crate::proto::put_field(buf, 2, &self.number_misscheduled);
+        crate::proto::put_field(buf, 3, &self.desired_number_scheduled);
+        crate::proto::put_field(buf, 4, &self.number_ready);
+        crate::proto::put_opt(buf, 5, self.observed_generation.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.updated_number_scheduled.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.number_available.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.number_unavailable.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.collision_count.as_ref(), false);
+        crate::proto::put_repeated(buf, 10, &self.conditions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.current_number_scheduled = crate::proto::get_field(Self::NAME, field, wire, r)?
+            }
+            2 => self.number_misscheduled = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => {
+                self.desired_number_scheduled = crate::proto::get_field(Self::NAME, field, wire, r)?
+            }
+            4 => self.number_ready = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            5 => {
+                self.observed_generation =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => {
+                self.updated_number_scheduled =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            7 => self.number_available = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => {
+                self.number_unavailable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            9 => self.collision_count = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// DaemonSetUpdateStrategy is a struct used to control the update strategy for a DaemonSet.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -293,6 +466,27 @@ pub struct DaemonSetUpdateStrategy {
         skip_serializing_if = "Option::is_none"
     )]
     pub rolling_update: Option<RollingUpdateDaemonSet>,
+}
+
+impl crate::proto::Message for DaemonSetUpdateStrategy {
+    const NAME: &'static str = "v1.DaemonSetUpdateStrategy";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.r#type.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.rolling_update.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.rolling_update = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Deployment enables declarative updates for Pods and ReplicaSets.
@@ -329,6 +523,37 @@ impl Default for Deployment {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for Deployment {
+    const NAME: &'static str = "v1.Deployment";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -398,6 +623,38 @@ pub struct DeploymentCondition {
     pub message: Option<String>,
 }
 
+impl crate::proto::Message for DeploymentCondition {
+    const NAME: &'static str = "v1.DeploymentCondition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_field(buf, 2, &self.status);
+        crate::proto::put_opt(buf, 4, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.message.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.last_update_time.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.last_transition_time.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.last_update_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => {
+                self.last_transition_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// DeploymentSpec is the specification of the desired behavior of the Deployment.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -438,6 +695,51 @@ pub struct DeploymentSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub progress_deadline_seconds: Option<i32>,
+}
+
+impl crate::proto::Message for DeploymentSpec {
+    const NAME: &'static str = "v1.DeploymentSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.replicas.as_ref(), false);
+        crate::proto::put_field(buf, 2, &self.selector);
+        crate::proto::put_field(buf, 3, &self.template);
+        crate::proto::put_opt(buf, 4, self.strategy.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.min_ready_seconds.as_ref(), true);
+        crate::proto::put_opt(buf, 6, self.revision_history_limit.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.paused.as_ref(), true);
+        crate::proto::put_opt(buf, 9, self.progress_deadline_seconds.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.selector = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.template = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.strategy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => {
+                self.min_ready_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => {
+                self.revision_history_limit =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            7 => self.paused = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => {
+                self.progress_deadline_seconds =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn after_decode(&mut self) {
+        crate::proto::drop_zero(&mut self.min_ready_seconds);
+        crate::proto::drop_zero(&mut self.paused);
+    }
 }
 
 /// DeploymentStatus is the most recently observed status of the Deployment.
@@ -498,6 +800,55 @@ pub struct DeploymentStatus {
     pub collision_count: Option<i32>,
 }
 
+impl crate::proto::Message for DeploymentStatus {
+    const NAME: &'static str = "v1.DeploymentStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.observed_generation.as_ref(), true);
+        crate::proto::put_opt(buf, 2, self.replicas.as_ref(), true);
+        crate::proto::put_opt(buf, 3, self.updated_replicas.as_ref(), true);
+        crate::proto::put_opt(buf, 4, self.available_replicas.as_ref(), true);
+        crate::proto::put_opt(buf, 5, self.unavailable_replicas.as_ref(), true);
+        crate::proto::put_repeated(buf, 6, &self.conditions);
+        crate::proto::put_opt(buf, 7, self.ready_replicas.as_ref(), true);
+        crate::proto::put_opt(buf, 8, self.collision_count.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.observed_generation =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => self.replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.updated_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.available_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            5 => {
+                self.unavailable_replicas =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            7 => self.ready_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => self.collision_count = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn after_decode(&mut self) {
+        crate::proto::drop_zero(&mut self.observed_generation);
+        crate::proto::drop_zero(&mut self.replicas);
+        crate::proto::drop_zero(&mut self.updated_replicas);
+        crate::proto::drop_zero(&mut self.available_replicas);
+        crate::proto::drop_zero(&mut self.unavailable_replicas);
+        crate::proto::drop_zero(&mut self.ready_replicas);
+    }
+}
+
 /// DeploymentStrategy describes how to replace existing pods with new ones.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -512,6 +863,30 @@ pub struct DeploymentStrategy {
         skip_serializing_if = "Option::is_none"
     )]
     pub rolling_update: Option<RollingUpdateDeployment>,
+}
+
+impl crate::proto::Message for DeploymentStrategy {
+    const NAME: &'static str = "v1.DeploymentStrategy";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.r#type.as_ref(), true);
+        crate::proto::put_opt(buf, 2, self.rolling_update.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.rolling_update = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn after_decode(&mut self) {
+        crate::proto::drop_zero(&mut self.r#type);
+    }
 }
 
 /// ReplicaSet ensures that a specified number of pod replicas are running at any given time.
@@ -548,6 +923,37 @@ impl Default for ReplicaSet {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for ReplicaSet {
+    const NAME: &'static str = "v1.ReplicaSet";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -610,6 +1016,36 @@ pub struct ReplicaSetCondition {
     pub message: Option<String>,
 }
 
+impl crate::proto::Message for ReplicaSetCondition {
+    const NAME: &'static str = "v1.ReplicaSetCondition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_field(buf, 2, &self.status);
+        crate::proto::put_opt(buf, 3, self.last_transition_time.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.message.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => {
+                self.last_transition_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ReplicaSetSpec is the specification of a ReplicaSet.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -630,6 +1066,33 @@ pub struct ReplicaSetSpec {
     /// Template is the object that describes the pod that will be created if insufficient replicas are detected. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicationcontroller#pod-template
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<crate::core::v1::PodTemplateSpec>,
+}
+
+impl crate::proto::Message for ReplicaSetSpec {
+    const NAME: &'static str = "v1.ReplicaSetSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.replicas.as_ref(), false);
+        crate::proto::put_field(buf, 2, &self.selector);
+        crate::proto::put_opt(buf, 3, self.template.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.min_ready_seconds.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.selector = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.template = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.min_ready_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ReplicaSetStatus represents the current status of a ReplicaSet.
@@ -676,6 +1139,43 @@ pub struct ReplicaSetStatus {
     pub conditions: Vec<ReplicaSetCondition>,
 }
 
+impl crate::proto::Message for ReplicaSetStatus {
+    const NAME: &'static str = "v1.ReplicaSetStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.replicas);
+        crate::proto::put_opt(buf, 2, self.fully_labeled_replicas.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.observed_generation.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.ready_replicas.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.available_replicas.as_ref(), false);
+        crate::proto::put_repeated(buf, 6, &self.conditions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => {
+                self.fully_labeled_replicas =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            3 => {
+                self.observed_generation =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => self.ready_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => {
+                self.available_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Spec to control the desired behavior of daemon set rolling update.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -690,6 +1190,27 @@ pub struct RollingUpdateDaemonSet {
     /// The maximum number of nodes with an existing available DaemonSet pod that can have an updated DaemonSet pod during during an update. Value can be an absolute number (ex: 5) or a percentage of desired pods (ex: 10%). This can not be 0 if MaxUnavailable is 0. Absolute number is calculated from percentage by rounding up to a minimum of 1. Default value is 0. Example: when this is set to 30%, at most 30% of the total number of nodes that should be running the daemon pod (i.e. status.desiredNumberScheduled) can have their a new pod created before the old pod is marked as deleted. The update starts by launching new pods on 30% of nodes. Once an updated pod is available (Ready for at least minReadySeconds) the old DaemonSet pod on that node is marked deleted. If the old pod becomes unavailable for any reason (Ready transitions to false, is evicted, or is drained) an updated pod is immediatedly created on that node without considering surge limits. Allowing surge implies the possibility that the resources consumed by the daemonset on any given node can double if the readiness check fails, and so resource intensive daemonsets should take into account that they may cause evictions during disruption.
     #[serde(rename = "maxSurge", default, skip_serializing_if = "Option::is_none")]
     pub max_surge: Option<crate::IntOrString>,
+}
+
+impl crate::proto::Message for RollingUpdateDaemonSet {
+    const NAME: &'static str = "v1.RollingUpdateDaemonSet";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.max_unavailable.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.max_surge.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.max_unavailable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.max_surge = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Spec to control the desired behavior of rolling update.
@@ -708,6 +1229,27 @@ pub struct RollingUpdateDeployment {
     pub max_surge: Option<crate::IntOrString>,
 }
 
+impl crate::proto::Message for RollingUpdateDeployment {
+    const NAME: &'static str = "v1.RollingUpdateDeployment";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.max_unavailable.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.max_surge.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.max_unavailable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.max_surge = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// RollingUpdateStatefulSetStrategy is used to communicate parameter for RollingUpdateStatefulSetStrategyType.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -722,6 +1264,27 @@ pub struct RollingUpdateStatefulSetStrategy {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_unavailable: Option<crate::IntOrString>,
+}
+
+impl crate::proto::Message for RollingUpdateStatefulSetStrategy {
+    const NAME: &'static str = "v1.RollingUpdateStatefulSetStrategy";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.partition.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.max_unavailable.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.partition = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.max_unavailable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// StatefulSet represents a set of pods with consistent identities. Identities are defined as:
@@ -762,6 +1325,37 @@ impl Default for StatefulSet {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for StatefulSet {
+    const NAME: &'static str = "v1.StatefulSet";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -824,6 +1418,36 @@ pub struct StatefulSetCondition {
     pub message: Option<String>,
 }
 
+impl crate::proto::Message for StatefulSetCondition {
+    const NAME: &'static str = "v1.StatefulSetCondition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_field(buf, 2, &self.status);
+        crate::proto::put_opt(buf, 3, self.last_transition_time.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.message.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => {
+                self.last_transition_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// StatefulSetOrdinals describes the policy used for replica ordinal assignment in this StatefulSet.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -834,6 +1458,25 @@ pub struct StatefulSetOrdinals {
     /// \[0, .spec.replicas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<i32>,
+}
+
+impl crate::proto::Message for StatefulSetOrdinals {
+    const NAME: &'static str = "v1.StatefulSetOrdinals";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.start.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.start = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// StatefulSetPersistentVolumeClaimRetentionPolicy describes the policy used for PVCs created from the StatefulSet VolumeClaimTemplates.
@@ -854,6 +1497,27 @@ pub struct StatefulSetPersistentVolumeClaimRetentionPolicy {
         skip_serializing_if = "Option::is_none"
     )]
     pub when_scaled: Option<String>,
+}
+
+impl crate::proto::Message for StatefulSetPersistentVolumeClaimRetentionPolicy {
+    const NAME: &'static str = "v1.StatefulSetPersistentVolumeClaimRetentionPolicy";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.when_deleted.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.when_scaled.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.when_deleted = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.when_scaled = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// A StatefulSetSpec is the specification of a StatefulSet.
@@ -923,6 +1587,67 @@ pub struct StatefulSetSpec {
     /// ordinals controls the numbering of replica indices in a StatefulSet. The default ordinals behavior assigns a "0" index to the first replica and increments the index by one for each additional replica requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordinals: Option<StatefulSetOrdinals>,
+}
+
+impl crate::proto::Message for StatefulSetSpec {
+    const NAME: &'static str = "v1.StatefulSetSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.replicas.as_ref(), false);
+        crate::proto::put_field(buf, 2, &self.selector);
+        crate::proto::put_field(buf, 3, &self.template);
+        crate::proto::put_repeated(buf, 4, &self.volume_claim_templates);
+        crate::proto::put_field(buf, 5, &self.service_name);
+        crate::proto::put_opt(buf, 6, self.pod_management_policy.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.update_strategy.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.revision_history_limit.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.min_ready_seconds.as_ref(), false);
+        crate::proto::put_opt(
+            buf,
+            10,
+            self.persistent_volume_claim_retention_policy.as_ref(),
+            false,
+        );
+        crate::proto::put_opt(buf, 11, self.ordinals.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.selector = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.template = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.volume_claim_templates,
+            )?,
+            5 => self.service_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            6 => {
+                self.pod_management_policy =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            7 => self.update_strategy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => {
+                self.revision_history_limit =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            9 => {
+                self.min_ready_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            10 => {
+                self.persistent_volume_claim_retention_policy =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            11 => self.ordinals = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// StatefulSetStatus represents the current state of a StatefulSet.
@@ -997,6 +1722,48 @@ pub struct StatefulSetStatus {
     pub available_replicas: Option<i32>,
 }
 
+impl crate::proto::Message for StatefulSetStatus {
+    const NAME: &'static str = "v1.StatefulSetStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.observed_generation.as_ref(), false);
+        crate::proto::put_field(buf, 2, &self.replicas);
+        crate::proto::put_opt(buf, 3, self.ready_replicas.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.current_replicas.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.updated_replicas.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.current_revision.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.update_revision.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.collision_count.as_ref(), false);
+        crate::proto::put_repeated(buf, 10, &self.conditions);
+        crate::proto::put_opt(buf, 11, self.available_replicas.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.observed_generation =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => self.replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.ready_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.current_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.updated_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.current_revision = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.update_revision = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => self.collision_count = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            11 => {
+                self.available_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// StatefulSetUpdateStrategy indicates the strategy that the StatefulSet controller will use to perform updates. It includes any additional parameters necessary to perform the update for the indicated strategy.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -1011,6 +1778,27 @@ pub struct StatefulSetUpdateStrategy {
         skip_serializing_if = "Option::is_none"
     )]
     pub rolling_update: Option<RollingUpdateStatefulSetStrategy>,
+}
+
+impl crate::proto::Message for StatefulSetUpdateStrategy {
+    const NAME: &'static str = "v1.StatefulSetUpdateStrategy";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.r#type.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.rolling_update.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.rolling_update = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ControllerRevisionList is a resource containing a list of ControllerRevision objects.

@@ -4,19 +4,19 @@
 #![allow(clippy::all, rustdoc::all, non_camel_case_types)]
 
 /// BoundObjectReference is a reference to an object that a token is bound to.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct BoundObjectReference {
     /// API version of the referent.
     #[serde(
         rename = "apiVersion",
         default,
-        skip_serializing_if = "String::is_empty"
+        skip_serializing_if = "Option::is_none"
     )]
-    pub api_version: String,
+    pub api_version: Option<String>,
     /// Kind of the referent. Valid kinds are 'Pod' and 'Secret'.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// Name of the referent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -25,14 +25,28 @@ pub struct BoundObjectReference {
     pub uid: Option<String>,
 }
 
-impl Default for BoundObjectReference {
-    fn default() -> Self {
-        Self {
-            api_version: "".into(),
-            kind: "BoundObjectReference".into(),
-            name: Default::default(),
-            uid: Default::default(),
+impl crate::proto::Message for BoundObjectReference {
+    const NAME: &'static str = "v1.BoundObjectReference";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.kind.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.api_version.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.name.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.uid.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.kind = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.api_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
         }
+        Ok(())
     }
 }
 
@@ -66,6 +80,35 @@ impl Default for SelfSubjectReview {
             metadata: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for SelfSubjectReview {
+    const NAME: &'static str = "v1.SelfSubjectReview";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -103,6 +146,25 @@ pub struct SelfSubjectReviewStatus {
     pub user_info: Option<UserInfo>,
 }
 
+impl crate::proto::Message for SelfSubjectReviewStatus {
+    const NAME: &'static str = "v1.SelfSubjectReviewStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.user_info.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.user_info = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// TokenRequest requests a token for a given service account.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -137,6 +199,37 @@ impl Default for TokenRequest {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for TokenRequest {
+    const NAME: &'static str = "v1.TokenRequest";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_field(buf, 2, &self.spec);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -188,6 +281,31 @@ pub struct TokenRequestSpec {
     pub bound_object_ref: Option<BoundObjectReference>,
 }
 
+impl crate::proto::Message for TokenRequestSpec {
+    const NAME: &'static str = "v1.TokenRequestSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.audiences);
+        crate::proto::put_opt(buf, 3, self.bound_object_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.expiration_seconds.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.audiences)?,
+            3 => self.bound_object_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.expiration_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// TokenRequestStatus is the result of a token request.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -202,6 +320,27 @@ pub struct TokenRequestStatus {
         deserialize_with = "crate::serde_util::null_to_default"
     )]
     pub expiration_timestamp: crate::Time,
+}
+
+impl crate::proto::Message for TokenRequestStatus {
+    const NAME: &'static str = "v1.TokenRequestStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.token);
+        crate::proto::put_field(buf, 2, &self.expiration_timestamp);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.token = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.expiration_timestamp = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// TokenReview attempts to authenticate a token to a known user. Note: TokenReview requests may be cached by the webhook token authenticator plugin in the kube-apiserver.
@@ -238,6 +377,37 @@ impl Default for TokenReview {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for TokenReview {
+    const NAME: &'static str = "v1.TokenReview";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_field(buf, 2, &self.spec);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -282,6 +452,27 @@ pub struct TokenReviewSpec {
     pub audiences: Vec<String>,
 }
 
+impl crate::proto::Message for TokenReviewSpec {
+    const NAME: &'static str = "v1.TokenReviewSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.token.as_ref(), false);
+        crate::proto::put_repeated(buf, 2, &self.audiences);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.token = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.audiences)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// TokenReviewStatus is the result of the token authentication request.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -302,6 +493,31 @@ pub struct TokenReviewStatus {
     /// Error indicates that the token couldn't be checked
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl crate::proto::Message for TokenReviewStatus {
+    const NAME: &'static str = "v1.TokenReviewStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.authenticated.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.user.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.error.as_ref(), false);
+        crate::proto::put_repeated(buf, 4, &self.audiences);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.authenticated = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.audiences)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// UserInfo holds the information about the user needed to implement the user.Info interface.
@@ -328,4 +544,29 @@ pub struct UserInfo {
         skip_serializing_if = "std::collections::BTreeMap::is_empty"
     )]
     pub extra: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl crate::proto::Message for UserInfo {
+    const NAME: &'static str = "v1.UserInfo";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.username.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.uid.as_ref(), false);
+        crate::proto::put_repeated(buf, 3, &self.groups);
+        crate::proto::put_map(buf, 4, &self.extra);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.username = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.groups)?,
+            4 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.extra)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }

@@ -23,6 +23,27 @@ pub struct FieldSelectorAttributes {
     pub requirements: Vec<crate::meta::v1::FieldSelectorRequirement>,
 }
 
+impl crate::proto::Message for FieldSelectorAttributes {
+    const NAME: &'static str = "v1.FieldSelectorAttributes";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.raw_selector.as_ref(), false);
+        crate::proto::put_repeated(buf, 2, &self.requirements);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.raw_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.requirements)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// LabelSelectorAttributes indicates a label limited access. Webhook authors are encouraged to * ensure rawSelector and requirements are not both set * consider the requirements field if set * not try to parse or consider the rawSelector field if set. This is to avoid another CVE-2022-2880 (i.e. getting different systems to agree on how exactly to parse a query is not something we want), see https://www.oxeye.io/resources/golang-parameter-smuggling-attack for more details. For the *SubjectAccessReview endpoints of the kube-apiserver: * If rawSelector is empty and requirements are empty, the request is not limited. * If rawSelector is present and requirements are empty, the rawSelector will be parsed and limited if the parsing succeeds. * If rawSelector is empty and requirements are present, the requirements should be honored * If rawSelector is present and requirements are present, the request is invalid.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -41,6 +62,27 @@ pub struct LabelSelectorAttributes {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub requirements: Vec<crate::meta::v1::LabelSelectorRequirement>,
+}
+
+impl crate::proto::Message for LabelSelectorAttributes {
+    const NAME: &'static str = "v1.LabelSelectorAttributes";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.raw_selector.as_ref(), false);
+        crate::proto::put_repeated(buf, 2, &self.requirements);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.raw_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.requirements)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// LocalSubjectAccessReview checks whether or not a user or group can perform an action in a given namespace. Having a namespace scoped resource makes it much easier to grant namespace scoped policy that includes permissions checking.
@@ -77,6 +119,37 @@ impl Default for LocalSubjectAccessReview {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for LocalSubjectAccessReview {
+    const NAME: &'static str = "v1.LocalSubjectAccessReview";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_field(buf, 2, &self.spec);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -117,6 +190,27 @@ pub struct NonResourceAttributes {
     pub verb: Option<String>,
 }
 
+impl crate::proto::Message for NonResourceAttributes {
+    const NAME: &'static str = "v1.NonResourceAttributes";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.path.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.verb.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.verb = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// NonResourceRule holds information that describes a rule for the non-resource
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -132,6 +226,29 @@ pub struct NonResourceRule {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub non_resource_urls: Vec<String>,
+}
+
+impl crate::proto::Message for NonResourceRule {
+    const NAME: &'static str = "v1.NonResourceRule";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.verbs);
+        crate::proto::put_repeated(buf, 2, &self.non_resource_urls);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.verbs)?,
+            2 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.non_resource_urls)?
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ResourceAttributes includes the authorization attributes available for resource requests to the Authorizer interface
@@ -179,6 +296,47 @@ pub struct ResourceAttributes {
     pub label_selector: Option<LabelSelectorAttributes>,
 }
 
+impl crate::proto::Message for ResourceAttributes {
+    const NAME: &'static str = "v1.ResourceAttributes";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.namespace.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.verb.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.group.as_ref(), true);
+        crate::proto::put_opt(buf, 4, self.version.as_ref(), true);
+        crate::proto::put_opt(buf, 5, self.resource.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.subresource.as_ref(), true);
+        crate::proto::put_opt(buf, 7, self.name.as_ref(), true);
+        crate::proto::put_opt(buf, 8, self.field_selector.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.label_selector.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.verb = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.resource = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.subresource = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => self.field_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => self.label_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn after_decode(&mut self) {
+        crate::proto::drop_zero(&mut self.group);
+        crate::proto::drop_zero(&mut self.version);
+        crate::proto::drop_zero(&mut self.subresource);
+        crate::proto::drop_zero(&mut self.name);
+    }
+}
+
 /// ResourceRule is the list of actions the subject is allowed to perform on resources. The list ordering isn't significant, may contain duplicates, and possibly be incomplete.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -210,6 +368,31 @@ pub struct ResourceRule {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub resource_names: Vec<String>,
+}
+
+impl crate::proto::Message for ResourceRule {
+    const NAME: &'static str = "v1.ResourceRule";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.verbs);
+        crate::proto::put_repeated(buf, 2, &self.api_groups);
+        crate::proto::put_repeated(buf, 3, &self.resources);
+        crate::proto::put_repeated(buf, 4, &self.resource_names);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.verbs)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.api_groups)?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resources)?,
+            4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resource_names)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// SelfSubjectAccessReview checks whether or the current user can perform an action.  Not filling in a spec.namespace means "in all namespaces".  Self is a special case, because users should always be able to check whether they can perform an action
@@ -246,6 +429,37 @@ impl Default for SelfSubjectAccessReview {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for SelfSubjectAccessReview {
+    const NAME: &'static str = "v1.SelfSubjectAccessReview";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_field(buf, 2, &self.spec);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -294,6 +508,33 @@ pub struct SelfSubjectAccessReviewSpec {
     pub non_resource_attributes: Option<NonResourceAttributes>,
 }
 
+impl crate::proto::Message for SelfSubjectAccessReviewSpec {
+    const NAME: &'static str = "v1.SelfSubjectAccessReviewSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.resource_attributes.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.non_resource_attributes.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.resource_attributes =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => {
+                self.non_resource_attributes =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// SelfSubjectRulesReview enumerates the set of actions the current user can perform within a namespace. The returned list of actions may be incomplete depending on the server's authorization mode, and any errors experienced during the evaluation. SelfSubjectRulesReview should be used by UIs to show/hide actions, or to quickly let an end user reason about their permissions. It should NOT Be used by external systems to drive authorization decisions as this raises confused deputy, cache lifetime/revocation, and correctness concerns. SubjectAccessReview, and LocalAccessReview are the correct way to defer authorization decisions to the API server.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -331,6 +572,37 @@ impl Default for SelfSubjectRulesReview {
     }
 }
 
+impl crate::proto::Message for SelfSubjectRulesReview {
+    const NAME: &'static str = "v1.SelfSubjectRulesReview";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_field(buf, 2, &self.spec);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for SelfSubjectRulesReview {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "authorization.k8s.io",
@@ -363,6 +635,25 @@ pub struct SelfSubjectRulesReviewSpec {
     /// Namespace to evaluate rules for. Required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+}
+
+impl crate::proto::Message for SelfSubjectRulesReviewSpec {
+    const NAME: &'static str = "v1.SelfSubjectRulesReviewSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.namespace.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// SubjectAccessReview checks whether or not a user or group can perform an action.
@@ -399,6 +690,37 @@ impl Default for SubjectAccessReview {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for SubjectAccessReview {
+    const NAME: &'static str = "v1.SubjectAccessReview";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_field(buf, 2, &self.spec);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -467,6 +789,41 @@ pub struct SubjectAccessReviewSpec {
     pub uid: Option<String>,
 }
 
+impl crate::proto::Message for SubjectAccessReviewSpec {
+    const NAME: &'static str = "v1.SubjectAccessReviewSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.resource_attributes.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.non_resource_attributes.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.user.as_ref(), false);
+        crate::proto::put_repeated(buf, 4, &self.groups);
+        crate::proto::put_map(buf, 5, &self.extra);
+        crate::proto::put_opt(buf, 6, self.uid.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.resource_attributes =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => {
+                self.non_resource_attributes =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            3 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.groups)?,
+            5 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.extra)?,
+            6 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// SubjectAccessReviewStatus
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -487,6 +844,36 @@ pub struct SubjectAccessReviewStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub evaluation_error: Option<String>,
+}
+
+impl crate::proto::Message for SubjectAccessReviewStatus {
+    const NAME: &'static str = "v1.SubjectAccessReviewStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.allowed);
+        crate::proto::put_opt(buf, 2, self.reason.as_ref(), true);
+        crate::proto::put_opt(buf, 3, self.evaluation_error.as_ref(), true);
+        crate::proto::put_opt(buf, 4, self.denied.as_ref(), true);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.allowed = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.evaluation_error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.denied = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn after_decode(&mut self) {
+        crate::proto::drop_zero(&mut self.reason);
+        crate::proto::drop_zero(&mut self.evaluation_error);
+        crate::proto::drop_zero(&mut self.denied);
+    }
 }
 
 /// SubjectRulesReviewStatus contains the result of a rules check. This check can be incomplete depending on the set of authorizers the server is configured with and any errors experienced during evaluation. Because authorization rules are additive, if a rule appears in a list it's safe to assume the subject has that permission, even if that list is incomplete.
@@ -517,4 +904,35 @@ pub struct SubjectRulesReviewStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub evaluation_error: Option<String>,
+}
+
+impl crate::proto::Message for SubjectRulesReviewStatus {
+    const NAME: &'static str = "v1.SubjectRulesReviewStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.resource_rules);
+        crate::proto::put_repeated(buf, 2, &self.non_resource_rules);
+        crate::proto::put_field(buf, 3, &self.incomplete);
+        crate::proto::put_opt(buf, 4, self.evaluation_error.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resource_rules)?,
+            2 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.non_resource_rules,
+            )?,
+            3 => self.incomplete = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.evaluation_error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }

@@ -4,31 +4,44 @@
 #![allow(clippy::all, rustdoc::all, non_camel_case_types)]
 
 /// CrossVersionObjectReference contains enough information to let you identify the referred resource.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct CrossVersionObjectReference {
     /// apiVersion is the API version of the referent
     #[serde(
         rename = "apiVersion",
         default,
-        skip_serializing_if = "String::is_empty"
+        skip_serializing_if = "Option::is_none"
     )]
-    pub api_version: String,
+    pub api_version: Option<String>,
     /// kind is the kind of the referent; More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub kind: String,
     /// name is the name of the referent; More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#names
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub name: String,
 }
 
-impl Default for CrossVersionObjectReference {
-    fn default() -> Self {
-        Self {
-            api_version: "".into(),
-            kind: "CrossVersionObjectReference".into(),
-            name: Default::default(),
+impl crate::proto::Message for CrossVersionObjectReference {
+    const NAME: &'static str = "v1.CrossVersionObjectReference";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.kind);
+        crate::proto::put_field(buf, 2, &self.name);
+        crate::proto::put_opt(buf, 3, self.api_version.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.api_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
         }
+        Ok(())
     }
 }
 
@@ -66,6 +79,37 @@ impl Default for HorizontalPodAutoscaler {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for HorizontalPodAutoscaler {
+    const NAME: &'static str = "v1.HorizontalPodAutoscaler";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -137,6 +181,39 @@ pub struct HorizontalPodAutoscalerSpec {
     pub target_cpu_utilization_percentage: Option<i32>,
 }
 
+impl crate::proto::Message for HorizontalPodAutoscalerSpec {
+    const NAME: &'static str = "v1.HorizontalPodAutoscalerSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.scale_target_ref);
+        crate::proto::put_opt(buf, 2, self.min_replicas.as_ref(), false);
+        crate::proto::put_field(buf, 3, &self.max_replicas);
+        crate::proto::put_opt(
+            buf,
+            4,
+            self.target_cpu_utilization_percentage.as_ref(),
+            false,
+        );
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.scale_target_ref = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.min_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.max_replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => {
+                self.target_cpu_utilization_percentage =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// current status of a horizontal pod autoscaler
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -178,6 +255,44 @@ pub struct HorizontalPodAutoscalerStatus {
     pub current_cpu_utilization_percentage: Option<i32>,
 }
 
+impl crate::proto::Message for HorizontalPodAutoscalerStatus {
+    const NAME: &'static str = "v1.HorizontalPodAutoscalerStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.observed_generation.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.last_scale_time.as_ref(), false);
+        crate::proto::put_field(buf, 3, &self.current_replicas);
+        crate::proto::put_field(buf, 4, &self.desired_replicas);
+        crate::proto::put_opt(
+            buf,
+            5,
+            self.current_cpu_utilization_percentage.as_ref(),
+            false,
+        );
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.observed_generation =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => self.last_scale_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.current_replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.desired_replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            5 => {
+                self.current_cpu_utilization_percentage =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Scale represents a scaling request for a resource.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -215,6 +330,37 @@ impl Default for Scale {
     }
 }
 
+impl crate::proto::Message for Scale {
+    const NAME: &'static str = "v1.Scale";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for Scale {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "autoscaling",
@@ -249,6 +395,25 @@ pub struct ScaleSpec {
     pub replicas: Option<i32>,
 }
 
+impl crate::proto::Message for ScaleSpec {
+    const NAME: &'static str = "v1.ScaleSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.replicas.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ScaleStatus represents the current status of a scale subresource.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -259,6 +424,27 @@ pub struct ScaleStatus {
     /// selector is the label query over pods that should match the replicas count. This is same as the label selector but in the string format to avoid introspection by clients. The string will be in the same format as the query-param syntax. More info about label selectors: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+}
+
+impl crate::proto::Message for ScaleStatus {
+    const NAME: &'static str = "v1.ScaleStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.replicas);
+        crate::proto::put_opt(buf, 2, self.selector.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// list of horizontal pod autoscaler objects.

@@ -18,6 +18,29 @@ pub struct ContainerResourceMetricSource {
     pub container: String,
 }
 
+impl crate::proto::Message for ContainerResourceMetricSource {
+    const NAME: &'static str = "v2.ContainerResourceMetricSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_field(buf, 2, &self.target);
+        crate::proto::put_field(buf, 3, &self.container);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.target = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.container = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ContainerResourceMetricStatus indicates the current value of a resource metric known to Kubernetes, as specified in requests and limits, describing a single container in each pod in the current scale target (e.g. CPU or memory).  Such metrics are built in to Kubernetes, and have special scaling options on top of those available to normal per-pod metrics using the "pods" source.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -33,32 +56,68 @@ pub struct ContainerResourceMetricStatus {
     pub container: String,
 }
 
+impl crate::proto::Message for ContainerResourceMetricStatus {
+    const NAME: &'static str = "v2.ContainerResourceMetricStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_field(buf, 2, &self.current);
+        crate::proto::put_field(buf, 3, &self.container);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.current = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.container = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// CrossVersionObjectReference contains enough information to let you identify the referred resource.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct CrossVersionObjectReference {
     /// apiVersion is the API version of the referent
     #[serde(
         rename = "apiVersion",
         default,
-        skip_serializing_if = "String::is_empty"
+        skip_serializing_if = "Option::is_none"
     )]
-    pub api_version: String,
+    pub api_version: Option<String>,
     /// kind is the kind of the referent; More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub kind: String,
     /// name is the name of the referent; More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#names
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub name: String,
 }
 
-impl Default for CrossVersionObjectReference {
-    fn default() -> Self {
-        Self {
-            api_version: "".into(),
-            kind: "CrossVersionObjectReference".into(),
-            name: Default::default(),
+impl crate::proto::Message for CrossVersionObjectReference {
+    const NAME: &'static str = "v2.CrossVersionObjectReference";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.kind);
+        crate::proto::put_field(buf, 2, &self.name);
+        crate::proto::put_opt(buf, 3, self.api_version.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.api_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
         }
+        Ok(())
     }
 }
 
@@ -74,6 +133,27 @@ pub struct ExternalMetricSource {
     pub target: MetricTarget,
 }
 
+impl crate::proto::Message for ExternalMetricSource {
+    const NAME: &'static str = "v2.ExternalMetricSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metric);
+        crate::proto::put_field(buf, 2, &self.target);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metric = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.target = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ExternalMetricStatus indicates the current value of a global metric not associated with any Kubernetes object.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -84,6 +164,27 @@ pub struct ExternalMetricStatus {
     /// current contains the current value for the given metric
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub current: MetricValueStatus,
+}
+
+impl crate::proto::Message for ExternalMetricStatus {
+    const NAME: &'static str = "v2.ExternalMetricStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metric);
+        crate::proto::put_field(buf, 2, &self.current);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metric = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.current = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// HPAScalingPolicy is a single policy which must hold true for a specified past interval.
@@ -103,6 +204,29 @@ pub struct HPAScalingPolicy {
         deserialize_with = "crate::serde_util::null_to_default"
     )]
     pub period_seconds: i32,
+}
+
+impl crate::proto::Message for HPAScalingPolicy {
+    const NAME: &'static str = "v2.HPAScalingPolicy";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_field(buf, 2, &self.value);
+        crate::proto::put_field(buf, 3, &self.period_seconds);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.value = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.period_seconds = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// HPAScalingRules configures the scaling behavior for one direction. These Rules are applied after calculating DesiredReplicas from metrics for the HPA. They can limit the scaling velocity by specifying scaling policies. They can prevent flapping by specifying the stabilization window, so that the number of replicas is not set instantly, instead, the safest value from the stabilization window is chosen.
@@ -130,6 +254,32 @@ pub struct HPAScalingRules {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub policies: Vec<HPAScalingPolicy>,
+}
+
+impl crate::proto::Message for HPAScalingRules {
+    const NAME: &'static str = "v2.HPAScalingRules";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.select_policy.as_ref(), false);
+        crate::proto::put_repeated(buf, 2, &self.policies);
+        crate::proto::put_opt(buf, 3, self.stabilization_window_seconds.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.select_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.policies)?,
+            3 => {
+                self.stabilization_window_seconds =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// HorizontalPodAutoscaler is the configuration for a horizontal pod autoscaler, which automatically manages the replica count of any resource implementing the scale subresource based on the metrics specified.
@@ -166,6 +316,37 @@ impl Default for HorizontalPodAutoscaler {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for HorizontalPodAutoscaler {
+    const NAME: &'static str = "v2.HorizontalPodAutoscaler";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -218,6 +399,27 @@ pub struct HorizontalPodAutoscalerBehavior {
     pub scale_down: Option<HPAScalingRules>,
 }
 
+impl crate::proto::Message for HorizontalPodAutoscalerBehavior {
+    const NAME: &'static str = "v2.HorizontalPodAutoscalerBehavior";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.scale_up.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.scale_down.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.scale_up = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.scale_down = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// HorizontalPodAutoscalerCondition describes the state of a HorizontalPodAutoscaler at a certain point.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -241,6 +443,36 @@ pub struct HorizontalPodAutoscalerCondition {
     /// message is a human-readable explanation containing details about the transition
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+impl crate::proto::Message for HorizontalPodAutoscalerCondition {
+    const NAME: &'static str = "v2.HorizontalPodAutoscalerCondition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_field(buf, 2, &self.status);
+        crate::proto::put_opt(buf, 3, self.last_transition_time.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.message.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => {
+                self.last_transition_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// HorizontalPodAutoscalerSpec describes the desired functionality of the HorizontalPodAutoscaler.
@@ -278,6 +510,33 @@ pub struct HorizontalPodAutoscalerSpec {
     /// behavior configures the scaling behavior of the target in both Up and Down directions (scaleUp and scaleDown fields respectively). If not set, the default HPAScalingRules for scale up and scale down are used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behavior: Option<HorizontalPodAutoscalerBehavior>,
+}
+
+impl crate::proto::Message for HorizontalPodAutoscalerSpec {
+    const NAME: &'static str = "v2.HorizontalPodAutoscalerSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.scale_target_ref);
+        crate::proto::put_opt(buf, 2, self.min_replicas.as_ref(), false);
+        crate::proto::put_field(buf, 3, &self.max_replicas);
+        crate::proto::put_repeated(buf, 4, &self.metrics);
+        crate::proto::put_opt(buf, 5, self.behavior.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.scale_target_ref = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.min_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.max_replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.metrics)?,
+            5 => self.behavior = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// HorizontalPodAutoscalerStatus describes the current status of a horizontal pod autoscaler.
@@ -329,6 +588,38 @@ pub struct HorizontalPodAutoscalerStatus {
     pub conditions: Vec<HorizontalPodAutoscalerCondition>,
 }
 
+impl crate::proto::Message for HorizontalPodAutoscalerStatus {
+    const NAME: &'static str = "v2.HorizontalPodAutoscalerStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.observed_generation.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.last_scale_time.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.current_replicas.as_ref(), false);
+        crate::proto::put_field(buf, 4, &self.desired_replicas);
+        crate::proto::put_repeated(buf, 5, &self.current_metrics);
+        crate::proto::put_repeated(buf, 6, &self.conditions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.observed_generation =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => self.last_scale_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.current_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.desired_replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.current_metrics)?,
+            6 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// MetricIdentifier defines the name and optionally selector for a metric
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -339,6 +630,27 @@ pub struct MetricIdentifier {
     /// selector is the string-encoded form of a standard kubernetes label selector for the given metric When set, it is passed as an additional parameter to the metrics server for more specific metrics scoping. When unset, just the metricName will be used to gather metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<crate::meta::v1::LabelSelector>,
+}
+
+impl crate::proto::Message for MetricIdentifier {
+    const NAME: &'static str = "v2.MetricIdentifier";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_opt(buf, 2, self.selector.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// MetricSpec specifies how to scale based on a single metric (only `type` and one other matching field should be set at once).
@@ -369,6 +681,37 @@ pub struct MetricSpec {
     pub external: Option<ExternalMetricSource>,
 }
 
+impl crate::proto::Message for MetricSpec {
+    const NAME: &'static str = "v2.MetricSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_opt(buf, 2, self.object.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.pods.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.resource.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.external.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.container_resource.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.object = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.pods = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.resource = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.external = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => {
+                self.container_resource = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// MetricStatus describes the last-read state of a single metric.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -397,6 +740,37 @@ pub struct MetricStatus {
     pub external: Option<ExternalMetricStatus>,
 }
 
+impl crate::proto::Message for MetricStatus {
+    const NAME: &'static str = "v2.MetricStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_opt(buf, 2, self.object.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.pods.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.resource.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.external.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.container_resource.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.object = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.pods = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.resource = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.external = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => {
+                self.container_resource = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// MetricTarget defines the target value, average value, or average utilization of a specific metric
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -423,6 +797,34 @@ pub struct MetricTarget {
     pub average_utilization: Option<i32>,
 }
 
+impl crate::proto::Message for MetricTarget {
+    const NAME: &'static str = "v2.MetricTarget";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_opt(buf, 2, self.value.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.average_value.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.average_utilization.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.value = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.average_value = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.average_utilization =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// MetricValueStatus holds the current value for a metric
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -446,6 +848,32 @@ pub struct MetricValueStatus {
     pub average_utilization: Option<i32>,
 }
 
+impl crate::proto::Message for MetricValueStatus {
+    const NAME: &'static str = "v2.MetricValueStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.value.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.average_value.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.average_utilization.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.value = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.average_value = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => {
+                self.average_utilization =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ObjectMetricSource indicates how to scale on a metric describing a kubernetes object (for example, hits-per-second on an Ingress object).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -463,6 +891,29 @@ pub struct ObjectMetricSource {
     /// metric identifies the target metric by name and selector
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub metric: MetricIdentifier,
+}
+
+impl crate::proto::Message for ObjectMetricSource {
+    const NAME: &'static str = "v2.ObjectMetricSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.described_object);
+        crate::proto::put_field(buf, 2, &self.target);
+        crate::proto::put_field(buf, 3, &self.metric);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.described_object = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.target = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.metric = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ObjectMetricStatus indicates the current value of a metric describing a kubernetes object (for example, hits-per-second on an Ingress object).
@@ -484,6 +935,29 @@ pub struct ObjectMetricStatus {
     pub described_object: CrossVersionObjectReference,
 }
 
+impl crate::proto::Message for ObjectMetricStatus {
+    const NAME: &'static str = "v2.ObjectMetricStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metric);
+        crate::proto::put_field(buf, 2, &self.current);
+        crate::proto::put_field(buf, 3, &self.described_object);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metric = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.current = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.described_object = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// PodsMetricSource indicates how to scale on a metric describing each pod in the current scale target (for example, transactions-processed-per-second). The values will be averaged together before being compared to the target value.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -494,6 +968,27 @@ pub struct PodsMetricSource {
     /// target specifies the target value for the given metric
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub target: MetricTarget,
+}
+
+impl crate::proto::Message for PodsMetricSource {
+    const NAME: &'static str = "v2.PodsMetricSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metric);
+        crate::proto::put_field(buf, 2, &self.target);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metric = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.target = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// PodsMetricStatus indicates the current value of a metric describing each pod in the current scale target (for example, transactions-processed-per-second).
@@ -508,6 +1003,27 @@ pub struct PodsMetricStatus {
     pub current: MetricValueStatus,
 }
 
+impl crate::proto::Message for PodsMetricStatus {
+    const NAME: &'static str = "v2.PodsMetricStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metric);
+        crate::proto::put_field(buf, 2, &self.current);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metric = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.current = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ResourceMetricSource indicates how to scale on a resource metric known to Kubernetes, as specified in requests and limits, describing each pod in the current scale target (e.g. CPU or memory).  The values will be averaged together before being compared to the target.  Such metrics are built in to Kubernetes, and have special scaling options on top of those available to normal per-pod metrics using the "pods" source.  Only one "target" type should be set.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -520,6 +1036,27 @@ pub struct ResourceMetricSource {
     pub target: MetricTarget,
 }
 
+impl crate::proto::Message for ResourceMetricSource {
+    const NAME: &'static str = "v2.ResourceMetricSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_field(buf, 2, &self.target);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.target = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ResourceMetricStatus indicates the current value of a resource metric known to Kubernetes, as specified in requests and limits, describing each pod in the current scale target (e.g. CPU or memory).  Such metrics are built in to Kubernetes, and have special scaling options on top of those available to normal per-pod metrics using the "pods" source.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -530,6 +1067,27 @@ pub struct ResourceMetricStatus {
     /// current contains the current value for the given metric
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub current: MetricValueStatus,
+}
+
+impl crate::proto::Message for ResourceMetricStatus {
+    const NAME: &'static str = "v2.ResourceMetricStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_field(buf, 2, &self.current);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.current = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// HorizontalPodAutoscalerList is a list of horizontal pod autoscaler objects.

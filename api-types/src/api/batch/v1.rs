@@ -40,6 +40,37 @@ impl Default for CronJob {
     }
 }
 
+impl crate::proto::Message for CronJob {
+    const NAME: &'static str = "v1.CronJob";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), true);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for CronJob {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "batch",
@@ -126,6 +157,53 @@ pub struct CronJobSpec {
     pub failed_jobs_history_limit: Option<i32>,
 }
 
+impl crate::proto::Message for CronJobSpec {
+    const NAME: &'static str = "v1.CronJobSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.schedule);
+        crate::proto::put_opt(buf, 2, self.starting_deadline_seconds.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.concurrency_policy.as_ref(), true);
+        crate::proto::put_opt(buf, 4, self.suspend.as_ref(), false);
+        crate::proto::put_field(buf, 5, &self.job_template);
+        crate::proto::put_opt(buf, 6, self.successful_jobs_history_limit.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.failed_jobs_history_limit.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.time_zone.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.schedule = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => {
+                self.starting_deadline_seconds =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            3 => {
+                self.concurrency_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => self.suspend = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.job_template = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            6 => {
+                self.successful_jobs_history_limit =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            7 => {
+                self.failed_jobs_history_limit =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            8 => self.time_zone = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn after_decode(&mut self) {
+        crate::proto::drop_zero(&mut self.concurrency_policy);
+    }
+}
+
 /// CronJobStatus represents the current state of a cron job.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -151,6 +229,34 @@ pub struct CronJobStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub last_successful_time: Option<crate::Time>,
+}
+
+impl crate::proto::Message for CronJobStatus {
+    const NAME: &'static str = "v1.CronJobStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.active);
+        crate::proto::put_opt(buf, 4, self.last_schedule_time.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.last_successful_time.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.active)?,
+            4 => {
+                self.last_schedule_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            5 => {
+                self.last_successful_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Job represents the configuration of a single job.
@@ -187,6 +293,37 @@ impl Default for Job {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for Job {
+    const NAME: &'static str = "v1.Job";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -254,6 +391,38 @@ pub struct JobCondition {
     /// Human readable message indicating details about last transition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+impl crate::proto::Message for JobCondition {
+    const NAME: &'static str = "v1.JobCondition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_field(buf, 2, &self.status);
+        crate::proto::put_opt(buf, 3, self.last_probe_time.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.last_transition_time.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.message.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.last_probe_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.last_transition_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            5 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// JobSpec describes how the job execution will look like.
@@ -365,6 +534,71 @@ pub struct JobSpec {
     pub managed_by: Option<String>,
 }
 
+impl crate::proto::Message for JobSpec {
+    const NAME: &'static str = "v1.JobSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.parallelism.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.completions.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.active_deadline_seconds.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.selector.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.manual_selector.as_ref(), false);
+        crate::proto::put_field(buf, 6, &self.template);
+        crate::proto::put_opt(buf, 7, self.backoff_limit.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.ttl_seconds_after_finished.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.completion_mode.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.suspend.as_ref(), false);
+        crate::proto::put_opt(buf, 11, self.pod_failure_policy.as_ref(), false);
+        crate::proto::put_opt(buf, 12, self.backoff_limit_per_index.as_ref(), false);
+        crate::proto::put_opt(buf, 13, self.max_failed_indexes.as_ref(), false);
+        crate::proto::put_opt(buf, 14, self.pod_replacement_policy.as_ref(), false);
+        crate::proto::put_opt(buf, 15, self.managed_by.as_ref(), false);
+        crate::proto::put_opt(buf, 16, self.success_policy.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.parallelism = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.completions = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => {
+                self.active_deadline_seconds =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => self.selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.manual_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.template = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            7 => self.backoff_limit = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => {
+                self.ttl_seconds_after_finished =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            9 => self.completion_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => self.suspend = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            11 => {
+                self.pod_failure_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            12 => {
+                self.backoff_limit_per_index =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            13 => {
+                self.max_failed_indexes = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            14 => {
+                self.pod_replacement_policy =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            15 => self.managed_by = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            16 => self.success_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// JobStatus represents the current state of a Job.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -441,6 +675,56 @@ pub struct JobStatus {
     pub ready: Option<i32>,
 }
 
+impl crate::proto::Message for JobStatus {
+    const NAME: &'static str = "v1.JobStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.conditions);
+        crate::proto::put_opt(buf, 2, self.start_time.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.completion_time.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.active.as_ref(), true);
+        crate::proto::put_opt(buf, 5, self.succeeded.as_ref(), true);
+        crate::proto::put_opt(buf, 6, self.failed.as_ref(), true);
+        crate::proto::put_opt(buf, 7, self.completed_indexes.as_ref(), true);
+        crate::proto::put_opt(buf, 8, self.uncounted_terminated_pods.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.ready.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.failed_indexes.as_ref(), false);
+        crate::proto::put_opt(buf, 11, self.terminating.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            2 => self.start_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.completion_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.active = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.succeeded = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.failed = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => {
+                self.completed_indexes = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            8 => {
+                self.uncounted_terminated_pods =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            9 => self.ready = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => self.failed_indexes = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            11 => self.terminating = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn after_decode(&mut self) {
+        crate::proto::drop_zero(&mut self.active);
+        crate::proto::drop_zero(&mut self.succeeded);
+        crate::proto::drop_zero(&mut self.failed);
+        crate::proto::drop_zero(&mut self.completed_indexes);
+    }
+}
+
 /// JobTemplateSpec describes the data a Job should have when created from a template
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -453,6 +737,27 @@ pub struct JobTemplateSpec {
     pub spec: Option<JobSpec>,
 }
 
+impl crate::proto::Message for JobTemplateSpec {
+    const NAME: &'static str = "v1.JobTemplateSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.metadata.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// PodFailurePolicy describes how failed pods influence the backoffLimit.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -460,6 +765,25 @@ pub struct PodFailurePolicy {
     /// A list of pod failure policy rules. The rules are evaluated in order. Once a rule matches a Pod failure, the remaining of the rules are ignored. When no rule matches the Pod failure, the default handling applies - the counter of pod failures is incremented and it is checked against the backoffLimit. At most 20 elements are allowed.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub rules: Vec<PodFailurePolicyRule>,
+}
+
+impl crate::proto::Message for PodFailurePolicy {
+    const NAME: &'static str = "v1.PodFailurePolicy";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.rules);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.rules)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// PodFailurePolicyOnExitCodesRequirement describes the requirement for handling a failed pod based on its container exit codes. In particular, it lookups the .state.terminated.exitCode for each app container and init container status, represented by the .status.containerStatuses and .status.initContainerStatuses fields in the Pod status, respectively. Containers completed with success (exit code 0) are excluded from the requirement check.
@@ -489,6 +813,29 @@ pub struct PodFailurePolicyOnExitCodesRequirement {
     pub values: Vec<i32>,
 }
 
+impl crate::proto::Message for PodFailurePolicyOnExitCodesRequirement {
+    const NAME: &'static str = "v1.PodFailurePolicyOnExitCodesRequirement";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.container_name.as_ref(), false);
+        crate::proto::put_field(buf, 2, &self.operator);
+        crate::proto::put_repeated(buf, 3, &self.values);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.container_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.operator = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.values)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// PodFailurePolicyOnPodConditionsPattern describes a pattern for matching an actual pod condition type.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -499,6 +846,27 @@ pub struct PodFailurePolicyOnPodConditionsPattern {
     /// Specifies the required Pod condition status. To match a pod condition it is required that the specified status equals the pod condition status. Defaults to True.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub status: String,
+}
+
+impl crate::proto::Message for PodFailurePolicyOnPodConditionsPattern {
+    const NAME: &'static str = "v1.PodFailurePolicyOnPodConditionsPattern";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_field(buf, 2, &self.status);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// PodFailurePolicyRule describes how a pod failure is handled when the requirements are met. One of onExitCodes and onPodConditions, but not both, can be used in each rule.
@@ -537,6 +905,31 @@ pub struct PodFailurePolicyRule {
     pub on_pod_conditions: Vec<PodFailurePolicyOnPodConditionsPattern>,
 }
 
+impl crate::proto::Message for PodFailurePolicyRule {
+    const NAME: &'static str = "v1.PodFailurePolicyRule";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.action);
+        crate::proto::put_opt(buf, 2, self.on_exit_codes.as_ref(), false);
+        crate::proto::put_repeated(buf, 3, &self.on_pod_conditions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.action = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.on_exit_codes = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.on_pod_conditions)?
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// SuccessPolicy describes when a Job can be declared as succeeded based on the success of some indexes.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -544,6 +937,25 @@ pub struct SuccessPolicy {
     /// rules represents the list of alternative rules for the declaring the Jobs as successful before `.status.succeeded >= .spec.completions`. Once any of the rules are met, the "SucceededCriteriaMet" condition is added, and the lingering pods are removed. The terminal state for such a Job has the "Complete" condition. Additionally, these rules are evaluated in order; Once the Job meets one of the rules, other rules are ignored. At most 20 elements are allowed.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub rules: Vec<SuccessPolicyRule>,
+}
+
+impl crate::proto::Message for SuccessPolicy {
+    const NAME: &'static str = "v1.SuccessPolicy";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.rules);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.rules)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// SuccessPolicyRule describes rule for declaring a Job as succeeded. Each rule must have at least one of the "succeededIndexes" or "succeededCount" specified.
@@ -566,6 +978,29 @@ pub struct SuccessPolicyRule {
     pub succeeded_count: Option<i32>,
 }
 
+impl crate::proto::Message for SuccessPolicyRule {
+    const NAME: &'static str = "v1.SuccessPolicyRule";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.succeeded_indexes.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.succeeded_count.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.succeeded_indexes = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => self.succeeded_count = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// UncountedTerminatedPods holds UIDs of Pods that have terminated but haven't been accounted in Job status counters.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -584,6 +1019,27 @@ pub struct UncountedTerminatedPods {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub failed: Vec<String>,
+}
+
+impl crate::proto::Message for UncountedTerminatedPods {
+    const NAME: &'static str = "v1.UncountedTerminatedPods";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.succeeded);
+        crate::proto::put_repeated(buf, 2, &self.failed);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.succeeded)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.failed)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// CronJobList is a collection of cron jobs.

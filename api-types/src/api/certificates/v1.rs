@@ -46,6 +46,37 @@ impl Default for CertificateSigningRequest {
     }
 }
 
+impl crate::proto::Message for CertificateSigningRequest {
+    const NAME: &'static str = "v1.CertificateSigningRequest";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_field(buf, 2, &self.spec);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for CertificateSigningRequest {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "certificates.k8s.io",
@@ -120,6 +151,38 @@ pub struct CertificateSigningRequestCondition {
         skip_serializing_if = "Option::is_none"
     )]
     pub last_transition_time: Option<crate::Time>,
+}
+
+impl crate::proto::Message for CertificateSigningRequestCondition {
+    const NAME: &'static str = "v1.CertificateSigningRequestCondition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_opt(buf, 2, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.message.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.last_update_time.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.last_transition_time.as_ref(), false);
+        crate::proto::put_field(buf, 6, &self.status);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.last_update_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => {
+                self.last_transition_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// CertificateSigningRequestSpec contains the certificate request.
@@ -216,6 +279,41 @@ pub struct CertificateSigningRequestSpec {
     pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
+impl crate::proto::Message for CertificateSigningRequestSpec {
+    const NAME: &'static str = "v1.CertificateSigningRequestSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.request);
+        crate::proto::put_opt(buf, 2, self.username.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.uid.as_ref(), false);
+        crate::proto::put_repeated(buf, 4, &self.groups);
+        crate::proto::put_repeated(buf, 5, &self.usages);
+        crate::proto::put_map(buf, 6, &self.extra);
+        crate::proto::put_field(buf, 7, &self.signer_name);
+        crate::proto::put_opt(buf, 8, self.expiration_seconds.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.request = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.username = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.groups)?,
+            5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.usages)?,
+            6 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.extra)?,
+            7 => self.signer_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            8 => {
+                self.expiration_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// CertificateSigningRequestStatus contains conditions used to indicate approved/denied/failed status of the request, and the issued certificate.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -251,6 +349,27 @@ pub struct CertificateSigningRequestStatus {
     /// )
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<crate::ByteString>,
+}
+
+impl crate::proto::Message for CertificateSigningRequestStatus {
+    const NAME: &'static str = "v1.CertificateSigningRequestStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.conditions);
+        crate::proto::put_opt(buf, 2, self.certificate.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            2 => self.certificate = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// CertificateSigningRequestList is a collection of CertificateSigningRequest objects

@@ -36,6 +36,35 @@ impl Default for Lease {
     }
 }
 
+impl crate::proto::Message for Lease {
+    const NAME: &'static str = "v1.Lease";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for Lease {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "coordination.k8s.io",
@@ -115,6 +144,42 @@ pub struct LeaseSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub preferred_holder: Option<String>,
+}
+
+impl crate::proto::Message for LeaseSpec {
+    const NAME: &'static str = "v1.LeaseSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.holder_identity.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.lease_duration_seconds.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.acquire_time.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.renew_time.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.lease_transitions.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.strategy.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.preferred_holder.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.holder_identity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => {
+                self.lease_duration_seconds =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            3 => self.acquire_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.renew_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => {
+                self.lease_transitions = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => self.strategy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.preferred_holder = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// LeaseList is a list of Lease objects.

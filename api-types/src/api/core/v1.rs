@@ -27,6 +27,31 @@ pub struct AWSElasticBlockStoreVolumeSource {
     pub read_only: Option<bool>,
 }
 
+impl crate::proto::Message for AWSElasticBlockStoreVolumeSource {
+    const NAME: &'static str = "v1.AWSElasticBlockStoreVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.volume_id);
+        crate::proto::put_opt(buf, 2, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.partition.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.read_only.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.volume_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.partition = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Affinity is a group of affinity scheduling rules.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -54,6 +79,31 @@ pub struct Affinity {
     pub pod_anti_affinity: Option<PodAntiAffinity>,
 }
 
+impl crate::proto::Message for Affinity {
+    const NAME: &'static str = "v1.Affinity";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.node_affinity.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.pod_affinity.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.pod_anti_affinity.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.node_affinity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.pod_affinity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => {
+                self.pod_anti_affinity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// AppArmorProfile defines a pod or container's AppArmor settings.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -73,6 +123,29 @@ pub struct AppArmorProfile {
     pub localhost_profile: Option<String>,
 }
 
+impl crate::proto::Message for AppArmorProfile {
+    const NAME: &'static str = "v1.AppArmorProfile";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_opt(buf, 2, self.localhost_profile.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => {
+                self.localhost_profile = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// AttachedVolume describes a volume attached to a node
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -87,6 +160,27 @@ pub struct AttachedVolume {
         deserialize_with = "crate::serde_util::null_to_default"
     )]
     pub device_path: String,
+}
+
+impl crate::proto::Message for AttachedVolume {
+    const NAME: &'static str = "v1.AttachedVolume";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_field(buf, 2, &self.device_path);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.device_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// AzureDisk represents an Azure Data Disk mount on the host and bind mount to the pod.
@@ -125,6 +219,35 @@ pub struct AzureDiskVolumeSource {
     pub read_only: Option<bool>,
 }
 
+impl crate::proto::Message for AzureDiskVolumeSource {
+    const NAME: &'static str = "v1.AzureDiskVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.disk_name);
+        crate::proto::put_field(buf, 2, &self.disk_uri);
+        crate::proto::put_opt(buf, 3, self.caching_mode.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.read_only.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.kind.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.disk_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.disk_uri = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.caching_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.kind = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// AzureFile represents an Azure File Service mount on the host and bind mount to the pod.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -155,6 +278,31 @@ pub struct AzureFilePersistentVolumeSource {
     pub secret_namespace: Option<String>,
 }
 
+impl crate::proto::Message for AzureFilePersistentVolumeSource {
+    const NAME: &'static str = "v1.AzureFilePersistentVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.secret_name);
+        crate::proto::put_field(buf, 2, &self.share_name);
+        crate::proto::put_opt(buf, 3, self.read_only.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.secret_namespace.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.secret_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.share_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.secret_namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// AzureFile represents an Azure File Service mount on the host and bind mount to the pod.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -176,6 +324,29 @@ pub struct AzureFileVolumeSource {
     /// readOnly defaults to false (read/write). ReadOnly here will force the ReadOnly setting in VolumeMounts.
     #[serde(rename = "readOnly", default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
+}
+
+impl crate::proto::Message for AzureFileVolumeSource {
+    const NAME: &'static str = "v1.AzureFileVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.secret_name);
+        crate::proto::put_field(buf, 2, &self.share_name);
+        crate::proto::put_opt(buf, 3, self.read_only.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.secret_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.share_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Binding ties one object to another; for example, a pod is bound to a node by a scheduler.
@@ -208,6 +379,35 @@ impl Default for Binding {
             metadata: Default::default(),
             target: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for Binding {
+    const NAME: &'static str = "v1.Binding";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_field(buf, 2, &self.target);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.target = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -301,6 +501,64 @@ pub struct CSIPersistentVolumeSource {
     pub node_expand_secret_ref: Option<SecretReference>,
 }
 
+impl crate::proto::Message for CSIPersistentVolumeSource {
+    const NAME: &'static str = "v1.CSIPersistentVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.driver);
+        crate::proto::put_field(buf, 2, &self.volume_handle);
+        crate::proto::put_opt(buf, 3, self.read_only.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.fs_type.as_ref(), false);
+        crate::proto::put_map(buf, 5, &self.volume_attributes);
+        crate::proto::put_opt(buf, 6, self.controller_publish_secret_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.node_stage_secret_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.node_publish_secret_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.controller_expand_secret_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.node_expand_secret_ref.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.driver = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.volume_handle = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::get_map_entry(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.volume_attributes,
+            )?,
+            6 => {
+                self.controller_publish_secret_ref =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            7 => {
+                self.node_stage_secret_ref =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            8 => {
+                self.node_publish_secret_ref =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            9 => {
+                self.controller_expand_secret_ref =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            10 => {
+                self.node_expand_secret_ref =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Represents a source location of a volume to mount, managed by an external CSI driver
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -331,6 +589,42 @@ pub struct CSIVolumeSource {
     pub node_publish_secret_ref: Option<LocalObjectReference>,
 }
 
+impl crate::proto::Message for CSIVolumeSource {
+    const NAME: &'static str = "v1.CSIVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.driver);
+        crate::proto::put_opt(buf, 2, self.read_only.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.fs_type.as_ref(), false);
+        crate::proto::put_map(buf, 4, &self.volume_attributes);
+        crate::proto::put_opt(buf, 5, self.node_publish_secret_ref.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.driver = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::get_map_entry(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.volume_attributes,
+            )?,
+            5 => {
+                self.node_publish_secret_ref =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Adds and removes POSIX capabilities from running containers.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -349,6 +643,27 @@ pub struct Capabilities {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub drop: Vec<String>,
+}
+
+impl crate::proto::Message for Capabilities {
+    const NAME: &'static str = "v1.Capabilities";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.add);
+        crate::proto::put_repeated(buf, 2, &self.drop);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.add)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.drop)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Represents a Ceph Filesystem mount that lasts the lifetime of a pod Cephfs volumes do not support ownership management or SELinux relabeling.
@@ -379,6 +694,35 @@ pub struct CephFSPersistentVolumeSource {
     pub read_only: Option<bool>,
 }
 
+impl crate::proto::Message for CephFSPersistentVolumeSource {
+    const NAME: &'static str = "v1.CephFSPersistentVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.monitors);
+        crate::proto::put_opt(buf, 2, self.path.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.user.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.secret_file.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.secret_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.read_only.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.monitors)?,
+            2 => self.path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.secret_file = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Represents a Ceph Filesystem mount that lasts the lifetime of a pod Cephfs volumes do not support ownership management or SELinux relabeling.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -407,6 +751,35 @@ pub struct CephFSVolumeSource {
     pub read_only: Option<bool>,
 }
 
+impl crate::proto::Message for CephFSVolumeSource {
+    const NAME: &'static str = "v1.CephFSVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.monitors);
+        crate::proto::put_opt(buf, 2, self.path.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.user.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.secret_file.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.secret_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.read_only.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.monitors)?,
+            2 => self.path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.secret_file = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Represents a cinder volume resource in Openstack. A Cinder volume must exist before mounting to a container. The volume must also be in the same region as the kubelet. Cinder volumes support ownership management and SELinux relabeling.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -427,6 +800,31 @@ pub struct CinderPersistentVolumeSource {
     /// secretRef is Optional: points to a secret object containing parameters used to connect to OpenStack.
     #[serde(rename = "secretRef", default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretReference>,
+}
+
+impl crate::proto::Message for CinderPersistentVolumeSource {
+    const NAME: &'static str = "v1.CinderPersistentVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.volume_id);
+        crate::proto::put_opt(buf, 2, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.read_only.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.secret_ref.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.volume_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Represents a cinder volume resource in Openstack. A Cinder volume must exist before mounting to a container. The volume must also be in the same region as the kubelet. Cinder volumes support ownership management and SELinux relabeling.
@@ -451,6 +849,31 @@ pub struct CinderVolumeSource {
     pub secret_ref: Option<LocalObjectReference>,
 }
 
+impl crate::proto::Message for CinderVolumeSource {
+    const NAME: &'static str = "v1.CinderVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.volume_id);
+        crate::proto::put_opt(buf, 2, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.read_only.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.secret_ref.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.volume_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ClientIPConfig represents the configurations of Client IP based session affinity.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -462,6 +885,25 @@ pub struct ClientIPConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout_seconds: Option<i32>,
+}
+
+impl crate::proto::Message for ClientIPConfig {
+    const NAME: &'static str = "v1.ClientIPConfig";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.timeout_seconds.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.timeout_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ClusterTrustBundleProjection describes how to select a set of ClusterTrustBundle objects and project their contents into the pod filesystem.
@@ -493,6 +935,33 @@ pub struct ClusterTrustBundleProjection {
     pub path: String,
 }
 
+impl crate::proto::Message for ClusterTrustBundleProjection {
+    const NAME: &'static str = "v1.ClusterTrustBundleProjection";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.signer_name.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.label_selector.as_ref(), false);
+        crate::proto::put_field(buf, 4, &self.path);
+        crate::proto::put_opt(buf, 5, self.optional.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.signer_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.label_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            5 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Information about the condition of a component.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -509,6 +978,31 @@ pub struct ComponentCondition {
     /// Condition error code for a component. For example, a health check error code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl crate::proto::Message for ComponentCondition {
+    const NAME: &'static str = "v1.ComponentCondition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_field(buf, 2, &self.status);
+        crate::proto::put_opt(buf, 3, self.message.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.error.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ComponentStatus (and ComponentStatusList) holds the cluster validation info. Deprecated: This API is deprecated in v1.19+
@@ -545,6 +1039,35 @@ impl Default for ComponentStatus {
             metadata: Default::default(),
             conditions: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for ComponentStatus {
+    const NAME: &'static str = "v1.ComponentStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_repeated(buf, 2, &self.conditions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -623,6 +1146,39 @@ impl Default for ConfigMap {
     }
 }
 
+impl crate::proto::Message for ConfigMap {
+    const NAME: &'static str = "v1.ConfigMap";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_map(buf, 2, &self.data);
+        crate::proto::put_map(buf, 3, &self.binary_data);
+        crate::proto::put_opt(buf, 4, self.immutable.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.data)?,
+            3 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.binary_data)?,
+            4 => self.immutable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for ConfigMap {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "",
@@ -671,6 +1227,53 @@ pub struct ConfigMapEnvSource {
     pub name: Option<String>,
 }
 
+impl ConfigMapEnvSource {
+    fn merge_inline_1(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        use crate::proto::Message as _;
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
+impl crate::proto::Message for ConfigMapEnvSource {
+    const NAME: &'static str = "v1.ConfigMapEnvSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        {
+            let start = crate::proto::begin_message(buf, 1);
+            crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+            crate::proto::end_message(buf, start);
+        }
+        crate::proto::put_opt(buf, 2, self.optional.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                let mut inner = crate::proto::nested_reader(Self::NAME, field, wire, r)?;
+                while !inner.is_empty() {
+                    let (field, wire) = inner.key()?;
+                    self.merge_inline_1(field, wire, &mut inner)?;
+                }
+            }
+            2 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Selects a key from a ConfigMap.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -684,6 +1287,55 @@ pub struct ConfigMapKeySelector {
     /// Name of the referent. This field is effectively required, but due to backwards compatibility is allowed to be empty. Instances of this type with an empty value here are almost certainly wrong. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#names
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+impl ConfigMapKeySelector {
+    fn merge_inline_1(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        use crate::proto::Message as _;
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
+impl crate::proto::Message for ConfigMapKeySelector {
+    const NAME: &'static str = "v1.ConfigMapKeySelector";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        {
+            let start = crate::proto::begin_message(buf, 1);
+            crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+            crate::proto::end_message(buf, start);
+        }
+        crate::proto::put_field(buf, 2, &self.key);
+        crate::proto::put_opt(buf, 3, self.optional.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                let mut inner = crate::proto::nested_reader(Self::NAME, field, wire, r)?;
+                while !inner.is_empty() {
+                    let (field, wire) = inner.key()?;
+                    self.merge_inline_1(field, wire, &mut inner)?;
+                }
+            }
+            2 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ConfigMapNodeConfigSource contains the information to reference a ConfigMap as a config source for the Node. This API is deprecated since 1.22: https://git.k8s.io/enhancements/keps/sig-node/281-dynamic-kubelet-configuration
@@ -715,6 +1367,33 @@ pub struct ConfigMapNodeConfigSource {
     pub kubelet_config_key: String,
 }
 
+impl crate::proto::Message for ConfigMapNodeConfigSource {
+    const NAME: &'static str = "v1.ConfigMapNodeConfigSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.namespace);
+        crate::proto::put_field(buf, 2, &self.name);
+        crate::proto::put_opt(buf, 3, self.uid.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.resource_version.as_ref(), false);
+        crate::proto::put_field(buf, 5, &self.kubelet_config_key);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.namespace = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.resource_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.kubelet_config_key = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Adapts a ConfigMap into a projected volume.
 ///
 /// The contents of the target ConfigMap's Data field will be presented in a projected volume as files using the keys in the Data field as the file names, unless the items element is populated with specific mappings of keys to paths. Note that this is identical to a configmap volume source without the default mode.
@@ -734,6 +1413,55 @@ pub struct ConfigMapProjection {
     /// Name of the referent. This field is effectively required, but due to backwards compatibility is allowed to be empty. Instances of this type with an empty value here are almost certainly wrong. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#names
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+impl ConfigMapProjection {
+    fn merge_inline_1(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        use crate::proto::Message as _;
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
+impl crate::proto::Message for ConfigMapProjection {
+    const NAME: &'static str = "v1.ConfigMapProjection";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        {
+            let start = crate::proto::begin_message(buf, 1);
+            crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+            crate::proto::end_message(buf, start);
+        }
+        crate::proto::put_repeated(buf, 2, &self.items);
+        crate::proto::put_opt(buf, 4, self.optional.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                let mut inner = crate::proto::nested_reader(Self::NAME, field, wire, r)?;
+                while !inner.is_empty() {
+                    let (field, wire) = inner.key()?;
+                    self.merge_inline_1(field, wire, &mut inner)?;
+                }
+            }
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.items)?,
+            4 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Adapts a ConfigMap into a volume.
@@ -762,6 +1490,57 @@ pub struct ConfigMapVolumeSource {
     /// Name of the referent. This field is effectively required, but due to backwards compatibility is allowed to be empty. Instances of this type with an empty value here are almost certainly wrong. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#names
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+impl ConfigMapVolumeSource {
+    fn merge_inline_1(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        use crate::proto::Message as _;
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
+impl crate::proto::Message for ConfigMapVolumeSource {
+    const NAME: &'static str = "v1.ConfigMapVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        {
+            let start = crate::proto::begin_message(buf, 1);
+            crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+            crate::proto::end_message(buf, start);
+        }
+        crate::proto::put_repeated(buf, 2, &self.items);
+        crate::proto::put_opt(buf, 3, self.default_mode.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.optional.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                let mut inner = crate::proto::nested_reader(Self::NAME, field, wire, r)?;
+                while !inner.is_empty() {
+                    let (field, wire) = inner.key()?;
+                    self.merge_inline_1(field, wire, &mut inner)?;
+                }
+            }
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.items)?,
+            3 => self.default_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// A single application container that you want to run within a pod.
@@ -914,6 +1693,90 @@ pub struct Container {
     pub tty: Option<bool>,
 }
 
+impl crate::proto::Message for Container {
+    const NAME: &'static str = "v1.Container";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_opt(buf, 2, self.image.as_ref(), false);
+        crate::proto::put_repeated(buf, 3, &self.command);
+        crate::proto::put_repeated(buf, 4, &self.args);
+        crate::proto::put_opt(buf, 5, self.working_dir.as_ref(), true);
+        crate::proto::put_repeated(buf, 6, &self.ports);
+        crate::proto::put_repeated(buf, 7, &self.env);
+        crate::proto::put_opt(buf, 8, self.resources.as_ref(), true);
+        crate::proto::put_repeated(buf, 9, &self.volume_mounts);
+        crate::proto::put_opt(buf, 10, self.liveness_probe.as_ref(), false);
+        crate::proto::put_opt(buf, 11, self.readiness_probe.as_ref(), false);
+        crate::proto::put_opt(buf, 12, self.lifecycle.as_ref(), false);
+        crate::proto::put_opt(buf, 13, self.termination_message_path.as_ref(), true);
+        crate::proto::put_opt(buf, 14, self.image_pull_policy.as_ref(), true);
+        crate::proto::put_opt(buf, 15, self.security_context.as_ref(), false);
+        crate::proto::put_opt(buf, 16, self.stdin.as_ref(), true);
+        crate::proto::put_opt(buf, 17, self.stdin_once.as_ref(), true);
+        crate::proto::put_opt(buf, 18, self.tty.as_ref(), true);
+        crate::proto::put_repeated(buf, 19, &self.env_from);
+        crate::proto::put_opt(buf, 20, self.termination_message_policy.as_ref(), true);
+        crate::proto::put_repeated(buf, 21, &self.volume_devices);
+        crate::proto::put_opt(buf, 22, self.startup_probe.as_ref(), false);
+        crate::proto::put_repeated(buf, 23, &self.resize_policy);
+        crate::proto::put_opt(buf, 24, self.restart_policy.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.image = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.command)?,
+            4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.args)?,
+            5 => self.working_dir = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ports)?,
+            7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.env)?,
+            8 => self.resources = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.volume_mounts)?,
+            10 => self.liveness_probe = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            11 => self.readiness_probe = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            12 => self.lifecycle = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            13 => {
+                self.termination_message_path =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            14 => {
+                self.image_pull_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            15 => {
+                self.security_context = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            16 => self.stdin = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            17 => self.stdin_once = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            18 => self.tty = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            19 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.env_from)?,
+            20 => {
+                self.termination_message_policy =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            21 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.volume_devices)?,
+            22 => self.startup_probe = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            23 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resize_policy)?,
+            24 => self.restart_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn after_decode(&mut self) {
+        crate::proto::drop_zero(&mut self.working_dir);
+        crate::proto::drop_zero(&mut self.termination_message_path);
+        crate::proto::drop_zero(&mut self.image_pull_policy);
+        crate::proto::drop_zero(&mut self.stdin);
+        crate::proto::drop_zero(&mut self.stdin_once);
+        crate::proto::drop_zero(&mut self.tty);
+        crate::proto::drop_zero(&mut self.termination_message_policy);
+    }
+}
+
 /// Describe a container image
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -928,6 +1791,27 @@ pub struct ContainerImage {
     /// The size of the image in bytes.
     #[serde(rename = "sizeBytes", default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<i64>,
+}
+
+impl crate::proto::Message for ContainerImage {
+    const NAME: &'static str = "v1.ContainerImage";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.names);
+        crate::proto::put_opt(buf, 2, self.size_bytes.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.names)?,
+            2 => self.size_bytes = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ContainerPort represents a network port in a single container.
@@ -955,6 +1839,39 @@ pub struct ContainerPort {
     pub host_ip: Option<String>,
 }
 
+impl crate::proto::Message for ContainerPort {
+    const NAME: &'static str = "v1.ContainerPort";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.name.as_ref(), true);
+        crate::proto::put_opt(buf, 2, self.host_port.as_ref(), true);
+        crate::proto::put_field(buf, 3, &self.container_port);
+        crate::proto::put_opt(buf, 4, self.protocol.as_ref(), true);
+        crate::proto::put_opt(buf, 5, self.host_ip.as_ref(), true);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.host_port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.container_port = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.protocol = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.host_ip = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn after_decode(&mut self) {
+        crate::proto::drop_zero(&mut self.name);
+        crate::proto::drop_zero(&mut self.host_port);
+        crate::proto::drop_zero(&mut self.protocol);
+        crate::proto::drop_zero(&mut self.host_ip);
+    }
+}
+
 /// ContainerResizePolicy represents resource resize policy for the container.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -975,6 +1892,27 @@ pub struct ContainerResizePolicy {
     pub restart_policy: String,
 }
 
+impl crate::proto::Message for ContainerResizePolicy {
+    const NAME: &'static str = "v1.ContainerResizePolicy";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.resource_name);
+        crate::proto::put_field(buf, 2, &self.restart_policy);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.resource_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.restart_policy = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ContainerState holds a possible state of container. Only one of its members may be specified. If none of them is specified, the default one is ContainerStateWaiting.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -990,6 +1928,29 @@ pub struct ContainerState {
     pub terminated: Option<ContainerStateTerminated>,
 }
 
+impl crate::proto::Message for ContainerState {
+    const NAME: &'static str = "v1.ContainerState";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.waiting.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.running.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.terminated.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.waiting = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.running = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.terminated = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ContainerStateRunning is a running state of a container.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -997,6 +1958,25 @@ pub struct ContainerStateRunning {
     /// Time at which the container was last (re-)started
     #[serde(rename = "startedAt", default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<crate::Time>,
+}
+
+impl crate::proto::Message for ContainerStateRunning {
+    const NAME: &'static str = "v1.ContainerStateRunning";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.started_at.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.started_at = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ContainerStateTerminated is a terminated state of a container.
@@ -1038,6 +2018,37 @@ pub struct ContainerStateTerminated {
     pub container_id: Option<String>,
 }
 
+impl crate::proto::Message for ContainerStateTerminated {
+    const NAME: &'static str = "v1.ContainerStateTerminated";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.exit_code);
+        crate::proto::put_opt(buf, 2, self.signal.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.message.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.started_at.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.finished_at.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.container_id.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.exit_code = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.signal = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.started_at = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.finished_at = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.container_id = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ContainerStateWaiting is a waiting state of a container.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -1048,6 +2059,27 @@ pub struct ContainerStateWaiting {
     /// Message regarding why the container is not yet running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+impl crate::proto::Message for ContainerStateWaiting {
+    const NAME: &'static str = "v1.ContainerStateWaiting";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.message.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ContainerStatus contains details for the current status of this container.
@@ -1127,6 +2159,63 @@ pub struct ContainerStatus {
     pub allocated_resources_status: Vec<ResourceStatus>,
 }
 
+impl crate::proto::Message for ContainerStatus {
+    const NAME: &'static str = "v1.ContainerStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_opt(buf, 2, self.state.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.last_state.as_ref(), false);
+        crate::proto::put_field(buf, 4, &self.ready);
+        crate::proto::put_field(buf, 5, &self.restart_count);
+        crate::proto::put_field(buf, 6, &self.image);
+        crate::proto::put_field(buf, 7, &self.image_id);
+        crate::proto::put_opt(buf, 8, self.container_id.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.started.as_ref(), false);
+        crate::proto::put_map(buf, 10, &self.allocated_resources);
+        crate::proto::put_opt(buf, 11, self.resources.as_ref(), false);
+        crate::proto::put_repeated(buf, 12, &self.volume_mounts);
+        crate::proto::put_opt(buf, 13, self.user.as_ref(), false);
+        crate::proto::put_repeated(buf, 14, &self.allocated_resources_status);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.state = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.last_state = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.ready = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            5 => self.restart_count = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            6 => self.image = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            7 => self.image_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            8 => self.container_id = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => self.started = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => crate::proto::get_map_entry(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.allocated_resources,
+            )?,
+            11 => self.resources = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            12 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.volume_mounts)?,
+            13 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            14 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.allocated_resources_status,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ContainerUser represents user identity information
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -1134,6 +2223,25 @@ pub struct ContainerUser {
     /// Linux holds user identity information initially attached to the first process of the containers in Linux. Note that the actual running identity can be changed if the process has enough privilege to do so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linux: Option<LinuxContainerUser>,
+}
+
+impl crate::proto::Message for ContainerUser {
+    const NAME: &'static str = "v1.ContainerUser";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.linux.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.linux = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// DaemonEndpoint contains information about a single Daemon endpoint.
@@ -1149,6 +2257,25 @@ pub struct DaemonEndpoint {
     pub port: i32,
 }
 
+impl crate::proto::Message for DaemonEndpoint {
+    const NAME: &'static str = "v1.DaemonEndpoint";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.port);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.port = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Represents downward API info for projecting into a projected volume. Note that this is identical to a downwardAPI volume source without the default mode.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -1160,6 +2287,25 @@ pub struct DownwardAPIProjection {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub items: Vec<DownwardAPIVolumeFile>,
+}
+
+impl crate::proto::Message for DownwardAPIProjection {
+    const NAME: &'static str = "v1.DownwardAPIProjection";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.items);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.items)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// DownwardAPIVolumeFile represents information to create the file containing the pod field
@@ -1184,6 +2330,33 @@ pub struct DownwardAPIVolumeFile {
     pub mode: Option<i32>,
 }
 
+impl crate::proto::Message for DownwardAPIVolumeFile {
+    const NAME: &'static str = "v1.DownwardAPIVolumeFile";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.path);
+        crate::proto::put_opt(buf, 2, self.field_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.resource_field_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.mode.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.field_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => {
+                self.resource_field_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => self.mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// DownwardAPIVolumeSource represents a volume containing downward API info. Downward API volumes support ownership management and SELinux relabeling.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -1204,6 +2377,27 @@ pub struct DownwardAPIVolumeSource {
     pub default_mode: Option<i32>,
 }
 
+impl crate::proto::Message for DownwardAPIVolumeSource {
+    const NAME: &'static str = "v1.DownwardAPIVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.items);
+        crate::proto::put_opt(buf, 2, self.default_mode.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.items)?,
+            2 => self.default_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Represents an empty directory for a pod. Empty directory volumes support ownership management and SELinux relabeling.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -1214,6 +2408,27 @@ pub struct EmptyDirVolumeSource {
     /// sizeLimit is the total amount of local storage required for this EmptyDir volume. The size limit is also applicable for memory medium. The maximum usage on memory medium EmptyDir would be the minimum value between the SizeLimit specified here and the sum of memory limits of all containers in a pod. The default is nil which means that the limit is undefined. More info: https://kubernetes.io/docs/concepts/storage/volumes#emptydir
     #[serde(rename = "sizeLimit", default, skip_serializing_if = "Option::is_none")]
     pub size_limit: Option<crate::Quantity>,
+}
+
+impl crate::proto::Message for EmptyDirVolumeSource {
+    const NAME: &'static str = "v1.EmptyDirVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.medium.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.size_limit.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.medium = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.size_limit = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// EndpointAddress is a tuple that describes single IP address.
@@ -1232,6 +2447,31 @@ pub struct EndpointAddress {
     /// Reference to object providing the endpoint.
     #[serde(rename = "targetRef", default, skip_serializing_if = "Option::is_none")]
     pub target_ref: Option<ObjectReference>,
+}
+
+impl crate::proto::Message for EndpointAddress {
+    const NAME: &'static str = "v1.EndpointAddress";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.ip);
+        crate::proto::put_opt(buf, 2, self.target_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.hostname.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.node_name.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.ip = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.target_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.hostname = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.node_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// EndpointPort is a tuple that describes a single port.
@@ -1263,6 +2503,31 @@ pub struct EndpointPort {
         skip_serializing_if = "Option::is_none"
     )]
     pub app_protocol: Option<String>,
+}
+
+impl crate::proto::Message for EndpointPort {
+    const NAME: &'static str = "v1.EndpointPort";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+        crate::proto::put_field(buf, 2, &self.port);
+        crate::proto::put_opt(buf, 3, self.protocol.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.app_protocol.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.port = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.protocol = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.app_protocol = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// EndpointSubset is a group of addresses with a common set of ports. The expanded set of endpoints is the Cartesian product of Addresses x Ports. For example, given:
@@ -1301,6 +2566,35 @@ pub struct EndpointSubset {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub ports: Vec<EndpointPort>,
+}
+
+impl crate::proto::Message for EndpointSubset {
+    const NAME: &'static str = "v1.EndpointSubset";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.addresses);
+        crate::proto::put_repeated(buf, 2, &self.not_ready_addresses);
+        crate::proto::put_repeated(buf, 3, &self.ports);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.addresses)?,
+            2 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.not_ready_addresses,
+            )?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ports)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Endpoints is a collection of endpoints that implement the actual service. Example:
@@ -1349,6 +2643,35 @@ impl Default for Endpoints {
             metadata: Default::default(),
             subsets: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for Endpoints {
+    const NAME: &'static str = "v1.Endpoints";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_repeated(buf, 2, &self.subsets);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.subsets)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -1405,6 +2728,29 @@ pub struct EnvFromSource {
     pub secret_ref: Option<SecretEnvSource>,
 }
 
+impl crate::proto::Message for EnvFromSource {
+    const NAME: &'static str = "v1.EnvFromSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.prefix.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.config_map_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.secret_ref.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.prefix = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.config_map_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// EnvVar represents an environment variable present in a Container.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -1418,6 +2764,29 @@ pub struct EnvVar {
     /// Source for the environment variable's value. Cannot be used if value is not empty.
     #[serde(rename = "valueFrom", default, skip_serializing_if = "Option::is_none")]
     pub value_from: Option<EnvVarSource>,
+}
+
+impl crate::proto::Message for EnvVar {
+    const NAME: &'static str = "v1.EnvVar";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_opt(buf, 2, self.value.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.value_from.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.value = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.value_from = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// EnvVarSource represents a source for the value of an EnvVar.
@@ -1448,6 +2817,35 @@ pub struct EnvVarSource {
         skip_serializing_if = "Option::is_none"
     )]
     pub secret_key_ref: Option<SecretKeySelector>,
+}
+
+impl crate::proto::Message for EnvVarSource {
+    const NAME: &'static str = "v1.EnvVarSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.field_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.resource_field_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.config_map_key_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.secret_key_ref.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.field_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => {
+                self.resource_field_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            3 => {
+                self.config_map_key_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => self.secret_key_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// An EphemeralContainer is a temporary container that you may add to an existing Pod for user-initiated activities such as debugging. Ephemeral containers have no resource or scheduling guarantees, and they will not be restarted when they exit or when a Pod is removed or restarted. The kubelet may evict a Pod if an ephemeral container causes the Pod to exceed its resource allocation.
@@ -1611,6 +3009,112 @@ pub struct EphemeralContainer {
     pub working_dir: Option<String>,
 }
 
+impl EphemeralContainer {
+    fn merge_inline_1(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        use crate::proto::Message as _;
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.image = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.command)?,
+            4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.args)?,
+            5 => self.working_dir = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ports)?,
+            7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.env)?,
+            8 => self.resources = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.volume_mounts)?,
+            10 => self.liveness_probe = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            11 => self.readiness_probe = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            12 => self.lifecycle = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            13 => {
+                self.termination_message_path =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            14 => {
+                self.image_pull_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            15 => {
+                self.security_context = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            16 => self.stdin = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            17 => self.stdin_once = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            18 => self.tty = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            19 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.env_from)?,
+            20 => {
+                self.termination_message_policy =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            21 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.volume_devices)?,
+            22 => self.startup_probe = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            23 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resize_policy)?,
+            24 => self.restart_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
+impl crate::proto::Message for EphemeralContainer {
+    const NAME: &'static str = "v1.EphemeralContainer";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        {
+            let start = crate::proto::begin_message(buf, 1);
+            crate::proto::put_field(buf, 1, &self.name);
+            crate::proto::put_opt(buf, 2, self.image.as_ref(), false);
+            crate::proto::put_repeated(buf, 3, &self.command);
+            crate::proto::put_repeated(buf, 4, &self.args);
+            crate::proto::put_opt(buf, 5, self.working_dir.as_ref(), false);
+            crate::proto::put_repeated(buf, 6, &self.ports);
+            crate::proto::put_repeated(buf, 7, &self.env);
+            crate::proto::put_opt(buf, 8, self.resources.as_ref(), false);
+            crate::proto::put_repeated(buf, 9, &self.volume_mounts);
+            crate::proto::put_opt(buf, 10, self.liveness_probe.as_ref(), false);
+            crate::proto::put_opt(buf, 11, self.readiness_probe.as_ref(), false);
+            crate::proto::put_opt(buf, 12, self.lifecycle.as_ref(), false);
+            crate::proto::put_opt(buf, 13, self.termination_message_path.as_ref(), false);
+            crate::proto::put_opt(buf, 14, self.image_pull_policy.as_ref(), false);
+            crate::proto::put_opt(buf, 15, self.security_context.as_ref(), false);
+            crate::proto::put_opt(buf, 16, self.stdin.as_ref(), false);
+            crate::proto::put_opt(buf, 17, self.stdin_once.as_ref(), false);
+            crate::proto::put_opt(buf, 18, self.tty.as_ref(), false);
+            crate::proto::put_repeated(buf, 19, &self.env_from);
+            crate::proto::put_opt(buf, 20, self.termination_message_policy.as_ref(), false);
+            crate::proto::put_repeated(buf, 21, &self.volume_devices);
+            crate::proto::put_opt(buf, 22, self.startup_probe.as_ref(), false);
+            crate::proto::put_repeated(buf, 23, &self.resize_policy);
+            crate::proto::put_opt(buf, 24, self.restart_policy.as_ref(), false);
+            crate::proto::end_message(buf, start);
+        }
+        crate::proto::put_opt(buf, 2, self.target_container_name.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                let mut inner = crate::proto::nested_reader(Self::NAME, field, wire, r)?;
+                while !inner.is_empty() {
+                    let (field, wire) = inner.key()?;
+                    self.merge_inline_1(field, wire, &mut inner)?;
+                }
+            }
+            2 => {
+                self.target_container_name =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Represents an ephemeral volume that is handled by a normal storage driver.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -1628,6 +3132,28 @@ pub struct EphemeralVolumeSource {
         skip_serializing_if = "Option::is_none"
     )]
     pub volume_claim_template: Option<PersistentVolumeClaimTemplate>,
+}
+
+impl crate::proto::Message for EphemeralVolumeSource {
+    const NAME: &'static str = "v1.EphemeralVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.volume_claim_template.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.volume_claim_template =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Event is a report of an event somewhere in the cluster.  Events have a limited retention time and triggers and messages may evolve with time.  Event consumers should not rely on the timing of an event with a given Reason reflecting a consistent underlying trigger, or the continued existence of events with that Reason.  Events should be treated as informative, best-effort, supplemental data.
@@ -1735,6 +3261,66 @@ impl Default for Event {
     }
 }
 
+impl crate::proto::Message for Event {
+    const NAME: &'static str = "v1.Event";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_field(buf, 2, &self.involved_object);
+        crate::proto::put_opt(buf, 3, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.message.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.source.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.first_timestamp.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.last_timestamp.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.count.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.r#type.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.event_time.as_ref(), false);
+        crate::proto::put_opt(buf, 11, self.series.as_ref(), false);
+        crate::proto::put_opt(buf, 12, self.action.as_ref(), false);
+        crate::proto::put_opt(buf, 13, self.related.as_ref(), false);
+        crate::proto::put_opt(buf, 14, self.reporting_component.as_ref(), false);
+        crate::proto::put_opt(buf, 15, self.reporting_instance.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.involved_object = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.source = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.first_timestamp = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.last_timestamp = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => self.count = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => self.event_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            11 => self.series = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            12 => self.action = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            13 => self.related = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            14 => {
+                self.reporting_component =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            15 => {
+                self.reporting_instance = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for Event {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "",
@@ -1785,6 +3371,29 @@ pub struct EventSeries {
     pub last_observed_time: Option<crate::MicroTime>,
 }
 
+impl crate::proto::Message for EventSeries {
+    const NAME: &'static str = "v1.EventSeries";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.count.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.last_observed_time.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.count = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => {
+                self.last_observed_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// EventSource contains information for an event.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -1795,6 +3404,27 @@ pub struct EventSource {
     /// Node name on which the event is generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+}
+
+impl crate::proto::Message for EventSource {
+    const NAME: &'static str = "v1.EventSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.component.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.host.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.component = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.host = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ExecAction describes a "run in container" action.
@@ -1808,6 +3438,25 @@ pub struct ExecAction {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub command: Vec<String>,
+}
+
+impl crate::proto::Message for ExecAction {
+    const NAME: &'static str = "v1.ExecAction";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.command);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.command)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Represents a Fibre Channel volume. Fibre Channel volumes can only be mounted as read/write once. Fibre Channel volumes support ownership management and SELinux relabeling.
@@ -1840,6 +3489,33 @@ pub struct FCVolumeSource {
     pub wwids: Vec<String>,
 }
 
+impl crate::proto::Message for FCVolumeSource {
+    const NAME: &'static str = "v1.FCVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.target_wwns);
+        crate::proto::put_opt(buf, 2, self.lun.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.read_only.as_ref(), false);
+        crate::proto::put_repeated(buf, 5, &self.wwids);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.target_wwns)?,
+            2 => self.lun = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.wwids)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// FlexPersistentVolumeSource represents a generic persistent volume resource that is provisioned/attached using an exec based plugin.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -1863,6 +3539,33 @@ pub struct FlexPersistentVolumeSource {
         skip_serializing_if = "std::collections::BTreeMap::is_empty"
     )]
     pub options: std::collections::BTreeMap<String, String>,
+}
+
+impl crate::proto::Message for FlexPersistentVolumeSource {
+    const NAME: &'static str = "v1.FlexPersistentVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.driver);
+        crate::proto::put_opt(buf, 2, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.secret_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.read_only.as_ref(), false);
+        crate::proto::put_map(buf, 5, &self.options);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.driver = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.options)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// FlexVolume represents a generic volume resource that is provisioned/attached using an exec based plugin.
@@ -1890,6 +3593,33 @@ pub struct FlexVolumeSource {
     pub options: std::collections::BTreeMap<String, String>,
 }
 
+impl crate::proto::Message for FlexVolumeSource {
+    const NAME: &'static str = "v1.FlexVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.driver);
+        crate::proto::put_opt(buf, 2, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.secret_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.read_only.as_ref(), false);
+        crate::proto::put_map(buf, 5, &self.options);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.driver = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.options)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Represents a Flocker volume mounted by the Flocker agent. One and only one of datasetName and datasetUUID should be set. Flocker volumes do not support ownership management or SELinux relabeling.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -1908,6 +3638,27 @@ pub struct FlockerVolumeSource {
         skip_serializing_if = "Option::is_none"
     )]
     pub dataset_uuid: Option<String>,
+}
+
+impl crate::proto::Message for FlockerVolumeSource {
+    const NAME: &'static str = "v1.FlockerVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.dataset_name.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.dataset_uuid.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.dataset_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.dataset_uuid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Represents a Persistent Disk resource in Google Compute Engine.
@@ -1934,6 +3685,31 @@ pub struct GCEPersistentDiskVolumeSource {
     pub read_only: Option<bool>,
 }
 
+impl crate::proto::Message for GCEPersistentDiskVolumeSource {
+    const NAME: &'static str = "v1.GCEPersistentDiskVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.pd_name);
+        crate::proto::put_opt(buf, 2, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.partition.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.read_only.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.pd_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.partition = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// GRPCAction specifies an action involving a GRPC service.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -1946,6 +3722,27 @@ pub struct GRPCAction {
     /// If this is not specified, the default behavior is defined by gRPC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+}
+
+impl crate::proto::Message for GRPCAction {
+    const NAME: &'static str = "v1.GRPCAction";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.port);
+        crate::proto::put_opt(buf, 2, self.service.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.port = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.service = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Represents a volume that is populated with the contents of a git repository. Git repo volumes do not support ownership management. Git repo volumes support SELinux relabeling.
@@ -1963,6 +3760,29 @@ pub struct GitRepoVolumeSource {
     /// directory is the target directory name. Must not contain or start with '..'.  If '.' is supplied, the volume directory will be the git repository.  Otherwise, if specified, the volume will contain the git repository in the subdirectory with the given name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directory: Option<String>,
+}
+
+impl crate::proto::Message for GitRepoVolumeSource {
+    const NAME: &'static str = "v1.GitRepoVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.repository);
+        crate::proto::put_opt(buf, 2, self.revision.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.directory.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.repository = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.revision = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.directory = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Represents a Glusterfs mount that lasts the lifetime of a pod. Glusterfs volumes do not support ownership management or SELinux relabeling.
@@ -1987,6 +3807,34 @@ pub struct GlusterfsPersistentVolumeSource {
     pub endpoints_namespace: Option<String>,
 }
 
+impl crate::proto::Message for GlusterfsPersistentVolumeSource {
+    const NAME: &'static str = "v1.GlusterfsPersistentVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.endpoints);
+        crate::proto::put_field(buf, 2, &self.path);
+        crate::proto::put_opt(buf, 3, self.read_only.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.endpoints_namespace.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.endpoints = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.endpoints_namespace =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Represents a Glusterfs mount that lasts the lifetime of a pod. Glusterfs volumes do not support ownership management or SELinux relabeling.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -2000,6 +3848,29 @@ pub struct GlusterfsVolumeSource {
     /// readOnly here will force the Glusterfs volume to be mounted with read-only permissions. Defaults to false. More info: https://examples.k8s.io/volumes/glusterfs/README.md#create-a-pod
     #[serde(rename = "readOnly", default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
+}
+
+impl crate::proto::Message for GlusterfsVolumeSource {
+    const NAME: &'static str = "v1.GlusterfsVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.endpoints);
+        crate::proto::put_field(buf, 2, &self.path);
+        crate::proto::put_opt(buf, 3, self.read_only.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.endpoints = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// HTTPGetAction describes an action based on HTTP Get requests.
@@ -2028,6 +3899,33 @@ pub struct HTTPGetAction {
     pub http_headers: Vec<HTTPHeader>,
 }
 
+impl crate::proto::Message for HTTPGetAction {
+    const NAME: &'static str = "v1.HTTPGetAction";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.path.as_ref(), false);
+        crate::proto::put_field(buf, 2, &self.port);
+        crate::proto::put_opt(buf, 3, self.host.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.scheme.as_ref(), false);
+        crate::proto::put_repeated(buf, 5, &self.http_headers);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.port = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.host = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.scheme = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.http_headers)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// HTTPHeader describes a custom header to be used in HTTP probes
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -2038,6 +3936,27 @@ pub struct HTTPHeader {
     /// The header field value
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub value: String,
+}
+
+impl crate::proto::Message for HTTPHeader {
+    const NAME: &'static str = "v1.HTTPHeader";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_field(buf, 2, &self.value);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.value = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// HostAlias holds the mapping between IP and hostnames that will be injected as an entry in the pod's hosts file.
@@ -2056,6 +3975,27 @@ pub struct HostAlias {
     pub hostnames: Vec<String>,
 }
 
+impl crate::proto::Message for HostAlias {
+    const NAME: &'static str = "v1.HostAlias";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.ip);
+        crate::proto::put_repeated(buf, 2, &self.hostnames);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.ip = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.hostnames)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// HostIP represents a single IP address allocated to the host.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -2063,6 +4003,25 @@ pub struct HostIP {
     /// IP is the IP address assigned to the host
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub ip: String,
+}
+
+impl crate::proto::Message for HostIP {
+    const NAME: &'static str = "v1.HostIP";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.ip);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.ip = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Represents a host path mapped into a pod. Host path volumes do not support ownership management or SELinux relabeling.
@@ -2075,6 +4034,27 @@ pub struct HostPathVolumeSource {
     /// type for HostPath Volume Defaults to "" More info: https://kubernetes.io/docs/concepts/storage/volumes#hostpath
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r#type: Option<String>,
+}
+
+impl crate::proto::Message for HostPathVolumeSource {
+    const NAME: &'static str = "v1.HostPathVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.path);
+        crate::proto::put_opt(buf, 2, self.r#type.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ISCSIPersistentVolumeSource represents an ISCSI disk. ISCSI volumes can only be mounted as read/write once. ISCSI volumes support ownership management and SELinux relabeling.
@@ -2140,6 +4120,50 @@ pub struct ISCSIPersistentVolumeSource {
     pub initiator_name: Option<String>,
 }
 
+impl crate::proto::Message for ISCSIPersistentVolumeSource {
+    const NAME: &'static str = "v1.ISCSIPersistentVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.target_portal);
+        crate::proto::put_field(buf, 2, &self.iqn);
+        crate::proto::put_field(buf, 3, &self.lun);
+        crate::proto::put_opt(buf, 4, self.iscsi_interface.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.read_only.as_ref(), false);
+        crate::proto::put_repeated(buf, 7, &self.portals);
+        crate::proto::put_opt(buf, 8, self.chap_auth_discovery.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.secret_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 11, self.chap_auth_session.as_ref(), false);
+        crate::proto::put_opt(buf, 12, self.initiator_name.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.target_portal = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.iqn = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.lun = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.iscsi_interface = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.portals)?,
+            8 => {
+                self.chap_auth_discovery =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            10 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            11 => {
+                self.chap_auth_session = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            12 => self.initiator_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Represents an ISCSI disk. ISCSI volumes can only be mounted as read/write once. ISCSI volumes support ownership management and SELinux relabeling.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -2203,6 +4227,50 @@ pub struct ISCSIVolumeSource {
     pub initiator_name: Option<String>,
 }
 
+impl crate::proto::Message for ISCSIVolumeSource {
+    const NAME: &'static str = "v1.ISCSIVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.target_portal);
+        crate::proto::put_field(buf, 2, &self.iqn);
+        crate::proto::put_field(buf, 3, &self.lun);
+        crate::proto::put_opt(buf, 4, self.iscsi_interface.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.read_only.as_ref(), false);
+        crate::proto::put_repeated(buf, 7, &self.portals);
+        crate::proto::put_opt(buf, 8, self.chap_auth_discovery.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.secret_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 11, self.chap_auth_session.as_ref(), false);
+        crate::proto::put_opt(buf, 12, self.initiator_name.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.target_portal = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.iqn = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.lun = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.iscsi_interface = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.portals)?,
+            8 => {
+                self.chap_auth_discovery =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            10 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            11 => {
+                self.chap_auth_session = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            12 => self.initiator_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ImageVolumeSource represents a image volume resource.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -2217,6 +4285,27 @@ pub struct ImageVolumeSource {
         skip_serializing_if = "Option::is_none"
     )]
     pub pull_policy: Option<String>,
+}
+
+impl crate::proto::Message for ImageVolumeSource {
+    const NAME: &'static str = "v1.ImageVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.reference.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.pull_policy.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.reference = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.pull_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Maps a string key to a path within a volume.
@@ -2234,6 +4323,29 @@ pub struct KeyToPath {
     pub mode: Option<i32>,
 }
 
+impl crate::proto::Message for KeyToPath {
+    const NAME: &'static str = "v1.KeyToPath";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.key);
+        crate::proto::put_field(buf, 2, &self.path);
+        crate::proto::put_opt(buf, 3, self.mode.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Lifecycle describes actions that the management system should take in response to container lifecycle events. For the PostStart and PreStop lifecycle handlers, management of the container blocks until the action is complete, unless the container process fails, in which case the handler is aborted.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -2244,6 +4356,27 @@ pub struct Lifecycle {
     /// PreStop is called immediately before a container is terminated due to an API request or management event such as liveness/startup probe failure, preemption, resource contention, etc. The handler is not called if the container crashes or exits. The Pod's termination grace period countdown begins before the PreStop hook is executed. Regardless of the outcome of the handler, the container will eventually terminate within the Pod's termination grace period (unless delayed by finalizers). Other management of the container blocks until the hook completes or until the termination grace period is reached. More info: https://kubernetes.io/docs/concepts/containers/container-lifecycle-hooks/#container-hooks
     #[serde(rename = "preStop", default, skip_serializing_if = "Option::is_none")]
     pub pre_stop: Option<LifecycleHandler>,
+}
+
+impl crate::proto::Message for Lifecycle {
+    const NAME: &'static str = "v1.Lifecycle";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.post_start.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.pre_stop.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.post_start = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.pre_stop = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// LifecycleHandler defines a specific action that should be taken in a lifecycle hook. One and only one of the fields, except TCPSocket must be specified.
@@ -2262,6 +4395,31 @@ pub struct LifecycleHandler {
     /// Sleep represents a duration that the container should sleep.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sleep: Option<SleepAction>,
+}
+
+impl crate::proto::Message for LifecycleHandler {
+    const NAME: &'static str = "v1.LifecycleHandler";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.exec.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.http_get.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.tcp_socket.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.sleep.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.exec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.http_get = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.tcp_socket = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.sleep = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// LimitRange sets resource usage limits for each kind of resource in a Namespace.
@@ -2294,6 +4452,35 @@ impl Default for LimitRange {
             metadata: Default::default(),
             spec: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for LimitRange {
+    const NAME: &'static str = "v1.LimitRange";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -2377,6 +4564,43 @@ pub struct LimitRangeItem {
     pub max_limit_request_ratio: std::collections::BTreeMap<String, crate::Quantity>,
 }
 
+impl crate::proto::Message for LimitRangeItem {
+    const NAME: &'static str = "v1.LimitRangeItem";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_map(buf, 2, &self.max);
+        crate::proto::put_map(buf, 3, &self.min);
+        crate::proto::put_map(buf, 4, &self.default);
+        crate::proto::put_map(buf, 5, &self.default_request);
+        crate::proto::put_map(buf, 6, &self.max_limit_request_ratio);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.max)?,
+            3 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.min)?,
+            4 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.default)?,
+            5 => {
+                crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.default_request)?
+            }
+            6 => crate::proto::get_map_entry(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.max_limit_request_ratio,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// LimitRangeSpec defines a min/max usage limit for resources that match on kind.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -2384,6 +4608,25 @@ pub struct LimitRangeSpec {
     /// Limits is the list of LimitRangeItem objects that are enforced.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub limits: Vec<LimitRangeItem>,
+}
+
+impl crate::proto::Message for LimitRangeSpec {
+    const NAME: &'static str = "v1.LimitRangeSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.limits);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.limits)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// LinuxContainerUser represents user identity information in Linux containers
@@ -2404,6 +4647,35 @@ pub struct LinuxContainerUser {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub supplemental_groups: Vec<i64>,
+}
+
+impl crate::proto::Message for LinuxContainerUser {
+    const NAME: &'static str = "v1.LinuxContainerUser";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.uid);
+        crate::proto::put_field(buf, 2, &self.gid);
+        crate::proto::put_repeated(buf, 3, &self.supplemental_groups);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.uid = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.gid = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.supplemental_groups,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// LoadBalancerIngress represents the status of a load-balancer ingress point: traffic intended for the service should be sent to an ingress point.
@@ -2428,6 +4700,31 @@ pub struct LoadBalancerIngress {
     pub ports: Vec<PortStatus>,
 }
 
+impl crate::proto::Message for LoadBalancerIngress {
+    const NAME: &'static str = "v1.LoadBalancerIngress";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.ip.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.hostname.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.ip_mode.as_ref(), false);
+        crate::proto::put_repeated(buf, 4, &self.ports);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.ip = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.hostname = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.ip_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ports)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// LoadBalancerStatus represents the status of a load-balancer.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -2441,6 +4738,25 @@ pub struct LoadBalancerStatus {
     pub ingress: Vec<LoadBalancerIngress>,
 }
 
+impl crate::proto::Message for LoadBalancerStatus {
+    const NAME: &'static str = "v1.LoadBalancerStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.ingress);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ingress)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// LocalObjectReference contains enough information to let you locate the referenced object inside the same namespace.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -2448,6 +4764,25 @@ pub struct LocalObjectReference {
     /// Name of the referent. This field is effectively required, but due to backwards compatibility is allowed to be empty. Instances of this type with an empty value here are almost certainly wrong. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#names
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+impl crate::proto::Message for LocalObjectReference {
+    const NAME: &'static str = "v1.LocalObjectReference";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Local represents directly-attached storage with node affinity
@@ -2460,6 +4795,27 @@ pub struct LocalVolumeSource {
     /// fsType is the filesystem type to mount. It applies only when the Path is a block device. Must be a filesystem type supported by the host operating system. Ex. "ext4", "xfs", "ntfs". The default value is to auto-select a filesystem if unspecified.
     #[serde(rename = "fsType", default, skip_serializing_if = "Option::is_none")]
     pub fs_type: Option<String>,
+}
+
+impl crate::proto::Message for LocalVolumeSource {
+    const NAME: &'static str = "v1.LocalVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.path);
+        crate::proto::put_opt(buf, 2, self.fs_type.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ModifyVolumeStatus represents the status object of ControllerModifyVolume operation
@@ -2487,6 +4843,35 @@ pub struct ModifyVolumeStatus {
     pub status: String,
 }
 
+impl crate::proto::Message for ModifyVolumeStatus {
+    const NAME: &'static str = "v1.ModifyVolumeStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(
+            buf,
+            1,
+            self.target_volume_attributes_class_name.as_ref(),
+            false,
+        );
+        crate::proto::put_field(buf, 2, &self.status);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.target_volume_attributes_class_name =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Represents an NFS mount that lasts the lifetime of a pod. NFS volumes do not support ownership management or SELinux relabeling.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -2500,6 +4885,29 @@ pub struct NFSVolumeSource {
     /// readOnly here will force the NFS export to be mounted with read-only permissions. Defaults to false. More info: https://kubernetes.io/docs/concepts/storage/volumes#nfs
     #[serde(rename = "readOnly", default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
+}
+
+impl crate::proto::Message for NFSVolumeSource {
+    const NAME: &'static str = "v1.NFSVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.server);
+        crate::proto::put_field(buf, 2, &self.path);
+        crate::proto::put_opt(buf, 3, self.read_only.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.server = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Namespace provides a scope for Names. Use of multiple namespaces is optional.
@@ -2536,6 +4944,37 @@ impl Default for Namespace {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for Namespace {
+    const NAME: &'static str = "v1.Namespace";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), true);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -2591,6 +5030,36 @@ pub struct NamespaceCondition {
     pub message: Option<String>,
 }
 
+impl crate::proto::Message for NamespaceCondition {
+    const NAME: &'static str = "v1.NamespaceCondition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_field(buf, 2, &self.status);
+        crate::proto::put_opt(buf, 4, self.last_transition_time.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.message.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => {
+                self.last_transition_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            5 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// NamespaceSpec describes the attributes on a Namespace.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -2602,6 +5071,25 @@ pub struct NamespaceSpec {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub finalizers: Vec<String>,
+}
+
+impl crate::proto::Message for NamespaceSpec {
+    const NAME: &'static str = "v1.NamespaceSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.finalizers);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.finalizers)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// NamespaceStatus is information about the current status of a Namespace.
@@ -2618,6 +5106,30 @@ pub struct NamespaceStatus {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub conditions: Vec<NamespaceCondition>,
+}
+
+impl crate::proto::Message for NamespaceStatus {
+    const NAME: &'static str = "v1.NamespaceStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.phase.as_ref(), true);
+        crate::proto::put_repeated(buf, 2, &self.conditions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.phase = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn after_decode(&mut self) {
+        crate::proto::drop_zero(&mut self.phase);
+    }
 }
 
 /// Node is a worker node in Kubernetes. Each node will have a unique identifier in the cache (i.e. in etcd).
@@ -2654,6 +5166,37 @@ impl Default for Node {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for Node {
+    const NAME: &'static str = "v1.Node";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -2703,6 +5246,27 @@ pub struct NodeAddress {
     pub address: String,
 }
 
+impl crate::proto::Message for NodeAddress {
+    const NAME: &'static str = "v1.NodeAddress";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_field(buf, 2, &self.address);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.address = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Node affinity is a group of node affinity scheduling rules.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -2722,6 +5286,46 @@ pub struct NodeAffinity {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub preferred_during_scheduling_ignored_during_execution: Vec<PreferredSchedulingTerm>,
+}
+
+impl crate::proto::Message for NodeAffinity {
+    const NAME: &'static str = "v1.NodeAffinity";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(
+            buf,
+            1,
+            self.required_during_scheduling_ignored_during_execution
+                .as_ref(),
+            false,
+        );
+        crate::proto::put_repeated(
+            buf,
+            2,
+            &self.preferred_during_scheduling_ignored_during_execution,
+        );
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.required_during_scheduling_ignored_during_execution =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.preferred_during_scheduling_ignored_during_execution,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// NodeCondition contains condition information for a node.
@@ -2756,6 +5360,41 @@ pub struct NodeCondition {
     pub message: Option<String>,
 }
 
+impl crate::proto::Message for NodeCondition {
+    const NAME: &'static str = "v1.NodeCondition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_field(buf, 2, &self.status);
+        crate::proto::put_opt(buf, 3, self.last_heartbeat_time.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.last_transition_time.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.message.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => {
+                self.last_heartbeat_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => {
+                self.last_transition_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            5 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// NodeConfigSource specifies a source of node configuration. Exactly one subfield (excluding metadata) must be non-nil. This API is deprecated since 1.22
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -2763,6 +5402,25 @@ pub struct NodeConfigSource {
     /// ConfigMap is a reference to a Node's ConfigMap
     #[serde(rename = "configMap", default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<ConfigMapNodeConfigSource>,
+}
+
+impl crate::proto::Message for NodeConfigSource {
+    const NAME: &'static str = "v1.NodeConfigSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 2, self.config_map.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            2 => self.config_map = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// NodeConfigStatus describes the status of the config assigned by Node.Spec.ConfigSource.
@@ -2787,6 +5445,31 @@ pub struct NodeConfigStatus {
     pub error: Option<String>,
 }
 
+impl crate::proto::Message for NodeConfigStatus {
+    const NAME: &'static str = "v1.NodeConfigStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.assigned.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.active.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.last_known_good.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.error.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.assigned = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.active = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.last_known_good = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// NodeDaemonEndpoints lists ports opened by daemons running on the Node.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -2798,6 +5481,25 @@ pub struct NodeDaemonEndpoints {
         skip_serializing_if = "Option::is_none"
     )]
     pub kubelet_endpoint: Option<DaemonEndpoint>,
+}
+
+impl crate::proto::Message for NodeDaemonEndpoints {
+    const NAME: &'static str = "v1.NodeDaemonEndpoints";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.kubelet_endpoint.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.kubelet_endpoint = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// NodeFeatures describes the set of features implemented by the CRI implementation. The features contained in the NodeFeatures should depend only on the cri implementation independent of runtime handlers.
@@ -2813,6 +5515,28 @@ pub struct NodeFeatures {
     pub supplemental_groups_policy: Option<bool>,
 }
 
+impl crate::proto::Message for NodeFeatures {
+    const NAME: &'static str = "v1.NodeFeatures";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.supplemental_groups_policy.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.supplemental_groups_policy =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// NodeRuntimeHandler is a set of runtime handler information.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -2823,6 +5547,27 @@ pub struct NodeRuntimeHandler {
     /// Supported features.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<NodeRuntimeHandlerFeatures>,
+}
+
+impl crate::proto::Message for NodeRuntimeHandler {
+    const NAME: &'static str = "v1.NodeRuntimeHandler";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.features.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.features = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// NodeRuntimeHandlerFeatures is a set of features implemented by the runtime handler.
@@ -2845,6 +5590,30 @@ pub struct NodeRuntimeHandlerFeatures {
     pub user_namespaces: Option<bool>,
 }
 
+impl crate::proto::Message for NodeRuntimeHandlerFeatures {
+    const NAME: &'static str = "v1.NodeRuntimeHandlerFeatures";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.recursive_read_only_mounts.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.user_namespaces.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.recursive_read_only_mounts =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => self.user_namespaces = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// A node selector represents the union of the results of one or more label queries over a set of nodes; that is, it represents the OR of the selectors represented by the node selector terms.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -2856,6 +5625,31 @@ pub struct NodeSelector {
         deserialize_with = "crate::serde_util::null_to_default"
     )]
     pub node_selector_terms: Vec<NodeSelectorTerm>,
+}
+
+impl crate::proto::Message for NodeSelector {
+    const NAME: &'static str = "v1.NodeSelector";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.node_selector_terms);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.node_selector_terms,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// A node selector requirement is a selector that contains values, a key, and an operator that relates the key and values.
@@ -2875,6 +5669,29 @@ pub struct NodeSelectorRequirement {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub values: Vec<String>,
+}
+
+impl crate::proto::Message for NodeSelectorRequirement {
+    const NAME: &'static str = "v1.NodeSelectorRequirement";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.key);
+        crate::proto::put_field(buf, 2, &self.operator);
+        crate::proto::put_repeated(buf, 3, &self.values);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.operator = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.values)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// A null or empty node selector term matches no objects. The requirements of them are ANDed. The TopologySelectorTerm type implements a subset of the NodeSelectorTerm.
@@ -2897,6 +5714,29 @@ pub struct NodeSelectorTerm {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub match_fields: Vec<NodeSelectorRequirement>,
+}
+
+impl crate::proto::Message for NodeSelectorTerm {
+    const NAME: &'static str = "v1.NodeSelectorTerm";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.match_expressions);
+        crate::proto::put_repeated(buf, 2, &self.match_fields);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.match_expressions)?
+            }
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.match_fields)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// NodeSpec describes the attributes that a node is created with.
@@ -2945,6 +5785,37 @@ pub struct NodeSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub external_id: Option<String>,
+}
+
+impl crate::proto::Message for NodeSpec {
+    const NAME: &'static str = "v1.NodeSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.pod_cidr.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.external_id.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.provider_id.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.unschedulable.as_ref(), false);
+        crate::proto::put_repeated(buf, 5, &self.taints);
+        crate::proto::put_opt(buf, 6, self.config_source.as_ref(), false);
+        crate::proto::put_repeated(buf, 7, &self.pod_cidrs);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.pod_cidr = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.external_id = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.provider_id = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.unschedulable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.taints)?,
+            6 => self.config_source = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.pod_cidrs)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// NodeStatus is information about the current status of a node.
@@ -3031,6 +5902,53 @@ pub struct NodeStatus {
     pub features: Option<NodeFeatures>,
 }
 
+impl crate::proto::Message for NodeStatus {
+    const NAME: &'static str = "v1.NodeStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_map(buf, 1, &self.capacity);
+        crate::proto::put_map(buf, 2, &self.allocatable);
+        crate::proto::put_opt(buf, 3, self.phase.as_ref(), false);
+        crate::proto::put_repeated(buf, 4, &self.conditions);
+        crate::proto::put_repeated(buf, 5, &self.addresses);
+        crate::proto::put_opt(buf, 6, self.daemon_endpoints.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.node_info.as_ref(), false);
+        crate::proto::put_repeated(buf, 8, &self.images);
+        crate::proto::put_repeated(buf, 9, &self.volumes_in_use);
+        crate::proto::put_repeated(buf, 10, &self.volumes_attached);
+        crate::proto::put_opt(buf, 11, self.config.as_ref(), false);
+        crate::proto::put_repeated(buf, 12, &self.runtime_handlers);
+        crate::proto::put_opt(buf, 13, self.features.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.capacity)?,
+            2 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.allocatable)?,
+            3 => self.phase = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.addresses)?,
+            6 => self.daemon_endpoints = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.node_info = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.images)?,
+            9 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.volumes_in_use)?,
+            10 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.volumes_attached)?
+            }
+            11 => self.config = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            12 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.runtime_handlers)?
+            }
+            13 => self.features = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// NodeSystemInfo is a set of ids/uuids to uniquely identify the node.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -3103,6 +6021,46 @@ pub struct NodeSystemInfo {
     pub architecture: String,
 }
 
+impl crate::proto::Message for NodeSystemInfo {
+    const NAME: &'static str = "v1.NodeSystemInfo";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.machine_id);
+        crate::proto::put_field(buf, 2, &self.system_uuid);
+        crate::proto::put_field(buf, 3, &self.boot_id);
+        crate::proto::put_field(buf, 4, &self.kernel_version);
+        crate::proto::put_field(buf, 5, &self.os_image);
+        crate::proto::put_field(buf, 6, &self.container_runtime_version);
+        crate::proto::put_field(buf, 7, &self.kubelet_version);
+        crate::proto::put_field(buf, 8, &self.kube_proxy_version);
+        crate::proto::put_field(buf, 9, &self.operating_system);
+        crate::proto::put_field(buf, 10, &self.architecture);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.machine_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.system_uuid = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.boot_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.kernel_version = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            5 => self.os_image = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            6 => {
+                self.container_runtime_version =
+                    crate::proto::get_field(Self::NAME, field, wire, r)?
+            }
+            7 => self.kubelet_version = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            8 => self.kube_proxy_version = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            9 => self.operating_system = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            10 => self.architecture = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ObjectFieldSelector selects an APIVersioned field of an object.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -3123,20 +6081,41 @@ pub struct ObjectFieldSelector {
     pub field_path: String,
 }
 
+impl crate::proto::Message for ObjectFieldSelector {
+    const NAME: &'static str = "v1.ObjectFieldSelector";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.api_version.as_ref(), false);
+        crate::proto::put_field(buf, 2, &self.field_path);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.api_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.field_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ObjectReference contains enough information to let you inspect or modify the referred object.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct ObjectReference {
     /// API version of the referent.
     #[serde(
         rename = "apiVersion",
         default,
-        skip_serializing_if = "String::is_empty"
+        skip_serializing_if = "Option::is_none"
     )]
-    pub api_version: String,
+    pub api_version: Option<String>,
     /// Kind of the referent. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// Namespace of the referent. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/namespaces/
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -3158,17 +6137,34 @@ pub struct ObjectReference {
     pub field_path: Option<String>,
 }
 
-impl Default for ObjectReference {
-    fn default() -> Self {
-        Self {
-            api_version: "".into(),
-            kind: "ObjectReference".into(),
-            namespace: Default::default(),
-            name: Default::default(),
-            uid: Default::default(),
-            resource_version: Default::default(),
-            field_path: Default::default(),
+impl crate::proto::Message for ObjectReference {
+    const NAME: &'static str = "v1.ObjectReference";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.kind.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.namespace.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.name.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.uid.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.api_version.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.resource_version.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.field_path.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.kind = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.api_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.resource_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.field_path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
         }
+        Ok(())
     }
 }
 
@@ -3206,6 +6202,37 @@ impl Default for PersistentVolume {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for PersistentVolume {
+    const NAME: &'static str = "v1.PersistentVolume";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -3280,6 +6307,37 @@ impl Default for PersistentVolumeClaim {
     }
 }
 
+impl crate::proto::Message for PersistentVolumeClaim {
+    const NAME: &'static str = "v1.PersistentVolumeClaim";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for PersistentVolumeClaim {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "",
@@ -3344,6 +6402,38 @@ pub struct PersistentVolumeClaimCondition {
     /// message is the human-readable message indicating details about last transition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+impl crate::proto::Message for PersistentVolumeClaimCondition {
+    const NAME: &'static str = "v1.PersistentVolumeClaimCondition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_field(buf, 2, &self.status);
+        crate::proto::put_opt(buf, 3, self.last_probe_time.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.last_transition_time.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.message.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.last_probe_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.last_transition_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            5 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// PersistentVolumeClaimSpec describes the common attributes of storage devices and allows a Source for provider-specific attributes
@@ -3413,6 +6503,46 @@ pub struct PersistentVolumeClaimSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub volume_attributes_class_name: Option<String>,
+}
+
+impl crate::proto::Message for PersistentVolumeClaimSpec {
+    const NAME: &'static str = "v1.PersistentVolumeClaimSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.access_modes);
+        crate::proto::put_opt(buf, 2, self.resources.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.volume_name.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.selector.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.storage_class_name.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.volume_mode.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.data_source.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.data_source_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.volume_attributes_class_name.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.access_modes)?,
+            2 => self.resources = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.volume_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => {
+                self.storage_class_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => self.volume_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.data_source = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => self.data_source_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => {
+                self.volume_attributes_class_name =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// PersistentVolumeClaimStatus is the current status of a persistent volume claim.
@@ -3515,6 +6645,62 @@ pub struct PersistentVolumeClaimStatus {
     pub modify_volume_status: Option<ModifyVolumeStatus>,
 }
 
+impl crate::proto::Message for PersistentVolumeClaimStatus {
+    const NAME: &'static str = "v1.PersistentVolumeClaimStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.phase.as_ref(), false);
+        crate::proto::put_repeated(buf, 2, &self.access_modes);
+        crate::proto::put_map(buf, 3, &self.capacity);
+        crate::proto::put_repeated(buf, 4, &self.conditions);
+        crate::proto::put_map(buf, 5, &self.allocated_resources);
+        crate::proto::put_map(buf, 7, &self.allocated_resource_statuses);
+        crate::proto::put_opt(
+            buf,
+            8,
+            self.current_volume_attributes_class_name.as_ref(),
+            false,
+        );
+        crate::proto::put_opt(buf, 9, self.modify_volume_status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.phase = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.access_modes)?,
+            3 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.capacity)?,
+            4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            5 => crate::proto::get_map_entry(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.allocated_resources,
+            )?,
+            7 => crate::proto::get_map_entry(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.allocated_resource_statuses,
+            )?,
+            8 => {
+                self.current_volume_attributes_class_name =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            9 => {
+                self.modify_volume_status =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// PersistentVolumeClaimTemplate is used to produce PersistentVolumeClaim objects as part of an EphemeralVolumeSource.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -3525,6 +6711,27 @@ pub struct PersistentVolumeClaimTemplate {
     /// The specification for the PersistentVolumeClaim. The entire content is copied unchanged into the PVC that gets created from this template. The same fields as in a PersistentVolumeClaim are also valid here.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub spec: PersistentVolumeClaimSpec,
+}
+
+impl crate::proto::Message for PersistentVolumeClaimTemplate {
+    const NAME: &'static str = "v1.PersistentVolumeClaimTemplate";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.metadata.as_ref(), false);
+        crate::proto::put_field(buf, 2, &self.spec);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// PersistentVolumeClaimVolumeSource references the user's PVC in the same namespace. This volume finds the bound PV and mounts that volume for the pod. A PersistentVolumeClaimVolumeSource is, essentially, a wrapper around another type of volume that is owned by someone else (the system).
@@ -3541,6 +6748,27 @@ pub struct PersistentVolumeClaimVolumeSource {
     /// readOnly Will force the ReadOnly setting in VolumeMounts. Default false.
     #[serde(rename = "readOnly", default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
+}
+
+impl crate::proto::Message for PersistentVolumeClaimVolumeSource {
+    const NAME: &'static str = "v1.PersistentVolumeClaimVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.claim_name);
+        crate::proto::put_opt(buf, 2, self.read_only.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.claim_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// PersistentVolumeSpec is the specification of a persistent volume.
@@ -3700,6 +6928,133 @@ pub struct PersistentVolumeSpec {
     pub vsphere_volume: Option<VsphereVirtualDiskVolumeSource>,
 }
 
+impl PersistentVolumeSpec {
+    fn merge_inline_2(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        use crate::proto::Message as _;
+        match field {
+            1 => {
+                self.gce_persistent_disk =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => {
+                self.aws_elastic_block_store =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            3 => self.host_path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.glusterfs = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.nfs = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.rbd = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.iscsi = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => self.cinder = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => self.cephfs = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => self.fc = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            11 => self.flocker = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            12 => self.flex_volume = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            13 => self.azure_file = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            14 => self.vsphere_volume = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            15 => self.quobyte = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            16 => self.azure_disk = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            17 => {
+                self.photon_persistent_disk =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            18 => self.portworx_volume = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            19 => self.scale_io = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            20 => self.local = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            21 => self.storageos = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            22 => self.csi = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
+impl crate::proto::Message for PersistentVolumeSpec {
+    const NAME: &'static str = "v1.PersistentVolumeSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_map(buf, 1, &self.capacity);
+        {
+            let start = crate::proto::begin_message(buf, 2);
+            crate::proto::put_opt(buf, 1, self.gce_persistent_disk.as_ref(), false);
+            crate::proto::put_opt(buf, 2, self.aws_elastic_block_store.as_ref(), false);
+            crate::proto::put_opt(buf, 3, self.host_path.as_ref(), false);
+            crate::proto::put_opt(buf, 4, self.glusterfs.as_ref(), false);
+            crate::proto::put_opt(buf, 5, self.nfs.as_ref(), false);
+            crate::proto::put_opt(buf, 6, self.rbd.as_ref(), false);
+            crate::proto::put_opt(buf, 7, self.iscsi.as_ref(), false);
+            crate::proto::put_opt(buf, 8, self.cinder.as_ref(), false);
+            crate::proto::put_opt(buf, 9, self.cephfs.as_ref(), false);
+            crate::proto::put_opt(buf, 10, self.fc.as_ref(), false);
+            crate::proto::put_opt(buf, 11, self.flocker.as_ref(), false);
+            crate::proto::put_opt(buf, 12, self.flex_volume.as_ref(), false);
+            crate::proto::put_opt(buf, 13, self.azure_file.as_ref(), false);
+            crate::proto::put_opt(buf, 14, self.vsphere_volume.as_ref(), false);
+            crate::proto::put_opt(buf, 15, self.quobyte.as_ref(), false);
+            crate::proto::put_opt(buf, 16, self.azure_disk.as_ref(), false);
+            crate::proto::put_opt(buf, 17, self.photon_persistent_disk.as_ref(), false);
+            crate::proto::put_opt(buf, 18, self.portworx_volume.as_ref(), false);
+            crate::proto::put_opt(buf, 19, self.scale_io.as_ref(), false);
+            crate::proto::put_opt(buf, 20, self.local.as_ref(), false);
+            crate::proto::put_opt(buf, 21, self.storageos.as_ref(), false);
+            crate::proto::put_opt(buf, 22, self.csi.as_ref(), false);
+            crate::proto::end_message(buf, start);
+        }
+        crate::proto::put_repeated(buf, 3, &self.access_modes);
+        crate::proto::put_opt(buf, 4, self.claim_ref.as_ref(), false);
+        crate::proto::put_opt(
+            buf,
+            5,
+            self.persistent_volume_reclaim_policy.as_ref(),
+            false,
+        );
+        crate::proto::put_opt(buf, 6, self.storage_class_name.as_ref(), false);
+        crate::proto::put_repeated(buf, 7, &self.mount_options);
+        crate::proto::put_opt(buf, 8, self.volume_mode.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.node_affinity.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.volume_attributes_class_name.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.capacity)?,
+            2 => {
+                let mut inner = crate::proto::nested_reader(Self::NAME, field, wire, r)?;
+                while !inner.is_empty() {
+                    let (field, wire) = inner.key()?;
+                    self.merge_inline_2(field, wire, &mut inner)?;
+                }
+            }
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.access_modes)?,
+            4 => self.claim_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => {
+                self.persistent_volume_reclaim_policy =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => {
+                self.storage_class_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.mount_options)?,
+            8 => self.volume_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => self.node_affinity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => {
+                self.volume_attributes_class_name =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// PersistentVolumeStatus is the current status of a persistent volume.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -3722,6 +7077,34 @@ pub struct PersistentVolumeStatus {
     pub last_phase_transition_time: Option<crate::Time>,
 }
 
+impl crate::proto::Message for PersistentVolumeStatus {
+    const NAME: &'static str = "v1.PersistentVolumeStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.phase.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.message.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.last_phase_transition_time.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.phase = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.last_phase_transition_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Represents a Photon Controller persistent disk resource.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -3736,6 +7119,27 @@ pub struct PhotonPersistentDiskVolumeSource {
     /// fsType is the filesystem type to mount. Must be a filesystem type supported by the host operating system. Ex. "ext4", "xfs", "ntfs". Implicitly inferred to be "ext4" if unspecified.
     #[serde(rename = "fsType", default, skip_serializing_if = "Option::is_none")]
     pub fs_type: Option<String>,
+}
+
+impl crate::proto::Message for PhotonPersistentDiskVolumeSource {
+    const NAME: &'static str = "v1.PhotonPersistentDiskVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.pd_id);
+        crate::proto::put_opt(buf, 2, self.fs_type.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.pd_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Pod is a collection of containers that can run on a host. This resource is created by clients and scheduled onto hosts.
@@ -3772,6 +7176,37 @@ impl Default for Pod {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for Pod {
+    const NAME: &'static str = "v1.Pod";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -3842,6 +7277,47 @@ pub struct PodAffinity {
     pub preferred_during_scheduling_ignored_during_execution: Vec<WeightedPodAffinityTerm>,
 }
 
+impl crate::proto::Message for PodAffinity {
+    const NAME: &'static str = "v1.PodAffinity";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(
+            buf,
+            1,
+            &self.required_during_scheduling_ignored_during_execution,
+        );
+        crate::proto::put_repeated(
+            buf,
+            2,
+            &self.preferred_during_scheduling_ignored_during_execution,
+        );
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.required_during_scheduling_ignored_during_execution,
+            )?,
+            2 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.preferred_during_scheduling_ignored_during_execution,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Defines a set of pods (namely those matching the labelSelector relative to the given namespace(s)) that this pod should be co-located (affinity) or not co-located (anti-affinity) with, where co-located is defined as running on a node whose value of the label with key <topologyKey> matches that of any node on which a pod of the set of pods is running
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -3892,6 +7368,45 @@ pub struct PodAffinityTerm {
     pub mismatch_label_keys: Vec<String>,
 }
 
+impl crate::proto::Message for PodAffinityTerm {
+    const NAME: &'static str = "v1.PodAffinityTerm";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.label_selector.as_ref(), false);
+        crate::proto::put_repeated(buf, 2, &self.namespaces);
+        crate::proto::put_field(buf, 3, &self.topology_key);
+        crate::proto::put_opt(buf, 4, self.namespace_selector.as_ref(), false);
+        crate::proto::put_repeated(buf, 5, &self.match_label_keys);
+        crate::proto::put_repeated(buf, 6, &self.mismatch_label_keys);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.label_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.namespaces)?,
+            3 => self.topology_key = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => {
+                self.namespace_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            5 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.match_label_keys)?
+            }
+            6 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.mismatch_label_keys,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Pod anti affinity is a group of inter pod anti affinity scheduling rules.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -3912,6 +7427,47 @@ pub struct PodAntiAffinity {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub preferred_during_scheduling_ignored_during_execution: Vec<WeightedPodAffinityTerm>,
+}
+
+impl crate::proto::Message for PodAntiAffinity {
+    const NAME: &'static str = "v1.PodAntiAffinity";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(
+            buf,
+            1,
+            &self.required_during_scheduling_ignored_during_execution,
+        );
+        crate::proto::put_repeated(
+            buf,
+            2,
+            &self.preferred_during_scheduling_ignored_during_execution,
+        );
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.required_during_scheduling_ignored_during_execution,
+            )?,
+            2 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.preferred_during_scheduling_ignored_during_execution,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// PodCondition contains details for the current condition of this pod.
@@ -3946,6 +7502,38 @@ pub struct PodCondition {
     pub message: Option<String>,
 }
 
+impl crate::proto::Message for PodCondition {
+    const NAME: &'static str = "v1.PodCondition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_field(buf, 2, &self.status);
+        crate::proto::put_opt(buf, 3, self.last_probe_time.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.last_transition_time.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.message.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.last_probe_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.last_transition_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            5 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// PodDNSConfig defines the DNS parameters of a pod in addition to those generated from DNSPolicy.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -3973,6 +7561,29 @@ pub struct PodDNSConfig {
     pub options: Vec<PodDNSConfigOption>,
 }
 
+impl crate::proto::Message for PodDNSConfig {
+    const NAME: &'static str = "v1.PodDNSConfig";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.nameservers);
+        crate::proto::put_repeated(buf, 2, &self.searches);
+        crate::proto::put_repeated(buf, 3, &self.options);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.nameservers)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.searches)?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.options)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// PodDNSConfigOption defines DNS resolver options of a pod.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -3985,6 +7596,27 @@ pub struct PodDNSConfigOption {
     pub value: Option<String>,
 }
 
+impl crate::proto::Message for PodDNSConfigOption {
+    const NAME: &'static str = "v1.PodDNSConfigOption";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.value.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.value = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// PodIP represents a single IP address allocated to the pod.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -3994,6 +7626,25 @@ pub struct PodIP {
     pub ip: String,
 }
 
+impl crate::proto::Message for PodIP {
+    const NAME: &'static str = "v1.PodIP";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.ip);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.ip = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// PodOS defines the OS parameters of a pod.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -4001,6 +7652,25 @@ pub struct PodOS {
     /// Name is the name of the operating system. The currently supported values are linux and windows. Additional value may be defined in future and can be one of: https://github.com/opencontainers/runtime-spec/blob/master/config.md#platform-specific-configuration Clients should expect to handle additional values and treat unrecognized values in this field as os: null
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub name: String,
+}
+
+impl crate::proto::Message for PodOS {
+    const NAME: &'static str = "v1.PodOS";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// PodReadinessGate contains the reference to a pod condition
@@ -4014,6 +7684,25 @@ pub struct PodReadinessGate {
         deserialize_with = "crate::serde_util::null_to_default"
     )]
     pub condition_type: String,
+}
+
+impl crate::proto::Message for PodReadinessGate {
+    const NAME: &'static str = "v1.PodReadinessGate";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.condition_type);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.condition_type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// PodResourceClaim references exactly one ResourceClaim, either directly or by naming a ResourceClaimTemplate which is then turned into a ResourceClaim for the pod.
@@ -4049,6 +7738,35 @@ pub struct PodResourceClaim {
     pub resource_claim_template_name: Option<String>,
 }
 
+impl crate::proto::Message for PodResourceClaim {
+    const NAME: &'static str = "v1.PodResourceClaim";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_opt(buf, 3, self.resource_claim_name.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.resource_claim_template_name.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => {
+                self.resource_claim_name =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => {
+                self.resource_claim_template_name =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// PodResourceClaimStatus is stored in the PodStatus for each PodResourceClaim which references a ResourceClaimTemplate. It stores the generated name for the corresponding ResourceClaim.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -4065,6 +7783,30 @@ pub struct PodResourceClaimStatus {
     pub resource_claim_name: Option<String>,
 }
 
+impl crate::proto::Message for PodResourceClaimStatus {
+    const NAME: &'static str = "v1.PodResourceClaimStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_opt(buf, 2, self.resource_claim_name.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => {
+                self.resource_claim_name =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// PodSchedulingGate is associated to a Pod to guard its scheduling.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -4072,6 +7814,25 @@ pub struct PodSchedulingGate {
     /// Name of the scheduling gate. Each scheduling gate must have a unique name field.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub name: String,
+}
+
+impl crate::proto::Message for PodSchedulingGate {
+    const NAME: &'static str = "v1.PodSchedulingGate";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// PodSecurityContext holds pod-level security attributes and common container settings. Some fields are also present in container.securityContext.  Field values of container.securityContext take precedence over field values of PodSecurityContext.
@@ -4176,6 +7937,66 @@ pub struct PodSecurityContext {
         skip_serializing_if = "Option::is_none"
     )]
     pub se_linux_change_policy: Option<String>,
+}
+
+impl crate::proto::Message for PodSecurityContext {
+    const NAME: &'static str = "v1.PodSecurityContext";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.se_linux_options.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.run_as_user.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.run_as_non_root.as_ref(), false);
+        crate::proto::put_repeated(buf, 4, &self.supplemental_groups);
+        crate::proto::put_opt(buf, 5, self.fs_group.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.run_as_group.as_ref(), false);
+        crate::proto::put_repeated(buf, 7, &self.sysctls);
+        crate::proto::put_opt(buf, 8, self.windows_options.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.fs_group_change_policy.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.seccomp_profile.as_ref(), false);
+        crate::proto::put_opt(buf, 11, self.app_armor_profile.as_ref(), false);
+        crate::proto::put_opt(buf, 12, self.supplemental_groups_policy.as_ref(), false);
+        crate::proto::put_opt(buf, 13, self.se_linux_change_policy.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.se_linux_options = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.run_as_user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.run_as_non_root = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.supplemental_groups,
+            )?,
+            5 => self.fs_group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.run_as_group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.sysctls)?,
+            8 => self.windows_options = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => {
+                self.fs_group_change_policy =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            10 => self.seccomp_profile = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            11 => {
+                self.app_armor_profile = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            12 => {
+                self.supplemental_groups_policy =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            13 => {
+                self.se_linux_change_policy =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// PodSpec is a description of a pod.
@@ -4435,6 +8256,183 @@ pub struct PodSpec {
     pub resources: Option<ResourceRequirements>,
 }
 
+impl crate::proto::Message for PodSpec {
+    const NAME: &'static str = "v1.PodSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.volumes);
+        crate::proto::put_repeated(buf, 2, &self.containers);
+        crate::proto::put_opt(buf, 3, self.restart_policy.as_ref(), true);
+        crate::proto::put_opt(
+            buf,
+            4,
+            self.termination_grace_period_seconds.as_ref(),
+            false,
+        );
+        crate::proto::put_opt(buf, 5, self.active_deadline_seconds.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.dns_policy.as_ref(), true);
+        crate::proto::put_map(buf, 7, &self.node_selector);
+        crate::proto::put_opt(buf, 8, self.service_account_name.as_ref(), true);
+        crate::proto::put_opt(buf, 9, self.service_account.as_ref(), true);
+        crate::proto::put_opt(buf, 10, self.node_name.as_ref(), true);
+        crate::proto::put_opt(buf, 11, self.host_network.as_ref(), true);
+        crate::proto::put_opt(buf, 12, self.host_pid.as_ref(), true);
+        crate::proto::put_opt(buf, 13, self.host_ipc.as_ref(), true);
+        crate::proto::put_opt(buf, 14, self.security_context.as_ref(), false);
+        crate::proto::put_repeated(buf, 15, &self.image_pull_secrets);
+        crate::proto::put_opt(buf, 16, self.hostname.as_ref(), true);
+        crate::proto::put_opt(buf, 17, self.subdomain.as_ref(), true);
+        crate::proto::put_opt(buf, 18, self.affinity.as_ref(), false);
+        crate::proto::put_opt(buf, 19, self.scheduler_name.as_ref(), true);
+        crate::proto::put_repeated(buf, 20, &self.init_containers);
+        crate::proto::put_opt(
+            buf,
+            21,
+            self.automount_service_account_token.as_ref(),
+            false,
+        );
+        crate::proto::put_repeated(buf, 22, &self.tolerations);
+        crate::proto::put_repeated(buf, 23, &self.host_aliases);
+        crate::proto::put_opt(buf, 24, self.priority_class_name.as_ref(), true);
+        crate::proto::put_opt(buf, 25, self.priority.as_ref(), false);
+        crate::proto::put_opt(buf, 26, self.dns_config.as_ref(), false);
+        crate::proto::put_opt(buf, 27, self.share_process_namespace.as_ref(), false);
+        crate::proto::put_repeated(buf, 28, &self.readiness_gates);
+        crate::proto::put_opt(buf, 29, self.runtime_class_name.as_ref(), false);
+        crate::proto::put_opt(buf, 30, self.enable_service_links.as_ref(), false);
+        crate::proto::put_opt(buf, 31, self.preemption_policy.as_ref(), false);
+        crate::proto::put_map(buf, 32, &self.overhead);
+        crate::proto::put_repeated(buf, 33, &self.topology_spread_constraints);
+        crate::proto::put_repeated(buf, 34, &self.ephemeral_containers);
+        crate::proto::put_opt(buf, 35, self.set_hostname_as_fqdn.as_ref(), false);
+        crate::proto::put_opt(buf, 36, self.os.as_ref(), false);
+        crate::proto::put_opt(buf, 37, self.host_users.as_ref(), false);
+        crate::proto::put_repeated(buf, 38, &self.scheduling_gates);
+        crate::proto::put_repeated(buf, 39, &self.resource_claims);
+        crate::proto::put_opt(buf, 40, self.resources.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.volumes)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.containers)?,
+            3 => self.restart_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.termination_grace_period_seconds =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            5 => {
+                self.active_deadline_seconds =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => self.dns_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.node_selector)?,
+            8 => {
+                self.service_account_name =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            9 => self.service_account = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => self.node_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            11 => self.host_network = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            12 => self.host_pid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            13 => self.host_ipc = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            14 => {
+                self.security_context = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            15 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.image_pull_secrets,
+            )?,
+            16 => self.hostname = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            17 => self.subdomain = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            18 => self.affinity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            19 => self.scheduler_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            20 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.init_containers)?
+            }
+            21 => {
+                self.automount_service_account_token =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            22 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.tolerations)?,
+            23 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.host_aliases)?,
+            24 => {
+                self.priority_class_name =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            25 => self.priority = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            26 => self.dns_config = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            27 => {
+                self.share_process_namespace =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            28 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.readiness_gates)?
+            }
+            29 => {
+                self.runtime_class_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            30 => {
+                self.enable_service_links =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            31 => {
+                self.preemption_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            32 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.overhead)?,
+            33 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.topology_spread_constraints,
+            )?,
+            34 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.ephemeral_containers,
+            )?,
+            35 => {
+                self.set_hostname_as_fqdn =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            36 => self.os = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            37 => self.host_users = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            38 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.scheduling_gates)?
+            }
+            39 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resource_claims)?
+            }
+            40 => self.resources = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn after_decode(&mut self) {
+        crate::proto::drop_zero(&mut self.restart_policy);
+        crate::proto::drop_zero(&mut self.dns_policy);
+        crate::proto::drop_zero(&mut self.service_account_name);
+        crate::proto::drop_zero(&mut self.service_account);
+        crate::proto::drop_zero(&mut self.node_name);
+        crate::proto::drop_zero(&mut self.host_network);
+        crate::proto::drop_zero(&mut self.host_pid);
+        crate::proto::drop_zero(&mut self.host_ipc);
+        crate::proto::drop_zero(&mut self.hostname);
+        crate::proto::drop_zero(&mut self.subdomain);
+        crate::proto::drop_zero(&mut self.scheduler_name);
+        crate::proto::drop_zero(&mut self.priority_class_name);
+    }
+}
+
 /// PodStatus represents information about the status of a pod. Status may trail the actual state of a system, especially if the node that hosts the pod cannot contact the control plane.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -4531,6 +8529,82 @@ pub struct PodStatus {
     pub resource_claim_statuses: Vec<PodResourceClaimStatus>,
 }
 
+impl crate::proto::Message for PodStatus {
+    const NAME: &'static str = "v1.PodStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.phase.as_ref(), false);
+        crate::proto::put_repeated(buf, 2, &self.conditions);
+        crate::proto::put_opt(buf, 3, self.message.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.host_ip.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.pod_ip.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.start_time.as_ref(), false);
+        crate::proto::put_repeated(buf, 8, &self.container_statuses);
+        crate::proto::put_opt(buf, 9, self.qos_class.as_ref(), false);
+        crate::proto::put_repeated(buf, 10, &self.init_container_statuses);
+        crate::proto::put_opt(buf, 11, self.nominated_node_name.as_ref(), false);
+        crate::proto::put_repeated(buf, 12, &self.pod_ips);
+        crate::proto::put_repeated(buf, 13, &self.ephemeral_container_statuses);
+        crate::proto::put_opt(buf, 14, self.resize.as_ref(), false);
+        crate::proto::put_repeated(buf, 15, &self.resource_claim_statuses);
+        crate::proto::put_repeated(buf, 16, &self.host_ips);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.phase = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            3 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.host_ip = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.pod_ip = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.start_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.container_statuses,
+            )?,
+            9 => self.qos_class = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.init_container_statuses,
+            )?,
+            11 => {
+                self.nominated_node_name =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            12 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.pod_ips)?,
+            13 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.ephemeral_container_statuses,
+            )?,
+            14 => self.resize = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            15 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.resource_claim_statuses,
+            )?,
+            16 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.host_ips)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// PodTemplate describes a template for creating copies of a predefined pod.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -4561,6 +8635,35 @@ impl Default for PodTemplate {
             metadata: Default::default(),
             template: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for PodTemplate {
+    const NAME: &'static str = "v1.PodTemplate";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.template.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.template = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -4610,6 +8713,27 @@ pub struct PodTemplateSpec {
     pub spec: Option<PodSpec>,
 }
 
+impl crate::proto::Message for PodTemplateSpec {
+    const NAME: &'static str = "v1.PodTemplateSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.metadata.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// PortStatus represents the error condition of a service port
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -4626,6 +8750,29 @@ pub struct PortStatus {
     /// format foo.example.com/CamelCase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl crate::proto::Message for PortStatus {
+    const NAME: &'static str = "v1.PortStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.port);
+        crate::proto::put_field(buf, 2, &self.protocol);
+        crate::proto::put_opt(buf, 3, self.error.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.port = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.protocol = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// PortworxVolumeSource represents a Portworx volume resource.
@@ -4647,6 +8794,29 @@ pub struct PortworxVolumeSource {
     pub read_only: Option<bool>,
 }
 
+impl crate::proto::Message for PortworxVolumeSource {
+    const NAME: &'static str = "v1.PortworxVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.volume_id);
+        crate::proto::put_opt(buf, 2, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.read_only.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.volume_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// An empty preferred scheduling term matches all objects with implicit weight 0 (i.e. it's a no-op). A null preferred scheduling term matches no objects (i.e. is also a no-op).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -4657,6 +8827,27 @@ pub struct PreferredSchedulingTerm {
     /// A node selector term, associated with the corresponding weight.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub preference: NodeSelectorTerm,
+}
+
+impl crate::proto::Message for PreferredSchedulingTerm {
+    const NAME: &'static str = "v1.PreferredSchedulingTerm";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.weight);
+        crate::proto::put_field(buf, 2, &self.preference);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.weight = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.preference = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Probe describes a health check to be performed against a container to determine whether it is alive or ready to receive traffic.
@@ -4719,6 +8910,84 @@ pub struct Probe {
     pub tcp_socket: Option<TCPSocketAction>,
 }
 
+impl Probe {
+    fn merge_inline_1(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        use crate::proto::Message as _;
+        match field {
+            1 => self.exec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.http_get = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.tcp_socket = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.grpc = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
+impl crate::proto::Message for Probe {
+    const NAME: &'static str = "v1.Probe";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        {
+            let start = crate::proto::begin_message(buf, 1);
+            crate::proto::put_opt(buf, 1, self.exec.as_ref(), false);
+            crate::proto::put_opt(buf, 2, self.http_get.as_ref(), false);
+            crate::proto::put_opt(buf, 3, self.tcp_socket.as_ref(), false);
+            crate::proto::put_opt(buf, 4, self.grpc.as_ref(), false);
+            crate::proto::end_message(buf, start);
+        }
+        crate::proto::put_opt(buf, 2, self.initial_delay_seconds.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.timeout_seconds.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.period_seconds.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.success_threshold.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.failure_threshold.as_ref(), false);
+        crate::proto::put_opt(
+            buf,
+            7,
+            self.termination_grace_period_seconds.as_ref(),
+            false,
+        );
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                let mut inner = crate::proto::nested_reader(Self::NAME, field, wire, r)?;
+                while !inner.is_empty() {
+                    let (field, wire) = inner.key()?;
+                    self.merge_inline_1(field, wire, &mut inner)?;
+                }
+            }
+            2 => {
+                self.initial_delay_seconds =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            3 => self.timeout_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.period_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => {
+                self.success_threshold = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => {
+                self.failure_threshold = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            7 => {
+                self.termination_grace_period_seconds =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Represents a projected volume source
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -4737,6 +9006,27 @@ pub struct ProjectedVolumeSource {
         skip_serializing_if = "Option::is_none"
     )]
     pub default_mode: Option<i32>,
+}
+
+impl crate::proto::Message for ProjectedVolumeSource {
+    const NAME: &'static str = "v1.ProjectedVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.sources);
+        crate::proto::put_opt(buf, 2, self.default_mode.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.sources)?,
+            2 => self.default_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Represents a Quobyte mount that lasts the lifetime of a pod. Quobyte volumes do not support ownership management or SELinux relabeling.
@@ -4761,6 +9051,35 @@ pub struct QuobyteVolumeSource {
     /// tenant owning the given Quobyte volume in the Backend Used with dynamically provisioned Quobyte volumes, value is set by the plugin
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+}
+
+impl crate::proto::Message for QuobyteVolumeSource {
+    const NAME: &'static str = "v1.QuobyteVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.registry);
+        crate::proto::put_field(buf, 2, &self.volume);
+        crate::proto::put_opt(buf, 3, self.read_only.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.user.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.group.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.tenant.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.registry = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.volume = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.tenant = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Represents a Rados Block Device mount that lasts the lifetime of a pod. RBD volumes support ownership management and SELinux relabeling.
@@ -4793,6 +9112,39 @@ pub struct RBDPersistentVolumeSource {
     pub read_only: Option<bool>,
 }
 
+impl crate::proto::Message for RBDPersistentVolumeSource {
+    const NAME: &'static str = "v1.RBDPersistentVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.monitors);
+        crate::proto::put_field(buf, 2, &self.image);
+        crate::proto::put_opt(buf, 3, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.pool.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.user.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.keyring.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.secret_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.read_only.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.monitors)?,
+            2 => self.image = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.pool = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.keyring = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Represents a Rados Block Device mount that lasts the lifetime of a pod. RBD volumes support ownership management and SELinux relabeling.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -4821,6 +9173,39 @@ pub struct RBDVolumeSource {
     /// readOnly here will force the ReadOnly setting in VolumeMounts. Defaults to false. More info: https://examples.k8s.io/volumes/rbd/README.md#how-to-use-it
     #[serde(rename = "readOnly", default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
+}
+
+impl crate::proto::Message for RBDVolumeSource {
+    const NAME: &'static str = "v1.RBDVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.monitors);
+        crate::proto::put_field(buf, 2, &self.image);
+        crate::proto::put_opt(buf, 3, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.pool.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.user.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.keyring.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.secret_ref.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.read_only.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.monitors)?,
+            2 => self.image = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.pool = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.keyring = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ReplicationController represents the configuration of a replication controller.
@@ -4857,6 +9242,37 @@ impl Default for ReplicationController {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for ReplicationController {
+    const NAME: &'static str = "v1.ReplicationController";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -4919,6 +9335,36 @@ pub struct ReplicationControllerCondition {
     pub message: Option<String>,
 }
 
+impl crate::proto::Message for ReplicationControllerCondition {
+    const NAME: &'static str = "v1.ReplicationControllerCondition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_field(buf, 2, &self.status);
+        crate::proto::put_opt(buf, 3, self.last_transition_time.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.message.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => {
+                self.last_transition_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ReplicationControllerSpec is the specification of a replication controller.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -4943,6 +9389,33 @@ pub struct ReplicationControllerSpec {
     /// Template is the object that describes the pod that will be created if insufficient replicas are detected. This takes precedence over a TemplateRef. The only allowed template.spec.restartPolicy value is "Always". More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicationcontroller#pod-template
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<PodTemplateSpec>,
+}
+
+impl crate::proto::Message for ReplicationControllerSpec {
+    const NAME: &'static str = "v1.ReplicationControllerSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.replicas.as_ref(), false);
+        crate::proto::put_map(buf, 2, &self.selector);
+        crate::proto::put_opt(buf, 3, self.template.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.min_ready_seconds.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.selector)?,
+            3 => self.template = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.min_ready_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ReplicationControllerStatus represents the current status of a replication controller.
@@ -4989,6 +9462,43 @@ pub struct ReplicationControllerStatus {
     pub conditions: Vec<ReplicationControllerCondition>,
 }
 
+impl crate::proto::Message for ReplicationControllerStatus {
+    const NAME: &'static str = "v1.ReplicationControllerStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.replicas);
+        crate::proto::put_opt(buf, 2, self.fully_labeled_replicas.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.observed_generation.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.ready_replicas.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.available_replicas.as_ref(), false);
+        crate::proto::put_repeated(buf, 6, &self.conditions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => {
+                self.fully_labeled_replicas =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            3 => {
+                self.observed_generation =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => self.ready_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => {
+                self.available_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ResourceClaim references one entry in PodSpec.ResourceClaims.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -4999,6 +9509,27 @@ pub struct ResourceClaim {
     /// Request is the name chosen for a request in the referenced claim. If empty, everything from the claim is made available, otherwise only the result of this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
+}
+
+impl crate::proto::Message for ResourceClaim {
+    const NAME: &'static str = "v1.ResourceClaim";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_opt(buf, 2, self.request.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.request = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ResourceFieldSelector represents container resources (cpu, memory) and their output format
@@ -5018,6 +9549,29 @@ pub struct ResourceFieldSelector {
     /// Specifies the output format of the exposed resources, defaults to "1"
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub divisor: Option<crate::Quantity>,
+}
+
+impl crate::proto::Message for ResourceFieldSelector {
+    const NAME: &'static str = "v1.ResourceFieldSelector";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.container_name.as_ref(), false);
+        crate::proto::put_field(buf, 2, &self.resource);
+        crate::proto::put_opt(buf, 3, self.divisor.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.container_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.resource = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.divisor = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ResourceHealth represents the health of a resource. It has the latest device health information. This is a part of KEP https://kep.k8s.io/4680.
@@ -5042,6 +9596,27 @@ pub struct ResourceHealth {
     /// In future we may want to introduce the PermanentlyUnhealthy Status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
+}
+
+impl crate::proto::Message for ResourceHealth {
+    const NAME: &'static str = "v1.ResourceHealth";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.resource_id);
+        crate::proto::put_opt(buf, 2, self.health.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.resource_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.health = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ResourceQuota sets aggregate quota restrictions enforced per namespace
@@ -5078,6 +9653,37 @@ impl Default for ResourceQuota {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for ResourceQuota {
+    const NAME: &'static str = "v1.ResourceQuota";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -5142,6 +9748,29 @@ pub struct ResourceQuotaSpec {
     pub scope_selector: Option<ScopeSelector>,
 }
 
+impl crate::proto::Message for ResourceQuotaSpec {
+    const NAME: &'static str = "v1.ResourceQuotaSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_map(buf, 1, &self.hard);
+        crate::proto::put_repeated(buf, 2, &self.scopes);
+        crate::proto::put_opt(buf, 3, self.scope_selector.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.hard)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.scopes)?,
+            3 => self.scope_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ResourceQuotaStatus defines the enforced hard limits and observed use.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -5160,6 +9789,27 @@ pub struct ResourceQuotaStatus {
         skip_serializing_if = "std::collections::BTreeMap::is_empty"
     )]
     pub used: std::collections::BTreeMap<String, crate::Quantity>,
+}
+
+impl crate::proto::Message for ResourceQuotaStatus {
+    const NAME: &'static str = "v1.ResourceQuotaStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_map(buf, 1, &self.hard);
+        crate::proto::put_map(buf, 2, &self.used);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.hard)?,
+            2 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.used)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ResourceRequirements describes the compute resource requirements.
@@ -5193,6 +9843,29 @@ pub struct ResourceRequirements {
     pub claims: Vec<ResourceClaim>,
 }
 
+impl crate::proto::Message for ResourceRequirements {
+    const NAME: &'static str = "v1.ResourceRequirements";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_map(buf, 1, &self.limits);
+        crate::proto::put_map(buf, 2, &self.requests);
+        crate::proto::put_repeated(buf, 3, &self.claims);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.limits)?,
+            2 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.requests)?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.claims)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ResourceStatus represents the status of a single resource allocated to a Pod.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -5207,6 +9880,27 @@ pub struct ResourceStatus {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub resources: Vec<ResourceHealth>,
+}
+
+impl crate::proto::Message for ResourceStatus {
+    const NAME: &'static str = "v1.ResourceStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_repeated(buf, 2, &self.resources);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resources)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// SELinuxOptions are the labels to be applied to the container
@@ -5225,6 +9919,31 @@ pub struct SELinuxOptions {
     /// Level is SELinux level label that applies to the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
+}
+
+impl crate::proto::Message for SELinuxOptions {
+    const NAME: &'static str = "v1.SELinuxOptions";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.user.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.role.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.r#type.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.level.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.role = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.level = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ScaleIOPersistentVolumeSource represents a persistent ScaleIO volume
@@ -5287,6 +10006,45 @@ pub struct ScaleIOPersistentVolumeSource {
     pub read_only: Option<bool>,
 }
 
+impl crate::proto::Message for ScaleIOPersistentVolumeSource {
+    const NAME: &'static str = "v1.ScaleIOPersistentVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.gateway);
+        crate::proto::put_field(buf, 2, &self.system);
+        crate::proto::put_field(buf, 3, &self.secret_ref);
+        crate::proto::put_opt(buf, 4, self.ssl_enabled.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.protection_domain.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.storage_pool.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.storage_mode.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.volume_name.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.read_only.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.gateway = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.system = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.secret_ref = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.ssl_enabled = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => {
+                self.protection_domain = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => self.storage_pool = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.storage_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => self.volume_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ScaleIOVolumeSource represents a persistent ScaleIO volume
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -5347,6 +10105,45 @@ pub struct ScaleIOVolumeSource {
     pub read_only: Option<bool>,
 }
 
+impl crate::proto::Message for ScaleIOVolumeSource {
+    const NAME: &'static str = "v1.ScaleIOVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.gateway);
+        crate::proto::put_field(buf, 2, &self.system);
+        crate::proto::put_field(buf, 3, &self.secret_ref);
+        crate::proto::put_opt(buf, 4, self.ssl_enabled.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.protection_domain.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.storage_pool.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.storage_mode.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.volume_name.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.read_only.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.gateway = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.system = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.secret_ref = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.ssl_enabled = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => {
+                self.protection_domain = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => self.storage_pool = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.storage_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => self.volume_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// A scope selector represents the AND of the selectors represented by the scoped-resource selector requirements.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -5359,6 +10156,27 @@ pub struct ScopeSelector {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub match_expressions: Vec<ScopedResourceSelectorRequirement>,
+}
+
+impl crate::proto::Message for ScopeSelector {
+    const NAME: &'static str = "v1.ScopeSelector";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.match_expressions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.match_expressions)?
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// A scoped-resource selector requirement is a selector that contains values, a scope name, and an operator that relates the scope name and values.
@@ -5384,6 +10202,29 @@ pub struct ScopedResourceSelectorRequirement {
     pub values: Vec<String>,
 }
 
+impl crate::proto::Message for ScopedResourceSelectorRequirement {
+    const NAME: &'static str = "v1.ScopedResourceSelectorRequirement";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.scope_name);
+        crate::proto::put_field(buf, 2, &self.operator);
+        crate::proto::put_repeated(buf, 3, &self.values);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.scope_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.operator = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.values)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// SeccompProfile defines a pod/container's seccomp profile settings. Only one profile source may be set.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -5400,6 +10241,29 @@ pub struct SeccompProfile {
         skip_serializing_if = "Option::is_none"
     )]
     pub localhost_profile: Option<String>,
+}
+
+impl crate::proto::Message for SeccompProfile {
+    const NAME: &'static str = "v1.SeccompProfile";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_opt(buf, 2, self.localhost_profile.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => {
+                self.localhost_profile = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Secret holds secret data of a certain type. The total bytes of the values in the Data field must be less than MaxSecretSize bytes.
@@ -5456,6 +10320,42 @@ impl Default for Secret {
     }
 }
 
+impl crate::proto::Message for Secret {
+    const NAME: &'static str = "v1.Secret";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_map(buf, 2, &self.data);
+        crate::proto::put_opt(buf, 3, self.r#type.as_ref(), true);
+        crate::proto::put_map(buf, 4, &self.string_data);
+        crate::proto::put_opt(buf, 5, self.immutable.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.data)?,
+            3 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.string_data)?,
+            5 => self.immutable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        crate::proto::drop_zero(&mut self.r#type);
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for Secret {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "",
@@ -5504,6 +10404,53 @@ pub struct SecretEnvSource {
     pub name: Option<String>,
 }
 
+impl SecretEnvSource {
+    fn merge_inline_1(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        use crate::proto::Message as _;
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
+impl crate::proto::Message for SecretEnvSource {
+    const NAME: &'static str = "v1.SecretEnvSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        {
+            let start = crate::proto::begin_message(buf, 1);
+            crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+            crate::proto::end_message(buf, start);
+        }
+        crate::proto::put_opt(buf, 2, self.optional.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                let mut inner = crate::proto::nested_reader(Self::NAME, field, wire, r)?;
+                while !inner.is_empty() {
+                    let (field, wire) = inner.key()?;
+                    self.merge_inline_1(field, wire, &mut inner)?;
+                }
+            }
+            2 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// SecretKeySelector selects a key of a Secret.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -5517,6 +10464,55 @@ pub struct SecretKeySelector {
     /// Name of the referent. This field is effectively required, but due to backwards compatibility is allowed to be empty. Instances of this type with an empty value here are almost certainly wrong. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#names
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+impl SecretKeySelector {
+    fn merge_inline_1(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        use crate::proto::Message as _;
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
+impl crate::proto::Message for SecretKeySelector {
+    const NAME: &'static str = "v1.SecretKeySelector";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        {
+            let start = crate::proto::begin_message(buf, 1);
+            crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+            crate::proto::end_message(buf, start);
+        }
+        crate::proto::put_field(buf, 2, &self.key);
+        crate::proto::put_opt(buf, 3, self.optional.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                let mut inner = crate::proto::nested_reader(Self::NAME, field, wire, r)?;
+                while !inner.is_empty() {
+                    let (field, wire) = inner.key()?;
+                    self.merge_inline_1(field, wire, &mut inner)?;
+                }
+            }
+            2 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Adapts a secret into a projected volume.
@@ -5540,6 +10536,55 @@ pub struct SecretProjection {
     pub name: Option<String>,
 }
 
+impl SecretProjection {
+    fn merge_inline_1(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        use crate::proto::Message as _;
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
+impl crate::proto::Message for SecretProjection {
+    const NAME: &'static str = "v1.SecretProjection";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        {
+            let start = crate::proto::begin_message(buf, 1);
+            crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+            crate::proto::end_message(buf, start);
+        }
+        crate::proto::put_repeated(buf, 2, &self.items);
+        crate::proto::put_opt(buf, 4, self.optional.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                let mut inner = crate::proto::nested_reader(Self::NAME, field, wire, r)?;
+                while !inner.is_empty() {
+                    let (field, wire) = inner.key()?;
+                    self.merge_inline_1(field, wire, &mut inner)?;
+                }
+            }
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.items)?,
+            4 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// SecretReference represents a Secret Reference. It has enough information to retrieve secret in any namespace
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -5550,6 +10595,27 @@ pub struct SecretReference {
     /// namespace defines the space within which the secret name must be unique.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+}
+
+impl crate::proto::Message for SecretReference {
+    const NAME: &'static str = "v1.SecretReference";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.namespace.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Adapts a Secret into a volume.
@@ -5582,6 +10648,31 @@ pub struct SecretVolumeSource {
     /// optional field specify whether the Secret or its keys must be defined
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optional: Option<bool>,
+}
+
+impl crate::proto::Message for SecretVolumeSource {
+    const NAME: &'static str = "v1.SecretVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.secret_name.as_ref(), false);
+        crate::proto::put_repeated(buf, 2, &self.items);
+        crate::proto::put_opt(buf, 3, self.default_mode.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.optional.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.secret_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.items)?,
+            3 => self.default_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// SecurityContext holds security configuration that will be applied to a container. Some fields are present in both SecurityContext and PodSecurityContext.  When both are set, the values in SecurityContext take precedence.
@@ -5658,6 +10749,55 @@ pub struct SecurityContext {
     pub app_armor_profile: Option<AppArmorProfile>,
 }
 
+impl crate::proto::Message for SecurityContext {
+    const NAME: &'static str = "v1.SecurityContext";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.capabilities.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.privileged.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.se_linux_options.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.run_as_user.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.run_as_non_root.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.read_only_root_filesystem.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.allow_privilege_escalation.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.run_as_group.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.proc_mount.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.windows_options.as_ref(), false);
+        crate::proto::put_opt(buf, 11, self.seccomp_profile.as_ref(), false);
+        crate::proto::put_opt(buf, 12, self.app_armor_profile.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.capabilities = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.privileged = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.se_linux_options = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.run_as_user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.run_as_non_root = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => {
+                self.read_only_root_filesystem =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            7 => {
+                self.allow_privilege_escalation =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            8 => self.run_as_group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => self.proc_mount = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => self.windows_options = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            11 => self.seccomp_profile = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            12 => {
+                self.app_armor_profile = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Service is a named abstraction of software service (for example, mysql) consisting of local port (for example 3306) that the proxy listens on, and the selector that determines which pods will answer requests sent through the proxy.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -5692,6 +10832,37 @@ impl Default for Service {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for Service {
+    const NAME: &'static str = "v1.Service";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -5783,6 +10954,48 @@ impl Default for ServiceAccount {
     }
 }
 
+impl crate::proto::Message for ServiceAccount {
+    const NAME: &'static str = "v1.ServiceAccount";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_repeated(buf, 2, &self.secrets);
+        crate::proto::put_repeated(buf, 3, &self.image_pull_secrets);
+        crate::proto::put_opt(buf, 4, self.automount_service_account_token.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.secrets)?,
+            3 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.image_pull_secrets,
+            )?,
+            4 => {
+                self.automount_service_account_token =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for ServiceAccount {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "",
@@ -5836,6 +11049,31 @@ pub struct ServiceAccountTokenProjection {
     pub path: String,
 }
 
+impl crate::proto::Message for ServiceAccountTokenProjection {
+    const NAME: &'static str = "v1.ServiceAccountTokenProjection";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.audience.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.expiration_seconds.as_ref(), false);
+        crate::proto::put_field(buf, 3, &self.path);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.audience = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => {
+                self.expiration_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            3 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ServicePort contains information on service's port.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -5875,6 +11113,38 @@ pub struct ServicePort {
     /// The port on each node on which this service is exposed when type is NodePort or LoadBalancer.  Usually assigned by the system. If a value is specified, in-range, and not in use it will be used, otherwise the operation will fail.  If not specified, a port will be allocated if this Service requires one.  If this field is specified when creating a Service which does not need it, creation will fail. This field will be wiped when updating a Service to no longer need it (e.g. changing type from NodePort to ClusterIP). More info: https://kubernetes.io/docs/concepts/services-networking/service/#type-nodeport
     #[serde(rename = "nodePort", default, skip_serializing_if = "Option::is_none")]
     pub node_port: Option<i32>,
+}
+
+impl crate::proto::Message for ServicePort {
+    const NAME: &'static str = "v1.ServicePort";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.protocol.as_ref(), false);
+        crate::proto::put_field(buf, 3, &self.port);
+        crate::proto::put_opt(buf, 4, self.target_port.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.node_port.as_ref(), true);
+        crate::proto::put_opt(buf, 6, self.app_protocol.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.protocol = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.port = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.target_port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.node_port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.app_protocol = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn after_decode(&mut self) {
+        crate::proto::drop_zero(&mut self.node_port);
+    }
 }
 
 /// ServiceSpec describes the attributes that a user creates on a service.
@@ -6023,6 +11293,109 @@ pub struct ServiceSpec {
     pub traffic_distribution: Option<String>,
 }
 
+impl crate::proto::Message for ServiceSpec {
+    const NAME: &'static str = "v1.ServiceSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.ports);
+        crate::proto::put_map(buf, 2, &self.selector);
+        crate::proto::put_opt(buf, 3, self.cluster_ip.as_ref(), true);
+        crate::proto::put_opt(buf, 4, self.r#type.as_ref(), false);
+        crate::proto::put_repeated(buf, 5, &self.external_ips);
+        crate::proto::put_opt(buf, 7, self.session_affinity.as_ref(), true);
+        crate::proto::put_opt(buf, 8, self.load_balancer_ip.as_ref(), true);
+        crate::proto::put_repeated(buf, 9, &self.load_balancer_source_ranges);
+        crate::proto::put_opt(buf, 10, self.external_name.as_ref(), true);
+        crate::proto::put_opt(buf, 11, self.external_traffic_policy.as_ref(), true);
+        crate::proto::put_opt(buf, 12, self.health_check_node_port.as_ref(), true);
+        crate::proto::put_opt(buf, 13, self.publish_not_ready_addresses.as_ref(), true);
+        crate::proto::put_opt(buf, 14, self.session_affinity_config.as_ref(), false);
+        crate::proto::put_opt(buf, 17, self.ip_family_policy.as_ref(), false);
+        crate::proto::put_repeated(buf, 18, &self.cluster_ips);
+        crate::proto::put_repeated(buf, 19, &self.ip_families);
+        crate::proto::put_opt(
+            buf,
+            20,
+            self.allocate_load_balancer_node_ports.as_ref(),
+            false,
+        );
+        crate::proto::put_opt(buf, 21, self.load_balancer_class.as_ref(), false);
+        crate::proto::put_opt(buf, 22, self.internal_traffic_policy.as_ref(), false);
+        crate::proto::put_opt(buf, 23, self.traffic_distribution.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ports)?,
+            2 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.selector)?,
+            3 => self.cluster_ip = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.external_ips)?,
+            7 => self.session_affinity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => self.load_balancer_ip = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.load_balancer_source_ranges,
+            )?,
+            10 => self.external_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            11 => {
+                self.external_traffic_policy =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            12 => {
+                self.health_check_node_port =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            13 => {
+                self.publish_not_ready_addresses =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            14 => {
+                self.session_affinity_config =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            17 => {
+                self.ip_family_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            18 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.cluster_ips)?,
+            19 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ip_families)?,
+            20 => {
+                self.allocate_load_balancer_node_ports =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            21 => {
+                self.load_balancer_class =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            22 => {
+                self.internal_traffic_policy =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            23 => {
+                self.traffic_distribution =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn after_decode(&mut self) {
+        crate::proto::drop_zero(&mut self.cluster_ip);
+        crate::proto::drop_zero(&mut self.session_affinity);
+        crate::proto::drop_zero(&mut self.load_balancer_ip);
+        crate::proto::drop_zero(&mut self.external_name);
+        crate::proto::drop_zero(&mut self.external_traffic_policy);
+        crate::proto::drop_zero(&mut self.health_check_node_port);
+        crate::proto::drop_zero(&mut self.publish_not_ready_addresses);
+    }
+}
+
 /// ServiceStatus represents the current status of a service.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -6043,6 +11416,27 @@ pub struct ServiceStatus {
     pub conditions: Vec<crate::meta::v1::Condition>,
 }
 
+impl crate::proto::Message for ServiceStatus {
+    const NAME: &'static str = "v1.ServiceStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.load_balancer.as_ref(), true);
+        crate::proto::put_repeated(buf, 2, &self.conditions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.load_balancer = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// SessionAffinityConfig represents the configurations of session affinity.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -6052,6 +11446,25 @@ pub struct SessionAffinityConfig {
     pub client_ip: Option<ClientIPConfig>,
 }
 
+impl crate::proto::Message for SessionAffinityConfig {
+    const NAME: &'static str = "v1.SessionAffinityConfig";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.client_ip.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.client_ip = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// SleepAction describes a "sleep" action.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -6059,6 +11472,25 @@ pub struct SleepAction {
     /// Seconds is the number of seconds to sleep.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub seconds: i64,
+}
+
+impl crate::proto::Message for SleepAction {
+    const NAME: &'static str = "v1.SleepAction";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.seconds);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.seconds = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Represents a StorageOS persistent volume resource.
@@ -6090,6 +11522,33 @@ pub struct StorageOSPersistentVolumeSource {
     pub secret_ref: Option<ObjectReference>,
 }
 
+impl crate::proto::Message for StorageOSPersistentVolumeSource {
+    const NAME: &'static str = "v1.StorageOSPersistentVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.volume_name.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.volume_namespace.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.read_only.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.secret_ref.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.volume_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.volume_namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Represents a StorageOS persistent volume resource.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -6119,6 +11578,33 @@ pub struct StorageOSVolumeSource {
     pub secret_ref: Option<LocalObjectReference>,
 }
 
+impl crate::proto::Message for StorageOSVolumeSource {
+    const NAME: &'static str = "v1.StorageOSVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.volume_name.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.volume_namespace.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.read_only.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.secret_ref.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.volume_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.volume_namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Sysctl defines a kernel parameter to be set
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -6131,6 +11617,27 @@ pub struct Sysctl {
     pub value: String,
 }
 
+impl crate::proto::Message for Sysctl {
+    const NAME: &'static str = "v1.Sysctl";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_field(buf, 2, &self.value);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.value = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// TCPSocketAction describes an action based on opening a socket
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -6141,6 +11648,27 @@ pub struct TCPSocketAction {
     /// Optional: Host name to connect to, defaults to the pod IP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+}
+
+impl crate::proto::Message for TCPSocketAction {
+    const NAME: &'static str = "v1.TCPSocketAction";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.port);
+        crate::proto::put_opt(buf, 2, self.host.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.port = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.host = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// The node this Taint is attached to has the "effect" on any pod that does not tolerate the Taint.
@@ -6159,6 +11687,31 @@ pub struct Taint {
     /// TimeAdded represents the time at which the taint was added. It is only written for NoExecute taints.
     #[serde(rename = "timeAdded", default, skip_serializing_if = "Option::is_none")]
     pub time_added: Option<crate::Time>,
+}
+
+impl crate::proto::Message for Taint {
+    const NAME: &'static str = "v1.Taint";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.key);
+        crate::proto::put_opt(buf, 2, self.value.as_ref(), false);
+        crate::proto::put_field(buf, 3, &self.effect);
+        crate::proto::put_opt(buf, 4, self.time_added.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.value = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.effect = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.time_added = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// The pod this Toleration is attached to tolerates any taint that matches the triple <key,value,effect> using the matching operator <operator>.
@@ -6186,6 +11739,35 @@ pub struct Toleration {
     pub toleration_seconds: Option<i64>,
 }
 
+impl crate::proto::Message for Toleration {
+    const NAME: &'static str = "v1.Toleration";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.key.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.operator.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.value.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.effect.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.toleration_seconds.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.key = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.operator = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.value = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.effect = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => {
+                self.toleration_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// A topology selector requirement is a selector that matches given label. This is an alpha feature and may change in the future.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -6196,6 +11778,27 @@ pub struct TopologySelectorLabelRequirement {
     /// An array of string values. One value must match the label to be selected. Each entry in Values is ORed.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub values: Vec<String>,
+}
+
+impl crate::proto::Message for TopologySelectorLabelRequirement {
+    const NAME: &'static str = "v1.TopologySelectorLabelRequirement";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.key);
+        crate::proto::put_repeated(buf, 2, &self.values);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.values)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// A topology selector term represents the result of label queries. A null or empty topology selector term matches no objects. The requirements of them are ANDed. It provides a subset of functionality as NodeSelectorTerm. This is an alpha feature and may change in the future.
@@ -6210,6 +11813,31 @@ pub struct TopologySelectorTerm {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub match_label_expressions: Vec<TopologySelectorLabelRequirement>,
+}
+
+impl crate::proto::Message for TopologySelectorTerm {
+    const NAME: &'static str = "v1.TopologySelectorTerm";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.match_label_expressions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.match_label_expressions,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// TopologySpreadConstraint specifies how to spread matching pods among the given topology.
@@ -6286,6 +11914,46 @@ pub struct TopologySpreadConstraint {
     pub match_label_keys: Vec<String>,
 }
 
+impl crate::proto::Message for TopologySpreadConstraint {
+    const NAME: &'static str = "v1.TopologySpreadConstraint";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.max_skew);
+        crate::proto::put_field(buf, 2, &self.topology_key);
+        crate::proto::put_field(buf, 3, &self.when_unsatisfiable);
+        crate::proto::put_opt(buf, 4, self.label_selector.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.min_domains.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.node_affinity_policy.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.node_taints_policy.as_ref(), false);
+        crate::proto::put_repeated(buf, 8, &self.match_label_keys);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.max_skew = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.topology_key = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.when_unsatisfiable = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.label_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.min_domains = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => {
+                self.node_affinity_policy =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            7 => {
+                self.node_taints_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            8 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.match_label_keys)?
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// TypedLocalObjectReference contains enough information to let you locate the typed referenced object inside the same namespace.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -6299,6 +11967,29 @@ pub struct TypedLocalObjectReference {
     /// Name is the name of resource being referenced
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub name: String,
+}
+
+impl crate::proto::Message for TypedLocalObjectReference {
+    const NAME: &'static str = "v1.TypedLocalObjectReference";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.api_group.as_ref(), false);
+        crate::proto::put_field(buf, 2, &self.kind);
+        crate::proto::put_field(buf, 3, &self.name);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.api_group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// TypedObjectReference contains enough information to let you locate the typed referenced object
@@ -6317,6 +12008,31 @@ pub struct TypedObjectReference {
     /// Namespace is the namespace of resource being referenced Note that when a namespace is specified, a gateway.networking.k8s.io/ReferenceGrant object is required in the referent namespace to allow that namespace's owner to accept the reference. See the ReferenceGrant documentation for details. (Alpha) This field requires the CrossNamespaceVolumeDataSource feature gate to be enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+}
+
+impl crate::proto::Message for TypedObjectReference {
+    const NAME: &'static str = "v1.TypedObjectReference";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.api_group.as_ref(), false);
+        crate::proto::put_field(buf, 2, &self.kind);
+        crate::proto::put_field(buf, 3, &self.name);
+        crate::proto::put_opt(buf, 4, self.namespace.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.api_group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Volume represents a named volume in a pod that may be accessed by any container in the pod.
@@ -6467,6 +12183,123 @@ pub struct Volume {
     pub vsphere_volume: Option<VsphereVirtualDiskVolumeSource>,
 }
 
+impl Volume {
+    fn merge_inline_2(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        use crate::proto::Message as _;
+        match field {
+            1 => self.host_path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.empty_dir = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => {
+                self.gce_persistent_disk =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => {
+                self.aws_elastic_block_store =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            5 => self.git_repo = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.secret = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.nfs = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => self.iscsi = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => self.glusterfs = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => {
+                self.persistent_volume_claim =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            11 => self.rbd = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            12 => self.flex_volume = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            13 => self.cinder = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            14 => self.cephfs = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            15 => self.flocker = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            16 => self.downward_api = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            17 => self.fc = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            18 => self.azure_file = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            19 => self.config_map = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            20 => self.vsphere_volume = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            21 => self.quobyte = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            22 => self.azure_disk = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            23 => {
+                self.photon_persistent_disk =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            24 => self.portworx_volume = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            25 => self.scale_io = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            26 => self.projected = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            27 => self.storageos = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            28 => self.csi = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            29 => self.ephemeral = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            30 => self.image = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
+impl crate::proto::Message for Volume {
+    const NAME: &'static str = "v1.Volume";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        {
+            let start = crate::proto::begin_message(buf, 2);
+            crate::proto::put_opt(buf, 1, self.host_path.as_ref(), false);
+            crate::proto::put_opt(buf, 2, self.empty_dir.as_ref(), false);
+            crate::proto::put_opt(buf, 3, self.gce_persistent_disk.as_ref(), false);
+            crate::proto::put_opt(buf, 4, self.aws_elastic_block_store.as_ref(), false);
+            crate::proto::put_opt(buf, 5, self.git_repo.as_ref(), false);
+            crate::proto::put_opt(buf, 6, self.secret.as_ref(), false);
+            crate::proto::put_opt(buf, 7, self.nfs.as_ref(), false);
+            crate::proto::put_opt(buf, 8, self.iscsi.as_ref(), false);
+            crate::proto::put_opt(buf, 9, self.glusterfs.as_ref(), false);
+            crate::proto::put_opt(buf, 10, self.persistent_volume_claim.as_ref(), false);
+            crate::proto::put_opt(buf, 11, self.rbd.as_ref(), false);
+            crate::proto::put_opt(buf, 12, self.flex_volume.as_ref(), false);
+            crate::proto::put_opt(buf, 13, self.cinder.as_ref(), false);
+            crate::proto::put_opt(buf, 14, self.cephfs.as_ref(), false);
+            crate::proto::put_opt(buf, 15, self.flocker.as_ref(), false);
+            crate::proto::put_opt(buf, 16, self.downward_api.as_ref(), false);
+            crate::proto::put_opt(buf, 17, self.fc.as_ref(), false);
+            crate::proto::put_opt(buf, 18, self.azure_file.as_ref(), false);
+            crate::proto::put_opt(buf, 19, self.config_map.as_ref(), false);
+            crate::proto::put_opt(buf, 20, self.vsphere_volume.as_ref(), false);
+            crate::proto::put_opt(buf, 21, self.quobyte.as_ref(), false);
+            crate::proto::put_opt(buf, 22, self.azure_disk.as_ref(), false);
+            crate::proto::put_opt(buf, 23, self.photon_persistent_disk.as_ref(), false);
+            crate::proto::put_opt(buf, 24, self.portworx_volume.as_ref(), false);
+            crate::proto::put_opt(buf, 25, self.scale_io.as_ref(), false);
+            crate::proto::put_opt(buf, 26, self.projected.as_ref(), false);
+            crate::proto::put_opt(buf, 27, self.storageos.as_ref(), false);
+            crate::proto::put_opt(buf, 28, self.csi.as_ref(), false);
+            crate::proto::put_opt(buf, 29, self.ephemeral.as_ref(), false);
+            crate::proto::put_opt(buf, 30, self.image.as_ref(), false);
+            crate::proto::end_message(buf, start);
+        }
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => {
+                let mut inner = crate::proto::nested_reader(Self::NAME, field, wire, r)?;
+                while !inner.is_empty() {
+                    let (field, wire) = inner.key()?;
+                    self.merge_inline_2(field, wire, &mut inner)?;
+                }
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// volumeDevice describes a mapping of a raw block device within a container.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -6481,6 +12314,27 @@ pub struct VolumeDevice {
         deserialize_with = "crate::serde_util::null_to_default"
     )]
     pub device_path: String,
+}
+
+impl crate::proto::Message for VolumeDevice {
+    const NAME: &'static str = "v1.VolumeDevice";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_field(buf, 2, &self.device_path);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.device_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// VolumeMount describes a mounting of a Volume within a container.
@@ -6534,6 +12388,42 @@ pub struct VolumeMount {
     pub sub_path_expr: Option<String>,
 }
 
+impl crate::proto::Message for VolumeMount {
+    const NAME: &'static str = "v1.VolumeMount";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_opt(buf, 2, self.read_only.as_ref(), false);
+        crate::proto::put_field(buf, 3, &self.mount_path);
+        crate::proto::put_opt(buf, 4, self.sub_path.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.mount_propagation.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.sub_path_expr.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.recursive_read_only.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.mount_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.sub_path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => {
+                self.mount_propagation = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => self.sub_path_expr = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => {
+                self.recursive_read_only =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// VolumeMountStatus shows status of volume mounts.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -6560,6 +12450,34 @@ pub struct VolumeMountStatus {
     pub recursive_read_only: Option<String>,
 }
 
+impl crate::proto::Message for VolumeMountStatus {
+    const NAME: &'static str = "v1.VolumeMountStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_field(buf, 2, &self.mount_path);
+        crate::proto::put_opt(buf, 3, self.read_only.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.recursive_read_only.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.mount_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.recursive_read_only =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// VolumeNodeAffinity defines constraints that limit what nodes this volume can be accessed from.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -6567,6 +12485,25 @@ pub struct VolumeNodeAffinity {
     /// required specifies hard node constraints that must be met.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required: Option<NodeSelector>,
+}
+
+impl crate::proto::Message for VolumeNodeAffinity {
+    const NAME: &'static str = "v1.VolumeNodeAffinity";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.required.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.required = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Projection that may be projected along with other supported volume types. Exactly one of these fields must be set.
@@ -6608,6 +12545,39 @@ pub struct VolumeProjection {
     pub cluster_trust_bundle: Option<ClusterTrustBundleProjection>,
 }
 
+impl crate::proto::Message for VolumeProjection {
+    const NAME: &'static str = "v1.VolumeProjection";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.secret.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.downward_api.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.config_map.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.service_account_token.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.cluster_trust_bundle.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.secret = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.downward_api = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.config_map = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.service_account_token =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            5 => {
+                self.cluster_trust_bundle =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// VolumeResourceRequirements describes the storage resource requirements for a volume.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -6626,6 +12596,27 @@ pub struct VolumeResourceRequirements {
         skip_serializing_if = "std::collections::BTreeMap::is_empty"
     )]
     pub requests: std::collections::BTreeMap<String, crate::Quantity>,
+}
+
+impl crate::proto::Message for VolumeResourceRequirements {
+    const NAME: &'static str = "v1.VolumeResourceRequirements";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_map(buf, 1, &self.limits);
+        crate::proto::put_map(buf, 2, &self.requests);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.limits)?,
+            2 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.requests)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Represents a vSphere volume resource.
@@ -6658,6 +12649,36 @@ pub struct VsphereVirtualDiskVolumeSource {
     pub storage_policy_id: Option<String>,
 }
 
+impl crate::proto::Message for VsphereVirtualDiskVolumeSource {
+    const NAME: &'static str = "v1.VsphereVirtualDiskVolumeSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.volume_path);
+        crate::proto::put_opt(buf, 2, self.fs_type.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.storage_policy_name.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.storage_policy_id.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.volume_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => {
+                self.storage_policy_name =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => {
+                self.storage_policy_id = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// The weights of all of the matched WeightedPodAffinityTerm fields are added per-node to find the most preferred node(s)
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -6672,6 +12693,27 @@ pub struct WeightedPodAffinityTerm {
         deserialize_with = "crate::serde_util::null_to_default"
     )]
     pub pod_affinity_term: PodAffinityTerm,
+}
+
+impl crate::proto::Message for WeightedPodAffinityTerm {
+    const NAME: &'static str = "v1.WeightedPodAffinityTerm";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.weight);
+        crate::proto::put_field(buf, 2, &self.pod_affinity_term);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.weight = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.pod_affinity_term = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// WindowsSecurityContextOptions contain Windows-specific options and credentials.
@@ -6706,6 +12748,37 @@ pub struct WindowsSecurityContextOptions {
         skip_serializing_if = "Option::is_none"
     )]
     pub host_process: Option<bool>,
+}
+
+impl crate::proto::Message for WindowsSecurityContextOptions {
+    const NAME: &'static str = "v1.WindowsSecurityContextOptions";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.gmsa_credential_spec_name.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.gmsa_credential_spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.run_as_user_name.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.host_process.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.gmsa_credential_spec_name =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => {
+                self.gmsa_credential_spec =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            3 => self.run_as_user_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.host_process = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Status of all the conditions for the component as a list of ComponentStatus objects. Deprecated: This API is deprecated in v1.19+

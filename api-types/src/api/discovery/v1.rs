@@ -38,6 +38,45 @@ pub struct Endpoint {
     pub hints: Option<EndpointHints>,
 }
 
+impl crate::proto::Message for Endpoint {
+    const NAME: &'static str = "v1.Endpoint";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.addresses);
+        crate::proto::put_opt(buf, 2, self.conditions.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.hostname.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.target_ref.as_ref(), false);
+        crate::proto::put_map(buf, 5, &self.deprecated_topology);
+        crate::proto::put_opt(buf, 6, self.node_name.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.zone.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.hints.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.addresses)?,
+            2 => self.conditions = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.hostname = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.target_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::get_map_entry(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.deprecated_topology,
+            )?,
+            6 => self.node_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.zone = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => self.hints = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// EndpointConditions represents the current condition of an endpoint.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -53,6 +92,29 @@ pub struct EndpointConditions {
     pub terminating: Option<bool>,
 }
 
+impl crate::proto::Message for EndpointConditions {
+    const NAME: &'static str = "v1.EndpointConditions";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.ready.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.serving.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.terminating.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.ready = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.serving = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.terminating = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// EndpointHints provides hints describing how an endpoint should be consumed.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -65,6 +127,25 @@ pub struct EndpointHints {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub for_zones: Vec<ForZone>,
+}
+
+impl crate::proto::Message for EndpointHints {
+    const NAME: &'static str = "v1.EndpointHints";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.for_zones);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.for_zones)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// EndpointPort represents a Port used by an EndpointSlice
@@ -96,6 +177,31 @@ pub struct EndpointPort {
         skip_serializing_if = "Option::is_none"
     )]
     pub app_protocol: Option<String>,
+}
+
+impl crate::proto::Message for EndpointPort {
+    const NAME: &'static str = "v1.EndpointPort";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.protocol.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.port.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.app_protocol.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.protocol = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.app_protocol = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// EndpointSlice represents a subset of the endpoints that implement a service. For a given service there may be multiple EndpointSlice objects, selected by labels, which must be joined to produce the full set of endpoints.
@@ -147,6 +253,39 @@ impl Default for EndpointSlice {
     }
 }
 
+impl crate::proto::Message for EndpointSlice {
+    const NAME: &'static str = "v1.EndpointSlice";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_repeated(buf, 2, &self.endpoints);
+        crate::proto::put_repeated(buf, 3, &self.ports);
+        crate::proto::put_field(buf, 4, &self.address_type);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.endpoints)?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ports)?,
+            4 => self.address_type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for EndpointSlice {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "discovery.k8s.io",
@@ -188,6 +327,25 @@ pub struct ForZone {
     /// name represents the name of the zone.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub name: String,
+}
+
+impl crate::proto::Message for ForZone {
+    const NAME: &'static str = "v1.ForZone";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// EndpointSliceList represents a list of endpoint slices

@@ -116,6 +116,76 @@ impl Default for Event {
     }
 }
 
+impl crate::proto::Message for Event {
+    const NAME: &'static str = "v1.Event";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_field(buf, 2, &self.event_time);
+        crate::proto::put_opt(buf, 3, self.series.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.reporting_controller.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.reporting_instance.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.action.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.regarding.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.related.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.note.as_ref(), false);
+        crate::proto::put_opt(buf, 11, self.r#type.as_ref(), false);
+        crate::proto::put_opt(buf, 12, self.deprecated_source.as_ref(), false);
+        crate::proto::put_opt(buf, 13, self.deprecated_first_timestamp.as_ref(), false);
+        crate::proto::put_opt(buf, 14, self.deprecated_last_timestamp.as_ref(), false);
+        crate::proto::put_opt(buf, 15, self.deprecated_count.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.event_time = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.series = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.reporting_controller =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            5 => {
+                self.reporting_instance = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => self.action = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => self.regarding = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => self.related = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => self.note = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            11 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            12 => {
+                self.deprecated_source = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            13 => {
+                self.deprecated_first_timestamp =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            14 => {
+                self.deprecated_last_timestamp =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            15 => {
+                self.deprecated_count = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for Event {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "events.k8s.io",
@@ -164,6 +234,27 @@ pub struct EventSeries {
         deserialize_with = "crate::serde_util::null_to_default"
     )]
     pub last_observed_time: crate::MicroTime,
+}
+
+impl crate::proto::Message for EventSeries {
+    const NAME: &'static str = "v1.EventSeries";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.count);
+        crate::proto::put_field(buf, 2, &self.last_observed_time);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.count = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.last_observed_time = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// EventList is a list of Event objects.

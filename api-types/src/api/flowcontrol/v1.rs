@@ -29,6 +29,30 @@ pub struct ExemptPriorityLevelConfiguration {
     pub lendable_percent: Option<i32>,
 }
 
+impl crate::proto::Message for ExemptPriorityLevelConfiguration {
+    const NAME: &'static str = "v1.ExemptPriorityLevelConfiguration";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.nominal_concurrency_shares.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.lendable_percent.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.nominal_concurrency_shares =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => self.lendable_percent = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// FlowDistinguisherMethod specifies the method of a flow distinguisher.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -36,6 +60,25 @@ pub struct FlowDistinguisherMethod {
     /// `type` is the type of flow distinguisher method The supported types are "ByUser" and "ByNamespace". Required.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub r#type: String,
+}
+
+impl crate::proto::Message for FlowDistinguisherMethod {
+    const NAME: &'static str = "v1.FlowDistinguisherMethod";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// FlowSchema defines the schema of a group of flows. Note that a flow is made up of a set of inbound API requests with similar attributes and is identified by a pair of strings: the name of the FlowSchema and a "flow distinguisher".
@@ -72,6 +115,37 @@ impl Default for FlowSchema {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for FlowSchema {
+    const NAME: &'static str = "v1.FlowSchema";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -134,6 +208,36 @@ pub struct FlowSchemaCondition {
     pub message: Option<String>,
 }
 
+impl crate::proto::Message for FlowSchemaCondition {
+    const NAME: &'static str = "v1.FlowSchemaCondition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.r#type.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.status.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.last_transition_time.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.message.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => {
+                self.last_transition_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// FlowSchemaSpec describes how the FlowSchema's specification looks like.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -168,6 +272,40 @@ pub struct FlowSchemaSpec {
     pub rules: Vec<PolicyRulesWithSubjects>,
 }
 
+impl crate::proto::Message for FlowSchemaSpec {
+    const NAME: &'static str = "v1.FlowSchemaSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.priority_level_configuration);
+        crate::proto::put_opt(buf, 2, self.matching_precedence.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.distinguisher_method.as_ref(), false);
+        crate::proto::put_repeated(buf, 4, &self.rules);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.priority_level_configuration =
+                    crate::proto::get_field(Self::NAME, field, wire, r)?
+            }
+            2 => {
+                self.matching_precedence =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            3 => {
+                self.distinguisher_method =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.rules)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// FlowSchemaStatus represents the current state of a FlowSchema.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -181,6 +319,25 @@ pub struct FlowSchemaStatus {
     pub conditions: Vec<FlowSchemaCondition>,
 }
 
+impl crate::proto::Message for FlowSchemaStatus {
+    const NAME: &'static str = "v1.FlowSchemaStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.conditions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// GroupSubject holds detailed information for group-kind subject.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -188,6 +345,25 @@ pub struct GroupSubject {
     /// name is the user group that matches, or "*" to match all user groups. See https://github.com/kubernetes/apiserver/blob/master/pkg/authentication/user/user.go for some well-known group names. Required.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub name: String,
+}
+
+impl crate::proto::Message for GroupSubject {
+    const NAME: &'static str = "v1.GroupSubject";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// LimitResponse defines how to handle requests that can not be executed right now.
@@ -200,6 +376,27 @@ pub struct LimitResponse {
     /// `queuing` holds the configuration parameters for queuing. This field may be non-empty only if `type` is `"Queue"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queuing: Option<QueuingConfiguration>,
+}
+
+impl crate::proto::Message for LimitResponse {
+    const NAME: &'static str = "v1.LimitResponse";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_opt(buf, 2, self.queuing.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.queuing = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// LimitedPriorityLevelConfiguration specifies how to handle requests that are subject to limits. It addresses two issues:
@@ -252,6 +449,37 @@ pub struct LimitedPriorityLevelConfiguration {
     pub borrowing_limit_percent: Option<i32>,
 }
 
+impl crate::proto::Message for LimitedPriorityLevelConfiguration {
+    const NAME: &'static str = "v1.LimitedPriorityLevelConfiguration";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.nominal_concurrency_shares.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.limit_response.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.lendable_percent.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.borrowing_limit_percent.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.nominal_concurrency_shares =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => self.limit_response = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.lendable_percent = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.borrowing_limit_percent =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// NonResourcePolicyRule is a predicate that matches non-resource requests according to their verb and the target non-resource URL. A NonResourcePolicyRule matches a request if and only if both (a) at least one member of verbs matches the request and (b) at least one member of nonResourceURLs matches the request.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -272,6 +500,29 @@ pub struct NonResourcePolicyRule {
         deserialize_with = "crate::serde_util::null_to_default"
     )]
     pub non_resource_urls: Vec<String>,
+}
+
+impl crate::proto::Message for NonResourcePolicyRule {
+    const NAME: &'static str = "v1.NonResourcePolicyRule";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.verbs);
+        crate::proto::put_repeated(buf, 6, &self.non_resource_urls);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.verbs)?,
+            6 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.non_resource_urls)?
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// PolicyRulesWithSubjects prescribes a test that applies to a request to an apiserver. The test considers the subject making the request, the verb being requested, and the resource to be acted upon. This PolicyRulesWithSubjects matches a request if and only if both (a) at least one member of subjects matches the request and (b) at least one member of resourceRules or nonResourceRules matches the request.
@@ -297,6 +548,35 @@ pub struct PolicyRulesWithSubjects {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub non_resource_rules: Vec<NonResourcePolicyRule>,
+}
+
+impl crate::proto::Message for PolicyRulesWithSubjects {
+    const NAME: &'static str = "v1.PolicyRulesWithSubjects";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.subjects);
+        crate::proto::put_repeated(buf, 2, &self.resource_rules);
+        crate::proto::put_repeated(buf, 3, &self.non_resource_rules);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.subjects)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resource_rules)?,
+            3 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.non_resource_rules,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// PriorityLevelConfiguration represents the configuration of a priority level.
@@ -333,6 +613,37 @@ impl Default for PriorityLevelConfiguration {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for PriorityLevelConfiguration {
+    const NAME: &'static str = "v1.PriorityLevelConfiguration";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -395,6 +706,36 @@ pub struct PriorityLevelConfigurationCondition {
     pub message: Option<String>,
 }
 
+impl crate::proto::Message for PriorityLevelConfigurationCondition {
+    const NAME: &'static str = "v1.PriorityLevelConfigurationCondition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.r#type.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.status.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.last_transition_time.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.message.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => {
+                self.last_transition_time =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// PriorityLevelConfigurationReference contains information that points to the "request-priority" being used.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -402,6 +743,25 @@ pub struct PriorityLevelConfigurationReference {
     /// `name` is the name of the priority level configuration being referenced Required.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub name: String,
+}
+
+impl crate::proto::Message for PriorityLevelConfigurationReference {
+    const NAME: &'static str = "v1.PriorityLevelConfigurationReference";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// PriorityLevelConfigurationSpec specifies the configuration of a priority level.
@@ -419,6 +779,29 @@ pub struct PriorityLevelConfigurationSpec {
     pub exempt: Option<ExemptPriorityLevelConfiguration>,
 }
 
+impl crate::proto::Message for PriorityLevelConfigurationSpec {
+    const NAME: &'static str = "v1.PriorityLevelConfigurationSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_opt(buf, 2, self.limited.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.exempt.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.limited = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.exempt = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// PriorityLevelConfigurationStatus represents the current state of a "request-priority".
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -430,6 +813,25 @@ pub struct PriorityLevelConfigurationStatus {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub conditions: Vec<PriorityLevelConfigurationCondition>,
+}
+
+impl crate::proto::Message for PriorityLevelConfigurationStatus {
+    const NAME: &'static str = "v1.PriorityLevelConfigurationStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.conditions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// QueuingConfiguration holds the configuration parameters for queuing
@@ -449,6 +851,31 @@ pub struct QueuingConfiguration {
         skip_serializing_if = "Option::is_none"
     )]
     pub queue_length_limit: Option<i32>,
+}
+
+impl crate::proto::Message for QueuingConfiguration {
+    const NAME: &'static str = "v1.QueuingConfiguration";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.queues.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.hand_size.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.queue_length_limit.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.queues = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.hand_size = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => {
+                self.queue_length_limit = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ResourcePolicyRule is a predicate that matches some resource requests, testing the request's verb and the target resource. A ResourcePolicyRule matches a resource request if and only if: (a) at least one member of verbs matches the request, (b) at least one member of apiGroups matches the request, (c) at least one member of resources matches the request, and (d) either (d1) the request does not specify a namespace (i.e., `Namespace==""`) and clusterScope is true or (d2) the request specifies a namespace and least one member of namespaces matches the request's namespace.
@@ -484,6 +911,33 @@ pub struct ResourcePolicyRule {
     pub namespaces: Vec<String>,
 }
 
+impl crate::proto::Message for ResourcePolicyRule {
+    const NAME: &'static str = "v1.ResourcePolicyRule";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.verbs);
+        crate::proto::put_repeated(buf, 2, &self.api_groups);
+        crate::proto::put_repeated(buf, 3, &self.resources);
+        crate::proto::put_opt(buf, 4, self.cluster_scope.as_ref(), false);
+        crate::proto::put_repeated(buf, 5, &self.namespaces);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.verbs)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.api_groups)?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resources)?,
+            4 => self.cluster_scope = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.namespaces)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ServiceAccountSubject holds detailed information for service-account-kind subject.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -494,6 +948,27 @@ pub struct ServiceAccountSubject {
     /// `name` is the name of matching ServiceAccount objects, or "*" to match regardless of name. Required.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub name: String,
+}
+
+impl crate::proto::Message for ServiceAccountSubject {
+    const NAME: &'static str = "v1.ServiceAccountSubject";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.namespace);
+        crate::proto::put_field(buf, 2, &self.name);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.namespace = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Subject matches the originator of a request, as identified by the request authentication system. There are three ways of matching an originator; by user, group, or service account.
@@ -518,6 +993,31 @@ pub struct Subject {
     pub service_account: Option<ServiceAccountSubject>,
 }
 
+impl crate::proto::Message for Subject {
+    const NAME: &'static str = "v1.Subject";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.kind);
+        crate::proto::put_opt(buf, 2, self.user.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.group.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.service_account.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.service_account = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// UserSubject holds detailed information for user-kind subject.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -525,6 +1025,25 @@ pub struct UserSubject {
     /// `name` is the username that matches, or "*" to match all usernames. Required.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub name: String,
+}
+
+impl crate::proto::Message for UserSubject {
+    const NAME: &'static str = "v1.UserSubject";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// FlowSchemaList is a list of FlowSchema objects.

@@ -55,6 +55,47 @@ impl Default for APIGroup {
     }
 }
 
+impl crate::proto::Message for APIGroup {
+    const NAME: &'static str = "v1.APIGroup";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_repeated(buf, 2, &self.versions);
+        crate::proto::put_opt(buf, 3, self.preferred_version.as_ref(), false);
+        crate::proto::put_repeated(buf, 4, &self.server_address_by_client_cidrs);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.versions)?,
+            3 => {
+                self.preferred_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.server_address_by_client_cidrs,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 /// APIGroupList is a list of APIGroup, to allow clients to discover the API at /apis.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -81,6 +122,33 @@ impl Default for APIGroupList {
             kind: "APIGroupList".into(),
             groups: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for APIGroupList {
+    const NAME: &'static str = "v1.APIGroupList";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.groups);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.groups)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -137,6 +205,48 @@ pub struct APIResource {
     pub storage_version_hash: Option<String>,
 }
 
+impl crate::proto::Message for APIResource {
+    const NAME: &'static str = "v1.APIResource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_field(buf, 2, &self.namespaced);
+        crate::proto::put_field(buf, 3, &self.kind);
+        if !self.verbs.is_empty() {
+            crate::proto::put_field(buf, 4, &self.verbs);
+        }
+        crate::proto::put_repeated(buf, 5, &self.short_names);
+        crate::proto::put_field(buf, 6, &self.singular_name);
+        crate::proto::put_repeated(buf, 7, &self.categories);
+        crate::proto::put_opt(buf, 8, self.group.as_ref(), false);
+        crate::proto::put_opt(buf, 9, self.version.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.storage_version_hash.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.namespaced = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.verbs = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.short_names)?,
+            6 => self.singular_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.categories)?,
+            8 => self.group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => self.version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => {
+                self.storage_version_hash =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// APIResourceList is a list of APIResource, it is used to expose the name of the resources supported in a specific group and version, and if the resource is namespaced.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -171,6 +281,35 @@ impl Default for APIResourceList {
             group_version: Default::default(),
             resources: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for APIResourceList {
+    const NAME: &'static str = "v1.APIResourceList";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.group_version);
+        crate::proto::put_repeated(buf, 2, &self.resources);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.group_version = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resources)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -211,6 +350,41 @@ impl Default for APIVersions {
     }
 }
 
+impl crate::proto::Message for APIVersions {
+    const NAME: &'static str = "v1.APIVersions";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.versions);
+        crate::proto::put_repeated(buf, 2, &self.server_address_by_client_cidrs);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.versions)?,
+            2 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.server_address_by_client_cidrs,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 /// Condition contains details for one aspect of the current state of this API Resource.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -241,6 +415,38 @@ pub struct Condition {
     /// message is a human readable message indicating details about the transition. This may be an empty string.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub message: String,
+}
+
+impl crate::proto::Message for Condition {
+    const NAME: &'static str = "v1.Condition";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.r#type);
+        crate::proto::put_field(buf, 2, &self.status);
+        crate::proto::put_opt(buf, 3, self.observed_generation.as_ref(), false);
+        crate::proto::put_field(buf, 4, &self.last_transition_time);
+        crate::proto::put_field(buf, 5, &self.reason);
+        crate::proto::put_field(buf, 6, &self.message);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => {
+                self.observed_generation =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => self.last_transition_time = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            5 => self.reason = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            6 => self.message = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// DeleteOptions may be provided when deleting an API object.
@@ -313,6 +519,59 @@ impl Default for DeleteOptions {
     }
 }
 
+impl crate::proto::Message for DeleteOptions {
+    const NAME: &'static str = "v1.DeleteOptions";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.grace_period_seconds.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.preconditions.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.orphan_dependents.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.propagation_policy.as_ref(), false);
+        crate::proto::put_repeated(buf, 5, &self.dry_run);
+        crate::proto::put_opt(
+            buf,
+            6,
+            self.ignore_store_read_error_with_cluster_breaking_potential
+                .as_ref(),
+            false,
+        );
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.grace_period_seconds =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => self.preconditions = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => {
+                self.orphan_dependents = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            4 => {
+                self.propagation_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.dry_run)?,
+            6 => {
+                self.ignore_store_read_error_with_cluster_breaking_potential =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 /// FieldSelectorRequirement is a selector that contains values, a key, and an operator that relates the key and values.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -332,6 +591,29 @@ pub struct FieldSelectorRequirement {
     pub values: Vec<String>,
 }
 
+impl crate::proto::Message for FieldSelectorRequirement {
+    const NAME: &'static str = "v1.FieldSelectorRequirement";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.key);
+        crate::proto::put_field(buf, 2, &self.operator);
+        crate::proto::put_repeated(buf, 3, &self.values);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.operator = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.values)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// GroupVersion contains the "group/version" and "version" string of a version. It is made a struct to keep extensibility.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -346,6 +628,27 @@ pub struct GroupVersionForDiscovery {
     /// version specifies the version in the form of "version". This is to save the clients the trouble of splitting the GroupVersion.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub version: String,
+}
+
+impl crate::proto::Message for GroupVersionForDiscovery {
+    const NAME: &'static str = "v1.GroupVersionForDiscovery";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.group_version);
+        crate::proto::put_field(buf, 2, &self.version);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.group_version = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.version = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// A label selector is a label query over a set of resources. The result of matchLabels and matchExpressions are ANDed. An empty label selector matches all objects. A null label selector matches no objects.
@@ -370,6 +673,29 @@ pub struct LabelSelector {
     pub match_expressions: Vec<LabelSelectorRequirement>,
 }
 
+impl crate::proto::Message for LabelSelector {
+    const NAME: &'static str = "v1.LabelSelector";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_map(buf, 1, &self.match_labels);
+        crate::proto::put_repeated(buf, 2, &self.match_expressions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.match_labels)?,
+            2 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.match_expressions)?
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// A label selector requirement is a selector that contains values, a key, and an operator that relates the key and values.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -387,6 +713,29 @@ pub struct LabelSelectorRequirement {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub values: Vec<String>,
+}
+
+impl crate::proto::Message for LabelSelectorRequirement {
+    const NAME: &'static str = "v1.LabelSelectorRequirement";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.key);
+        crate::proto::put_field(buf, 2, &self.operator);
+        crate::proto::put_repeated(buf, 3, &self.values);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.operator = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.values)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ListMeta describes metadata that synthetic resources must have, including lists and various status objects. A resource may have only one of {ObjectMeta, ListMeta}.
@@ -413,6 +762,34 @@ pub struct ListMeta {
         skip_serializing_if = "Option::is_none"
     )]
     pub remaining_item_count: Option<i64>,
+}
+
+impl crate::proto::Message for ListMeta {
+    const NAME: &'static str = "v1.ListMeta";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.self_link.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.resource_version.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.r#continue.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.remaining_item_count.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.self_link = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.resource_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.r#continue = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.remaining_item_count =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ManagedFieldsEntry is a workflow-id, a FieldSet and the group version of the resource that the fieldset applies to.
@@ -448,6 +825,37 @@ pub struct ManagedFieldsEntry {
     /// Subresource is the name of the subresource used to update that object, or empty string if the object was updated through the main resource. The value of this field is used to distinguish between managers, even if they share the same name. For example, a status update will be distinct from a regular update using the same manager name. Note that the APIVersion field is not related to the Subresource field and it always corresponds to the version of the main resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subresource: Option<String>,
+}
+
+impl crate::proto::Message for ManagedFieldsEntry {
+    const NAME: &'static str = "v1.ManagedFieldsEntry";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.manager.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.operation.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.api_version.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.time.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.fields_type.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.fields_v1.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.subresource.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.manager = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.operation = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.api_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.fields_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.fields_v1 = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => self.subresource = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ObjectMeta is metadata that all persisted resources must have, which includes all objects users must create.
@@ -557,19 +965,85 @@ pub struct ObjectMeta {
     pub managed_fields: Vec<ManagedFieldsEntry>,
 }
 
+impl crate::proto::Message for ObjectMeta {
+    const NAME: &'static str = "v1.ObjectMeta";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.name.as_ref(), true);
+        crate::proto::put_opt(buf, 2, self.generate_name.as_ref(), true);
+        crate::proto::put_opt(buf, 3, self.namespace.as_ref(), true);
+        crate::proto::put_opt(buf, 4, self.self_link.as_ref(), true);
+        crate::proto::put_opt(buf, 5, self.uid.as_ref(), true);
+        crate::proto::put_opt(buf, 6, self.resource_version.as_ref(), true);
+        crate::proto::put_opt(buf, 7, self.generation.as_ref(), true);
+        crate::proto::put_opt(buf, 8, self.creation_timestamp.as_ref(), true);
+        crate::proto::put_opt(buf, 9, self.deletion_timestamp.as_ref(), false);
+        crate::proto::put_opt(buf, 10, self.deletion_grace_period_seconds.as_ref(), false);
+        crate::proto::put_map(buf, 11, &self.labels);
+        crate::proto::put_map(buf, 12, &self.annotations);
+        crate::proto::put_repeated(buf, 13, &self.owner_references);
+        crate::proto::put_repeated(buf, 14, &self.finalizers);
+        crate::proto::put_repeated(buf, 17, &self.managed_fields);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.generate_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.self_link = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.resource_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => self.generation = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => {
+                self.creation_timestamp = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            9 => {
+                self.deletion_timestamp = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            10 => {
+                self.deletion_grace_period_seconds =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            11 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.labels)?,
+            12 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.annotations)?,
+            13 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.owner_references)?
+            }
+            14 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.finalizers)?,
+            17 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.managed_fields)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn after_decode(&mut self) {
+        crate::proto::drop_zero(&mut self.name);
+        crate::proto::drop_zero(&mut self.generate_name);
+        crate::proto::drop_zero(&mut self.namespace);
+        crate::proto::drop_zero(&mut self.self_link);
+        crate::proto::drop_zero(&mut self.uid);
+        crate::proto::drop_zero(&mut self.resource_version);
+        crate::proto::drop_zero(&mut self.generation);
+        crate::proto::drop_zero(&mut self.creation_timestamp);
+    }
+}
+
 /// OwnerReference contains enough information to let you identify an owning object. An owning object must be in the same namespace as the dependent, or be cluster-scoped, so there is no namespace field.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct OwnerReference {
     /// API version of the referent.
     #[serde(
         rename = "apiVersion",
         default,
-        skip_serializing_if = "String::is_empty"
+        deserialize_with = "crate::serde_util::null_to_default"
     )]
     pub api_version: String,
     /// Kind of the referent. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub kind: String,
     /// Name of the referent. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
@@ -589,16 +1063,35 @@ pub struct OwnerReference {
     pub block_owner_deletion: Option<bool>,
 }
 
-impl Default for OwnerReference {
-    fn default() -> Self {
-        Self {
-            api_version: "".into(),
-            kind: "OwnerReference".into(),
-            name: Default::default(),
-            uid: Default::default(),
-            controller: Default::default(),
-            block_owner_deletion: Default::default(),
+impl crate::proto::Message for OwnerReference {
+    const NAME: &'static str = "v1.OwnerReference";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.kind);
+        crate::proto::put_field(buf, 3, &self.name);
+        crate::proto::put_field(buf, 4, &self.uid);
+        crate::proto::put_field(buf, 5, &self.api_version);
+        crate::proto::put_opt(buf, 6, self.controller.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.block_owner_deletion.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.uid = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            5 => self.api_version = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            6 => self.controller = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => {
+                self.block_owner_deletion =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
         }
+        Ok(())
     }
 }
 
@@ -616,6 +1109,27 @@ pub struct Preconditions {
         skip_serializing_if = "Option::is_none"
     )]
     pub resource_version: Option<String>,
+}
+
+impl crate::proto::Message for Preconditions {
+    const NAME: &'static str = "v1.Preconditions";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.uid.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.resource_version.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.resource_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ServerAddressByClientCIDR helps the client to determine the server address that they should use, depending on the clientCIDR that they match.
@@ -636,6 +1150,27 @@ pub struct ServerAddressByClientCIDR {
         deserialize_with = "crate::serde_util::null_to_default"
     )]
     pub server_address: String,
+}
+
+impl crate::proto::Message for ServerAddressByClientCIDR {
+    const NAME: &'static str = "v1.ServerAddressByClientCIDR";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.client_cidr);
+        crate::proto::put_field(buf, 2, &self.server_address);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.client_cidr = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.server_address = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Status is a return value for calls that don't return other objects.
@@ -687,6 +1222,43 @@ impl Default for Status {
     }
 }
 
+impl crate::proto::Message for Status {
+    const NAME: &'static str = "v1.Status";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.status.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.message.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.details.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.code.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.details = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => self.code = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 /// StatusCause provides more information about an api.Status failure, including cases when multiple errors are encountered.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -704,6 +1276,29 @@ pub struct StatusCause {
     /// "items\[0\].name" - the field "name" on the first array entry in "items"
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+}
+
+impl crate::proto::Message for StatusCause {
+    const NAME: &'static str = "v1.StatusCause";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.reason.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.message.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.field.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.field = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// StatusDetails is a set of additional properties that MAY be set by the server to provide additional information about a response. The Reason field of a Status object defines what attributes will be set. Clients must ignore fields that do not match the defined type of each attribute, and should assume that any attribute may be empty, invalid, or under defined.
@@ -736,4 +1331,36 @@ pub struct StatusDetails {
         skip_serializing_if = "Option::is_none"
     )]
     pub retry_after_seconds: Option<i32>,
+}
+
+impl crate::proto::Message for StatusDetails {
+    const NAME: &'static str = "v1.StatusDetails";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.group.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.kind.as_ref(), false);
+        crate::proto::put_repeated(buf, 4, &self.causes);
+        crate::proto::put_opt(buf, 5, self.retry_after_seconds.as_ref(), false);
+        crate::proto::put_opt(buf, 6, self.uid.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.kind = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.causes)?,
+            5 => {
+                self.retry_after_seconds =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            6 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }

@@ -32,6 +32,29 @@ pub struct HTTPIngressPath {
     pub backend: IngressBackend,
 }
 
+impl crate::proto::Message for HTTPIngressPath {
+    const NAME: &'static str = "v1.HTTPIngressPath";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.path.as_ref(), false);
+        crate::proto::put_field(buf, 2, &self.backend);
+        crate::proto::put_field(buf, 3, &self.path_type);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.backend = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.path_type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// HTTPIngressRuleValue is a list of http selectors pointing to backends. In the example: http://<host>/<path>?<searchpart> -> backend where where parts of the url correspond to RFC 3986, this resource will be used to match against everything after the last '/' and before the first '?' or '#'.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -39,6 +62,25 @@ pub struct HTTPIngressRuleValue {
     /// paths is a collection of paths that map requests to backends.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub paths: Vec<HTTPIngressPath>,
+}
+
+impl crate::proto::Message for HTTPIngressRuleValue {
+    const NAME: &'static str = "v1.HTTPIngressRuleValue";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.paths);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.paths)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// IPBlock describes a particular CIDR (Ex. "192.168.1.0/24","2001:db8::/64") that is allowed to the pods matched by a NetworkPolicySpec's podSelector. The except entry describes CIDRs that should not be included within this rule.
@@ -55,6 +97,27 @@ pub struct IPBlock {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub except: Vec<String>,
+}
+
+impl crate::proto::Message for IPBlock {
+    const NAME: &'static str = "v1.IPBlock";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.cidr);
+        crate::proto::put_repeated(buf, 2, &self.except);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.cidr = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.except)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// Ingress is a collection of rules that allow inbound connections to reach the endpoints defined by a backend. An Ingress can be configured to give services externally-reachable urls, load balance traffic, terminate SSL, offer name based virtual hosting etc.
@@ -91,6 +154,37 @@ impl Default for Ingress {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for Ingress {
+    const NAME: &'static str = "v1.Ingress";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -140,6 +234,27 @@ pub struct IngressBackend {
     pub resource: Option<crate::core::v1::TypedLocalObjectReference>,
 }
 
+impl crate::proto::Message for IngressBackend {
+    const NAME: &'static str = "v1.IngressBackend";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 3, self.resource.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.service.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            3 => self.resource = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.service = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// IngressClass represents the class of the Ingress, referenced by the Ingress Spec. The `ingressclass.kubernetes.io/is-default-class` annotation can be used to indicate that an IngressClass should be considered default. When a single IngressClass resource has this annotation set to true, new Ingress resources without a class specified will be assigned this default class.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -170,6 +285,35 @@ impl Default for IngressClass {
             metadata: Default::default(),
             spec: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for IngressClass {
+    const NAME: &'static str = "v1.IngressClass";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -228,6 +372,33 @@ pub struct IngressClassParametersReference {
     pub namespace: Option<String>,
 }
 
+impl crate::proto::Message for IngressClassParametersReference {
+    const NAME: &'static str = "v1.IngressClassParametersReference";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.api_group.as_ref(), false);
+        crate::proto::put_field(buf, 2, &self.kind);
+        crate::proto::put_field(buf, 3, &self.name);
+        crate::proto::put_opt(buf, 4, self.scope.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.namespace.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.api_group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.scope = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// IngressClassSpec provides information about the class of an Ingress.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -238,6 +409,27 @@ pub struct IngressClassSpec {
     /// parameters is a link to a custom resource containing additional configuration for the controller. This is optional if the controller does not require extra parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<IngressClassParametersReference>,
+}
+
+impl crate::proto::Message for IngressClassSpec {
+    const NAME: &'static str = "v1.IngressClassSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.controller.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.parameters.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.controller = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.parameters = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// IngressLoadBalancerIngress represents the status of a load-balancer ingress point.
@@ -259,6 +451,29 @@ pub struct IngressLoadBalancerIngress {
     pub ports: Vec<IngressPortStatus>,
 }
 
+impl crate::proto::Message for IngressLoadBalancerIngress {
+    const NAME: &'static str = "v1.IngressLoadBalancerIngress";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.ip.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.hostname.as_ref(), false);
+        crate::proto::put_repeated(buf, 4, &self.ports);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.ip = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.hostname = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ports)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// IngressLoadBalancerStatus represents the status of a load-balancer.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -270,6 +485,25 @@ pub struct IngressLoadBalancerStatus {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub ingress: Vec<IngressLoadBalancerIngress>,
+}
+
+impl crate::proto::Message for IngressLoadBalancerStatus {
+    const NAME: &'static str = "v1.IngressLoadBalancerStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.ingress);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ingress)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// IngressPortStatus represents the error condition of a service port
@@ -288,6 +522,29 @@ pub struct IngressPortStatus {
     /// format foo.example.com/CamelCase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl crate::proto::Message for IngressPortStatus {
+    const NAME: &'static str = "v1.IngressPortStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.port);
+        crate::proto::put_field(buf, 2, &self.protocol);
+        crate::proto::put_opt(buf, 3, self.error.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.port = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.protocol = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// IngressRule represents the rules mapping the paths under a specified host to the related backend services. Incoming requests are first evaluated for a host match, then routed to the backend associated with the matching IngressRuleValue.
@@ -309,6 +566,53 @@ pub struct IngressRule {
     pub http: Option<HTTPIngressRuleValue>,
 }
 
+impl IngressRule {
+    fn merge_inline_2(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        use crate::proto::Message as _;
+        match field {
+            1 => self.http = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
+impl crate::proto::Message for IngressRule {
+    const NAME: &'static str = "v1.IngressRule";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.host.as_ref(), false);
+        {
+            let start = crate::proto::begin_message(buf, 2);
+            crate::proto::put_opt(buf, 1, self.http.as_ref(), false);
+            crate::proto::end_message(buf, start);
+        }
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.host = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => {
+                let mut inner = crate::proto::nested_reader(Self::NAME, field, wire, r)?;
+                while !inner.is_empty() {
+                    let (field, wire) = inner.key()?;
+                    self.merge_inline_2(field, wire, &mut inner)?;
+                }
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// IngressServiceBackend references a Kubernetes Service as a Backend.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -319,6 +623,27 @@ pub struct IngressServiceBackend {
     /// port of the referenced service. A port name or port number is required for a IngressServiceBackend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<ServiceBackendPort>,
+}
+
+impl crate::proto::Message for IngressServiceBackend {
+    const NAME: &'static str = "v1.IngressServiceBackend";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_opt(buf, 2, self.port.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// IngressSpec describes the Ingress the user wishes to exist.
@@ -355,6 +680,33 @@ pub struct IngressSpec {
     pub rules: Vec<IngressRule>,
 }
 
+impl crate::proto::Message for IngressSpec {
+    const NAME: &'static str = "v1.IngressSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.default_backend.as_ref(), false);
+        crate::proto::put_repeated(buf, 2, &self.tls);
+        crate::proto::put_repeated(buf, 3, &self.rules);
+        crate::proto::put_opt(buf, 4, self.ingress_class_name.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.default_backend = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.tls)?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.rules)?,
+            4 => {
+                self.ingress_class_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// IngressStatus describe the current state of the Ingress.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -366,6 +718,25 @@ pub struct IngressStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub load_balancer: Option<IngressLoadBalancerStatus>,
+}
+
+impl crate::proto::Message for IngressStatus {
+    const NAME: &'static str = "v1.IngressStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.load_balancer.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.load_balancer = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// IngressTLS describes the transport layer security associated with an ingress.
@@ -386,6 +757,27 @@ pub struct IngressTLS {
         skip_serializing_if = "Option::is_none"
     )]
     pub secret_name: Option<String>,
+}
+
+impl crate::proto::Message for IngressTLS {
+    const NAME: &'static str = "v1.IngressTLS";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.hosts);
+        crate::proto::put_opt(buf, 2, self.secret_name.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.hosts)?,
+            2 => self.secret_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// NetworkPolicy describes what network traffic is allowed for a set of Pods
@@ -418,6 +810,35 @@ impl Default for NetworkPolicy {
             metadata: Default::default(),
             spec: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for NetworkPolicy {
+    const NAME: &'static str = "v1.NetworkPolicy";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -475,6 +896,27 @@ pub struct NetworkPolicyEgressRule {
     pub to: Vec<NetworkPolicyPeer>,
 }
 
+impl crate::proto::Message for NetworkPolicyEgressRule {
+    const NAME: &'static str = "v1.NetworkPolicyEgressRule";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.ports);
+        crate::proto::put_repeated(buf, 2, &self.to);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ports)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.to)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// NetworkPolicyIngressRule describes a particular set of traffic that is allowed to the pods matched by a NetworkPolicySpec's podSelector. The traffic must match both ports and from.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -493,6 +935,27 @@ pub struct NetworkPolicyIngressRule {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub from: Vec<NetworkPolicyPeer>,
+}
+
+impl crate::proto::Message for NetworkPolicyIngressRule {
+    const NAME: &'static str = "v1.NetworkPolicyIngressRule";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.ports);
+        crate::proto::put_repeated(buf, 2, &self.from);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ports)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.from)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// NetworkPolicyPeer describes a peer to allow traffic to/from. Only certain combinations of fields are allowed
@@ -522,6 +985,31 @@ pub struct NetworkPolicyPeer {
     pub ip_block: Option<IPBlock>,
 }
 
+impl crate::proto::Message for NetworkPolicyPeer {
+    const NAME: &'static str = "v1.NetworkPolicyPeer";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.pod_selector.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.namespace_selector.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.ip_block.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.pod_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => {
+                self.namespace_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            3 => self.ip_block = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// NetworkPolicyPort describes a port to allow traffic on
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -535,6 +1023,29 @@ pub struct NetworkPolicyPort {
     /// endPort indicates that the range of ports from port to endPort if set, inclusive, should be allowed by the policy. This field cannot be defined if the port field is not defined or if the port field is defined as a named (string) port. The endPort must be equal or greater than port.
     #[serde(rename = "endPort", default, skip_serializing_if = "Option::is_none")]
     pub end_port: Option<i32>,
+}
+
+impl crate::proto::Message for NetworkPolicyPort {
+    const NAME: &'static str = "v1.NetworkPolicyPort";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.protocol.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.port.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.end_port.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.protocol = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.end_port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// NetworkPolicySpec provides the specification of a NetworkPolicy
@@ -572,6 +1083,31 @@ pub struct NetworkPolicySpec {
     pub policy_types: Vec<String>,
 }
 
+impl crate::proto::Message for NetworkPolicySpec {
+    const NAME: &'static str = "v1.NetworkPolicySpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.pod_selector);
+        crate::proto::put_repeated(buf, 2, &self.ingress);
+        crate::proto::put_repeated(buf, 3, &self.egress);
+        crate::proto::put_repeated(buf, 4, &self.policy_types);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.pod_selector = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ingress)?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.egress)?,
+            4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.policy_types)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ServiceBackendPort is the service port being referenced.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -582,6 +1118,27 @@ pub struct ServiceBackendPort {
     /// number is the numerical port number (e.g. 80) on the Service. This is a mutually exclusive setting with "Name".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub number: Option<i32>,
+}
+
+impl crate::proto::Message for ServiceBackendPort {
+    const NAME: &'static str = "v1.ServiceBackendPort";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.name.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.number.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.number = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// IngressClassList is a collection of IngressClasses.

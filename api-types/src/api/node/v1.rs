@@ -17,6 +17,25 @@ pub struct Overhead {
     pub pod_fixed: std::collections::BTreeMap<String, crate::Quantity>,
 }
 
+impl crate::proto::Message for Overhead {
+    const NAME: &'static str = "v1.Overhead";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_map(buf, 1, &self.pod_fixed);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.pod_fixed)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// RuntimeClass defines a class of container runtime supported in the cluster. The RuntimeClass is used to determine which container runtime is used to run all containers in a pod. RuntimeClasses are manually defined by a user or cluster provisioner, and referenced in the PodSpec. The Kubelet is responsible for resolving the RuntimeClassName reference before running the pod.  For more details, see https://kubernetes.io/docs/concepts/containers/runtime-class/
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -56,6 +75,39 @@ impl Default for RuntimeClass {
             overhead: Default::default(),
             scheduling: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for RuntimeClass {
+    const NAME: &'static str = "v1.RuntimeClass";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_field(buf, 2, &self.handler);
+        crate::proto::put_opt(buf, 3, self.overhead.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.scheduling.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.handler = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.overhead = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.scheduling = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -112,6 +164,27 @@ pub struct Scheduling {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub tolerations: Vec<crate::core::v1::Toleration>,
+}
+
+impl crate::proto::Message for Scheduling {
+    const NAME: &'static str = "v1.Scheduling";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_map(buf, 1, &self.node_selector);
+        crate::proto::put_repeated(buf, 2, &self.tolerations);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.node_selector)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.tolerations)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// RuntimeClassList is a list of RuntimeClass objects.

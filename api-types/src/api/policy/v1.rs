@@ -40,6 +40,35 @@ impl Default for Eviction {
     }
 }
 
+impl crate::proto::Message for Eviction {
+    const NAME: &'static str = "v1.Eviction";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.delete_options.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.delete_options = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for Eviction {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "policy",
@@ -99,6 +128,37 @@ impl Default for PodDisruptionBudget {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for PodDisruptionBudget {
+    const NAME: &'static str = "v1.PodDisruptionBudget";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.spec.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -176,6 +236,34 @@ pub struct PodDisruptionBudgetSpec {
     pub unhealthy_pod_eviction_policy: Option<String>,
 }
 
+impl crate::proto::Message for PodDisruptionBudgetSpec {
+    const NAME: &'static str = "v1.PodDisruptionBudgetSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.min_available.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.selector.as_ref(), false);
+        crate::proto::put_opt(buf, 3, self.max_unavailable.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.unhealthy_pod_eviction_policy.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.min_available = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.max_unavailable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => {
+                self.unhealthy_pod_eviction_policy =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// PodDisruptionBudgetStatus represents information about the status of a PodDisruptionBudget. Status may trail the actual state of a system.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -238,6 +326,40 @@ pub struct PodDisruptionBudgetStatus {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub conditions: Vec<crate::meta::v1::Condition>,
+}
+
+impl crate::proto::Message for PodDisruptionBudgetStatus {
+    const NAME: &'static str = "v1.PodDisruptionBudgetStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.observed_generation.as_ref(), false);
+        crate::proto::put_map(buf, 2, &self.disrupted_pods);
+        crate::proto::put_field(buf, 3, &self.disruptions_allowed);
+        crate::proto::put_field(buf, 4, &self.current_healthy);
+        crate::proto::put_field(buf, 5, &self.desired_healthy);
+        crate::proto::put_field(buf, 6, &self.expected_pods);
+        crate::proto::put_repeated(buf, 7, &self.conditions);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.observed_generation =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.disrupted_pods)?,
+            3 => self.disruptions_allowed = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.current_healthy = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            5 => self.desired_healthy = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            6 => self.expected_pods = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// PodDisruptionBudgetList is a collection of PodDisruptionBudgets.

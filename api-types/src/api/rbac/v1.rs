@@ -17,6 +17,31 @@ pub struct AggregationRule {
     pub cluster_role_selectors: Vec<crate::meta::v1::LabelSelector>,
 }
 
+impl crate::proto::Message for AggregationRule {
+    const NAME: &'static str = "v1.AggregationRule";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.cluster_role_selectors);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.cluster_role_selectors,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// ClusterRole is a cluster level, logical grouping of PolicyRules that can be referenced as a unit by a RoleBinding or ClusterRoleBinding.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -59,6 +84,37 @@ impl Default for ClusterRole {
             rules: Default::default(),
             aggregation_rule: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for ClusterRole {
+    const NAME: &'static str = "v1.ClusterRole";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_repeated(buf, 2, &self.rules);
+        crate::proto::put_opt(buf, 3, self.aggregation_rule.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.rules)?,
+            3 => self.aggregation_rule = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -141,6 +197,37 @@ impl Default for ClusterRoleBinding {
     }
 }
 
+impl crate::proto::Message for ClusterRoleBinding {
+    const NAME: &'static str = "v1.ClusterRoleBinding";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_repeated(buf, 2, &self.subjects);
+        crate::proto::put_field(buf, 3, &self.role_ref);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.subjects)?,
+            3 => self.role_ref = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for ClusterRoleBinding {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "rbac.authorization.k8s.io",
@@ -215,6 +302,35 @@ pub struct PolicyRule {
     pub non_resource_urls: Vec<String>,
 }
 
+impl crate::proto::Message for PolicyRule {
+    const NAME: &'static str = "v1.PolicyRule";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.verbs);
+        crate::proto::put_repeated(buf, 2, &self.api_groups);
+        crate::proto::put_repeated(buf, 3, &self.resources);
+        crate::proto::put_repeated(buf, 4, &self.resource_names);
+        crate::proto::put_repeated(buf, 5, &self.non_resource_urls);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.verbs)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.api_groups)?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resources)?,
+            4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resource_names)?,
+            5 => {
+                crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.non_resource_urls)?
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Role is a namespaced, logical grouping of PolicyRules that can be referenced as a unit by a RoleBinding.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -249,6 +365,35 @@ impl Default for Role {
             metadata: Default::default(),
             rules: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for Role {
+    const NAME: &'static str = "v1.Role";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_repeated(buf, 2, &self.rules);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.rules)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -331,6 +476,37 @@ impl Default for RoleBinding {
     }
 }
 
+impl crate::proto::Message for RoleBinding {
+    const NAME: &'static str = "v1.RoleBinding";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_repeated(buf, 2, &self.subjects);
+        crate::proto::put_field(buf, 3, &self.role_ref);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.subjects)?,
+            3 => self.role_ref = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for RoleBinding {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "rbac.authorization.k8s.io",
@@ -384,6 +560,29 @@ pub struct RoleRef {
     pub name: String,
 }
 
+impl crate::proto::Message for RoleRef {
+    const NAME: &'static str = "v1.RoleRef";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.api_group);
+        crate::proto::put_field(buf, 2, &self.kind);
+        crate::proto::put_field(buf, 3, &self.name);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.api_group = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// Subject contains a reference to the object or user identities a role binding applies to.  This can either hold a direct API object reference, or a value for non-objects such as user and group names.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -400,6 +599,31 @@ pub struct Subject {
     /// Namespace of the referenced object.  If the object kind is non-namespace, such as "User" or "Group", and this value is not empty the Authorizer should report an error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+}
+
+impl crate::proto::Message for Subject {
+    const NAME: &'static str = "v1.Subject";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.kind);
+        crate::proto::put_opt(buf, 2, self.api_group.as_ref(), false);
+        crate::proto::put_field(buf, 3, &self.name);
+        crate::proto::put_opt(buf, 4, self.namespace.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.api_group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// ClusterRoleBindingList is a collection of ClusterRoleBindings

@@ -56,6 +56,43 @@ impl Default for PriorityClass {
     }
 }
 
+impl crate::proto::Message for PriorityClass {
+    const NAME: &'static str = "v1.PriorityClass";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_field(buf, 2, &self.value);
+        crate::proto::put_opt(buf, 3, self.global_default.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.description.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.preemption_policy.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.value = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.global_default = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.description = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => {
+                self.preemption_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for PriorityClass {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "scheduling.k8s.io",

@@ -36,6 +36,35 @@ impl Default for CSIDriver {
     }
 }
 
+impl crate::proto::Message for CSIDriver {
+    const NAME: &'static str = "v1.CSIDriver";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_field(buf, 2, &self.spec);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for CSIDriver {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "storage.k8s.io",
@@ -177,6 +206,49 @@ pub struct CSIDriverSpec {
     pub se_linux_mount: Option<bool>,
 }
 
+impl crate::proto::Message for CSIDriverSpec {
+    const NAME: &'static str = "v1.CSIDriverSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.attach_required.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.pod_info_on_mount.as_ref(), false);
+        crate::proto::put_repeated(buf, 3, &self.volume_lifecycle_modes);
+        crate::proto::put_opt(buf, 4, self.storage_capacity.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.fs_group_policy.as_ref(), false);
+        crate::proto::put_repeated(buf, 6, &self.token_requests);
+        crate::proto::put_opt(buf, 7, self.requires_republish.as_ref(), false);
+        crate::proto::put_opt(buf, 8, self.se_linux_mount.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.attach_required = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => {
+                self.pod_info_on_mount = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            3 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.volume_lifecycle_modes,
+            )?,
+            4 => self.storage_capacity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => self.fs_group_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.token_requests)?,
+            7 => {
+                self.requires_republish = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            8 => self.se_linux_mount = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// CSINode holds information about all CSI drivers installed on a node. CSI drivers do not need to create the CSINode object directly. As long as they use the node-driver-registrar sidecar container, the kubelet will automatically populate the CSINode object for the CSI driver as part of kubelet plugin registration. CSINode has the same name as a node. If the object is missing, it means either there are no CSI Drivers available on the node, or the Kubelet version is low enough that it doesn't create this object. CSINode has an OwnerReference that points to the corresponding node object.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -207,6 +279,35 @@ impl Default for CSINode {
             metadata: Default::default(),
             spec: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for CSINode {
+    const NAME: &'static str = "v1.CSINode";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_field(buf, 2, &self.spec);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -271,6 +372,31 @@ pub struct CSINodeDriver {
     pub allocatable: Option<VolumeNodeResources>,
 }
 
+impl crate::proto::Message for CSINodeDriver {
+    const NAME: &'static str = "v1.CSINodeDriver";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.name);
+        crate::proto::put_field(buf, 2, &self.node_id);
+        crate::proto::put_repeated(buf, 3, &self.topology_keys);
+        crate::proto::put_opt(buf, 4, self.allocatable.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.node_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.topology_keys)?,
+            4 => self.allocatable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// CSINodeSpec holds information about the specification of all CSI drivers installed on a node
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -278,6 +404,25 @@ pub struct CSINodeSpec {
     /// drivers is a list of information of all CSI Drivers existing on a node. If all drivers in the list are uninstalled, this can become empty.
     #[serde(default, deserialize_with = "crate::serde_util::null_to_default")]
     pub drivers: Vec<CSINodeDriver>,
+}
+
+impl crate::proto::Message for CSINodeSpec {
+    const NAME: &'static str = "v1.CSINodeSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_repeated(buf, 1, &self.drivers);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.drivers)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// CSIStorageCapacity stores the result of one CSI GetCapacity call. For a given StorageClass, this describes the available capacity in a particular topology segment.  This can be used when considering where to instantiate new PersistentVolumes.
@@ -350,6 +495,44 @@ impl Default for CSIStorageCapacity {
             capacity: Default::default(),
             maximum_volume_size: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for CSIStorageCapacity {
+    const NAME: &'static str = "v1.CSIStorageCapacity";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_opt(buf, 2, self.node_topology.as_ref(), false);
+        crate::proto::put_field(buf, 3, &self.storage_class_name);
+        crate::proto::put_opt(buf, 4, self.capacity.as_ref(), false);
+        crate::proto::put_opt(buf, 5, self.maximum_volume_size.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.node_topology = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => self.storage_class_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => self.capacity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => {
+                self.maximum_volume_size =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -472,6 +655,59 @@ impl Default for StorageClass {
     }
 }
 
+impl crate::proto::Message for StorageClass {
+    const NAME: &'static str = "v1.StorageClass";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_field(buf, 2, &self.provisioner);
+        crate::proto::put_map(buf, 3, &self.parameters);
+        crate::proto::put_opt(buf, 4, self.reclaim_policy.as_ref(), false);
+        crate::proto::put_repeated(buf, 5, &self.mount_options);
+        crate::proto::put_opt(buf, 6, self.allow_volume_expansion.as_ref(), false);
+        crate::proto::put_opt(buf, 7, self.volume_binding_mode.as_ref(), false);
+        crate::proto::put_repeated(buf, 8, &self.allowed_topologies);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.provisioner = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.parameters)?,
+            4 => self.reclaim_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.mount_options)?,
+            6 => {
+                self.allow_volume_expansion =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            7 => {
+                self.volume_binding_mode =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            8 => crate::proto::get_repeated(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.allowed_topologies,
+            )?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
+    }
+}
+
 impl crate::Resource for StorageClass {
     const INFO: crate::ResourceInfo = crate::ResourceInfo {
         group: "storage.k8s.io",
@@ -522,6 +758,29 @@ pub struct TokenRequest {
     pub expiration_seconds: Option<i64>,
 }
 
+impl crate::proto::Message for TokenRequest {
+    const NAME: &'static str = "v1.TokenRequest";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.audience);
+        crate::proto::put_opt(buf, 2, self.expiration_seconds.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.audience = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => {
+                self.expiration_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// VolumeAttachment captures the intent to attach or detach the specified volume to/from the specified node.
 ///
 /// VolumeAttachment objects are non-namespaced.
@@ -558,6 +817,37 @@ impl Default for VolumeAttachment {
             spec: Default::default(),
             status: Default::default(),
         }
+    }
+}
+
+impl crate::proto::Message for VolumeAttachment {
+    const NAME: &'static str = "v1.VolumeAttachment";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.metadata);
+        crate::proto::put_field(buf, 2, &self.spec);
+        crate::proto::put_opt(buf, 3, self.status.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+    fn set_type_meta(&mut self, api_version: &str, kind: &str) {
+        self.api_version = api_version.to_owned();
+        self.kind = kind.to_owned();
+    }
+    fn after_decode(&mut self) {
+        self.api_version.clear();
+        self.kind.clear();
     }
 }
 
@@ -615,6 +905,32 @@ pub struct VolumeAttachmentSource {
     pub inline_volume_spec: Option<crate::core::v1::PersistentVolumeSpec>,
 }
 
+impl crate::proto::Message for VolumeAttachmentSource {
+    const NAME: &'static str = "v1.VolumeAttachmentSource";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.persistent_volume_name.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.inline_volume_spec.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => {
+                self.persistent_volume_name =
+                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            2 => {
+                self.inline_volume_spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+            }
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// VolumeAttachmentSpec is the specification of a VolumeAttachment request.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -632,6 +948,29 @@ pub struct VolumeAttachmentSpec {
         deserialize_with = "crate::serde_util::null_to_default"
     )]
     pub node_name: String,
+}
+
+impl crate::proto::Message for VolumeAttachmentSpec {
+    const NAME: &'static str = "v1.VolumeAttachmentSpec";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.attacher);
+        crate::proto::put_field(buf, 2, &self.source);
+        crate::proto::put_field(buf, 3, &self.node_name);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.attacher = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => self.source = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => self.node_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// VolumeAttachmentStatus is the status of a VolumeAttachment request.
@@ -665,6 +1004,37 @@ pub struct VolumeAttachmentStatus {
     pub detach_error: Option<VolumeError>,
 }
 
+impl crate::proto::Message for VolumeAttachmentStatus {
+    const NAME: &'static str = "v1.VolumeAttachmentStatus";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_field(buf, 1, &self.attached);
+        crate::proto::put_map(buf, 2, &self.attachment_metadata);
+        crate::proto::put_opt(buf, 3, self.attach_error.as_ref(), false);
+        crate::proto::put_opt(buf, 4, self.detach_error.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.attached = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::get_map_entry(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.attachment_metadata,
+            )?,
+            3 => self.attach_error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => self.detach_error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// VolumeError captures an error encountered during a volume operation.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -677,6 +1047,27 @@ pub struct VolumeError {
     pub message: Option<String>,
 }
 
+impl crate::proto::Message for VolumeError {
+    const NAME: &'static str = "v1.VolumeError";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.time.as_ref(), false);
+        crate::proto::put_opt(buf, 2, self.message.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
+}
+
 /// VolumeNodeResources is a set of resource limits for scheduling of volumes.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -684,6 +1075,25 @@ pub struct VolumeNodeResources {
     /// count indicates the maximum number of unique volumes managed by the CSI driver that can be used on a node. A volume that is both attached and mounted on a node is considered to be used once, not twice. The same rule applies for a unique volume that is shared among multiple pods on the same node. If this field is not specified, then the supported number of volumes on this node is unbounded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<i32>,
+}
+
+impl crate::proto::Message for VolumeNodeResources {
+    const NAME: &'static str = "v1.VolumeNodeResources";
+    fn encode_fields(&self, buf: &mut Vec<u8>) {
+        crate::proto::put_opt(buf, 1, self.count.as_ref(), false);
+    }
+    fn merge_field(
+        &mut self,
+        field: u32,
+        wire: crate::proto::WireType,
+        r: &mut crate::proto::Reader<'_>,
+    ) -> Result<(), crate::proto::ProtoError> {
+        match field {
+            1 => self.count = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            _ => r.skip(wire)?,
+        }
+        Ok(())
+    }
 }
 
 /// CSIDriverList is a collection of CSIDriver objects.
