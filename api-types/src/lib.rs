@@ -34,8 +34,10 @@
 //! `List<Pod>`); a kind known only at run time is a [`DynamicObject`].
 
 mod api;
+pub mod apidiscovery;
 mod apiextensions_ext;
 mod bytes;
+mod duration;
 mod intstr;
 mod meta_ext;
 pub mod patch_meta;
@@ -49,6 +51,7 @@ pub mod validation;
 
 pub use api::*;
 pub use bytes::{ByteString, RawExtension};
+pub use duration::{Duration, DurationError};
 pub use intstr::{IntOrPercentError, IntOrString};
 pub use quantity::{Quantity, QuantityError, QuantityFormat};
 pub use resource::{DynamicObject, KindVisitor, List, Resource, ResourceInfo, Scope};

@@ -287,6 +287,12 @@ pub trait ProtoValue: Sized {
     fn is_zero(&self) -> bool;
     /// The zero value.
     fn zero() -> Self;
+    /// Reads the value into `self`: messages merge field by field (protobuf semantics, and no
+    /// large moves); other values are replaced.
+    fn merge_from(&mut self, r: &mut Reader<'_>) -> Result<(), ProtoError> {
+        *self = Self::get(r)?;
+        Ok(())
+    }
 }
 
 impl<T: Message + PartialEq> ProtoValue for T {
@@ -304,6 +310,15 @@ impl<T: Message + PartialEq> ProtoValue for T {
     }
     fn zero() -> Self {
         T::default()
+    }
+    fn merge_from(&mut self, r: &mut Reader<'_>) -> Result<(), ProtoError> {
+        let mut inner = r.nested()?;
+        while !inner.is_empty() {
+            let (field, wire) = inner.key()?;
+            self.merge_field(field, wire, &mut inner)?;
+        }
+        self.after_decode();
+        Ok(())
     }
 }
 
@@ -523,6 +538,43 @@ pub fn get_field<T: ProtoValue>(
     T::get(r)
 }
 
+/// Reads a singular field into place (merging messages).
+pub fn merge_into<T: ProtoValue>(
+    message: &'static str,
+    field: u32,
+    wire: WireType,
+    r: &mut Reader<'_>,
+    into: &mut T,
+) -> Result<(), ProtoError> {
+    check_wire(message, field, wire, T::WIRE)?;
+    into.merge_from(r)
+}
+
+/// Reads an optional field into place, creating it first if unset.
+pub fn merge_opt<T: ProtoValue>(
+    message: &'static str,
+    field: u32,
+    wire: WireType,
+    r: &mut Reader<'_>,
+    into: &mut Option<T>,
+) -> Result<(), ProtoError> {
+    check_wire(message, field, wire, T::WIRE)?;
+    into.get_or_insert_with(T::zero).merge_from(r)
+}
+
+/// Reads a boxed optional field (a recursive type) into place.
+pub fn merge_opt_box<T: ProtoValue>(
+    message: &'static str,
+    field: u32,
+    wire: WireType,
+    r: &mut Reader<'_>,
+    into: &mut Option<Box<T>>,
+) -> Result<(), ProtoError> {
+    check_wire(message, field, wire, T::WIRE)?;
+    into.get_or_insert_with(|| Box::new(T::zero()))
+        .merge_from(r)
+}
+
 /// Reads one occurrence of a repeated field (packed or not).
 pub fn get_repeated<T: ProtoValue>(
     message: &'static str,
@@ -538,8 +590,12 @@ pub fn get_repeated<T: ProtoValue>(
         }
         return Ok(());
     }
-    out.push(get_field(message, field, wire, r)?);
-    Ok(())
+    check_wire(message, field, wire, T::WIRE)?;
+    out.push(T::zero());
+    match out.last_mut() {
+        Some(last) => last.merge_from(r),
+        None => Ok(()),
+    }
 }
 
 /// Reads one map entry.

@@ -399,12 +399,26 @@ impl fmt::Display for Quantity {
             let suffix = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][e];
             return write!(f, "{m}{suffix}");
         }
-        let mut m = self.nanos;
-        let mut e: i32 = -9;
-        while m % 10 == 0 {
-            m /= 10;
-            e += 1;
-        }
+        // Strip factors of ten in u64 when the value fits (i128 division is a slow libcall).
+        let (mut m, mut e): (i128, i32) = match u64::try_from(self.nanos.unsigned_abs()) {
+            Ok(mut small) => {
+                let mut e: i32 = -9;
+                while small % 10 == 0 {
+                    small /= 10;
+                    e += 1;
+                }
+                let m = i128::from(small);
+                (if self.nanos < 0 { -m } else { m }, e)
+            }
+            Err(_) => {
+                let (mut m, mut e) = (self.nanos, -9);
+                while m % 10 == 0 {
+                    m /= 10;
+                    e += 1;
+                }
+                (m, e)
+            }
+        };
         match e.rem_euclid(3) {
             1 => {
                 m *= 10;

@@ -151,17 +151,41 @@ fn write_rfc3339(f: &mut fmt::Formatter<'_>, t: Instant, micros: bool) -> fmt::R
     let days = t.secs.div_euclid(86_400);
     let rem = t.secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    write!(
-        f,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )?;
-    if micros {
-        write!(f, ".{:06}", t.nanos / 1000)?;
+    if !(0..=9999).contains(&y) {
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )?;
+        if micros {
+            write!(f, ".{:06}", t.nanos / 1000)?;
+        }
+        return f.write_str("Z");
     }
-    f.write_str("Z")
+    // Hand-formatted: this runs for every timestamp of every object served.
+    let mut buf = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y as u64);
+    put(5, 2, u64::from(m));
+    put(8, 2, u64::from(d));
+    put(11, 2, (rem / 3600) as u64);
+    put(14, 2, (rem % 3600 / 60) as u64);
+    put(17, 2, (rem % 60) as u64);
+    let text = if micros {
+        put(20, 6, u64::from(t.nanos / 1000));
+        &buf[..]
+    } else {
+        buf[19] = b'Z';
+        &buf[..20]
+    };
+    f.write_str(std::str::from_utf8(text).map_err(|_| fmt::Error)?)
 }
 
 macro_rules! timestamp {

@@ -1435,26 +1435,20 @@ fn emit_bindings(s: &Struct, bindings: &[ProtoBinding], code: &mut ProtoCode) ->
             }
             (_, false, false) if required => {
                 let _ = writeln!(enc, "        crate::proto::put_field(buf, {n}, &self.{r});");
-                let _ = writeln!(dec, "            {n} => self.{r} = crate::proto::get_field(Self::NAME, field, wire, r)?,");
+                let _ = writeln!(dec, "            {n} => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.{r})?,");
             }
             (ty, false, false) => {
-                let (get_ref, wrap) = if f.boxed {
-                    ("as_deref", "Box::new")
+                let (get_ref, merge) = if f.boxed {
+                    ("as_deref", "merge_opt_box")
                 } else {
-                    ("as_ref", "")
+                    ("as_ref", "merge_opt")
                 };
                 let _ = writeln!(
                     enc,
                     "        crate::proto::put_opt(buf, {n}, self.{r}.{get_ref}(), {});",
                     b.by_value
                 );
-                let get = "crate::proto::get_field(Self::NAME, field, wire, r)?".to_owned();
-                let val = if wrap.is_empty() {
-                    get
-                } else {
-                    format!("{wrap}({get})")
-                };
-                let _ = writeln!(dec, "            {n} => self.{r} = Some({val}),");
+                let _ = writeln!(dec, "            {n} => crate::proto::{merge}(Self::NAME, field, wire, r, &mut self.{r})?,");
                 if b.by_value && droppable(ty) {
                     let _ = writeln!(
                         code.drops,

@@ -156,3 +156,37 @@ fn upstream_defaulted_objects_round_trip() {
     assert!(n >= 200, "only {n} outputs checked");
     assert!(kinds.len() >= 10, "only kinds {kinds:?}");
 }
+
+#[test]
+fn aggregated_discovery_documents_round_trip() {
+    use bosun_api_types::apidiscovery::v2::APIGroupDiscoveryList;
+    use bosun_api_types::proto::Message;
+    for file in [
+        "discovery-api-aggregated.json",
+        "discovery-apis-aggregated.json",
+    ] {
+        let path = reference_dir().join("upstream-v1.28.7/http").join(file);
+        let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let list: APIGroupDiscoveryList = serde_json::from_value(v.clone()).unwrap();
+        assert!(
+            list.items.iter().map(|g| g.versions.len()).sum::<usize>() >= 1,
+            "{file}"
+        );
+        let out = serde_json::to_value(&list).unwrap();
+        if let Some(d) = first_diff(&normalize(&v), &normalize(&out), "") {
+            panic!("{file}: differs at {d}");
+        }
+        let back = APIGroupDiscoveryList::decode(&list.encode()).unwrap();
+        assert_eq!(back.items, list.items, "{file}: protobuf round trip");
+    }
+    let core = reference_dir().join("upstream-v1.28.7/http/discovery-api-aggregated.json");
+    let list: APIGroupDiscoveryList =
+        serde_json::from_slice(&std::fs::read(core).unwrap()).unwrap();
+    let pods = list.items[0].versions[0]
+        .resources
+        .iter()
+        .find(|r| r.resource == "pods")
+        .unwrap();
+    assert_eq!(pods.short_names, ["po"]);
+    assert!(pods.subresources.iter().any(|s| s.subresource == "status"));
+}

@@ -42,8 +42,8 @@ impl crate::proto::Message for AuditAnnotation {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.value_expression = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.key)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.value_expression)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -79,8 +79,8 @@ impl crate::proto::Message for ExpressionWarning {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            2 => self.field_ref = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.warning = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.field_ref)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.warning)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -122,8 +122,8 @@ impl crate::proto::Message for MatchCondition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.expression = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.expression)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -225,10 +225,8 @@ impl crate::proto::Message for MatchResources {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => {
-                self.namespace_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            2 => self.object_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.namespace_selector)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.object_selector)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resource_rules)?,
             4 => crate::proto::get_repeated(
                 Self::NAME,
@@ -237,7 +235,7 @@ impl crate::proto::Message for MatchResources {
                 r,
                 &mut self.exclude_resource_rules,
             )?,
-            7 => self.match_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.match_policy)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -403,15 +401,13 @@ impl crate::proto::Message for MutatingWebhook {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.client_config = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.client_config)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.rules)?,
-            4 => self.failure_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => {
-                self.namespace_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            6 => self.side_effects = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            7 => self.timeout_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.failure_policy)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.namespace_selector)?,
+            6 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.side_effects)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.timeout_seconds)?,
             8 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -419,12 +415,11 @@ impl crate::proto::Message for MutatingWebhook {
                 r,
                 &mut self.admission_review_versions,
             )?,
-            9 => self.match_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.match_policy)?,
             10 => {
-                self.reinvocation_policy =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reinvocation_policy)?
             }
-            11 => self.object_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            11 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.object_selector)?,
             12 => {
                 crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.match_conditions)?
             }
@@ -484,7 +479,7 @@ impl crate::proto::Message for MutatingWebhookConfiguration {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.webhooks)?,
             _ => r.skip(wire)?,
         }
@@ -635,8 +630,8 @@ impl crate::proto::Message for ParamKind {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.api_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.kind = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.api_version)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.kind)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -698,13 +693,16 @@ impl crate::proto::Message for ParamRef {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => {
-                self.parameter_not_found_action =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.namespace)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.selector)?,
+            4 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.parameter_not_found_action,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -768,7 +766,7 @@ impl RuleWithOperations {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.api_groups)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.api_versions)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resources)?,
-            4 => self.scope = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.scope)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -842,10 +840,10 @@ impl crate::proto::Message for ServiceReference {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.namespace = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.namespace)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.path)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.port)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -942,9 +940,9 @@ impl crate::proto::Message for ValidatingAdmissionPolicy {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1043,8 +1041,8 @@ impl crate::proto::Message for ValidatingAdmissionPolicyBinding {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1157,9 +1155,9 @@ impl crate::proto::Message for ValidatingAdmissionPolicyBindingSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.policy_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.param_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.match_resources = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.policy_name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.param_ref)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.match_resources)?,
             4 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -1263,12 +1261,10 @@ impl crate::proto::Message for ValidatingAdmissionPolicySpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.param_kind = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => {
-                self.match_constraints = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.param_kind)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.match_constraints)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.validations)?,
-            4 => self.failure_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.failure_policy)?,
             5 => {
                 crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.audit_annotations)?
             }
@@ -1324,10 +1320,9 @@ impl crate::proto::Message for ValidatingAdmissionPolicyStatus {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => {
-                self.observed_generation =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.observed_generation)?
             }
-            2 => self.type_checking = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.type_checking)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
             _ => r.skip(wire)?,
         }
@@ -1480,15 +1475,13 @@ impl crate::proto::Message for ValidatingWebhook {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.client_config = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.client_config)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.rules)?,
-            4 => self.failure_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => {
-                self.namespace_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            6 => self.side_effects = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            7 => self.timeout_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.failure_policy)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.namespace_selector)?,
+            6 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.side_effects)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.timeout_seconds)?,
             8 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -1496,8 +1489,8 @@ impl crate::proto::Message for ValidatingWebhook {
                 r,
                 &mut self.admission_review_versions,
             )?,
-            9 => self.match_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            10 => self.object_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.match_policy)?,
+            10 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.object_selector)?,
             11 => {
                 crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.match_conditions)?
             }
@@ -1557,7 +1550,7 @@ impl crate::proto::Message for ValidatingWebhookConfiguration {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.webhooks)?,
             _ => r.skip(wire)?,
         }
@@ -1669,12 +1662,10 @@ impl crate::proto::Message for Validation {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.expression = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => {
-                self.message_expression = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.expression)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message_expression)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1706,8 +1697,8 @@ impl crate::proto::Message for Variable {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.expression = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.expression)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1755,9 +1746,9 @@ impl crate::proto::Message for WebhookClientConfig {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.service = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.ca_bundle = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.url = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.service)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ca_bundle)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.url)?,
             _ => r.skip(wire)?,
         }
         Ok(())

@@ -50,12 +50,12 @@ impl crate::proto::Message for CustomResourceColumnDefinition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.format = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.description = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.priority = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.json_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.format)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.description)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.priority)?,
+            6 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.json_path)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -88,8 +88,8 @@ impl crate::proto::Message for CustomResourceConversion {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.strategy = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.webhook = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.strategy)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.webhook)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -147,9 +147,9 @@ impl crate::proto::Message for CustomResourceDefinition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -240,14 +240,13 @@ impl crate::proto::Message for CustomResourceDefinitionCondition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.status)?,
             3 => {
-                self.last_transition_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_transition_time)?
             }
-            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -304,11 +303,11 @@ impl crate::proto::Message for CustomResourceDefinitionNames {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.plural = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.singular = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.plural)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.singular)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.short_names)?,
-            4 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            5 => self.list_kind = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.kind)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.list_kind)?,
             6 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.categories)?,
             _ => r.skip(wire)?,
         }
@@ -361,15 +360,18 @@ impl crate::proto::Message for CustomResourceDefinitionSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.group = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.names = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.scope = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.group)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.names)?,
+            4 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.scope)?,
             7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.versions)?,
-            9 => self.conversion = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            10 => {
-                self.preserve_unknown_fields =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.conversion)?,
+            10 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.preserve_unknown_fields,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -419,7 +421,7 @@ impl crate::proto::Message for CustomResourceDefinitionStatus {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
-            2 => self.accepted_names = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.accepted_names)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.stored_versions)?,
             _ => r.skip(wire)?,
         }
@@ -494,11 +496,11 @@ impl crate::proto::Message for CustomResourceDefinitionVersion {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.served = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.storage = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.schema = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.subresources = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.served)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.storage)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.schema)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.subresources)?,
             6 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -506,10 +508,9 @@ impl crate::proto::Message for CustomResourceDefinitionVersion {
                 r,
                 &mut self.additional_printer_columns,
             )?,
-            7 => self.deprecated = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.deprecated)?,
             8 => {
-                self.deprecation_warning =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.deprecation_warning)?
             }
             9 => {
                 crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.selectable_fields)?
@@ -561,11 +562,18 @@ impl crate::proto::Message for CustomResourceSubresourceScale {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.spec_replicas_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status_replicas_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => {
+                crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.spec_replicas_path)?
+            }
+            2 => crate::proto::merge_into(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.status_replicas_path,
+            )?,
             3 => {
-                self.label_selector_path =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.label_selector_path)?
             }
             _ => r.skip(wire)?,
         }
@@ -619,8 +627,8 @@ impl crate::proto::Message for CustomResourceSubresources {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.scale = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.scale)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -652,9 +660,7 @@ impl crate::proto::Message for CustomResourceValidation {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => {
-                self.open_apiv3_schema = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.open_apiv3_schema)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -686,8 +692,8 @@ impl crate::proto::Message for ExternalDocumentation {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.description = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.url = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.description)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.url)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1034,50 +1040,42 @@ impl crate::proto::Message for JSONSchemaProps {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.id = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.schema = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.ref_path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.description = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.format = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.title = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => self.default = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            9 => self.maximum = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            10 => {
-                self.exclusive_maximum = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            11 => self.minimum = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            12 => {
-                self.exclusive_minimum = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            13 => self.max_length = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            14 => self.min_length = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            15 => self.pattern = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            16 => self.max_items = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            17 => self.min_items = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            18 => self.unique_items = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            19 => self.multiple_of = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.id)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.schema)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ref_path)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.description)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.r#type)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.format)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.title)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.default)?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.maximum)?,
+            10 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.exclusive_maximum)?,
+            11 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.minimum)?,
+            12 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.exclusive_minimum)?,
+            13 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.max_length)?,
+            14 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.min_length)?,
+            15 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.pattern)?,
+            16 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.max_items)?,
+            17 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.min_items)?,
+            18 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.unique_items)?,
+            19 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.multiple_of)?,
             20 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.r#enum)?,
-            21 => self.max_properties = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            22 => self.min_properties = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            21 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.max_properties)?,
+            22 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.min_properties)?,
             23 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.required)?,
-            24 => self.items = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            24 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.items)?,
             25 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.all_of)?,
             26 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.one_of)?,
             27 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.any_of)?,
-            28 => {
-                self.not = Some(Box::new(crate::proto::get_field(
-                    Self::NAME,
-                    field,
-                    wire,
-                    r,
-                )?))
-            }
+            28 => crate::proto::merge_opt_box(Self::NAME, field, wire, r, &mut self.not)?,
             29 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.properties)?,
-            30 => {
-                self.additional_properties =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            30 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.additional_properties,
+            )?,
             31 => crate::proto::get_map_entry(
                 Self::NAME,
                 field,
@@ -1086,25 +1084,32 @@ impl crate::proto::Message for JSONSchemaProps {
                 &mut self.pattern_properties,
             )?,
             32 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.dependencies)?,
-            33 => {
-                self.additional_items = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            33 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.additional_items)?,
             34 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.definitions)?,
-            35 => self.external_docs = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            36 => self.example = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            37 => self.nullable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            38 => {
-                self.x_kubernetes_preserve_unknown_fields =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            39 => {
-                self.x_kubernetes_embedded_resource =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            40 => {
-                self.x_kubernetes_int_or_string =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            35 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.external_docs)?,
+            36 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.example)?,
+            37 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.nullable)?,
+            38 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.x_kubernetes_preserve_unknown_fields,
+            )?,
+            39 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.x_kubernetes_embedded_resource,
+            )?,
+            40 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.x_kubernetes_int_or_string,
+            )?,
             41 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -1112,14 +1117,20 @@ impl crate::proto::Message for JSONSchemaProps {
                 r,
                 &mut self.x_kubernetes_list_map_keys,
             )?,
-            42 => {
-                self.x_kubernetes_list_type =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            43 => {
-                self.x_kubernetes_map_type =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            42 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.x_kubernetes_list_type,
+            )?,
+            43 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.x_kubernetes_map_type,
+            )?,
             44 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -1158,7 +1169,7 @@ impl crate::proto::Message for SelectableField {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.json_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.json_path)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1198,10 +1209,10 @@ impl crate::proto::Message for ServiceReference {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.namespace = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.namespace)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.path)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.port)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1295,16 +1306,12 @@ impl crate::proto::Message for ValidationRule {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.rule = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => {
-                self.message_expression = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.field_path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => {
-                self.optional_old_self = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.rule)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message_expression)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.field_path)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.optional_old_self)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1352,9 +1359,9 @@ impl crate::proto::Message for WebhookClientConfig {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.service = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.ca_bundle = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.url = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.service)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ca_bundle)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.url)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1394,7 +1401,7 @@ impl crate::proto::Message for WebhookConversion {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            2 => self.client_config = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.client_config)?,
             3 => crate::proto::get_repeated(
                 Self::NAME,
                 field,

@@ -54,9 +54,9 @@ impl crate::proto::Message for ControllerRevision {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.data = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.revision = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.data)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.revision)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -156,9 +156,9 @@ impl crate::proto::Message for DaemonSet {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -248,14 +248,13 @@ impl crate::proto::Message for DaemonSetCondition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.status)?,
             3 => {
-                self.last_transition_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_transition_time)?
             }
-            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -311,16 +310,17 @@ impl crate::proto::Message for DaemonSetSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.selector = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.template = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.update_strategy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => {
-                self.min_ready_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            6 => {
-                self.revision_history_limit =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.selector)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.template)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.update_strategy)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.min_ready_seconds)?,
+            6 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.revision_history_limit,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -424,27 +424,37 @@ impl crate::proto::Message for DaemonSetStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => {
-                self.current_number_scheduled = crate::proto::get_field(Self::NAME, field, wire, r)?
+            1 => crate::proto::merge_into(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.current_number_scheduled,
+            )?,
+            2 => {
+                crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.number_misscheduled)?
             }
-            2 => self.number_misscheduled = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => {
-                self.desired_number_scheduled = crate::proto::get_field(Self::NAME, field, wire, r)?
-            }
-            4 => self.number_ready = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => crate::proto::merge_into(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.desired_number_scheduled,
+            )?,
+            4 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.number_ready)?,
             5 => {
-                self.observed_generation =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.observed_generation)?
             }
-            6 => {
-                self.updated_number_scheduled =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            7 => self.number_available = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => {
-                self.number_unavailable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            9 => self.collision_count = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.updated_number_scheduled,
+            )?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.number_available)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.number_unavailable)?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.collision_count)?,
             10 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
             _ => r.skip(wire)?,
         }
@@ -481,8 +491,8 @@ impl crate::proto::Message for DaemonSetUpdateStrategy {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.rolling_update = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.rolling_update)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -540,9 +550,9 @@ impl crate::proto::Message for Deployment {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -640,14 +650,13 @@ impl crate::proto::Message for DeploymentCondition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.last_update_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.status)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_update_time)?,
             7 => {
-                self.last_transition_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_transition_time)?
             }
             _ => r.skip(wire)?,
         }
@@ -716,22 +725,26 @@ impl crate::proto::Message for DeploymentSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.selector = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.template = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.strategy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => {
-                self.min_ready_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            6 => {
-                self.revision_history_limit =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            7 => self.paused = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            9 => {
-                self.progress_deadline_seconds =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.replicas)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.selector)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.template)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.strategy)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.min_ready_seconds)?,
+            6 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.revision_history_limit,
+            )?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.paused)?,
+            9 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.progress_deadline_seconds,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -820,21 +833,17 @@ impl crate::proto::Message for DeploymentStatus {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => {
-                self.observed_generation =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.observed_generation)?
             }
-            2 => self.replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.updated_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => {
-                self.available_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.replicas)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.updated_replicas)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.available_replicas)?,
             5 => {
-                self.unavailable_replicas =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.unavailable_replicas)?
             }
             6 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
-            7 => self.ready_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => self.collision_count = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ready_replicas)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.collision_count)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -878,8 +887,8 @@ impl crate::proto::Message for DeploymentStrategy {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.rolling_update = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.rolling_update)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -940,9 +949,9 @@ impl crate::proto::Message for ReplicaSet {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1032,14 +1041,13 @@ impl crate::proto::Message for ReplicaSetCondition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.status)?,
             3 => {
-                self.last_transition_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_transition_time)?
             }
-            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1083,12 +1091,10 @@ impl crate::proto::Message for ReplicaSetSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.selector = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.template = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => {
-                self.min_ready_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.replicas)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.selector)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.template)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.min_ready_seconds)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1156,19 +1162,19 @@ impl crate::proto::Message for ReplicaSetStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => {
-                self.fully_labeled_replicas =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.replicas)?,
+            2 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.fully_labeled_replicas,
+            )?,
             3 => {
-                self.observed_generation =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.observed_generation)?
             }
-            4 => self.ready_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => {
-                self.available_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ready_replicas)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.available_replicas)?,
             6 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
             _ => r.skip(wire)?,
         }
@@ -1205,8 +1211,8 @@ impl crate::proto::Message for RollingUpdateDaemonSet {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.max_unavailable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.max_surge = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.max_unavailable)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.max_surge)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1242,8 +1248,8 @@ impl crate::proto::Message for RollingUpdateDeployment {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.max_unavailable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.max_surge = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.max_unavailable)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.max_surge)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1279,8 +1285,8 @@ impl crate::proto::Message for RollingUpdateStatefulSetStrategy {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.partition = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.max_unavailable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.partition)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.max_unavailable)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1342,9 +1348,9 @@ impl crate::proto::Message for StatefulSet {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1434,14 +1440,13 @@ impl crate::proto::Message for StatefulSetCondition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.status)?,
             3 => {
-                self.last_transition_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_transition_time)?
             }
-            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1472,7 +1477,7 @@ impl crate::proto::Message for StatefulSetOrdinals {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.start = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.start)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1512,8 +1517,8 @@ impl crate::proto::Message for StatefulSetPersistentVolumeClaimRetentionPolicy {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.when_deleted = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.when_scaled = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.when_deleted)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.when_scaled)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1616,9 +1621,9 @@ impl crate::proto::Message for StatefulSetSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.selector = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.template = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.replicas)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.selector)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.template)?,
             4 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -1626,24 +1631,31 @@ impl crate::proto::Message for StatefulSetSpec {
                 r,
                 &mut self.volume_claim_templates,
             )?,
-            5 => self.service_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            6 => {
-                self.pod_management_policy =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            7 => self.update_strategy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => {
-                self.revision_history_limit =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            9 => {
-                self.min_ready_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            10 => {
-                self.persistent_volume_claim_retention_policy =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            11 => self.ordinals = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.service_name)?,
+            6 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.pod_management_policy,
+            )?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.update_strategy)?,
+            8 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.revision_history_limit,
+            )?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.min_ready_seconds)?,
+            10 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.persistent_volume_claim_retention_policy,
+            )?,
+            11 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ordinals)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1744,19 +1756,18 @@ impl crate::proto::Message for StatefulSetStatus {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => {
-                self.observed_generation =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.observed_generation)?
             }
-            2 => self.replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.ready_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.current_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.updated_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.current_revision = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.update_revision = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            9 => self.collision_count = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.replicas)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ready_replicas)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.current_replicas)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.updated_replicas)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.current_revision)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.update_revision)?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.collision_count)?,
             10 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
             11 => {
-                self.available_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.available_replicas)?
             }
             _ => r.skip(wire)?,
         }
@@ -1793,8 +1804,8 @@ impl crate::proto::Message for StatefulSetUpdateStrategy {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.rolling_update = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.rolling_update)?,
             _ => r.skip(wire)?,
         }
         Ok(())

@@ -40,10 +40,10 @@ impl crate::proto::Message for BoundObjectReference {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.kind = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.api_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.kind)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.api_version)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.uid)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -96,8 +96,8 @@ impl crate::proto::Message for SelfSubjectReview {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -158,7 +158,7 @@ impl crate::proto::Message for SelfSubjectReviewStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.user_info = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.user_info)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -216,9 +216,9 @@ impl crate::proto::Message for TokenRequest {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -296,10 +296,8 @@ impl crate::proto::Message for TokenRequestSpec {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.audiences)?,
-            3 => self.bound_object_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => {
-                self.expiration_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.bound_object_ref)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.expiration_seconds)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -335,8 +333,14 @@ impl crate::proto::Message for TokenRequestStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.token = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.expiration_timestamp = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.token)?,
+            2 => crate::proto::merge_into(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.expiration_timestamp,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -394,9 +398,9 @@ impl crate::proto::Message for TokenReview {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -465,7 +469,7 @@ impl crate::proto::Message for TokenReviewSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.token = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.token)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.audiences)?,
             _ => r.skip(wire)?,
         }
@@ -510,9 +514,9 @@ impl crate::proto::Message for TokenReviewStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.authenticated = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.authenticated)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.user)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.error)?,
             4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.audiences)?,
             _ => r.skip(wire)?,
         }
@@ -561,8 +565,8 @@ impl crate::proto::Message for UserInfo {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.username = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.username)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.uid)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.groups)?,
             4 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.extra)?,
             _ => r.skip(wire)?,

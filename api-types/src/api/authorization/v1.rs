@@ -36,7 +36,7 @@ impl crate::proto::Message for FieldSelectorAttributes {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.raw_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.raw_selector)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.requirements)?,
             _ => r.skip(wire)?,
         }
@@ -77,7 +77,7 @@ impl crate::proto::Message for LabelSelectorAttributes {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.raw_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.raw_selector)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.requirements)?,
             _ => r.skip(wire)?,
         }
@@ -136,9 +136,9 @@ impl crate::proto::Message for LocalSubjectAccessReview {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -203,8 +203,8 @@ impl crate::proto::Message for NonResourceAttributes {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.verb = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.path)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.verb)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -316,15 +316,15 @@ impl crate::proto::Message for ResourceAttributes {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.verb = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.resource = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.subresource = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => self.field_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            9 => self.label_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.namespace)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.verb)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.group)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.version)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resource)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.subresource)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.field_selector)?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.label_selector)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -446,9 +446,9 @@ impl crate::proto::Message for SelfSubjectAccessReview {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -522,13 +522,15 @@ impl crate::proto::Message for SelfSubjectAccessReviewSpec {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => {
-                self.resource_attributes =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resource_attributes)?
             }
-            2 => {
-                self.non_resource_attributes =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            2 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.non_resource_attributes,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -586,9 +588,9 @@ impl crate::proto::Message for SelfSubjectRulesReview {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -649,7 +651,7 @@ impl crate::proto::Message for SelfSubjectRulesReviewSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.namespace)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -707,9 +709,9 @@ impl crate::proto::Message for SubjectAccessReview {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -807,17 +809,19 @@ impl crate::proto::Message for SubjectAccessReviewSpec {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => {
-                self.resource_attributes =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resource_attributes)?
             }
-            2 => {
-                self.non_resource_attributes =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            3 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.non_resource_attributes,
+            )?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.user)?,
             4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.groups)?,
             5 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.extra)?,
-            6 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.uid)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -861,10 +865,10 @@ impl crate::proto::Message for SubjectAccessReviewStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.allowed = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.evaluation_error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.denied = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.allowed)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.evaluation_error)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.denied)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -929,8 +933,8 @@ impl crate::proto::Message for SubjectRulesReviewStatus {
                 r,
                 &mut self.non_resource_rules,
             )?,
-            3 => self.incomplete = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.evaluation_error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.incomplete)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.evaluation_error)?,
             _ => r.skip(wire)?,
         }
         Ok(())

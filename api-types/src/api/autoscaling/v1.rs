@@ -36,9 +36,9 @@ impl crate::proto::Message for CrossVersionObjectReference {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.api_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.kind)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.api_version)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -96,9 +96,9 @@ impl crate::proto::Message for HorizontalPodAutoscaler {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -201,13 +201,16 @@ impl crate::proto::Message for HorizontalPodAutoscalerSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.scale_target_ref = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.min_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.max_replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => {
-                self.target_cpu_utilization_percentage =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.scale_target_ref)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.min_replicas)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.max_replicas)?,
+            4 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.target_cpu_utilization_percentage,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -277,16 +280,18 @@ impl crate::proto::Message for HorizontalPodAutoscalerStatus {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => {
-                self.observed_generation =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.observed_generation)?
             }
-            2 => self.last_scale_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.current_replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.desired_replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            5 => {
-                self.current_cpu_utilization_percentage =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_scale_time)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.current_replicas)?,
+            4 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.desired_replicas)?,
+            5 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.current_cpu_utilization_percentage,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -344,9 +349,9 @@ impl crate::proto::Message for Scale {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -407,7 +412,7 @@ impl crate::proto::Message for ScaleSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.replicas)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -439,8 +444,8 @@ impl crate::proto::Message for ScaleStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.replicas)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.selector)?,
             _ => r.skip(wire)?,
         }
         Ok(())

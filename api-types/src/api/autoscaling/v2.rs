@@ -32,9 +32,9 @@ impl crate::proto::Message for ContainerResourceMetricSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.target = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.container = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.target)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.container)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -70,9 +70,9 @@ impl crate::proto::Message for ContainerResourceMetricStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.current = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.container = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.current)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.container)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -112,9 +112,9 @@ impl crate::proto::Message for CrossVersionObjectReference {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.api_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.kind)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.api_version)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -146,8 +146,8 @@ impl crate::proto::Message for ExternalMetricSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metric = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.target = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metric)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.target)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -179,8 +179,8 @@ impl crate::proto::Message for ExternalMetricStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metric = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.current = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metric)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.current)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -220,9 +220,9 @@ impl crate::proto::Message for HPAScalingPolicy {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.value = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.period_seconds = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.value)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.period_seconds)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -270,12 +270,15 @@ impl crate::proto::Message for HPAScalingRules {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.select_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.select_policy)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.policies)?,
-            3 => {
-                self.stabilization_window_seconds =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            3 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.stabilization_window_seconds,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -333,9 +336,9 @@ impl crate::proto::Message for HorizontalPodAutoscaler {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -412,8 +415,8 @@ impl crate::proto::Message for HorizontalPodAutoscalerBehavior {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.scale_up = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.scale_down = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.scale_up)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.scale_down)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -461,14 +464,13 @@ impl crate::proto::Message for HorizontalPodAutoscalerCondition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.status)?,
             3 => {
-                self.last_transition_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_transition_time)?
             }
-            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -528,11 +530,11 @@ impl crate::proto::Message for HorizontalPodAutoscalerSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.scale_target_ref = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.min_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.max_replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.scale_target_ref)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.min_replicas)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.max_replicas)?,
             4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.metrics)?,
-            5 => self.behavior = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.behavior)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -606,12 +608,11 @@ impl crate::proto::Message for HorizontalPodAutoscalerStatus {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => {
-                self.observed_generation =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.observed_generation)?
             }
-            2 => self.last_scale_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.current_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.desired_replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_scale_time)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.current_replicas)?,
+            4 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.desired_replicas)?,
             5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.current_metrics)?,
             6 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
             _ => r.skip(wire)?,
@@ -645,8 +646,8 @@ impl crate::proto::Message for MetricIdentifier {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.selector)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -698,14 +699,12 @@ impl crate::proto::Message for MetricSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.object = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.pods = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.resource = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.external = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => {
-                self.container_resource = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.object)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.pods)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resource)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.external)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.container_resource)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -757,14 +756,12 @@ impl crate::proto::Message for MetricStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.object = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.pods = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.resource = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.external = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => {
-                self.container_resource = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.object)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.pods)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resource)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.external)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.container_resource)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -812,12 +809,11 @@ impl crate::proto::Message for MetricTarget {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.value = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.average_value = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.value)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.average_value)?,
             4 => {
-                self.average_utilization =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.average_utilization)?
             }
             _ => r.skip(wire)?,
         }
@@ -862,11 +858,10 @@ impl crate::proto::Message for MetricValueStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.value = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.average_value = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.value)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.average_value)?,
             3 => {
-                self.average_utilization =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.average_utilization)?
             }
             _ => r.skip(wire)?,
         }
@@ -907,9 +902,9 @@ impl crate::proto::Message for ObjectMetricSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.described_object = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.target = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.metric = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.described_object)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.target)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metric)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -949,9 +944,9 @@ impl crate::proto::Message for ObjectMetricStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metric = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.current = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.described_object = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metric)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.current)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.described_object)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -983,8 +978,8 @@ impl crate::proto::Message for PodsMetricSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metric = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.target = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metric)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.target)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1016,8 +1011,8 @@ impl crate::proto::Message for PodsMetricStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metric = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.current = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metric)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.current)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1049,8 +1044,8 @@ impl crate::proto::Message for ResourceMetricSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.target = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.target)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1082,8 +1077,8 @@ impl crate::proto::Message for ResourceMetricStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.current = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.current)?,
             _ => r.skip(wire)?,
         }
         Ok(())

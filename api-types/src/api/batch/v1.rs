@@ -54,9 +54,9 @@ impl crate::proto::Message for CronJob {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -176,25 +176,32 @@ impl crate::proto::Message for CronJobSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.schedule = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => {
-                self.starting_deadline_seconds =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            3 => {
-                self.concurrency_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            4 => self.suspend = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.job_template = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            6 => {
-                self.successful_jobs_history_limit =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            7 => {
-                self.failed_jobs_history_limit =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            8 => self.time_zone = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.schedule)?,
+            2 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.starting_deadline_seconds,
+            )?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.concurrency_policy)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.suspend)?,
+            5 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.job_template)?,
+            6 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.successful_jobs_history_limit,
+            )?,
+            7 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.failed_jobs_history_limit,
+            )?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.time_zone)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -246,12 +253,9 @@ impl crate::proto::Message for CronJobStatus {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.active)?,
-            4 => {
-                self.last_schedule_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_schedule_time)?,
             5 => {
-                self.last_successful_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_successful_time)?
             }
             _ => r.skip(wire)?,
         }
@@ -310,9 +314,9 @@ impl crate::proto::Message for Job {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -410,15 +414,14 @@ impl crate::proto::Message for JobCondition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.last_probe_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.status)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_probe_time)?,
             4 => {
-                self.last_transition_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_transition_time)?
             }
-            5 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -561,38 +564,50 @@ impl crate::proto::Message for JobSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.parallelism = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.completions = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => {
-                self.active_deadline_seconds =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            4 => self.selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.manual_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.template = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            7 => self.backoff_limit = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => {
-                self.ttl_seconds_after_finished =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            9 => self.completion_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            10 => self.suspend = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.parallelism)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.completions)?,
+            3 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.active_deadline_seconds,
+            )?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.selector)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.manual_selector)?,
+            6 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.template)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.backoff_limit)?,
+            8 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.ttl_seconds_after_finished,
+            )?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.completion_mode)?,
+            10 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.suspend)?,
             11 => {
-                self.pod_failure_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.pod_failure_policy)?
             }
-            12 => {
-                self.backoff_limit_per_index =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            12 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.backoff_limit_per_index,
+            )?,
             13 => {
-                self.max_failed_indexes = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.max_failed_indexes)?
             }
-            14 => {
-                self.pod_replacement_policy =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            15 => self.managed_by = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            16 => self.success_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            14 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.pod_replacement_policy,
+            )?,
+            15 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.managed_by)?,
+            16 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.success_policy)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -698,21 +713,22 @@ impl crate::proto::Message for JobStatus {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
-            2 => self.start_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.completion_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.active = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.succeeded = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.failed = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => {
-                self.completed_indexes = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            8 => {
-                self.uncounted_terminated_pods =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            9 => self.ready = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            10 => self.failed_indexes = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            11 => self.terminating = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.start_time)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.completion_time)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.active)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.succeeded)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.failed)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.completed_indexes)?,
+            8 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.uncounted_terminated_pods,
+            )?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ready)?,
+            10 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.failed_indexes)?,
+            11 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.terminating)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -750,8 +766,8 @@ impl crate::proto::Message for JobTemplateSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -827,8 +843,8 @@ impl crate::proto::Message for PodFailurePolicyOnExitCodesRequirement {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.container_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.operator = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.container_name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.operator)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.values)?,
             _ => r.skip(wire)?,
         }
@@ -861,8 +877,8 @@ impl crate::proto::Message for PodFailurePolicyOnPodConditionsPattern {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -919,8 +935,8 @@ impl crate::proto::Message for PodFailurePolicyRule {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.action = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.on_exit_codes = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.action)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.on_exit_codes)?,
             3 => {
                 crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.on_pod_conditions)?
             }
@@ -991,10 +1007,8 @@ impl crate::proto::Message for SuccessPolicyRule {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => {
-                self.succeeded_indexes = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            2 => self.succeeded_count = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.succeeded_indexes)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.succeeded_count)?,
             _ => r.skip(wire)?,
         }
         Ok(())

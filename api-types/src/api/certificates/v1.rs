@@ -60,9 +60,9 @@ impl crate::proto::Message for CertificateSigningRequest {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -170,15 +170,14 @@ impl crate::proto::Message for CertificateSigningRequestCondition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.last_update_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_update_time)?,
             5 => {
-                self.last_transition_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_transition_time)?
             }
-            6 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            6 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -298,16 +297,14 @@ impl crate::proto::Message for CertificateSigningRequestSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.request = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.username = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.request)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.username)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.uid)?,
             4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.groups)?,
             5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.usages)?,
             6 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.extra)?,
-            7 => self.signer_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            8 => {
-                self.expiration_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            7 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.signer_name)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.expiration_seconds)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -365,7 +362,7 @@ impl crate::proto::Message for CertificateSigningRequestStatus {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
-            2 => self.certificate = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.certificate)?,
             _ => r.skip(wire)?,
         }
         Ok(())

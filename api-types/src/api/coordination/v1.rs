@@ -49,8 +49,8 @@ impl crate::proto::Message for Lease {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -164,18 +164,19 @@ impl crate::proto::Message for LeaseSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.holder_identity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => {
-                self.lease_duration_seconds =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            3 => self.acquire_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.renew_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => {
-                self.lease_transitions = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            6 => self.strategy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.preferred_holder = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.holder_identity)?,
+            2 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.lease_duration_seconds,
+            )?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.acquire_time)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.renew_time)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.lease_transitions)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.strategy)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.preferred_holder)?,
             _ => r.skip(wire)?,
         }
         Ok(())

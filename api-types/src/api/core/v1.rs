@@ -42,10 +42,10 @@ impl crate::proto::Message for AWSElasticBlockStoreVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.volume_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.partition = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.volume_id)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.partition)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -93,11 +93,9 @@ impl crate::proto::Message for Affinity {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.node_affinity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.pod_affinity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => {
-                self.pod_anti_affinity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.node_affinity)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.pod_affinity)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.pod_anti_affinity)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -136,10 +134,8 @@ impl crate::proto::Message for AppArmorProfile {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => {
-                self.localhost_profile = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.localhost_profile)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -175,8 +171,8 @@ impl crate::proto::Message for AttachedVolume {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.device_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.device_path)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -236,12 +232,12 @@ impl crate::proto::Message for AzureDiskVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.disk_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.disk_uri = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.caching_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.kind = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.disk_name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.disk_uri)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.caching_mode)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.kind)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -293,10 +289,10 @@ impl crate::proto::Message for AzureFilePersistentVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.secret_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.share_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.secret_namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.secret_name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.share_name)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_namespace)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -340,9 +336,9 @@ impl crate::proto::Message for AzureFileVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.secret_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.share_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.secret_name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.share_name)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -395,8 +391,8 @@ impl crate::proto::Message for Binding {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.target = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.target)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -522,10 +518,10 @@ impl crate::proto::Message for CSIPersistentVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.driver = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.volume_handle = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.driver)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.volume_handle)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
             5 => crate::proto::get_map_entry(
                 Self::NAME,
                 field,
@@ -533,26 +529,41 @@ impl crate::proto::Message for CSIPersistentVolumeSource {
                 r,
                 &mut self.volume_attributes,
             )?,
-            6 => {
-                self.controller_publish_secret_ref =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            7 => {
-                self.node_stage_secret_ref =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            8 => {
-                self.node_publish_secret_ref =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            9 => {
-                self.controller_expand_secret_ref =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            10 => {
-                self.node_expand_secret_ref =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            6 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.controller_publish_secret_ref,
+            )?,
+            7 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.node_stage_secret_ref,
+            )?,
+            8 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.node_publish_secret_ref,
+            )?,
+            9 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.controller_expand_secret_ref,
+            )?,
+            10 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.node_expand_secret_ref,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -605,9 +616,9 @@ impl crate::proto::Message for CSIVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.driver = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.driver)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
             4 => crate::proto::get_map_entry(
                 Self::NAME,
                 field,
@@ -615,10 +626,13 @@ impl crate::proto::Message for CSIVolumeSource {
                 r,
                 &mut self.volume_attributes,
             )?,
-            5 => {
-                self.node_publish_secret_ref =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            5 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.node_publish_secret_ref,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -712,11 +726,11 @@ impl crate::proto::Message for CephFSPersistentVolumeSource {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.monitors)?,
-            2 => self.path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.secret_file = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.path)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.user)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_file)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_ref)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -769,11 +783,11 @@ impl crate::proto::Message for CephFSVolumeSource {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.monitors)?,
-            2 => self.path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.secret_file = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.path)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.user)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_file)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_ref)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -817,10 +831,10 @@ impl crate::proto::Message for CinderPersistentVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.volume_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.volume_id)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_ref)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -864,10 +878,10 @@ impl crate::proto::Message for CinderVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.volume_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.volume_id)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_ref)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -899,7 +913,7 @@ impl crate::proto::Message for ClientIPConfig {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.timeout_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.timeout_seconds)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -951,11 +965,11 @@ impl crate::proto::Message for ClusterTrustBundleProjection {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.signer_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.label_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            5 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.signer_name)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.label_selector)?,
+            4 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.path)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.optional)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -995,10 +1009,10 @@ impl crate::proto::Message for ComponentCondition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.status)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.error)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1055,7 +1069,7 @@ impl crate::proto::Message for ComponentStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
             _ => r.skip(wire)?,
         }
@@ -1161,10 +1175,10 @@ impl crate::proto::Message for ConfigMap {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
             2 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.data)?,
             3 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.binary_data)?,
-            4 => self.immutable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.immutable)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1236,7 +1250,7 @@ impl ConfigMapEnvSource {
     ) -> Result<(), crate::proto::ProtoError> {
         use crate::proto::Message as _;
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1267,7 +1281,7 @@ impl crate::proto::Message for ConfigMapEnvSource {
                     self.merge_inline_1(field, wire, &mut inner)?;
                 }
             }
-            2 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.optional)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1298,7 +1312,7 @@ impl ConfigMapKeySelector {
     ) -> Result<(), crate::proto::ProtoError> {
         use crate::proto::Message as _;
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1330,8 +1344,8 @@ impl crate::proto::Message for ConfigMapKeySelector {
                     self.merge_inline_1(field, wire, &mut inner)?;
                 }
             }
-            2 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.key)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.optional)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1383,11 +1397,13 @@ impl crate::proto::Message for ConfigMapNodeConfigSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.namespace = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.resource_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.kubelet_config_key = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.namespace)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.uid)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resource_version)?,
+            5 => {
+                crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.kubelet_config_key)?
+            }
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1424,7 +1440,7 @@ impl ConfigMapProjection {
     ) -> Result<(), crate::proto::ProtoError> {
         use crate::proto::Message as _;
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1457,7 +1473,7 @@ impl crate::proto::Message for ConfigMapProjection {
                 }
             }
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.items)?,
-            4 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.optional)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1501,7 +1517,7 @@ impl ConfigMapVolumeSource {
     ) -> Result<(), crate::proto::ProtoError> {
         use crate::proto::Message as _;
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1535,8 +1551,8 @@ impl crate::proto::Message for ConfigMapVolumeSource {
                 }
             }
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.items)?,
-            3 => self.default_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.default_mode)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.optional)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1728,40 +1744,42 @@ impl crate::proto::Message for Container {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.image = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.image)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.command)?,
             4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.args)?,
-            5 => self.working_dir = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.working_dir)?,
             6 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ports)?,
             7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.env)?,
-            8 => self.resources = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resources)?,
             9 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.volume_mounts)?,
-            10 => self.liveness_probe = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            11 => self.readiness_probe = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            12 => self.lifecycle = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            13 => {
-                self.termination_message_path =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            14 => {
-                self.image_pull_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            15 => {
-                self.security_context = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            16 => self.stdin = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            17 => self.stdin_once = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            18 => self.tty = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.liveness_probe)?,
+            11 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.readiness_probe)?,
+            12 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.lifecycle)?,
+            13 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.termination_message_path,
+            )?,
+            14 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.image_pull_policy)?,
+            15 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.security_context)?,
+            16 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.stdin)?,
+            17 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.stdin_once)?,
+            18 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.tty)?,
             19 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.env_from)?,
-            20 => {
-                self.termination_message_policy =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            20 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.termination_message_policy,
+            )?,
             21 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.volume_devices)?,
-            22 => self.startup_probe = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            22 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.startup_probe)?,
             23 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resize_policy)?,
-            24 => self.restart_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            24 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.restart_policy)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1807,7 +1825,7 @@ impl crate::proto::Message for ContainerImage {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.names)?,
-            2 => self.size_bytes = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.size_bytes)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1855,11 +1873,11 @@ impl crate::proto::Message for ContainerPort {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.host_port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.container_port = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.protocol = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.host_ip = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.host_port)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.container_port)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.protocol)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.host_ip)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1905,8 +1923,8 @@ impl crate::proto::Message for ContainerResizePolicy {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.resource_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.restart_policy = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.resource_name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.restart_policy)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1942,9 +1960,9 @@ impl crate::proto::Message for ContainerState {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.waiting = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.running = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.terminated = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.waiting)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.running)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.terminated)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1972,7 +1990,7 @@ impl crate::proto::Message for ContainerStateRunning {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.started_at = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.started_at)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -2036,13 +2054,13 @@ impl crate::proto::Message for ContainerStateTerminated {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.exit_code = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.signal = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.started_at = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.finished_at = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.container_id = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.exit_code)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.signal)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.started_at)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.finished_at)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.container_id)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -2074,8 +2092,8 @@ impl crate::proto::Message for ContainerStateWaiting {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -2184,15 +2202,15 @@ impl crate::proto::Message for ContainerStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.state = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.last_state = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.ready = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            5 => self.restart_count = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            6 => self.image = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            7 => self.image_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            8 => self.container_id = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            9 => self.started = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.state)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_state)?,
+            4 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.ready)?,
+            5 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.restart_count)?,
+            6 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.image)?,
+            7 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.image_id)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.container_id)?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.started)?,
             10 => crate::proto::get_map_entry(
                 Self::NAME,
                 field,
@@ -2200,9 +2218,9 @@ impl crate::proto::Message for ContainerStatus {
                 r,
                 &mut self.allocated_resources,
             )?,
-            11 => self.resources = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            11 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resources)?,
             12 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.volume_mounts)?,
-            13 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            13 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.user)?,
             14 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -2237,7 +2255,7 @@ impl crate::proto::Message for ContainerUser {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.linux = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.linux)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -2269,7 +2287,7 @@ impl crate::proto::Message for DaemonEndpoint {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.port = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.port)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -2345,12 +2363,10 @@ impl crate::proto::Message for DownwardAPIVolumeFile {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.field_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => {
-                self.resource_field_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            4 => self.mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.path)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.field_ref)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resource_field_ref)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.mode)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -2391,7 +2407,7 @@ impl crate::proto::Message for DownwardAPIVolumeSource {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.items)?,
-            2 => self.default_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.default_mode)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -2423,8 +2439,8 @@ impl crate::proto::Message for EmptyDirVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.medium = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.size_limit = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.medium)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.size_limit)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -2464,10 +2480,10 @@ impl crate::proto::Message for EndpointAddress {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.ip = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.target_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.hostname = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.node_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.ip)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.target_ref)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.hostname)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.node_name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -2520,10 +2536,10 @@ impl crate::proto::Message for EndpointPort {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.port = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.protocol = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.app_protocol = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.port)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.protocol)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.app_protocol)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -2659,7 +2675,7 @@ impl crate::proto::Message for Endpoints {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.subsets)?,
             _ => r.skip(wire)?,
         }
@@ -2742,9 +2758,9 @@ impl crate::proto::Message for EnvFromSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.prefix = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.config_map_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.prefix)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.config_map_ref)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_ref)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -2780,9 +2796,9 @@ impl crate::proto::Message for EnvVar {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.value = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.value_from = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.value)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.value_from)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -2834,14 +2850,10 @@ impl crate::proto::Message for EnvVarSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.field_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => {
-                self.resource_field_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            3 => {
-                self.config_map_key_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            4 => self.secret_key_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.field_ref)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resource_field_ref)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.config_map_key_ref)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_key_ref)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -3018,40 +3030,42 @@ impl EphemeralContainer {
     ) -> Result<(), crate::proto::ProtoError> {
         use crate::proto::Message as _;
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.image = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.image)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.command)?,
             4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.args)?,
-            5 => self.working_dir = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.working_dir)?,
             6 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ports)?,
             7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.env)?,
-            8 => self.resources = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resources)?,
             9 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.volume_mounts)?,
-            10 => self.liveness_probe = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            11 => self.readiness_probe = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            12 => self.lifecycle = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            13 => {
-                self.termination_message_path =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            14 => {
-                self.image_pull_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            15 => {
-                self.security_context = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            16 => self.stdin = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            17 => self.stdin_once = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            18 => self.tty = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.liveness_probe)?,
+            11 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.readiness_probe)?,
+            12 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.lifecycle)?,
+            13 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.termination_message_path,
+            )?,
+            14 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.image_pull_policy)?,
+            15 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.security_context)?,
+            16 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.stdin)?,
+            17 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.stdin_once)?,
+            18 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.tty)?,
             19 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.env_from)?,
-            20 => {
-                self.termination_message_policy =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            20 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.termination_message_policy,
+            )?,
             21 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.volume_devices)?,
-            22 => self.startup_probe = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            22 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.startup_probe)?,
             23 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resize_policy)?,
-            24 => self.restart_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            24 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.restart_policy)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -3105,10 +3119,13 @@ impl crate::proto::Message for EphemeralContainer {
                     self.merge_inline_1(field, wire, &mut inner)?;
                 }
             }
-            2 => {
-                self.target_container_name =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            2 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.target_container_name,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -3146,10 +3163,13 @@ impl crate::proto::Message for EphemeralVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => {
-                self.volume_claim_template =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.volume_claim_template,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -3287,25 +3307,24 @@ impl crate::proto::Message for Event {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.involved_object = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.source = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.first_timestamp = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.last_timestamp = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => self.count = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            9 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            10 => self.event_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            11 => self.series = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            12 => self.action = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            13 => self.related = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.involved_object)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.source)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.first_timestamp)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_timestamp)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.count)?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.r#type)?,
+            10 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.event_time)?,
+            11 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.series)?,
+            12 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.action)?,
+            13 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.related)?,
             14 => {
-                self.reporting_component =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reporting_component)?
             }
             15 => {
-                self.reporting_instance = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reporting_instance)?
             }
             _ => r.skip(wire)?,
         }
@@ -3384,10 +3403,8 @@ impl crate::proto::Message for EventSeries {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.count = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => {
-                self.last_observed_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.count)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_observed_time)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -3419,8 +3436,8 @@ impl crate::proto::Message for EventSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.component = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.host = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.component)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.host)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -3506,9 +3523,9 @@ impl crate::proto::Message for FCVolumeSource {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.target_wwns)?,
-            2 => self.lun = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.lun)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.wwids)?,
             _ => r.skip(wire)?,
         }
@@ -3557,10 +3574,10 @@ impl crate::proto::Message for FlexPersistentVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.driver = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.driver)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_ref)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             5 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.options)?,
             _ => r.skip(wire)?,
         }
@@ -3609,10 +3626,10 @@ impl crate::proto::Message for FlexVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.driver = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.driver)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_ref)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             5 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.options)?,
             _ => r.skip(wire)?,
         }
@@ -3653,8 +3670,8 @@ impl crate::proto::Message for FlockerVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.dataset_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.dataset_uuid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.dataset_name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.dataset_uuid)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -3700,10 +3717,10 @@ impl crate::proto::Message for GCEPersistentDiskVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.pd_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.partition = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.pd_name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.partition)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -3737,8 +3754,8 @@ impl crate::proto::Message for GRPCAction {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.port = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.service = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.port)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.service)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -3776,9 +3793,9 @@ impl crate::proto::Message for GitRepoVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.repository = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.revision = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.directory = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.repository)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.revision)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.directory)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -3822,12 +3839,11 @@ impl crate::proto::Message for GlusterfsPersistentVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.endpoints = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.endpoints)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.path)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             4 => {
-                self.endpoints_namespace =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.endpoints_namespace)?
             }
             _ => r.skip(wire)?,
         }
@@ -3864,9 +3880,9 @@ impl crate::proto::Message for GlusterfsVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.endpoints = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.endpoints)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.path)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -3915,10 +3931,10 @@ impl crate::proto::Message for HTTPGetAction {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.port = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.host = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.scheme = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.path)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.port)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.host)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.scheme)?,
             5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.http_headers)?,
             _ => r.skip(wire)?,
         }
@@ -3951,8 +3967,8 @@ impl crate::proto::Message for HTTPHeader {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.value = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.value)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -3988,7 +4004,7 @@ impl crate::proto::Message for HostAlias {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.ip = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.ip)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.hostnames)?,
             _ => r.skip(wire)?,
         }
@@ -4017,7 +4033,7 @@ impl crate::proto::Message for HostIP {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.ip = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.ip)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -4049,8 +4065,8 @@ impl crate::proto::Message for HostPathVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.path)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.r#type)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -4142,22 +4158,19 @@ impl crate::proto::Message for ISCSIPersistentVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.target_portal = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.iqn = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.lun = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.iscsi_interface = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.target_portal)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.iqn)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.lun)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.iscsi_interface)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.portals)?,
             8 => {
-                self.chap_auth_discovery =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.chap_auth_discovery)?
             }
-            10 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            11 => {
-                self.chap_auth_session = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            12 => self.initiator_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_ref)?,
+            11 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.chap_auth_session)?,
+            12 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.initiator_name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -4249,22 +4262,19 @@ impl crate::proto::Message for ISCSIVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.target_portal = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.iqn = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.lun = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.iscsi_interface = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.target_portal)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.iqn)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.lun)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.iscsi_interface)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.portals)?,
             8 => {
-                self.chap_auth_discovery =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.chap_auth_discovery)?
             }
-            10 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            11 => {
-                self.chap_auth_session = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            12 => self.initiator_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            10 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_ref)?,
+            11 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.chap_auth_session)?,
+            12 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.initiator_name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -4300,8 +4310,8 @@ impl crate::proto::Message for ImageVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.reference = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.pull_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reference)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.pull_policy)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -4337,9 +4347,9 @@ impl crate::proto::Message for KeyToPath {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.key)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.path)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.mode)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -4371,8 +4381,8 @@ impl crate::proto::Message for Lifecycle {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.post_start = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.pre_stop = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.post_start)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.pre_stop)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -4412,10 +4422,10 @@ impl crate::proto::Message for LifecycleHandler {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.exec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.http_get = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.tcp_socket = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.sleep = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.exec)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.http_get)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.tcp_socket)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.sleep)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -4468,8 +4478,8 @@ impl crate::proto::Message for LimitRange {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -4581,7 +4591,7 @@ impl crate::proto::Message for LimitRangeItem {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
             2 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.max)?,
             3 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.min)?,
             4 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.default)?,
@@ -4663,8 +4673,8 @@ impl crate::proto::Message for LinuxContainerUser {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.uid = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.gid = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.uid)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.gid)?,
             3 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -4715,9 +4725,9 @@ impl crate::proto::Message for LoadBalancerIngress {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.ip = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.hostname = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.ip_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ip)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.hostname)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ip_mode)?,
             4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ports)?,
             _ => r.skip(wire)?,
         }
@@ -4778,7 +4788,7 @@ impl crate::proto::Message for LocalObjectReference {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -4810,8 +4820,8 @@ impl crate::proto::Message for LocalVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.path)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -4861,11 +4871,14 @@ impl crate::proto::Message for ModifyVolumeStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => {
-                self.target_volume_attributes_class_name =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.target_volume_attributes_class_name,
+            )?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -4901,9 +4914,9 @@ impl crate::proto::Message for NFSVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.server = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.server)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.path)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -4961,9 +4974,9 @@ impl crate::proto::Message for Namespace {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -5046,14 +5059,13 @@ impl crate::proto::Message for NamespaceCondition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.status)?,
             4 => {
-                self.last_transition_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_transition_time)?
             }
-            5 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -5121,7 +5133,7 @@ impl crate::proto::Message for NamespaceStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.phase = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.phase)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
             _ => r.skip(wire)?,
         }
@@ -5183,9 +5195,9 @@ impl crate::proto::Message for Node {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -5259,8 +5271,8 @@ impl crate::proto::Message for NodeAddress {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.address = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.address)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -5311,10 +5323,13 @@ impl crate::proto::Message for NodeAffinity {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => {
-                self.required_during_scheduling_ignored_during_execution =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.required_during_scheduling_ignored_during_execution,
+            )?,
             2 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -5377,18 +5392,16 @@ impl crate::proto::Message for NodeCondition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.status)?,
             3 => {
-                self.last_heartbeat_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_heartbeat_time)?
             }
             4 => {
-                self.last_transition_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_transition_time)?
             }
-            5 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -5416,7 +5429,7 @@ impl crate::proto::Message for NodeConfigSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            2 => self.config_map = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.config_map)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -5460,10 +5473,10 @@ impl crate::proto::Message for NodeConfigStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.assigned = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.active = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.last_known_good = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.assigned)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.active)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_known_good)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.error)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -5495,7 +5508,7 @@ impl crate::proto::Message for NodeDaemonEndpoints {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.kubelet_endpoint = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.kubelet_endpoint)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -5527,10 +5540,13 @@ impl crate::proto::Message for NodeFeatures {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => {
-                self.supplemental_groups_policy =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.supplemental_groups_policy,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -5562,8 +5578,8 @@ impl crate::proto::Message for NodeRuntimeHandler {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.features = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.features)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -5603,11 +5619,14 @@ impl crate::proto::Message for NodeRuntimeHandlerFeatures {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => {
-                self.recursive_read_only_mounts =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            2 => self.user_namespaces = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.recursive_read_only_mounts,
+            )?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.user_namespaces)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -5685,8 +5704,8 @@ impl crate::proto::Message for NodeSelectorRequirement {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.operator = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.key)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.operator)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.values)?,
             _ => r.skip(wire)?,
         }
@@ -5805,12 +5824,12 @@ impl crate::proto::Message for NodeSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.pod_cidr = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.external_id = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.provider_id = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.unschedulable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.pod_cidr)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.external_id)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.provider_id)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.unschedulable)?,
             5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.taints)?,
-            6 => self.config_source = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.config_source)?,
             7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.pod_cidrs)?,
             _ => r.skip(wire)?,
         }
@@ -5928,21 +5947,21 @@ impl crate::proto::Message for NodeStatus {
         match field {
             1 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.capacity)?,
             2 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.allocatable)?,
-            3 => self.phase = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.phase)?,
             4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
             5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.addresses)?,
-            6 => self.daemon_endpoints = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.node_info = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.daemon_endpoints)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.node_info)?,
             8 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.images)?,
             9 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.volumes_in_use)?,
             10 => {
                 crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.volumes_attached)?
             }
-            11 => self.config = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            11 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.config)?,
             12 => {
                 crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.runtime_handlers)?
             }
-            13 => self.features = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            13 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.features)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -6042,19 +6061,24 @@ impl crate::proto::Message for NodeSystemInfo {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.machine_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.system_uuid = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.boot_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.kernel_version = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            5 => self.os_image = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            6 => {
-                self.container_runtime_version =
-                    crate::proto::get_field(Self::NAME, field, wire, r)?
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.machine_id)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.system_uuid)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.boot_id)?,
+            4 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.kernel_version)?,
+            5 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.os_image)?,
+            6 => crate::proto::merge_into(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.container_runtime_version,
+            )?,
+            7 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.kubelet_version)?,
+            8 => {
+                crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.kube_proxy_version)?
             }
-            7 => self.kubelet_version = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            8 => self.kube_proxy_version = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            9 => self.operating_system = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            10 => self.architecture = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            9 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.operating_system)?,
+            10 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.architecture)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -6094,8 +6118,8 @@ impl crate::proto::Message for ObjectFieldSelector {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.api_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.field_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.api_version)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.field_path)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -6155,13 +6179,13 @@ impl crate::proto::Message for ObjectReference {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.kind = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.api_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.resource_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.field_path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.kind)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.namespace)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.uid)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.api_version)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resource_version)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.field_path)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -6219,9 +6243,9 @@ impl crate::proto::Message for PersistentVolume {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -6321,9 +6345,9 @@ impl crate::proto::Message for PersistentVolumeClaim {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -6421,15 +6445,14 @@ impl crate::proto::Message for PersistentVolumeClaimCondition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.last_probe_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.status)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_probe_time)?,
             4 => {
-                self.last_transition_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_transition_time)?
             }
-            5 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -6526,19 +6549,20 @@ impl crate::proto::Message for PersistentVolumeClaimSpec {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.access_modes)?,
-            2 => self.resources = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.volume_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => {
-                self.storage_class_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            6 => self.volume_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.data_source = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => self.data_source_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            9 => {
-                self.volume_attributes_class_name =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resources)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.volume_name)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.selector)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.storage_class_name)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.volume_mode)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.data_source)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.data_source_ref)?,
+            9 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.volume_attributes_class_name,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -6669,7 +6693,7 @@ impl crate::proto::Message for PersistentVolumeClaimStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.phase = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.phase)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.access_modes)?,
             3 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.capacity)?,
             4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
@@ -6687,13 +6711,15 @@ impl crate::proto::Message for PersistentVolumeClaimStatus {
                 r,
                 &mut self.allocated_resource_statuses,
             )?,
-            8 => {
-                self.current_volume_attributes_class_name =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            8 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.current_volume_attributes_class_name,
+            )?,
             9 => {
-                self.modify_volume_status =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.modify_volume_status)?
             }
             _ => r.skip(wire)?,
         }
@@ -6726,8 +6752,8 @@ impl crate::proto::Message for PersistentVolumeClaimTemplate {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.spec)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -6763,8 +6789,8 @@ impl crate::proto::Message for PersistentVolumeClaimVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.claim_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.claim_name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -6938,36 +6964,41 @@ impl PersistentVolumeSpec {
         use crate::proto::Message as _;
         match field {
             1 => {
-                self.gce_persistent_disk =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.gce_persistent_disk)?
             }
-            2 => {
-                self.aws_elastic_block_store =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            3 => self.host_path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.glusterfs = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.nfs = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.rbd = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.iscsi = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => self.cinder = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            9 => self.cephfs = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            10 => self.fc = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            11 => self.flocker = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            12 => self.flex_volume = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            13 => self.azure_file = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            14 => self.vsphere_volume = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            15 => self.quobyte = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            16 => self.azure_disk = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            17 => {
-                self.photon_persistent_disk =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            18 => self.portworx_volume = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            19 => self.scale_io = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            20 => self.local = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            21 => self.storageos = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            22 => self.csi = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.aws_elastic_block_store,
+            )?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.host_path)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.glusterfs)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.nfs)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.rbd)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.iscsi)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.cinder)?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.cephfs)?,
+            10 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fc)?,
+            11 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.flocker)?,
+            12 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.flex_volume)?,
+            13 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.azure_file)?,
+            14 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.vsphere_volume)?,
+            15 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.quobyte)?,
+            16 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.azure_disk)?,
+            17 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.photon_persistent_disk,
+            )?,
+            18 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.portworx_volume)?,
+            19 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.scale_io)?,
+            20 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.local)?,
+            21 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.storageos)?,
+            22 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.csi)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -7034,21 +7065,25 @@ impl crate::proto::Message for PersistentVolumeSpec {
                 }
             }
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.access_modes)?,
-            4 => self.claim_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => {
-                self.persistent_volume_reclaim_policy =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            6 => {
-                self.storage_class_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.claim_ref)?,
+            5 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.persistent_volume_reclaim_policy,
+            )?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.storage_class_name)?,
             7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.mount_options)?,
-            8 => self.volume_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            9 => self.node_affinity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            10 => {
-                self.volume_attributes_class_name =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.volume_mode)?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.node_affinity)?,
+            10 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.volume_attributes_class_name,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -7092,13 +7127,16 @@ impl crate::proto::Message for PersistentVolumeStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.phase = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => {
-                self.last_phase_transition_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.phase)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            4 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.last_phase_transition_time,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -7134,8 +7172,8 @@ impl crate::proto::Message for PhotonPersistentDiskVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.pd_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.pd_id)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -7193,9 +7231,9 @@ impl crate::proto::Message for Pod {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -7385,12 +7423,10 @@ impl crate::proto::Message for PodAffinityTerm {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.label_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.label_selector)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.namespaces)?,
-            3 => self.topology_key = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => {
-                self.namespace_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.topology_key)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.namespace_selector)?,
             5 => {
                 crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.match_label_keys)?
             }
@@ -7519,15 +7555,14 @@ impl crate::proto::Message for PodCondition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.last_probe_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.status)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_probe_time)?,
             4 => {
-                self.last_transition_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_transition_time)?
             }
-            5 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -7609,8 +7644,8 @@ impl crate::proto::Message for PodDNSConfigOption {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.value = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.value)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -7638,7 +7673,7 @@ impl crate::proto::Message for PodIP {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.ip = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.ip)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -7666,7 +7701,7 @@ impl crate::proto::Message for PodOS {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -7698,7 +7733,7 @@ impl crate::proto::Message for PodReadinessGate {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.condition_type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.condition_type)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -7752,15 +7787,17 @@ impl crate::proto::Message for PodResourceClaim {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
             3 => {
-                self.resource_claim_name =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resource_claim_name)?
             }
-            4 => {
-                self.resource_claim_template_name =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            4 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.resource_claim_template_name,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -7796,10 +7833,9 @@ impl crate::proto::Message for PodResourceClaimStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
             2 => {
-                self.resource_claim_name =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resource_claim_name)?
             }
             _ => r.skip(wire)?,
         }
@@ -7828,7 +7864,7 @@ impl crate::proto::Message for PodSchedulingGate {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -7963,9 +7999,9 @@ impl crate::proto::Message for PodSecurityContext {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.se_linux_options = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.run_as_user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.run_as_non_root = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.se_linux_options)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.run_as_user)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.run_as_non_root)?,
             4 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -7973,26 +8009,33 @@ impl crate::proto::Message for PodSecurityContext {
                 r,
                 &mut self.supplemental_groups,
             )?,
-            5 => self.fs_group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.run_as_group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_group)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.run_as_group)?,
             7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.sysctls)?,
-            8 => self.windows_options = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            9 => {
-                self.fs_group_change_policy =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            10 => self.seccomp_profile = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            11 => {
-                self.app_armor_profile = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            12 => {
-                self.supplemental_groups_policy =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            13 => {
-                self.se_linux_change_policy =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.windows_options)?,
+            9 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.fs_group_change_policy,
+            )?,
+            10 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.seccomp_profile)?,
+            11 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.app_armor_profile)?,
+            12 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.supplemental_groups_policy,
+            )?,
+            13 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.se_linux_change_policy,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -8319,29 +8362,32 @@ impl crate::proto::Message for PodSpec {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.volumes)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.containers)?,
-            3 => self.restart_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => {
-                self.termination_grace_period_seconds =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            5 => {
-                self.active_deadline_seconds =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            6 => self.dns_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.restart_policy)?,
+            4 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.termination_grace_period_seconds,
+            )?,
+            5 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.active_deadline_seconds,
+            )?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.dns_policy)?,
             7 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.node_selector)?,
             8 => {
-                self.service_account_name =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.service_account_name)?
             }
-            9 => self.service_account = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            10 => self.node_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            11 => self.host_network = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            12 => self.host_pid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            13 => self.host_ipc = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            14 => {
-                self.security_context = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.service_account)?,
+            10 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.node_name)?,
+            11 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.host_network)?,
+            12 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.host_pid)?,
+            13 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.host_ipc)?,
+            14 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.security_context)?,
             15 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -8349,42 +8395,44 @@ impl crate::proto::Message for PodSpec {
                 r,
                 &mut self.image_pull_secrets,
             )?,
-            16 => self.hostname = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            17 => self.subdomain = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            18 => self.affinity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            19 => self.scheduler_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            16 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.hostname)?,
+            17 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.subdomain)?,
+            18 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.affinity)?,
+            19 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.scheduler_name)?,
             20 => {
                 crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.init_containers)?
             }
-            21 => {
-                self.automount_service_account_token =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            21 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.automount_service_account_token,
+            )?,
             22 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.tolerations)?,
             23 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.host_aliases)?,
             24 => {
-                self.priority_class_name =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.priority_class_name)?
             }
-            25 => self.priority = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            26 => self.dns_config = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            27 => {
-                self.share_process_namespace =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            25 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.priority)?,
+            26 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.dns_config)?,
+            27 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.share_process_namespace,
+            )?,
             28 => {
                 crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.readiness_gates)?
             }
             29 => {
-                self.runtime_class_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.runtime_class_name)?
             }
             30 => {
-                self.enable_service_links =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.enable_service_links)?
             }
-            31 => {
-                self.preemption_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            31 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.preemption_policy)?,
             32 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.overhead)?,
             33 => crate::proto::get_repeated(
                 Self::NAME,
@@ -8401,18 +8449,17 @@ impl crate::proto::Message for PodSpec {
                 &mut self.ephemeral_containers,
             )?,
             35 => {
-                self.set_hostname_as_fqdn =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.set_hostname_as_fqdn)?
             }
-            36 => self.os = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            37 => self.host_users = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            36 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.os)?,
+            37 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.host_users)?,
             38 => {
                 crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.scheduling_gates)?
             }
             39 => {
                 crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resource_claims)?
             }
-            40 => self.resources = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            40 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resources)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -8556,13 +8603,13 @@ impl crate::proto::Message for PodStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.phase = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.phase)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
-            3 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.host_ip = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.pod_ip = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.start_time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.host_ip)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.pod_ip)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.start_time)?,
             8 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -8570,7 +8617,7 @@ impl crate::proto::Message for PodStatus {
                 r,
                 &mut self.container_statuses,
             )?,
-            9 => self.qos_class = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.qos_class)?,
             10 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -8579,8 +8626,7 @@ impl crate::proto::Message for PodStatus {
                 &mut self.init_container_statuses,
             )?,
             11 => {
-                self.nominated_node_name =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.nominated_node_name)?
             }
             12 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.pod_ips)?,
             13 => crate::proto::get_repeated(
@@ -8590,7 +8636,7 @@ impl crate::proto::Message for PodStatus {
                 r,
                 &mut self.ephemeral_container_statuses,
             )?,
-            14 => self.resize = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            14 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resize)?,
             15 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -8651,8 +8697,8 @@ impl crate::proto::Message for PodTemplate {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.template = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.template)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -8726,8 +8772,8 @@ impl crate::proto::Message for PodTemplateSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -8766,9 +8812,9 @@ impl crate::proto::Message for PortStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.port = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.protocol = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.port)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.protocol)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.error)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -8808,9 +8854,9 @@ impl crate::proto::Message for PortworxVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.volume_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.volume_id)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -8842,8 +8888,8 @@ impl crate::proto::Message for PreferredSchedulingTerm {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.weight = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.preference = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.weight)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.preference)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -8919,10 +8965,10 @@ impl Probe {
     ) -> Result<(), crate::proto::ProtoError> {
         use crate::proto::Message as _;
         match field {
-            1 => self.exec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.http_get = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.tcp_socket = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.grpc = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.exec)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.http_get)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.tcp_socket)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.grpc)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -8966,22 +9012,24 @@ impl crate::proto::Message for Probe {
                     self.merge_inline_1(field, wire, &mut inner)?;
                 }
             }
-            2 => {
-                self.initial_delay_seconds =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            3 => self.timeout_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.period_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => {
-                self.success_threshold = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            6 => {
-                self.failure_threshold = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            7 => {
-                self.termination_grace_period_seconds =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            2 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.initial_delay_seconds,
+            )?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.timeout_seconds)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.period_seconds)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.success_threshold)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.failure_threshold)?,
+            7 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.termination_grace_period_seconds,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -9022,7 +9070,7 @@ impl crate::proto::Message for ProjectedVolumeSource {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.sources)?,
-            2 => self.default_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.default_mode)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -9070,12 +9118,12 @@ impl crate::proto::Message for QuobyteVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.registry = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.volume = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.tenant = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.registry)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.volume)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.user)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.group)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.tenant)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -9132,13 +9180,13 @@ impl crate::proto::Message for RBDPersistentVolumeSource {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.monitors)?,
-            2 => self.image = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.pool = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.keyring = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.image)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.pool)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.user)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.keyring)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_ref)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -9195,13 +9243,13 @@ impl crate::proto::Message for RBDVolumeSource {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.monitors)?,
-            2 => self.image = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.pool = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.keyring = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.image)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.pool)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.user)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.keyring)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_ref)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -9259,9 +9307,9 @@ impl crate::proto::Message for ReplicationController {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -9351,14 +9399,13 @@ impl crate::proto::Message for ReplicationControllerCondition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.status)?,
             3 => {
-                self.last_transition_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_transition_time)?
             }
-            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -9406,12 +9453,10 @@ impl crate::proto::Message for ReplicationControllerSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.replicas)?,
             2 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.selector)?,
-            3 => self.template = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => {
-                self.min_ready_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.template)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.min_ready_seconds)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -9479,19 +9524,19 @@ impl crate::proto::Message for ReplicationControllerStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.replicas = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => {
-                self.fully_labeled_replicas =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.replicas)?,
+            2 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.fully_labeled_replicas,
+            )?,
             3 => {
-                self.observed_generation =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.observed_generation)?
             }
-            4 => self.ready_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => {
-                self.available_replicas = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ready_replicas)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.available_replicas)?,
             6 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
             _ => r.skip(wire)?,
         }
@@ -9524,8 +9569,8 @@ impl crate::proto::Message for ResourceClaim {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.request = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.request)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -9565,9 +9610,9 @@ impl crate::proto::Message for ResourceFieldSelector {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.container_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.resource = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.divisor = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.container_name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.resource)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.divisor)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -9611,8 +9656,8 @@ impl crate::proto::Message for ResourceHealth {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.resource_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.health = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.resource_id)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.health)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -9670,9 +9715,9 @@ impl crate::proto::Message for ResourceQuota {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -9764,7 +9809,7 @@ impl crate::proto::Message for ResourceQuotaSpec {
         match field {
             1 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.hard)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.scopes)?,
-            3 => self.scope_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.scope_selector)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -9895,7 +9940,7 @@ impl crate::proto::Message for ResourceStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resources)?,
             _ => r.skip(wire)?,
         }
@@ -9936,10 +9981,10 @@ impl crate::proto::Message for SELinuxOptions {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.role = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.level = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.user)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.role)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.r#type)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.level)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -10027,18 +10072,16 @@ impl crate::proto::Message for ScaleIOPersistentVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.gateway = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.system = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.secret_ref = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.ssl_enabled = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => {
-                self.protection_domain = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            6 => self.storage_pool = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.storage_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => self.volume_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            9 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            10 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.gateway)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.system)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.secret_ref)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ssl_enabled)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.protection_domain)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.storage_pool)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.storage_mode)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.volume_name)?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
+            10 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -10126,18 +10169,16 @@ impl crate::proto::Message for ScaleIOVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.gateway = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.system = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.secret_ref = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.ssl_enabled = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => {
-                self.protection_domain = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            6 => self.storage_pool = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.storage_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => self.volume_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            9 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            10 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.gateway)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.system)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.secret_ref)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ssl_enabled)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.protection_domain)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.storage_pool)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.storage_mode)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.volume_name)?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
+            10 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -10216,8 +10257,8 @@ impl crate::proto::Message for ScopedResourceSelectorRequirement {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.scope_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.operator = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.scope_name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.operator)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.values)?,
             _ => r.skip(wire)?,
         }
@@ -10256,10 +10297,8 @@ impl crate::proto::Message for SeccompProfile {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => {
-                self.localhost_profile = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.localhost_profile)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -10336,11 +10375,11 @@ impl crate::proto::Message for Secret {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
             2 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.data)?,
-            3 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.r#type)?,
             4 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.string_data)?,
-            5 => self.immutable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.immutable)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -10413,7 +10452,7 @@ impl SecretEnvSource {
     ) -> Result<(), crate::proto::ProtoError> {
         use crate::proto::Message as _;
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -10444,7 +10483,7 @@ impl crate::proto::Message for SecretEnvSource {
                     self.merge_inline_1(field, wire, &mut inner)?;
                 }
             }
-            2 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.optional)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -10475,7 +10514,7 @@ impl SecretKeySelector {
     ) -> Result<(), crate::proto::ProtoError> {
         use crate::proto::Message as _;
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -10507,8 +10546,8 @@ impl crate::proto::Message for SecretKeySelector {
                     self.merge_inline_1(field, wire, &mut inner)?;
                 }
             }
-            2 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.key)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.optional)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -10545,7 +10584,7 @@ impl SecretProjection {
     ) -> Result<(), crate::proto::ProtoError> {
         use crate::proto::Message as _;
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -10578,7 +10617,7 @@ impl crate::proto::Message for SecretProjection {
                 }
             }
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.items)?,
-            4 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.optional)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -10610,8 +10649,8 @@ impl crate::proto::Message for SecretReference {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.namespace)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -10665,10 +10704,10 @@ impl crate::proto::Message for SecretVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.secret_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_name)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.items)?,
-            3 => self.default_mode = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.optional = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.default_mode)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.optional)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -10772,26 +10811,30 @@ impl crate::proto::Message for SecurityContext {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.capabilities = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.privileged = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.se_linux_options = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.run_as_user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.run_as_non_root = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => {
-                self.read_only_root_filesystem =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            7 => {
-                self.allow_privilege_escalation =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            8 => self.run_as_group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            9 => self.proc_mount = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            10 => self.windows_options = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            11 => self.seccomp_profile = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            12 => {
-                self.app_armor_profile = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.capabilities)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.privileged)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.se_linux_options)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.run_as_user)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.run_as_non_root)?,
+            6 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.read_only_root_filesystem,
+            )?,
+            7 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.allow_privilege_escalation,
+            )?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.run_as_group)?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.proc_mount)?,
+            10 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.windows_options)?,
+            11 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.seccomp_profile)?,
+            12 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.app_armor_profile)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -10849,9 +10892,9 @@ impl crate::proto::Message for Service {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -10969,7 +11012,7 @@ impl crate::proto::Message for ServiceAccount {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.secrets)?,
             3 => crate::proto::get_repeated(
                 Self::NAME,
@@ -10978,10 +11021,13 @@ impl crate::proto::Message for ServiceAccount {
                 r,
                 &mut self.image_pull_secrets,
             )?,
-            4 => {
-                self.automount_service_account_token =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            4 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.automount_service_account_token,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -11063,11 +11109,9 @@ impl crate::proto::Message for ServiceAccountTokenProjection {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.audience = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => {
-                self.expiration_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            3 => self.path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.audience)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.expiration_seconds)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.path)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -11132,12 +11176,12 @@ impl crate::proto::Message for ServicePort {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.protocol = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.port = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.target_port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.node_port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.app_protocol = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.protocol)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.port)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.target_port)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.node_port)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.app_protocol)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -11331,11 +11375,11 @@ impl crate::proto::Message for ServiceSpec {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ports)?,
             2 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.selector)?,
-            3 => self.cluster_ip = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.cluster_ip)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.r#type)?,
             5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.external_ips)?,
-            7 => self.session_affinity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => self.load_balancer_ip = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.session_affinity)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.load_balancer_ip)?,
             9 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -11343,43 +11387,57 @@ impl crate::proto::Message for ServiceSpec {
                 r,
                 &mut self.load_balancer_source_ranges,
             )?,
-            10 => self.external_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            11 => {
-                self.external_traffic_policy =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            12 => {
-                self.health_check_node_port =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            13 => {
-                self.publish_not_ready_addresses =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            14 => {
-                self.session_affinity_config =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            17 => {
-                self.ip_family_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            10 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.external_name)?,
+            11 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.external_traffic_policy,
+            )?,
+            12 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.health_check_node_port,
+            )?,
+            13 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.publish_not_ready_addresses,
+            )?,
+            14 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.session_affinity_config,
+            )?,
+            17 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ip_family_policy)?,
             18 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.cluster_ips)?,
             19 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ip_families)?,
-            20 => {
-                self.allocate_load_balancer_node_ports =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            20 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.allocate_load_balancer_node_ports,
+            )?,
             21 => {
-                self.load_balancer_class =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.load_balancer_class)?
             }
-            22 => {
-                self.internal_traffic_policy =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            22 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.internal_traffic_policy,
+            )?,
             23 => {
-                self.traffic_distribution =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.traffic_distribution)?
             }
             _ => r.skip(wire)?,
         }
@@ -11429,7 +11487,7 @@ impl crate::proto::Message for ServiceStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.load_balancer = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.load_balancer)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
             _ => r.skip(wire)?,
         }
@@ -11458,7 +11516,7 @@ impl crate::proto::Message for SessionAffinityConfig {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.client_ip = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.client_ip)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -11486,7 +11544,7 @@ impl crate::proto::Message for SleepAction {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.seconds = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.seconds)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -11538,11 +11596,11 @@ impl crate::proto::Message for StorageOSPersistentVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.volume_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.volume_namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.volume_name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.volume_namespace)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_ref)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -11594,11 +11652,11 @@ impl crate::proto::Message for StorageOSVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.volume_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.volume_namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.secret_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.volume_name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.volume_namespace)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_ref)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -11630,8 +11688,8 @@ impl crate::proto::Message for Sysctl {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.value = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.value)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -11663,8 +11721,8 @@ impl crate::proto::Message for TCPSocketAction {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.port = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.host = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.port)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.host)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -11704,10 +11762,10 @@ impl crate::proto::Message for Taint {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.value = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.effect = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.time_added = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.key)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.value)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.effect)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.time_added)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -11755,13 +11813,11 @@ impl crate::proto::Message for Toleration {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.key = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.operator = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.value = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.effect = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => {
-                self.toleration_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.key)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.operator)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.value)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.effect)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.toleration_seconds)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -11793,7 +11849,7 @@ impl crate::proto::Message for TopologySelectorLabelRequirement {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.key)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.values)?,
             _ => r.skip(wire)?,
         }
@@ -11933,18 +11989,17 @@ impl crate::proto::Message for TopologySpreadConstraint {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.max_skew = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.topology_key = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.when_unsatisfiable = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.label_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.min_domains = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.max_skew)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.topology_key)?,
+            3 => {
+                crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.when_unsatisfiable)?
+            }
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.label_selector)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.min_domains)?,
             6 => {
-                self.node_affinity_policy =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.node_affinity_policy)?
             }
-            7 => {
-                self.node_taints_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.node_taints_policy)?,
             8 => {
                 crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.match_label_keys)?
             }
@@ -11983,9 +12038,9 @@ impl crate::proto::Message for TypedLocalObjectReference {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.api_group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.api_group)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.kind)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -12025,10 +12080,10 @@ impl crate::proto::Message for TypedObjectReference {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.api_group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.api_group)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.kind)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.namespace)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -12192,48 +12247,56 @@ impl Volume {
     ) -> Result<(), crate::proto::ProtoError> {
         use crate::proto::Message as _;
         match field {
-            1 => self.host_path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.empty_dir = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.host_path)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.empty_dir)?,
             3 => {
-                self.gce_persistent_disk =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.gce_persistent_disk)?
             }
-            4 => {
-                self.aws_elastic_block_store =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            5 => self.git_repo = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.secret = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.nfs = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => self.iscsi = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            9 => self.glusterfs = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            10 => {
-                self.persistent_volume_claim =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            11 => self.rbd = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            12 => self.flex_volume = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            13 => self.cinder = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            14 => self.cephfs = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            15 => self.flocker = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            16 => self.downward_api = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            17 => self.fc = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            18 => self.azure_file = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            19 => self.config_map = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            20 => self.vsphere_volume = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            21 => self.quobyte = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            22 => self.azure_disk = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            23 => {
-                self.photon_persistent_disk =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            24 => self.portworx_volume = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            25 => self.scale_io = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            26 => self.projected = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            27 => self.storageos = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            28 => self.csi = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            29 => self.ephemeral = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            30 => self.image = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.aws_elastic_block_store,
+            )?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.git_repo)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.nfs)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.iscsi)?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.glusterfs)?,
+            10 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.persistent_volume_claim,
+            )?,
+            11 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.rbd)?,
+            12 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.flex_volume)?,
+            13 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.cinder)?,
+            14 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.cephfs)?,
+            15 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.flocker)?,
+            16 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.downward_api)?,
+            17 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fc)?,
+            18 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.azure_file)?,
+            19 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.config_map)?,
+            20 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.vsphere_volume)?,
+            21 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.quobyte)?,
+            22 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.azure_disk)?,
+            23 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.photon_persistent_disk,
+            )?,
+            24 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.portworx_volume)?,
+            25 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.scale_io)?,
+            26 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.projected)?,
+            27 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.storageos)?,
+            28 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.csi)?,
+            29 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ephemeral)?,
+            30 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.image)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -12286,7 +12349,7 @@ impl crate::proto::Message for Volume {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
             2 => {
                 let mut inner = crate::proto::nested_reader(Self::NAME, field, wire, r)?;
                 while !inner.is_empty() {
@@ -12329,8 +12392,8 @@ impl crate::proto::Message for VolumeDevice {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.device_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.device_path)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -12406,17 +12469,14 @@ impl crate::proto::Message for VolumeMount {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.mount_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.sub_path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => {
-                self.mount_propagation = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            6 => self.sub_path_expr = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.mount_path)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.sub_path)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.mount_propagation)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.sub_path_expr)?,
             7 => {
-                self.recursive_read_only =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.recursive_read_only)?
             }
             _ => r.skip(wire)?,
         }
@@ -12465,12 +12525,11 @@ impl crate::proto::Message for VolumeMountStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.mount_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.read_only = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.mount_path)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.read_only)?,
             4 => {
-                self.recursive_read_only =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.recursive_read_only)?
             }
             _ => r.skip(wire)?,
         }
@@ -12499,7 +12558,7 @@ impl crate::proto::Message for VolumeNodeAffinity {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.required = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.required)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -12561,16 +12620,18 @@ impl crate::proto::Message for VolumeProjection {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.secret = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.downward_api = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.config_map = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => {
-                self.service_account_token =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.downward_api)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.config_map)?,
+            4 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.service_account_token,
+            )?,
             5 => {
-                self.cluster_trust_bundle =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.cluster_trust_bundle)?
             }
             _ => r.skip(wire)?,
         }
@@ -12664,15 +12725,12 @@ impl crate::proto::Message for VsphereVirtualDiskVolumeSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.volume_path = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.fs_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.volume_path)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_type)?,
             3 => {
-                self.storage_policy_name =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.storage_policy_name)?
             }
-            4 => {
-                self.storage_policy_id = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.storage_policy_id)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -12708,8 +12766,8 @@ impl crate::proto::Message for WeightedPodAffinityTerm {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.weight = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.pod_affinity_term = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.weight)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.pod_affinity_term)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -12765,16 +12823,18 @@ impl crate::proto::Message for WindowsSecurityContextOptions {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => {
-                self.gmsa_credential_spec_name =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.gmsa_credential_spec_name,
+            )?,
             2 => {
-                self.gmsa_credential_spec =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.gmsa_credential_spec)?
             }
-            3 => self.run_as_user_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.host_process = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.run_as_user_name)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.host_process)?,
             _ => r.skip(wire)?,
         }
         Ok(())

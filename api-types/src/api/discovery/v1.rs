@@ -58,9 +58,9 @@ impl crate::proto::Message for Endpoint {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.addresses)?,
-            2 => self.conditions = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.hostname = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.target_ref = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.conditions)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.hostname)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.target_ref)?,
             5 => crate::proto::get_map_entry(
                 Self::NAME,
                 field,
@@ -68,9 +68,9 @@ impl crate::proto::Message for Endpoint {
                 r,
                 &mut self.deprecated_topology,
             )?,
-            6 => self.node_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.zone = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => self.hints = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.node_name)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.zone)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.hints)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -106,9 +106,9 @@ impl crate::proto::Message for EndpointConditions {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.ready = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.serving = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.terminating = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ready)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.serving)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.terminating)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -194,10 +194,10 @@ impl crate::proto::Message for EndpointPort {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.protocol = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.app_protocol = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.protocol)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.port)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.app_protocol)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -268,10 +268,10 @@ impl crate::proto::Message for EndpointSlice {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.endpoints)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ports)?,
-            4 => self.address_type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.address_type)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -341,7 +341,7 @@ impl crate::proto::Message for ForZone {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
             _ => r.skip(wire)?,
         }
         Ok(())

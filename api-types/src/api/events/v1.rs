@@ -142,36 +142,35 @@ impl crate::proto::Message for Event {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.event_time = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.series = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.event_time)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.series)?,
             4 => {
-                self.reporting_controller =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reporting_controller)?
             }
-            5 => {
-                self.reporting_instance = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            6 => self.action = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => self.regarding = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            9 => self.related = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            10 => self.note = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            11 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            12 => {
-                self.deprecated_source = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            13 => {
-                self.deprecated_first_timestamp =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            14 => {
-                self.deprecated_last_timestamp =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            15 => {
-                self.deprecated_count = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reporting_instance)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.action)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.regarding)?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.related)?,
+            10 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.note)?,
+            11 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.r#type)?,
+            12 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.deprecated_source)?,
+            13 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.deprecated_first_timestamp,
+            )?,
+            14 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.deprecated_last_timestamp,
+            )?,
+            15 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.deprecated_count)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -249,8 +248,10 @@ impl crate::proto::Message for EventSeries {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.count = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.last_observed_time = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.count)?,
+            2 => {
+                crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.last_observed_time)?
+            }
             _ => r.skip(wire)?,
         }
         Ok(())

@@ -42,11 +42,14 @@ impl crate::proto::Message for ExemptPriorityLevelConfiguration {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => {
-                self.nominal_concurrency_shares =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            2 => self.lendable_percent = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.nominal_concurrency_shares,
+            )?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.lendable_percent)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -74,7 +77,7 @@ impl crate::proto::Message for FlowDistinguisherMethod {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -132,9 +135,9 @@ impl crate::proto::Message for FlowSchema {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -224,14 +227,13 @@ impl crate::proto::Message for FlowSchemaCondition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             3 => {
-                self.last_transition_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_transition_time)?
             }
-            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -287,17 +289,18 @@ impl crate::proto::Message for FlowSchemaSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => {
-                self.priority_level_configuration =
-                    crate::proto::get_field(Self::NAME, field, wire, r)?
-            }
+            1 => crate::proto::merge_into(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.priority_level_configuration,
+            )?,
             2 => {
-                self.matching_precedence =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.matching_precedence)?
             }
             3 => {
-                self.distinguisher_method =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.distinguisher_method)?
             }
             4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.rules)?,
             _ => r.skip(wire)?,
@@ -359,7 +362,7 @@ impl crate::proto::Message for GroupSubject {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -391,8 +394,8 @@ impl crate::proto::Message for LimitResponse {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.queuing = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.queuing)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -464,16 +467,22 @@ impl crate::proto::Message for LimitedPriorityLevelConfiguration {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => {
-                self.nominal_concurrency_shares =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            2 => self.limit_response = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.lendable_percent = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => {
-                self.borrowing_limit_percent =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.nominal_concurrency_shares,
+            )?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.limit_response)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.lendable_percent)?,
+            4 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.borrowing_limit_percent,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -630,9 +639,9 @@ impl crate::proto::Message for PriorityLevelConfiguration {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -722,14 +731,13 @@ impl crate::proto::Message for PriorityLevelConfigurationCondition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             3 => {
-                self.last_transition_time =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.last_transition_time)?
             }
-            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -757,7 +765,7 @@ impl crate::proto::Message for PriorityLevelConfigurationReference {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -793,9 +801,9 @@ impl crate::proto::Message for PriorityLevelConfigurationSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.limited = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.exempt = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.limited)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.exempt)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -867,11 +875,9 @@ impl crate::proto::Message for QueuingConfiguration {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.queues = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.hand_size = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => {
-                self.queue_length_limit = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.queues)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.hand_size)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.queue_length_limit)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -930,7 +936,7 @@ impl crate::proto::Message for ResourcePolicyRule {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.verbs)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.api_groups)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resources)?,
-            4 => self.cluster_scope = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.cluster_scope)?,
             5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.namespaces)?,
             _ => r.skip(wire)?,
         }
@@ -963,8 +969,8 @@ impl crate::proto::Message for ServiceAccountSubject {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.namespace = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.namespace)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1008,10 +1014,10 @@ impl crate::proto::Message for Subject {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.user = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.service_account = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.kind)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.user)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.group)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.service_account)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1039,7 +1045,7 @@ impl crate::proto::Message for UserSubject {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
             _ => r.skip(wire)?,
         }
         Ok(())

@@ -70,11 +70,9 @@ impl crate::proto::Message for APIGroup {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.versions)?,
-            3 => {
-                self.preferred_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.preferred_version)?,
             4 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -228,18 +226,17 @@ impl crate::proto::Message for APIResource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.namespaced = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.namespaced)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.kind)?,
             4 => self.verbs = crate::proto::get_field(Self::NAME, field, wire, r)?,
             5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.short_names)?,
-            6 => self.singular_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            6 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.singular_name)?,
             7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.categories)?,
-            8 => self.group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            9 => self.version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.group)?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.version)?,
             10 => {
-                self.storage_version_hash =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.storage_version_hash)?
             }
             _ => r.skip(wire)?,
         }
@@ -297,7 +294,7 @@ impl crate::proto::Message for APIResourceList {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.group_version = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.group_version)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.resources)?,
             _ => r.skip(wire)?,
         }
@@ -434,15 +431,20 @@ impl crate::proto::Message for Condition {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.r#type = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.r#type)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.status)?,
             3 => {
-                self.observed_generation =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.observed_generation)?
             }
-            4 => self.last_transition_time = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            5 => self.reason = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            6 => self.message = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            4 => crate::proto::merge_into(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.last_transition_time,
+            )?,
+            5 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.reason)?,
+            6 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.message)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -543,21 +545,19 @@ impl crate::proto::Message for DeleteOptions {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => {
-                self.grace_period_seconds =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.grace_period_seconds)?
             }
-            2 => self.preconditions = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => {
-                self.orphan_dependents = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            4 => {
-                self.propagation_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.preconditions)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.orphan_dependents)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.propagation_policy)?,
             5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.dry_run)?,
-            6 => {
-                self.ignore_store_read_error_with_cluster_breaking_potential =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            6 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.ignore_store_read_error_with_cluster_breaking_potential,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -605,8 +605,8 @@ impl crate::proto::Message for FieldSelectorRequirement {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.operator = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.key)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.operator)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.values)?,
             _ => r.skip(wire)?,
         }
@@ -643,8 +643,8 @@ impl crate::proto::Message for GroupVersionForDiscovery {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.group_version = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.version = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.group_version)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.version)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -729,8 +729,8 @@ impl crate::proto::Message for LabelSelectorRequirement {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.key = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.operator = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.key)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.operator)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.values)?,
             _ => r.skip(wire)?,
         }
@@ -779,12 +779,11 @@ impl crate::proto::Message for ListMeta {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.self_link = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.resource_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.r#continue = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.self_link)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resource_version)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.r#continue)?,
             4 => {
-                self.remaining_item_count =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.remaining_item_count)?
             }
             _ => r.skip(wire)?,
         }
@@ -845,13 +844,13 @@ impl crate::proto::Message for ManagedFieldsEntry {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.manager = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.operation = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.api_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.fields_type = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.fields_v1 = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => self.subresource = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.manager)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.operation)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.api_version)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.time)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fields_type)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fields_v1)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.subresource)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -991,23 +990,22 @@ impl crate::proto::Message for ObjectMeta {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.generate_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.self_link = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.resource_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            7 => self.generation = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            8 => {
-                self.creation_timestamp = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            9 => {
-                self.deletion_timestamp = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            10 => {
-                self.deletion_grace_period_seconds =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.generate_name)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.namespace)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.self_link)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.uid)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resource_version)?,
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.generation)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.creation_timestamp)?,
+            9 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.deletion_timestamp)?,
+            10 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.deletion_grace_period_seconds,
+            )?,
             11 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.labels)?,
             12 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.annotations)?,
             13 => {
@@ -1080,14 +1078,13 @@ impl crate::proto::Message for OwnerReference {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.uid = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            5 => self.api_version = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            6 => self.controller = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.kind)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            4 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.uid)?,
+            5 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.api_version)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.controller)?,
             7 => {
-                self.block_owner_deletion =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.block_owner_deletion)?
             }
             _ => r.skip(wire)?,
         }
@@ -1124,8 +1121,8 @@ impl crate::proto::Message for Preconditions {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.resource_version = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.uid)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resource_version)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1165,8 +1162,8 @@ impl crate::proto::Message for ServerAddressByClientCIDR {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.client_cidr = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.server_address = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.client_cidr)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.server_address)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1239,12 +1236,12 @@ impl crate::proto::Message for Status {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.details = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            6 => self.code = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.details)?,
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.code)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1292,9 +1289,9 @@ impl crate::proto::Message for StatusCause {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.reason = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.field = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reason)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.field)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1350,15 +1347,14 @@ impl crate::proto::Message for StatusDetails {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.kind = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.group)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.kind)?,
             4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.causes)?,
             5 => {
-                self.retry_after_seconds =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.retry_after_seconds)?
             }
-            6 => self.uid = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            6 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.uid)?,
             _ => r.skip(wire)?,
         }
         Ok(())

@@ -46,9 +46,9 @@ impl crate::proto::Message for HTTPIngressPath {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.path = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.backend = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.path_type = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.path)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.backend)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.path_type)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -112,7 +112,7 @@ impl crate::proto::Message for IPBlock {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.cidr = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.cidr)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.except)?,
             _ => r.skip(wire)?,
         }
@@ -171,9 +171,9 @@ impl crate::proto::Message for Ingress {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -247,8 +247,8 @@ impl crate::proto::Message for IngressBackend {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            3 => self.resource = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.service = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.resource)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.service)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -301,8 +301,8 @@ impl crate::proto::Message for IngressClass {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -388,11 +388,11 @@ impl crate::proto::Message for IngressClassParametersReference {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.api_group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.scope = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.api_group)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.kind)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.scope)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.namespace)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -424,8 +424,8 @@ impl crate::proto::Message for IngressClassSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.controller = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.parameters = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.controller)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.parameters)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -465,8 +465,8 @@ impl crate::proto::Message for IngressLoadBalancerIngress {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.ip = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.hostname = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ip)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.hostname)?,
             4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ports)?,
             _ => r.skip(wire)?,
         }
@@ -538,9 +538,9 @@ impl crate::proto::Message for IngressPortStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.port = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.protocol = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.port)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.protocol)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.error)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -575,7 +575,7 @@ impl IngressRule {
     ) -> Result<(), crate::proto::ProtoError> {
         use crate::proto::Message as _;
         match field {
-            1 => self.http = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.http)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -599,7 +599,7 @@ impl crate::proto::Message for IngressRule {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.host = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.host)?,
             2 => {
                 let mut inner = crate::proto::nested_reader(Self::NAME, field, wire, r)?;
                 while !inner.is_empty() {
@@ -638,8 +638,8 @@ impl crate::proto::Message for IngressServiceBackend {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.port)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -695,12 +695,10 @@ impl crate::proto::Message for IngressSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.default_backend = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.default_backend)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.tls)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.rules)?,
-            4 => {
-                self.ingress_class_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ingress_class_name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -732,7 +730,7 @@ impl crate::proto::Message for IngressStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.load_balancer = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.load_balancer)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -773,7 +771,7 @@ impl crate::proto::Message for IngressTLS {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.hosts)?,
-            2 => self.secret_name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.secret_name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -826,8 +824,8 @@ impl crate::proto::Message for NetworkPolicy {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -999,11 +997,9 @@ impl crate::proto::Message for NetworkPolicyPeer {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.pod_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => {
-                self.namespace_selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            3 => self.ip_block = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.pod_selector)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.namespace_selector)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.ip_block)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1039,9 +1035,9 @@ impl crate::proto::Message for NetworkPolicyPort {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.protocol = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.end_port = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.protocol)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.port)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.end_port)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1098,7 +1094,7 @@ impl crate::proto::Message for NetworkPolicySpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.pod_selector = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.pod_selector)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.ingress)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.egress)?,
             4 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.policy_types)?,
@@ -1133,8 +1129,8 @@ impl crate::proto::Message for ServiceBackendPort {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.number = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.number)?,
             _ => r.skip(wire)?,
         }
         Ok(())

@@ -93,10 +93,10 @@ impl crate::proto::Message for RuntimeClass {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.handler = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.overhead = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.scheduling = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.handler)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.overhead)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.scheduling)?,
             _ => r.skip(wire)?,
         }
         Ok(())

@@ -53,8 +53,8 @@ impl crate::proto::Message for Eviction {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.delete_options = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.delete_options)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -145,9 +145,9 @@ impl crate::proto::Message for PodDisruptionBudget {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -251,13 +251,16 @@ impl crate::proto::Message for PodDisruptionBudgetSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.min_available = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.selector = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.max_unavailable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => {
-                self.unhealthy_pod_eviction_policy =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.min_available)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.selector)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.max_unavailable)?,
+            4 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.unhealthy_pod_eviction_policy,
+            )?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -347,14 +350,15 @@ impl crate::proto::Message for PodDisruptionBudgetStatus {
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
             1 => {
-                self.observed_generation =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.observed_generation)?
             }
             2 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.disrupted_pods)?,
-            3 => self.disruptions_allowed = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.current_healthy = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            5 => self.desired_healthy = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            6 => self.expected_pods = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => {
+                crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.disruptions_allowed)?
+            }
+            4 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.current_healthy)?,
+            5 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.desired_healthy)?,
+            6 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.expected_pods)?,
             7 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.conditions)?,
             _ => r.skip(wire)?,
         }

@@ -101,9 +101,9 @@ impl crate::proto::Message for ClusterRole {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.rules)?,
-            3 => self.aggregation_rule = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.aggregation_rule)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -211,9 +211,9 @@ impl crate::proto::Message for ClusterRoleBinding {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.subjects)?,
-            3 => self.role_ref = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.role_ref)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -381,7 +381,7 @@ impl crate::proto::Message for Role {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.rules)?,
             _ => r.skip(wire)?,
         }
@@ -490,9 +490,9 @@ impl crate::proto::Message for RoleBinding {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
             2 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.subjects)?,
-            3 => self.role_ref = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.role_ref)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -574,9 +574,9 @@ impl crate::proto::Message for RoleRef {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.api_group = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.api_group)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.kind)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -616,10 +616,10 @@ impl crate::proto::Message for Subject {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.kind = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.api_group = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.namespace = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.kind)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.api_group)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.namespace)?,
             _ => r.skip(wire)?,
         }
         Ok(())

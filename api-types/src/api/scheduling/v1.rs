@@ -72,13 +72,11 @@ impl crate::proto::Message for PriorityClass {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.value = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.global_default = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.description = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => {
-                self.preemption_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.value)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.global_default)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.description)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.preemption_policy)?,
             _ => r.skip(wire)?,
         }
         Ok(())

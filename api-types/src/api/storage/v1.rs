@@ -49,8 +49,8 @@ impl crate::proto::Message for CSIDriver {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.spec)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -225,10 +225,8 @@ impl crate::proto::Message for CSIDriverSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.attach_required = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => {
-                self.pod_info_on_mount = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.attach_required)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.pod_info_on_mount)?,
             3 => crate::proto::get_repeated(
                 Self::NAME,
                 field,
@@ -236,13 +234,11 @@ impl crate::proto::Message for CSIDriverSpec {
                 r,
                 &mut self.volume_lifecycle_modes,
             )?,
-            4 => self.storage_capacity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            5 => self.fs_group_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.storage_capacity)?,
+            5 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.fs_group_policy)?,
             6 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.token_requests)?,
-            7 => {
-                self.requires_republish = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            8 => self.se_linux_mount = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            7 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.requires_republish)?,
+            8 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.se_linux_mount)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -295,8 +291,8 @@ impl crate::proto::Message for CSINode {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.spec)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -387,10 +383,10 @@ impl crate::proto::Message for CSINodeDriver {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.node_id = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.name)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.node_id)?,
             3 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.topology_keys)?,
-            4 => self.allocatable = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.allocatable)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -514,13 +510,14 @@ impl crate::proto::Message for CSIStorageCapacity {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.node_topology = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            3 => self.storage_class_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            4 => self.capacity = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.node_topology)?,
+            3 => {
+                crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.storage_class_name)?
+            }
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.capacity)?,
             5 => {
-                self.maximum_volume_size =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.maximum_volume_size)?
             }
             _ => r.skip(wire)?,
         }
@@ -674,18 +671,20 @@ impl crate::proto::Message for StorageClass {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.provisioner = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.provisioner)?,
             3 => crate::proto::get_map_entry(Self::NAME, field, wire, r, &mut self.parameters)?,
-            4 => self.reclaim_policy = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.reclaim_policy)?,
             5 => crate::proto::get_repeated(Self::NAME, field, wire, r, &mut self.mount_options)?,
-            6 => {
-                self.allow_volume_expansion =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            6 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.allow_volume_expansion,
+            )?,
             7 => {
-                self.volume_binding_mode =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
+                crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.volume_binding_mode)?
             }
             8 => crate::proto::get_repeated(
                 Self::NAME,
@@ -771,10 +770,8 @@ impl crate::proto::Message for TokenRequest {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.audience = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => {
-                self.expiration_seconds = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.audience)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.expiration_seconds)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -834,9 +831,9 @@ impl crate::proto::Message for VolumeAttachment {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.metadata = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.spec = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.status = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.metadata)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.spec)?,
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.status)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -918,13 +915,14 @@ impl crate::proto::Message for VolumeAttachmentSource {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => {
-                self.persistent_volume_name =
-                    Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
-            2 => {
-                self.inline_volume_spec = Some(crate::proto::get_field(Self::NAME, field, wire, r)?)
-            }
+            1 => crate::proto::merge_opt(
+                Self::NAME,
+                field,
+                wire,
+                r,
+                &mut self.persistent_volume_name,
+            )?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.inline_volume_spec)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -964,9 +962,9 @@ impl crate::proto::Message for VolumeAttachmentSpec {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.attacher = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            2 => self.source = crate::proto::get_field(Self::NAME, field, wire, r)?,
-            3 => self.node_name = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.attacher)?,
+            2 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.source)?,
+            3 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.node_name)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1019,7 +1017,7 @@ impl crate::proto::Message for VolumeAttachmentStatus {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.attached = crate::proto::get_field(Self::NAME, field, wire, r)?,
+            1 => crate::proto::merge_into(Self::NAME, field, wire, r, &mut self.attached)?,
             2 => crate::proto::get_map_entry(
                 Self::NAME,
                 field,
@@ -1027,8 +1025,8 @@ impl crate::proto::Message for VolumeAttachmentStatus {
                 r,
                 &mut self.attachment_metadata,
             )?,
-            3 => self.attach_error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            4 => self.detach_error = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            3 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.attach_error)?,
+            4 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.detach_error)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1060,8 +1058,8 @@ impl crate::proto::Message for VolumeError {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.time = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
-            2 => self.message = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.time)?,
+            2 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.message)?,
             _ => r.skip(wire)?,
         }
         Ok(())
@@ -1089,7 +1087,7 @@ impl crate::proto::Message for VolumeNodeResources {
         r: &mut crate::proto::Reader<'_>,
     ) -> Result<(), crate::proto::ProtoError> {
         match field {
-            1 => self.count = Some(crate::proto::get_field(Self::NAME, field, wire, r)?),
+            1 => crate::proto::merge_opt(Self::NAME, field, wire, r, &mut self.count)?,
             _ => r.skip(wire)?,
         }
         Ok(())
