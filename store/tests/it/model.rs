@@ -1,0 +1,187 @@
+//! Random operation sequences against a backend and a plain model: same results, same errors.
+
+use bosun_store::memory::MemoryStore;
+use bosun_store::{Error, RangeRequest, Revision, Store};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Create(u8, u8),
+    Update(u8, u8, bool),
+    Delete(u8, bool),
+    Get(u8, Option<u8>),
+    Range(usize, Option<u8>),
+    Compact(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..6u8, any::<u8>()).prop_map(|(k, v)| Op::Create(k, v)),
+        (0..6u8, any::<u8>(), any::<bool>()).prop_map(|(k, v, stale)| Op::Update(k, v, stale)),
+        (0..6u8, any::<bool>()).prop_map(|(k, guarded)| Op::Delete(k, guarded)),
+        (0..6u8, prop::option::of(any::<u8>())).prop_map(|(k, r)| Op::Get(k, r)),
+        (0..4usize, prop::option::of(any::<u8>())).prop_map(|(l, r)| Op::Range(l, r)),
+        any::<u8>().prop_map(Op::Compact),
+    ]
+}
+
+/// The state of every key: key → (create_revision, mod_revision, value).
+type Snapshot = BTreeMap<String, (Revision, Revision, Vec<u8>)>;
+
+/// The model: full history as (revision → state of every key).
+struct Model {
+    rev: Revision,
+    compacted: Revision,
+    states: BTreeMap<Revision, Snapshot>,
+}
+
+impl Model {
+    fn new() -> Self {
+        Model {
+            rev: 1,
+            compacted: 0,
+            states: BTreeMap::from([(1, BTreeMap::new())]),
+        }
+    }
+    fn now(&self) -> Snapshot {
+        self.states[&self.rev].clone()
+    }
+    fn commit(&mut self, s: Snapshot) -> Revision {
+        self.rev += 1;
+        self.states.insert(self.rev, s);
+        self.rev
+    }
+    /// Maps a random byte onto a revision from 0 to current+2 (to hit compacted and future ones).
+    fn pick(&self, r: u8) -> Revision {
+        i64::from(r) % (self.rev + 3)
+    }
+}
+
+fn key(k: u8) -> String {
+    format!("/m/{k}")
+}
+
+async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let store = MemoryStore::new();
+    let mut m = Model::new();
+    for op in ops {
+        match op {
+            Op::Create(k, v) => {
+                let got = store.create(&key(k), vec![v].into()).await;
+                let mut s = m.now();
+                let rev = m.rev + 1;
+                if let std::collections::btree_map::Entry::Vacant(e) = s.entry(key(k)) {
+                    e.insert((rev, rev, vec![v]));
+                    prop_assert_eq!(got, Ok(m.commit(s)));
+                } else {
+                    prop_assert!(matches!(got, Err(Error::AlreadyExists { .. })), "{got:?}");
+                }
+            }
+            Op::Update(k, v, stale) => {
+                let mut s = m.now();
+                let cur = s.get(&key(k)).cloned();
+                let expected = cur
+                    .as_ref()
+                    .map_or(1, |c| if stale { c.1 - 1 } else { c.1 });
+                let got = store.update(&key(k), vec![v].into(), expected).await;
+                match cur {
+                    None => prop_assert!(matches!(got, Err(Error::NotFound { .. })), "{got:?}"),
+                    Some(_) if stale => {
+                        prop_assert!(matches!(got, Err(Error::Conflict { .. })), "{got:?}")
+                    }
+                    Some((c, _, _)) => {
+                        s.insert(key(k), (c, m.rev + 1, vec![v]));
+                        prop_assert_eq!(got, Ok(m.commit(s)));
+                    }
+                }
+            }
+            Op::Delete(k, guarded) => {
+                let mut s = m.now();
+                let cur = s.get(&key(k)).cloned();
+                let got = store
+                    .delete(&key(k), cur.as_ref().filter(|_| guarded).map(|c| c.1))
+                    .await;
+                match cur {
+                    None => prop_assert!(matches!(got, Err(Error::NotFound { .. })), "{got:?}"),
+                    Some((_, _, v)) => {
+                        s.remove(&key(k));
+                        let rev = m.commit(s);
+                        let (r, kv) = got.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                        prop_assert_eq!(r, rev);
+                        prop_assert_eq!(kv.value.to_vec(), v);
+                    }
+                }
+            }
+            Op::Get(k, at) => {
+                let at = at.map(|r| m.pick(r));
+                let got = store.get(&key(k), at).await;
+                let r = at.unwrap_or(m.rev);
+                if r < m.compacted {
+                    prop_assert!(matches!(got, Err(Error::Compacted { .. })), "{got:?}");
+                } else if r > m.rev {
+                    prop_assert!(matches!(got, Err(Error::FutureRevision { .. })), "{got:?}");
+                } else {
+                    let want = m
+                        .states
+                        .range(..=r)
+                        .next_back()
+                        .and_then(|(_, s)| s.get(&key(k)).cloned());
+                    let got = got.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert_eq!(
+                        got.map(|kv| (kv.create_revision, kv.mod_revision, kv.value.to_vec())),
+                        want
+                    );
+                }
+            }
+            Op::Range(limit, at) => {
+                let at = at.map(|r| m.pick(r));
+                let mut req = RangeRequest::prefix("/m/").limit(limit);
+                req.revision = at;
+                let got = store.range(req).await;
+                let r = at.unwrap_or(m.rev);
+                if r < m.compacted || r > m.rev {
+                    prop_assert!(got.is_err());
+                } else {
+                    let s = m
+                        .states
+                        .range(..=r)
+                        .next_back()
+                        .map(|(_, s)| s.clone())
+                        .unwrap_or_default();
+                    let got = got.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let want: Vec<String> = s
+                        .keys()
+                        .take(if limit == 0 { usize::MAX } else { limit })
+                        .cloned()
+                        .collect();
+                    let keys: Vec<String> = got.kvs.iter().map(|kv| kv.key.clone()).collect();
+                    prop_assert_eq!(keys, want);
+                    prop_assert_eq!(got.count as usize, s.len());
+                    prop_assert_eq!(got.more, limit != 0 && s.len() > limit);
+                }
+            }
+            Op::Compact(r) => {
+                let r = m.pick(r);
+                let got = store.compact(r).await;
+                if r <= m.compacted || r > m.rev {
+                    prop_assert!(got.is_err(), "compact {r}: {got:?}");
+                } else {
+                    prop_assert_eq!(got, Ok(()));
+                    m.compacted = r;
+                }
+            }
+        }
+        prop_assert_eq!(store.current_revision().await.ok(), Some(m.rev));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    #[test]
+    fn memory_store_matches_the_model(ops in prop::collection::vec(op(), 1..60)) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(run(ops))?;
+    }
+}
