@@ -26,9 +26,13 @@
 //! # }).unwrap();
 //! ```
 //!
-//! Backends: [`memory::MemoryStore`] (tests, simulations). Third-party backends prove themselves
+//! Backends: [`memory::MemoryStore`] (tests, simulations), `embedded::EmbeddedStore` (durable,
+//! the default; feature `embedded`). Third-party backends prove themselves
 //! with [`conformance`] (feature `conformance`).
 
+pub mod compactor;
+#[cfg(feature = "embedded")]
+pub mod embedded;
 pub mod memory;
 mod watch;
 

@@ -2,6 +2,7 @@
 //! operation sequences compared with a simple model.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod embedded;
 mod model;
 
 use bosun_store::memory::MemoryStore;
@@ -42,4 +43,26 @@ async fn dropped_watch_is_forgotten() {
     drop(w);
     store.create("/a", "v".into()).await.unwrap();
     assert_eq!(store.watcher_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn compactor_keeps_one_interval_of_history() {
+    use std::time::Duration;
+    let store = Arc::new(MemoryStore::new());
+    let interval = Duration::from_secs(300);
+    let handle = bosun_store::compactor::spawn_compactor(store.clone(), interval);
+    let r1 = store.create("/a", "1".into()).await.unwrap();
+    tokio::time::sleep(interval + Duration::from_secs(1)).await; // tick 1 records the revision
+    let r2 = store.update("/a", "2".into(), r1).await.unwrap();
+    assert!(
+        store.get("/a", Some(r1)).await.is_ok(),
+        "history is kept for one interval"
+    );
+    tokio::time::sleep(interval).await; // tick 2 compacts to what tick 1 saw
+    assert!(matches!(
+        store.get("/a", Some(r1 - 1)).await,
+        Err(bosun_store::Error::Compacted { oldest, .. }) if oldest == r1
+    ));
+    assert_eq!(store.get("/a", Some(r2)).await.unwrap().unwrap().value, "2");
+    handle.abort();
 }
