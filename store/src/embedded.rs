@@ -595,18 +595,22 @@ impl Store for EmbeddedStore {
                 revision: at,
                 ..Default::default()
             };
-            // The newest version at or below `at` of the key being scanned.
-            let mut pending: Option<KeyValue> = None;
+            // The key being scanned: `Some(Some(kv))` if its newest version at or below `at`
+            // is a put with room in the page, `Some(None)` if it is a put past the limit (only
+            // counted: its value is never copied), `None` if absent or deleted.
+            let mut pending: Option<Option<KeyValue>> = None;
             let mut pending_key: Option<String> = None;
-            let emit = |kv: Option<KeyValue>, resp: &mut RangeResponse| {
-                if let Some(kv) = kv {
+            let finish = |pending: Option<Option<KeyValue>>, resp: &mut RangeResponse| match pending
+            {
+                Some(Some(kv)) => {
                     resp.count += 1;
-                    if req.limit == 0 || resp.kvs.len() < req.limit {
-                        resp.kvs.push(kv);
-                    } else {
-                        resp.more = true;
-                    }
+                    resp.kvs.push(kv);
                 }
+                Some(None) => {
+                    resp.count += 1;
+                    resp.more = true;
+                }
+                None => {}
             };
             for entry in try_db!(kv.range(start.as_slice()..), "kv range")? {
                 let (k, v) = try_db!(entry, "kv range")?;
@@ -615,20 +619,30 @@ impl Store for EmbeddedStore {
                     break;
                 }
                 if pending_key.as_deref() != Some(key) {
-                    emit(pending.take(), &mut resp);
+                    finish(pending.take(), &mut resp);
                     pending_key = Some(key.to_owned());
                 }
-                if rev <= at {
-                    let (create, value) = decode_value(v.value())?;
-                    pending = value.map(|value| KeyValue {
-                        key: key.to_owned(),
-                        value,
-                        create_revision: create,
-                        mod_revision: rev,
-                    });
+                if rev > at {
+                    continue;
                 }
+                let raw = v.value();
+                pending = if raw.get(8) != Some(&1) {
+                    None
+                } else if req.limit == 0 || resp.kvs.len() < req.limit {
+                    let (create, value) = decode_value(raw)?;
+                    value.map(|value| {
+                        Some(KeyValue {
+                            key: key.to_owned(),
+                            value,
+                            create_revision: create,
+                            mod_revision: rev,
+                        })
+                    })
+                } else {
+                    Some(None)
+                };
             }
-            emit(pending.take(), &mut resp);
+            finish(pending.take(), &mut resp);
             Ok(resp)
         })
     }

@@ -33,6 +33,8 @@
 pub mod compactor;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod memory;
 mod watch;
 

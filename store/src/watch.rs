@@ -46,6 +46,45 @@ impl Watch {
     }
 }
 
+/// The sending side of a watch fed by a backend's own stream (etcd).
+pub(crate) struct WatchSender {
+    tx: mpsc::UnboundedSender<Result<Arc<Event>>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl WatchSender {
+    /// Sends an event or error; false once the receiver is gone.
+    pub(crate) fn send(&self, item: Result<Arc<Event>>) -> bool {
+        if item.is_ok() {
+            self.queued.fetch_add(1, Ordering::Relaxed);
+        }
+        self.tx.send(item).is_ok()
+    }
+
+    /// Whether the receiver is gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Resolves when the receiver is gone.
+    pub(crate) async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+/// A watch and the sender that feeds it.
+pub(crate) fn watch_channel() -> (WatchSender, Watch) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        WatchSender {
+            tx,
+            queued: Arc::clone(&queued),
+        },
+        Watch { rx, queued },
+    )
+}
+
 struct Watcher {
     prefix: String,
     tx: mpsc::UnboundedSender<Result<Arc<Event>>>,

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod embedded;
+mod etcd;
 mod model;
 
 use bosun_store::memory::MemoryStore;

@@ -62,8 +62,7 @@ fn key(k: u8) -> String {
     format!("/m/{k}")
 }
 
-async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let store = MemoryStore::new();
+async fn run(store: &dyn Store, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut m = Model::new();
     for op in ops {
         match op {
@@ -182,6 +181,17 @@ proptest! {
     #[test]
     fn memory_store_matches_the_model(ops in prop::collection::vec(op(), 1..60)) {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(run(ops))?;
+        rt.block_on(run(&MemoryStore::new(), ops))?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn embedded_store_matches_the_model(ops in prop::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = bosun_store::embedded::EmbeddedStore::open(dir.path().join("db")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(run(&store, ops))?;
     }
 }
