@@ -416,6 +416,15 @@ impl Store for EtcdStore {
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
+        // etcd accepts compacting at revision 0 once (its initial compaction revision is -1);
+        // the Store contract treats 0 as already compacted, like the other backends.
+        if revision < 1 {
+            let oldest = self.compacted_revision().await.unwrap_or(0);
+            return Err(Error::Compacted {
+                requested: revision,
+                oldest,
+            });
+        }
         let opts = CompactionOptions::new().with_physical();
         match self.client.clone().compact(revision, Some(opts)).await {
             Ok(_) => Ok(()),

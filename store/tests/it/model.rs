@@ -4,6 +4,7 @@ use bosun_store::memory::MemoryStore;
 use bosun_store::{Error, RangeRequest, Revision, Store};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -37,11 +38,13 @@ struct Model {
 }
 
 impl Model {
-    fn new() -> Self {
+    /// A model of a store at revision `rev` whose history below `compacted` is gone; no key of
+    /// this case's prefix exists yet.
+    fn new(rev: Revision, compacted: Revision) -> Self {
         Model {
-            rev: 1,
-            compacted: 0,
-            states: BTreeMap::from([(1, BTreeMap::new())]),
+            rev,
+            compacted,
+            states: BTreeMap::from([(rev, BTreeMap::new())]),
         }
     }
     fn now(&self) -> Snapshot {
@@ -52,18 +55,28 @@ impl Model {
         self.states.insert(self.rev, s);
         self.rev
     }
-    /// Maps a random byte onto a revision from 0 to current+2 (to hit compacted and future ones).
+    /// Maps a random byte onto a revision from just below the compaction to current+2 (to hit
+    /// compacted and future ones).
     fn pick(&self, r: u8) -> Revision {
-        i64::from(r) % (self.rev + 3)
+        let low = (self.compacted - 2).max(0);
+        low + i64::from(r) % (self.rev + 3 - low)
     }
 }
 
-fn key(k: u8) -> String {
-    format!("/m/{k}")
-}
-
-async fn run(store: &dyn Store, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut m = Model::new();
+/// Runs `ops` under `prefix` against `store`, whose compaction revision is held in `compacted`
+/// (updated as soon as a compaction succeeds, so a failing case leaves it right for the next).
+async fn run(
+    store: &dyn Store,
+    prefix: &str,
+    compacted: &AtomicI64,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
+    let key = |k: u8| format!("{prefix}{k}");
+    let start = store
+        .current_revision()
+        .await
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut m = Model::new(start, compacted.load(Ordering::SeqCst));
     for op in ops {
         match op {
             Op::Create(k, v) => {
@@ -135,7 +148,7 @@ async fn run(store: &dyn Store, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Range(limit, at) => {
                 let at = at.map(|r| m.pick(r));
-                let mut req = RangeRequest::prefix("/m/").limit(limit);
+                let mut req = RangeRequest::prefix(prefix).limit(limit);
                 req.revision = at;
                 let got = store.range(req).await;
                 let r = at.unwrap_or(m.rev);
@@ -166,6 +179,9 @@ async fn run(store: &dyn Store, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if r <= m.compacted || r > m.rev {
                     prop_assert!(got.is_err(), "compact {r}: {got:?}");
                 } else {
+                    if got.is_ok() {
+                        compacted.store(r, Ordering::SeqCst);
+                    }
                     prop_assert_eq!(got, Ok(()));
                     m.compacted = r;
                 }
@@ -181,7 +197,7 @@ proptest! {
     #[test]
     fn memory_store_matches_the_model(ops in prop::collection::vec(op(), 1..60)) {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(run(&MemoryStore::new(), ops))?;
+        rt.block_on(run(&MemoryStore::new(), "/m/", &AtomicI64::new(0), ops))?;
     }
 }
 
@@ -192,6 +208,33 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let store = bosun_store::embedded::EmbeddedStore::open(dir.path().join("db")).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(run(&store, ops))?;
+        rt.block_on(run(&store, "/m/", &AtomicI64::new(0), ops))?;
     }
+}
+
+/// One etcd for every case: each case has its own key prefix, starts at etcd's current revision
+/// and inherits the compaction revision earlier cases left.
+#[test]
+fn etcd_store_matches_the_model() {
+    use std::sync::atomic::AtomicUsize;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cluster = bosun_store::etcd::LocalCluster::start(1).expect("etcd");
+    let store = rt.block_on(cluster.connect()).expect("etcd ready");
+    let compacted = AtomicI64::new(0);
+    let case = AtomicUsize::new(0);
+    let config = ProptestConfig {
+        cases: 24,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    runner
+        .run(&prop::collection::vec(op(), 1..40), |ops| {
+            let prefix = format!("/model/{}/", case.fetch_add(1, Ordering::SeqCst));
+            rt.block_on(run(&store, &prefix, &compacted, ops))
+        })
+        .unwrap();
 }
