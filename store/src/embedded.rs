@@ -11,9 +11,7 @@
 //! acknowledged only after its batch is durable. Watchers receive events after the commit.
 
 use crate::watch::{WatchHub, DEFAULT_WATCH_QUEUE_LIMIT};
-use crate::{
-    Error, Event, EventKind, KeyValue, RangeRequest, RangeResponse, Result, Revision, Store, Watch,
-};
+use crate::{Error, Event, KeyValue, RangeRequest, RangeResponse, Result, Revision, Store, Watch};
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
@@ -140,22 +138,7 @@ fn event_at<T: ReadableTable<&'static [u8], &'static [u8]>>(
         }
         None => None,
     };
-    let kind = if value.is_some() {
-        EventKind::Put
-    } else {
-        EventKind::Delete
-    };
-    let kv = KeyValue {
-        key: key.to_owned(),
-        value: value.unwrap_or_default(),
-        create_revision: create,
-        mod_revision: rev,
-    };
-    Ok(Event {
-        kind,
-        kv,
-        prev_kv: prev,
-    })
+    Ok(Event::new(key, create, rev, value, prev))
 }
 
 fn meta_get<T: ReadableTable<&'static str, u64>>(t: &T, name: &str) -> Result<Option<u64>> {
@@ -383,22 +366,8 @@ impl Batch<'_> {
         let vv = encode_value(create, value.map(|b| b.as_ref()));
         try_db!(self.kv.insert(vk.as_slice(), vv.as_slice()), "kv insert")?;
         try_db!(self.log.insert(rev as u64, key), "log insert")?;
-        let kind = if value.is_some() {
-            EventKind::Put
-        } else {
-            EventKind::Delete
-        };
-        let kv = KeyValue {
-            key: key.to_owned(),
-            value: value.cloned().unwrap_or_default(),
-            create_revision: create,
-            mod_revision: rev,
-        };
-        self.events.push(Arc::new(Event {
-            kind,
-            kv,
-            prev_kv: prev,
-        }));
+        self.events
+            .push(Arc::new(Event::new(key, create, rev, value.cloned(), prev)));
         Ok(rev)
     }
 

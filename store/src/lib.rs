@@ -82,6 +82,28 @@ pub struct Event {
 }
 
 impl Event {
+    /// The event of a write at `revision` to `key`: a put of `value`, or a delete if `None`.
+    pub fn new(
+        key: &str,
+        create_revision: Revision,
+        revision: Revision,
+        value: Option<Bytes>,
+        prev_kv: Option<KeyValue>,
+    ) -> Self {
+        let kind = if value.is_some() {
+            EventKind::Put
+        } else {
+            EventKind::Delete
+        };
+        let kv = KeyValue {
+            key: key.to_owned(),
+            value: value.unwrap_or_default(),
+            create_revision,
+            mod_revision: revision,
+        };
+        Event { kind, kv, prev_kv }
+    }
+
     /// Revision of the write this event reports.
     pub fn revision(&self) -> Revision {
         self.kv.mod_revision

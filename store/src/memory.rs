@@ -1,9 +1,7 @@
 //! In-memory backend: full MVCC history in a `BTreeMap`, for tests and simulations.
 
 use crate::watch::{WatchHub, DEFAULT_WATCH_QUEUE_LIMIT};
-use crate::{
-    Error, Event, EventKind, KeyValue, RangeRequest, RangeResponse, Result, Revision, Store, Watch,
-};
+use crate::{Error, Event, KeyValue, RangeRequest, RangeResponse, Result, Revision, Store, Watch};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
@@ -71,27 +69,12 @@ impl State {
         self.revision += 1;
         let rev = self.revision;
         self.bytes += (key.len() + value.as_ref().map_or(0, Bytes::len)) as u64;
-        let kind = if value.is_some() {
-            EventKind::Put
-        } else {
-            EventKind::Delete
-        };
-        let kv = KeyValue {
-            key: key.to_owned(),
-            value: value.clone().unwrap_or_default(),
-            create_revision: create,
-            mod_revision: rev,
-        };
         self.keys.entry(key.to_owned()).or_default().push(Version {
             create,
             modified: rev,
-            value,
+            value: value.clone(),
         });
-        let event = Arc::new(Event {
-            kind,
-            kv,
-            prev_kv: prev,
-        });
+        let event = Arc::new(Event::new(key, create, rev, value, prev));
         self.log.push_back(Arc::clone(&event));
         event
     }
