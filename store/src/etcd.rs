@@ -151,8 +151,10 @@ impl EtcdStore {
             .await
             .ok()?;
         let mut found = None;
-        for _ in 0..2 {
-            match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+        // etcd answers "created", then at once a cancel carrying the compaction revision if
+        // the start revision is compacted; anything else (events, silence) means no compaction.
+        for wait in [Duration::from_secs(5), Duration::from_millis(500)] {
+            match tokio::time::timeout(wait, stream.message()).await {
                 Ok(Ok(Some(resp))) if resp.compact_revision() > 0 => {
                     found = Some(resp.compact_revision());
                     break;
@@ -184,6 +186,18 @@ impl EtcdStore {
             self.endpoints.refresh(&self.client).await;
         }
         map_err(e, requested, None)
+    }
+
+    /// A read at revision `r` < 1 (before the first write): etcd would read the latest state
+    /// for revision 0; the Store contract reads nothing there, or fails once it is compacted.
+    async fn before_history(&self, r: Revision) -> Result<()> {
+        match self.compacted_revision().await {
+            Some(oldest) if oldest > r => Err(Error::Compacted {
+                requested: r,
+                oldest,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// A txn guarded by `cmp` that does `op`, or else reads the key's current state.
@@ -221,6 +235,9 @@ impl EtcdStore {
 #[async_trait::async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str, revision: Option<Revision>) -> Result<Option<KeyValue>> {
+        if let Some(r) = revision.filter(|r| *r < 1) {
+            return self.before_history(r).await.map(|()| None);
+        }
         let opts = GetOptions::new().with_revision(revision.unwrap_or(0));
         match self.kv.clone().get(key, Some(opts)).await {
             Ok(resp) => resp.kvs().first().map(convert).transpose(),
@@ -229,6 +246,13 @@ impl Store for EtcdStore {
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+        if let Some(r) = req.revision.filter(|r| *r < 1) {
+            self.before_history(r).await?;
+            return Ok(RangeResponse {
+                revision: r,
+                ..Default::default()
+            });
+        }
         let start = match &req.start_after {
             Some(k) if k.as_str() >= req.prefix.as_str() => format!("{k}\0"),
             _ => req.prefix.clone(),
