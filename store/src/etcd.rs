@@ -143,28 +143,13 @@ impl EtcdStore {
         &self.client
     }
 
-    /// The cluster's compaction revision (etcd reports it to a watch that starts before it).
+    /// The cluster's compaction revision, from HashKV (the one etcd API that reports it
+    /// deterministically). It hashes the keyspace, so it runs only on error paths and for reads
+    /// below revision 1.
     async fn compacted_revision(&self) -> Option<Revision> {
-        let mut c = self.client.clone();
-        let mut stream = c
-            .watch("\0", Some(WatchOptions::new().with_start_revision(1)))
-            .await
-            .ok()?;
-        let mut found = None;
-        // etcd answers "created", then at once a cancel carrying the compaction revision if
-        // the start revision is compacted; anything else (events, silence) means no compaction.
-        for wait in [Duration::from_secs(5), Duration::from_millis(500)] {
-            match tokio::time::timeout(wait, stream.message()).await {
-                Ok(Ok(Some(resp))) if resp.compact_revision() > 0 => {
-                    found = Some(resp.compact_revision());
-                    break;
-                }
-                Ok(Ok(Some(_))) => continue,
-                _ => break,
-            }
-        }
-        drop(stream); // ends the probe watch
-        found
+        let resp = self.client.clone().hash_kv(0).await.ok()?;
+        let rev = resp.compact_version();
+        (rev > 0).then_some(rev)
     }
 
     /// Maps an error, looking up the compaction revision for `Compacted`, and refreshing the
