@@ -185,7 +185,6 @@ pub async fn concurrent_cas_loses_no_update(
     for _ in 0..writers {
         let (store, key) = (Arc::clone(&store), key.clone());
         tasks.push(tokio::spawn(async move {
-            let mut conflicts = 0usize;
             let mut kv = store
                 .get(&key, None)
                 .await
@@ -208,14 +207,12 @@ pub async fn concurrent_cas_loses_no_update(
                             break;
                         }
                         Err(Error::Conflict { current, .. }) => {
-                            conflicts += 1;
                             kv = *current;
                         }
                         Err(e) => panic!("update failed with {e}, not a conflict"),
                     }
                 }
             }
-            conflicts
         }));
     }
     for t in tasks {

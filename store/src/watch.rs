@@ -34,16 +34,6 @@ impl Watch {
         }
         item
     }
-
-    /// A watch that ends with `err` at once (for backends that fail while starting a watch).
-    pub fn failed(err: Error) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(Err(err));
-        Watch {
-            rx,
-            queued: Arc::new(AtomicUsize::new(0)),
-        }
-    }
 }
 
 /// The sending side of a watch fed by a backend's own stream (etcd).

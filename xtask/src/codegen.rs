@@ -617,13 +617,7 @@ fn resources(swagger: &Value) -> BTreeMap<(String, String, String), ResourceInfo
                         e.verbs.extend(verb.map(str::to_owned));
                     }
                 }
-                [parent, "{name}", subres] => {
-                    if let Some(t) = top
-                        .values_mut()
-                        .find(|t| t.plural == *parent && t.group == group && t.version == version)
-                    {
-                        t.subresources.insert((*subres).to_owned());
-                    }
+                [_, "{name}", subres] => {
                     let e = sub.entry(key).or_insert_with(|| ResourceInfo {
                         group: g,
                         version: v,
