@@ -116,7 +116,7 @@ fn bench(c: &mut Criterion) {
     bench_backend(c, &rt, "memory", Arc::new(MemoryStore::new()));
     let dir = tempfile::tempdir().unwrap();
     let embedded =
-        bosun_store::embedded::EmbeddedStore::open(dir.path().join("bench.redb")).unwrap();
+        bosun_store::embedded::EmbeddedStore::open(dir.path().join("bench-store")).unwrap();
     bench_backend(c, &rt, "embedded", Arc::new(embedded));
     let cluster =
         bosun_store::etcd::LocalCluster::start(1).expect("etcd (apt-get install etcd-server)");

@@ -1,29 +1,43 @@
-//! Embedded durable backend on [redb](https://www.redb.org): the default store of `bosun server`.
+//! Embedded durable backend on [fjall](https://fjall-rs.github.io) (an LSM-tree engine with a
+//! checksummed write-ahead journal): the default store of `bosun server`.
 //!
-//! Layout (three tables in one file):
-//! - `kv`: `key \0 revision(8 bytes, big-endian)` → `create_revision(8) | 1 put / 0 delete | value`:
-//!   every version of every key since the last compaction, versions of a key adjacent and in order;
-//! - `log`: `revision` → `key`: which key each revision wrote (watch replay);
-//! - `meta`: `revision`, `compacted`.
+//! Layout: the engine holds an append-only revision log, and memory holds the index.
+//! - partition `log`: one entry per write batch, keyed by its first revision (8 bytes, BE), whose
+//!   value is the batch's records (revision, create revision, put/delete, key, value): every
+//!   write since the last compaction, plus the versions still visible at the compaction
+//!   revision. A batch is one journal append and one sync, however many writes it holds.
+//! - partition `meta`: `compacted`.
+//! - in memory: the multi-version index of every retained version (keys, values and the events
+//!   watchers replay), rebuilt by scanning the log when the store opens. Reads never touch disk.
 //!
-//! Writes go to one writer thread that batches every request waiting into one transaction and
-//! commits it with an fsync (group commit): concurrent writers share syncs, and a write is
-//! acknowledged only after its batch is durable. Watchers receive events after the commit.
+//! Writes go to one writer thread that checks every request waiting against the index, appends
+//! them to the log as one atomic batch and syncs the journal (group commit): concurrent writers
+//! share syncs, and a write is acknowledged, readable and sent to watchers only after its batch
+//! is durable. A failed commit fails the whole batch and leaves the index untouched. When the
+//! previous batch was larger than what is waiting, the writer waits up to [`GATHER_WAIT`] for
+//! the rest of those writers, so that batches stay full under steady concurrent load.
+//!
+//! The trade-off is memory: the retained data lives in RAM as well as on disk (etcd keeps its
+//! index in RAM and its values in the page cache, much the same in practice).
 
+use crate::mvcc::{plan, Mvcc, Op};
 use crate::watch::{WatchHub, DEFAULT_WATCH_QUEUE_LIMIT};
-use crate::{Error, Event, KeyValue, RangeRequest, RangeResponse, Result, Revision, Store, Watch};
+use crate::{
+    Error, Event, EventKind, KeyValue, RangeRequest, RangeResponse, Result, Revision, Store, Watch,
+};
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
-const LOG: TableDefinition<u64, &str> = TableDefinition::new("log");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Most write requests folded into one batch.
+const MAX_BATCH: usize = 4096;
 
-/// Most write requests folded into one transaction.
-const MAX_BATCH: usize = 1024;
+/// Longest the writer waits for the writers of the previous batch to come back.
+pub const GATHER_WAIT: Duration = Duration::from_micros(200);
 
 macro_rules! try_db {
     ($e:expr, $ctx:expr) => {
@@ -31,226 +45,178 @@ macro_rules! try_db {
     };
 }
 
-fn version_key(key: &str, rev: Revision) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 9);
-    k.extend_from_slice(key.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&(rev as u64).to_be_bytes());
-    k
+/// Appends the log record of `event` to `out`:
+/// `revision(8) | create_revision(8) | 1 put / 0 delete | key length(4) | value length(4) | key |
+/// value`, integers big-endian.
+fn encode_record(event: &Event, out: &mut Vec<u8>) {
+    let key = event.kv.key.as_bytes();
+    let value = &event.kv.value;
+    out.extend_from_slice(&(event.revision() as u64).to_be_bytes());
+    out.extend_from_slice(&(event.kv.create_revision as u64).to_be_bytes());
+    out.push(u8::from(event.kind == EventKind::Put));
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
 }
 
-/// Bounds of every version of `key`.
-fn key_bounds(key: &str) -> (Vec<u8>, Vec<u8>) {
-    (version_key(key, 0), version_key(key, i64::MAX))
+/// One decoded log record.
+struct Record {
+    revision: Revision,
+    key: String,
+    create: Revision,
+    /// `None` for a delete.
+    value: Option<Bytes>,
 }
 
-fn split_version_key(raw: &[u8]) -> Result<(&str, Revision)> {
-    let corrupt = || Error::Backend("corrupt kv entry key".into());
-    if raw.len() < 9 {
-        return Err(corrupt());
+impl Record {
+    fn event(self, prev: Option<KeyValue>) -> Event {
+        Event::new(&self.key, self.create, self.revision, self.value, prev)
     }
-    let (k, rev) = raw.split_at(raw.len() - 9);
-    let key = std::str::from_utf8(k).map_err(|_| corrupt())?;
-    let rev = u64::from_be_bytes(rev[1..].try_into().map_err(|_| corrupt())?);
-    Ok((key, rev as Revision))
 }
 
-fn encode_value(create: Revision, value: Option<&[u8]>) -> Vec<u8> {
-    let mut v = Vec::with_capacity(9 + value.map_or(0, <[u8]>::len));
-    v.extend_from_slice(&(create as u64).to_be_bytes());
-    match value {
-        Some(b) => {
-            v.push(1);
-            v.extend_from_slice(b);
+/// The records of one batch entry, in revision order.
+fn decode_batch(first: Revision, raw: &[u8]) -> Result<Vec<Record>> {
+    let corrupt = |what: &str| Error::Backend(format!("corrupt log batch {first}: {what}"));
+    let be64 = |b: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        u64::from_be_bytes(a) as Revision
+    };
+    let be32 = |b: &[u8]| {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(b);
+        u32::from_be_bytes(a) as usize
+    };
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while !rest.is_empty() {
+        if rest.len() < 25 {
+            return Err(corrupt("truncated record header"));
         }
-        None => v.push(0),
-    }
-    v
-}
-
-/// (create revision, value or `None` for a delete).
-fn decode_value(raw: &[u8]) -> Result<(Revision, Option<Bytes>)> {
-    if raw.len() < 9 {
-        return Err(Error::Backend("corrupt kv entry value".into()));
-    }
-    let create = u64::from_be_bytes(
-        raw[..8]
-            .try_into()
-            .map_err(|_| Error::Backend("corrupt value".into()))?,
-    );
-    let value = (raw[8] == 1).then(|| Bytes::copy_from_slice(&raw[9..]));
-    Ok((create as Revision, value))
-}
-
-/// The version of `key` visible at `at`, if any (a delete hides the key).
-fn kv_at<T: ReadableTable<&'static [u8], &'static [u8]>>(
-    table: &T,
-    key: &str,
-    at: Revision,
-) -> Result<Option<KeyValue>> {
-    let (lo, _) = key_bounds(key);
-    let hi = version_key(key, at);
-    let mut it = try_db!(table.range(lo.as_slice()..=hi.as_slice()), "kv range")?;
-    let Some(entry) = it.next_back() else {
-        return Ok(None);
-    };
-    let (k, v) = try_db!(entry, "kv read")?;
-    let (_, modified) = split_version_key(k.value())?;
-    let (create, value) = decode_value(v.value())?;
-    Ok(value.map(|value| KeyValue {
-        key: key.to_owned(),
-        value,
-        create_revision: create,
-        mod_revision: modified,
-    }))
-}
-
-/// The exact version written at `rev`, and the one before it (for prev_kv).
-fn event_at<T: ReadableTable<&'static [u8], &'static [u8]>>(
-    table: &T,
-    key: &str,
-    rev: Revision,
-) -> Result<Event> {
-    let (lo, _) = key_bounds(key);
-    let hi = version_key(key, rev);
-    let mut it = try_db!(table.range(lo.as_slice()..=hi.as_slice()), "kv range")?;
-    let missing = || {
-        Error::Backend(format!(
-            "log names {key:?} at revision {rev} but the version is missing"
-        ))
-    };
-    let (k, v) = try_db!(it.next_back().ok_or_else(missing)?, "kv read")?;
-    if split_version_key(k.value())?.1 != rev {
-        return Err(missing());
-    }
-    let (create, value) = decode_value(v.value())?;
-    let prev = match it.next_back() {
-        Some(entry) => {
-            let (pk, pv) = try_db!(entry, "kv read")?;
-            let (_, prev_mod) = split_version_key(pk.value())?;
-            let (prev_create, prev_value) = decode_value(pv.value())?;
-            prev_value.map(|value| KeyValue {
-                key: key.to_owned(),
-                value,
-                create_revision: prev_create,
-                mod_revision: prev_mod,
-            })
+        let revision = be64(&rest[..8]);
+        let create = be64(&rest[8..16]);
+        let put = match rest[16] {
+            0 => false,
+            1 => true,
+            _ => return Err(corrupt("bad record kind")),
+        };
+        let (klen, vlen) = (be32(&rest[17..21]), be32(&rest[21..25]));
+        let body = &rest[25..];
+        if body.len() < klen + vlen {
+            return Err(corrupt("truncated record"));
         }
-        None => None,
-    };
-    Ok(Event::new(key, create, rev, value, prev))
+        let key = std::str::from_utf8(&body[..klen]).map_err(|_| corrupt("key is not UTF-8"))?;
+        let value = put.then(|| Bytes::copy_from_slice(&body[klen..klen + vlen]));
+        out.push(Record {
+            revision,
+            key: key.to_owned(),
+            create,
+            value,
+        });
+        rest = &body[klen + vlen..];
+    }
+    Ok(out)
 }
 
-fn meta_get<T: ReadableTable<&'static str, u64>>(t: &T, name: &str) -> Result<Option<u64>> {
-    Ok(try_db!(t.get(name), "meta read")?.map(|v| v.value()))
+fn decode_revision(raw: &[u8]) -> Result<Revision> {
+    let bytes: [u8; 8] = raw
+        .try_into()
+        .map_err(|_| Error::Backend(format!("corrupt log key {raw:?}")))?;
+    Ok(u64::from_be_bytes(bytes) as Revision)
 }
+
+/// What a write answers: its revision and the key's previous state.
+type Written = Result<(Revision, Option<KeyValue>)>;
+
+type WriteReply = oneshot::Sender<Written>;
 
 enum Cmd {
-    Create(String, Bytes, oneshot::Sender<Result<Revision>>),
-    Update(String, Bytes, Revision, oneshot::Sender<Result<Revision>>),
-    Delete(
-        String,
-        Option<Revision>,
-        oneshot::Sender<Result<(Revision, KeyValue)>>,
-    ),
+    Write(String, Op, WriteReply),
     Compact(Revision, oneshot::Sender<Result<()>>),
 }
 
-/// A reply to send once the batch is durable.
-enum Reply {
-    Rev(oneshot::Sender<Result<Revision>>, Result<Revision>),
-    Del(
-        oneshot::Sender<Result<(Revision, KeyValue)>>,
-        Result<(Revision, KeyValue)>,
-    ),
-    Unit(oneshot::Sender<Result<()>>, Result<()>),
-}
-
-impl Reply {
-    fn fail(self, e: &Error) -> Reply {
-        match self {
-            Reply::Rev(tx, Ok(_)) => Reply::Rev(tx, Err(e.clone())),
-            Reply::Del(tx, Ok(_)) => Reply::Del(tx, Err(e.clone())),
-            Reply::Unit(tx, Ok(())) => Reply::Unit(tx, Err(e.clone())),
-            other => other,
-        }
-    }
-
-    fn send(self) {
-        match self {
-            Reply::Rev(tx, r) => drop(tx.send(r)),
-            Reply::Del(tx, r) => drop(tx.send(r)),
-            Reply::Unit(tx, r) => drop(tx.send(r)),
-        }
-    }
-}
-
-/// What watchers have been sent, guarded with the hub so registration and publishing serialize.
-struct Published {
-    revision: Revision,
-}
-
 struct Shared {
-    db: Database,
+    keyspace: Keyspace,
+    log: PartitionHandle,
+    meta: PartitionHandle,
     hub: WatchHub,
-    published: Mutex<Published>,
+    state: RwLock<Mvcc>,
+}
+
+impl Shared {
+    fn read(&self) -> RwLockReadGuard<'_, Mvcc> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Mvcc> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The embedded durable store. Open one per data directory.
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
-    writer: Mutex<Option<mpsc::Sender<Cmd>>>,
+    queue: Arc<Queue>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    path: PathBuf,
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store in file `path`. Reopening after a crash yields exactly the
-    /// acknowledged writes (and possibly writes whose acknowledgement was lost with the crash).
+    /// Opens (or creates) the store in directory `path`. Reopening after a crash yields exactly
+    /// the acknowledged writes (and possibly writes whose acknowledgement was lost with the
+    /// crash).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Backend(format!("creating data directory {}: {e}", dir.display()))
-            })?;
-        }
-        let db = Database::create(&path)
-            .map_err(|e| Error::Backend(format!("opening {}: {e}", path.display())))?;
-        let revision = {
-            let txn = try_db!(db.begin_write(), "begin")?;
-            let rev = {
-                let mut meta = try_db!(txn.open_table(META), "open meta")?;
-                try_db!(txn.open_table(KV), "open kv")?;
-                try_db!(txn.open_table(LOG), "open log")?;
-                match meta_get(&meta, "revision")? {
-                    Some(r) => r as Revision,
-                    None => {
-                        try_db!(meta.insert("revision", 1u64), "init meta")?;
-                        try_db!(meta.insert("compacted", 0u64), "init meta")?;
-                        1
-                    }
-                }
-            };
-            try_db!(txn.commit(), "commit")?;
-            rev
+        std::fs::create_dir_all(&path).map_err(|e| {
+            Error::Backend(format!("creating data directory {}: {e}", path.display()))
+        })?;
+        let keyspace = try_db!(
+            fjall::Config::new(&path)
+                // Syncs are ours (one per batch); the engine only reads back at open.
+                .manual_journal_persist(true)
+                .cache_size(4 << 20)
+                .max_write_buffer_size(16 << 20)
+                .open(),
+            format!("opening {}", path.display())
+        )?;
+        let log = try_db!(
+            keyspace.open_partition(
+                "log",
+                // Batch entries are large: keep them out of the tree's compactions.
+                PartitionCreateOptions::default()
+                    .with_kv_separation(fjall::KvSeparationOptions::default())
+            ),
+            "opening the log"
+        )?;
+        let meta = try_db!(
+            keyspace.open_partition("meta", PartitionCreateOptions::default()),
+            "opening the metadata"
+        )?;
+        let compacted = match try_db!(meta.get("compacted"), "reading the metadata")? {
+            Some(raw) => decode_revision(&raw)?,
+            None => 0,
         };
+        let state = load(&log, compacted)?;
+        let revision = state.revision();
         let shared = Arc::new(Shared {
-            db,
+            keyspace,
+            log,
+            meta,
             hub: WatchHub::new(DEFAULT_WATCH_QUEUE_LIMIT),
-            published: Mutex::new(Published { revision }),
+            state: RwLock::new(state),
         });
-        let (tx, rx) = mpsc::channel();
+        let queue = Arc::new(Queue::default());
+        let rx = Arc::clone(&queue);
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("bosun-store-writer".into())
             .spawn(move || writer_loop(&worker, &rx))
             .map_err(|e| Error::Backend(format!("starting the writer thread: {e}")))?;
-        tracing::info!(path = %path.display(), revision, "embedded store opened");
+        tracing::info!(path = %path.display(), revision, compacted, "embedded store opened");
         Ok(EmbeddedStore {
             shared,
-            writer: Mutex::new(Some(tx)),
+            queue,
             thread: Mutex::new(Some(thread)),
-            path,
         })
     }
 
@@ -260,43 +226,18 @@ impl EmbeddedStore {
     }
 
     fn send(&self, cmd: Cmd) -> Result<()> {
-        let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .as_ref()
-            .ok_or(Error::Closed)?
-            .send(cmd)
-            .map_err(|_| Error::Closed)
+        self.queue.push(cmd)
     }
 
-    fn read<R>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<R>) -> Result<R> {
-        let txn = try_db!(self.shared.db.begin_read(), "begin read")?;
-        f(&txn)
-    }
-
-    /// Checks a read revision against (compacted, current).
-    fn read_at(txn: &redb::ReadTransaction, requested: Option<Revision>) -> Result<Revision> {
-        let meta = try_db!(txn.open_table(META), "open meta")?;
-        let current = meta_get(&meta, "revision")?.unwrap_or(1) as Revision;
-        let compacted = meta_get(&meta, "compacted")?.unwrap_or(0) as Revision;
-        let at = requested.unwrap_or(current);
-        if at < compacted {
-            return Err(Error::Compacted {
-                requested: at,
-                oldest: compacted,
-            });
-        }
-        if at > current {
-            return Err(Error::FutureRevision {
-                requested: at,
-                current,
-            });
-        }
-        Ok(at)
+    async fn write(&self, key: &str, op: Op) -> Written {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::Write(key.to_owned(), op, tx))?;
+        rx.await.map_err(|_| Error::Closed)?
     }
 
     /// Stops the writer after pending writes and ends every watch.
     pub fn close(&self) {
-        drop(self.writer.lock().unwrap_or_else(|p| p.into_inner()).take());
+        self.queue.close();
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }
@@ -310,370 +251,255 @@ impl Drop for EmbeddedStore {
     }
 }
 
-fn writer_loop(shared: &Shared, rx: &mpsc::Receiver<Cmd>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(_) => break,
+/// Rebuilds the index from the log.
+fn load(log: &PartitionHandle, compacted: Revision) -> Result<Mvcc> {
+    let mut state = Mvcc::new(compacted.max(1), compacted);
+    for entry in log.iter() {
+        let (k, raw) = try_db!(entry, "scanning the log")?;
+        for record in decode_batch(decode_revision(&k)?, &raw)? {
+            let rev = record.revision;
+            if rev <= compacted {
+                state.restore_compacted(&record.event(None));
+            } else {
+                if rev != state.revision() + 1 {
+                    return Err(Error::Backend(format!(
+                        "log has a gap: revision {rev} follows {}",
+                        state.revision()
+                    )));
+                }
+                let prev = state.latest(&record.key);
+                state.apply(Arc::new(record.event(prev)));
             }
         }
-        let (replies, events, revision) = match apply_batch(&shared.db, batch) {
-            Ok(done) => done,
-            Err((replies, e)) => {
-                tracing::error!(error = %e, "store write batch failed");
-                replies.into_iter().for_each(|r| r.fail(&e).send());
-                continue;
+    }
+    Ok(state)
+}
+
+/// The requests waiting for the writer thread.
+#[derive(Default)]
+struct Queue {
+    inner: Mutex<Pending>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    cmds: Vec<Cmd>,
+    /// Wake the writer once this many requests wait (`0`: it is busy, do not wake it).
+    wake_at: usize,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, cmd: Cmd) -> Result<()> {
+        let mut q = self.lock();
+        if q.closed {
+            return Err(Error::Closed);
+        }
+        q.cmds.push(cmd);
+        // Waking the writer for every request would cost a context switch each: wake it only
+        // when what it waits for has arrived.
+        if q.wake_at != 0 && q.cmds.len() >= q.wake_at {
+            q.wake_at = 0;
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// The next batch: at least one request, and if fewer than `expect` are waiting, whatever
+    /// arrives within [`GATHER_WAIT`] (up to `expect`). `None` once closed and drained.
+    fn gather(&self, expect: usize) -> Option<Vec<Cmd>> {
+        let mut q = self.lock();
+        while q.cmds.is_empty() {
+            if q.closed {
+                return None;
             }
-        };
+            q.wake_at = 1;
+            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        let deadline = Instant::now() + GATHER_WAIT;
+        while q.cmds.len() < expect.min(MAX_BATCH) && !q.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            q.wake_at = expect;
+            q = self
+                .ready
+                .wait_timeout(q, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        q.wake_at = 0;
+        let take = q.cmds.len().min(MAX_BATCH);
+        Some(q.cmds.drain(..take).collect())
+    }
+}
+
+fn writer_loop(shared: &Shared, queue: &Queue) {
+    let mut expect = 1;
+    while let Some(batch) = queue.gather(expect) {
+        expect = batch.len();
+        let mut replies: Vec<(WriteReply, Written)> = Vec::new();
+        let mut events: Vec<Arc<Event>> = Vec::new();
+        let mut compactions = Vec::new();
         {
-            let mut published = shared.published.lock().unwrap_or_else(|p| p.into_inner());
-            shared.hub.publish(&events);
-            published.revision = revision;
-        }
-        replies.into_iter().for_each(Reply::send);
-    }
-}
-
-type Applied = (Vec<Reply>, Vec<Arc<Event>>, Revision);
-
-/// The tables of one write transaction and what the batch has done so far.
-struct Batch<'t> {
-    kv: redb::Table<'t, &'static [u8], &'static [u8]>,
-    log: redb::Table<'t, u64, &'static str>,
-    revision: Revision,
-    events: Vec<Arc<Event>>,
-}
-
-impl Batch<'_> {
-    fn current(&self, key: &str) -> Result<Option<KeyValue>> {
-        kv_at(&self.kv, key, self.revision)
-    }
-
-    /// Writes the next revision of `key` (`None` deletes) and records its event.
-    fn write(
-        &mut self,
-        key: &str,
-        create: Option<Revision>,
-        value: Option<&Bytes>,
-        prev: Option<KeyValue>,
-    ) -> Result<Revision> {
-        self.revision += 1;
-        let rev = self.revision;
-        let create = create.unwrap_or(rev);
-        let vk = version_key(key, rev);
-        let vv = encode_value(create, value.map(|b| b.as_ref()));
-        try_db!(self.kv.insert(vk.as_slice(), vv.as_slice()), "kv insert")?;
-        try_db!(self.log.insert(rev as u64, key), "log insert")?;
-        self.events
-            .push(Arc::new(Event::new(key, create, rev, value.cloned(), prev)));
-        Ok(rev)
-    }
-
-    /// Applies one command; a failed table write fails the whole batch (`Err`), a refused
-    /// command (conflict, missing key) only its own reply.
-    fn apply(
-        &mut self,
-        cmd: Cmd,
-        compacted: &mut Revision,
-        meta: &mut redb::Table<'_, &'static str, u64>,
-    ) -> Result<Reply> {
-        Ok(match cmd {
-            Cmd::Create(key, value, tx) => {
-                let r = if key.contains('\0') {
-                    Err(Error::Backend(format!("key {key:?} contains a NUL byte")))
-                } else if self.current(&key)?.is_some() {
-                    Err(Error::AlreadyExists { key })
-                } else {
-                    Ok(self.write(&key, None, Some(&value), None)?)
-                };
-                Reply::Rev(tx, r)
-            }
-            Cmd::Update(key, value, expected, tx) => {
-                let r = match self.current(&key)? {
-                    None => Err(Error::NotFound { key }),
-                    Some(cur) if cur.mod_revision != expected => Err(Error::Conflict {
-                        key,
-                        expected,
-                        current: Box::new(cur),
-                    }),
-                    Some(cur) => {
-                        Ok(self.write(&key, Some(cur.create_revision), Some(&value), Some(cur))?)
+            // Only this thread changes the index: check the batch against it plus the batch's own
+            // earlier writes.
+            let state = shared.read();
+            let mut rev = state.revision();
+            let mut pending: HashMap<String, Option<KeyValue>> = HashMap::new();
+            for cmd in batch {
+                let (key, op, tx) = match cmd {
+                    Cmd::Write(key, op, tx) => (key, op, tx),
+                    Cmd::Compact(to, tx) => {
+                        compactions.push((to, tx));
+                        continue;
                     }
                 };
-                Reply::Rev(tx, r)
-            }
-            Cmd::Delete(key, expected, tx) => {
-                let r = match self.current(&key)? {
-                    None => Err(Error::NotFound { key }),
-                    Some(cur) if expected.is_some_and(|e| e != cur.mod_revision) => {
-                        Err(Error::Conflict {
-                            key,
-                            expected: expected.unwrap_or_default(),
-                            current: Box::new(cur),
-                        })
+                let current = match pending.get(&key) {
+                    Some(c) => c.clone(),
+                    None => state.latest(&key),
+                };
+                match plan(&key, op, current) {
+                    Err(e) => replies.push((tx, Err(e))),
+                    Ok(planned) => {
+                        rev += 1;
+                        let event = Arc::new(planned.event(&key, rev));
+                        let now = (event.kind == EventKind::Put).then(|| event.kv.clone());
+                        replies.push((tx, Ok((rev, event.prev_kv.clone()))));
+                        pending.insert(key, now);
+                        events.push(event);
                     }
-                    Some(cur) => Ok((
-                        self.write(&key, Some(cur.create_revision), None, Some(cur.clone()))?,
-                        cur,
-                    )),
-                };
-                Reply::Del(tx, r)
+                }
             }
-            Cmd::Compact(to, tx) => {
-                let r = if to <= *compacted {
-                    Err(Error::Compacted {
-                        requested: to,
-                        oldest: *compacted,
-                    })
-                } else if to > self.revision {
-                    Err(Error::FutureRevision {
-                        requested: to,
-                        current: self.revision,
-                    })
-                } else {
-                    compact(&mut self.kv, &mut self.log, to)?;
-                    try_db!(meta.insert("compacted", to as u64), "meta write")?;
-                    *compacted = to;
-                    Ok(())
-                };
-                Reply::Unit(tx, r)
+        }
+        if !events.is_empty() {
+            match persist(shared, &events) {
+                Ok(()) => {
+                    let mut state = shared.write();
+                    for e in &events {
+                        state.apply(Arc::clone(e));
+                    }
+                    // Publish under the write lock: registration (under the read lock) cannot
+                    // interleave, so a new watcher sees each event exactly once.
+                    shared.hub.publish(&events);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, writes = events.len(), "store write batch failed");
+                    for (_, r) in replies.iter_mut().filter(|(_, r)| r.is_ok()) {
+                        *r = Err(e.clone());
+                    }
+                }
             }
-        })
+        }
+        for (tx, r) in replies {
+            let _ = tx.send(r);
+        }
+        for (to, tx) in compactions {
+            let _ = tx.send(compact(shared, to));
+        }
     }
 }
 
-/// Applies a batch in one transaction and commits it durably.
-fn apply_batch(
-    db: &Database,
-    batch: Vec<Cmd>,
-) -> std::result::Result<Applied, (Vec<Reply>, Error)> {
-    let mut txn = match db.begin_write() {
-        Ok(t) => t,
-        Err(e) => {
-            let err = Error::Backend(format!("begin write: {e}"));
-            return Err((batch.into_iter().map(|c| reply_err(c, &err)).collect(), err));
-        }
+/// Appends the batch to the log as one entry (keyed by its first revision) and syncs the
+/// journal.
+fn persist(shared: &Shared, events: &[Arc<Event>]) -> Result<()> {
+    let Some(first) = events.first() else {
+        return Ok(());
     };
-    // Acknowledged means on disk: commit fsyncs.
-    let _ = txn.set_durability(redb::Durability::Immediate);
-    let mut replies = Vec::with_capacity(batch.len());
-    let mut cmds = batch.into_iter();
-    let outcome = (|| -> Result<(Vec<Arc<Event>>, Revision)> {
-        let mut meta = try_db!(txn.open_table(META), "open meta")?;
-        let mut b = Batch {
-            kv: try_db!(txn.open_table(KV), "open kv")?,
-            log: try_db!(txn.open_table(LOG), "open log")?,
-            revision: meta_get(&meta, "revision")?.unwrap_or(1) as Revision,
-            events: Vec::new(),
-        };
-        let mut compacted = meta_get(&meta, "compacted")?.unwrap_or(0) as Revision;
-        for cmd in cmds.by_ref() {
-            replies.push(b.apply(cmd, &mut compacted, &mut meta)?);
-        }
-        try_db!(meta.insert("revision", b.revision as u64), "meta write")?;
-        Ok((b.events, b.revision))
-    })();
-    let (events, revision) = match outcome {
-        Ok(done) => done,
-        Err(e) => {
-            // The command being applied was consumed; the rest are answered here.
-            replies.extend(cmds.map(|c| reply_err(c, &e)));
-            return Err((replies, e));
-        }
-    };
-    if let Err(e) = txn.commit() {
-        return Err((replies, Error::Backend(format!("commit: {e}"))));
+    let size: usize = events
+        .iter()
+        .map(|e| 25 + e.kv.key.len() + e.kv.value.len())
+        .sum();
+    let mut entry = Vec::with_capacity(size);
+    for e in events {
+        encode_record(e, &mut entry);
     }
-    Ok((replies, events, revision))
+    let mut batch = shared
+        .keyspace
+        .batch()
+        .durability(Some(PersistMode::SyncAll));
+    batch.insert(&shared.log, (first.revision() as u64).to_be_bytes(), entry);
+    try_db!(batch.commit(), "committing a write batch")
 }
 
-fn reply_err(cmd: Cmd, e: &Error) -> Reply {
-    match cmd {
-        Cmd::Create(_, _, tx) | Cmd::Update(_, _, _, tx) => Reply::Rev(tx, Err(e.clone())),
-        Cmd::Delete(_, _, tx) => Reply::Del(tx, Err(e.clone())),
-        Cmd::Compact(_, tx) => Reply::Unit(tx, Err(e.clone())),
-    }
-}
-
-/// Drops versions hidden at `to` (keeping each key's visible version) and log entries up to `to`.
-fn compact(
-    kv: &mut redb::Table<&[u8], &[u8]>,
-    log: &mut redb::Table<u64, &str>,
-    to: Revision,
-) -> Result<()> {
-    let mut doomed: Vec<Vec<u8>> = Vec::new();
-    // Per key: the versions at or below `to`, oldest first.
-    let mut current_key: Option<String> = None;
-    let mut below: Vec<(Vec<u8>, bool)> = Vec::new();
-    let flush = |below: &mut Vec<(Vec<u8>, bool)>, doomed: &mut Vec<Vec<u8>>| {
-        if let Some((_, last_is_delete)) = below.last().cloned() {
-            let keep_last = !last_is_delete;
-            let n = below.len() - usize::from(keep_last);
-            doomed.extend(below.drain(..).take(n).map(|(k, _)| k));
-        }
-        below.clear();
-    };
-    for entry in try_db!(kv.iter(), "kv scan")? {
-        let (k, v) = try_db!(entry, "kv scan")?;
-        let (key, rev) = split_version_key(k.value())?;
-        if current_key.as_deref() != Some(key) {
-            flush(&mut below, &mut doomed);
-            current_key = Some(key.to_owned());
-        }
-        if rev <= to {
-            let is_delete = v.value().get(8) != Some(&1);
-            below.push((k.value().to_vec(), is_delete));
+/// Compacts the index, then drops the discarded versions from the log: batch entries that keep
+/// none of their records are removed, the others rewritten with the records that remain.
+fn compact(shared: &Shared, to: Revision) -> Result<()> {
+    // Reads are served from the index alone, so the log may lag it: a crash in between only
+    // leaves extra history, dropped by the next compaction.
+    let dropped: std::collections::HashSet<Revision> =
+        shared.write().compact(to)?.into_iter().collect();
+    let mut batch = shared
+        .keyspace
+        .batch()
+        .durability(Some(PersistMode::SyncAll));
+    for entry in shared.log.range(..=(to as u64).to_be_bytes()) {
+        let (k, raw) = try_db!(entry, "scanning the log")?;
+        let records = decode_batch(decode_revision(&k)?, &raw)?;
+        let before = records.len();
+        let kept: Vec<Record> = records
+            .into_iter()
+            .filter(|r| !dropped.contains(&r.revision))
+            .collect();
+        if kept.is_empty() {
+            batch.remove(&shared.log, k);
+        } else if kept.len() != before {
+            let mut entry = Vec::new();
+            for r in kept {
+                encode_record(&r.event(None), &mut entry);
+            }
+            batch.insert(&shared.log, k, entry);
         }
     }
-    flush(&mut below, &mut doomed);
-    for k in &doomed {
-        try_db!(kv.remove(k.as_slice()), "kv remove")?;
-    }
-    let mut old: Vec<u64> = Vec::new();
-    for entry in try_db!(log.range(..=(to as u64)), "log scan")? {
-        old.push(try_db!(entry, "log scan")?.0.value());
-    }
-    for r in old {
-        try_db!(log.remove(r), "log remove")?;
-    }
+    batch.insert(&shared.meta, "compacted", (to as u64).to_be_bytes());
+    try_db!(batch.commit(), "committing a compaction")?;
+    tracing::debug!(to, dropped = dropped.len(), "embedded store compacted");
     Ok(())
 }
 
 #[async_trait::async_trait]
 impl Store for EmbeddedStore {
     async fn get(&self, key: &str, revision: Option<Revision>) -> Result<Option<KeyValue>> {
-        self.read(|txn| {
-            let at = Self::read_at(txn, revision)?;
-            let kv = try_db!(txn.open_table(KV), "open kv")?;
-            kv_at(&kv, key, at)
-        })
+        self.shared.read().get(key, revision)
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
-        self.read(|txn| {
-            let at = Self::read_at(txn, req.revision)?;
-            let kv = try_db!(txn.open_table(KV), "open kv")?;
-            let start: Vec<u8> = match &req.start_after {
-                // Every version of the continue key sorts below `key \0 \xff…`.
-                Some(k) if k.as_str() >= req.prefix.as_str() => version_key(k, i64::MAX),
-                _ => req.prefix.as_bytes().to_vec(),
-            };
-            let mut resp = RangeResponse {
-                revision: at,
-                ..Default::default()
-            };
-            // The key being scanned: `Some(Some(kv))` if its newest version at or below `at`
-            // is a put with room in the page, `Some(None)` if it is a put past the limit (only
-            // counted: its value is never copied), `None` if absent or deleted.
-            let mut pending: Option<Option<KeyValue>> = None;
-            let mut pending_key: Option<String> = None;
-            let finish = |pending: Option<Option<KeyValue>>, resp: &mut RangeResponse| match pending
-            {
-                Some(Some(kv)) => {
-                    resp.count += 1;
-                    resp.kvs.push(kv);
-                }
-                Some(None) => {
-                    resp.count += 1;
-                    resp.more = true;
-                }
-                None => {}
-            };
-            for entry in try_db!(kv.range(start.as_slice()..), "kv range")? {
-                let (k, v) = try_db!(entry, "kv range")?;
-                let (key, rev) = split_version_key(k.value())?;
-                if !key.starts_with(&req.prefix) {
-                    break;
-                }
-                if pending_key.as_deref() != Some(key) {
-                    finish(pending.take(), &mut resp);
-                    pending_key = Some(key.to_owned());
-                }
-                if rev > at {
-                    continue;
-                }
-                let raw = v.value();
-                pending = if raw.get(8) != Some(&1) {
-                    None
-                } else if req.limit == 0 || resp.kvs.len() < req.limit {
-                    let (create, value) = decode_value(raw)?;
-                    value.map(|value| {
-                        Some(KeyValue {
-                            key: key.to_owned(),
-                            value,
-                            create_revision: create,
-                            mod_revision: rev,
-                        })
-                    })
-                } else {
-                    Some(None)
-                };
-            }
-            finish(pending.take(), &mut resp);
-            Ok(resp)
-        })
+        self.shared.read().range(&req)
     }
 
     async fn count(&self, prefix: &str) -> Result<(i64, Revision)> {
-        let resp = self.range(RangeRequest::prefix(prefix)).await?;
-        Ok((resp.count, resp.revision))
+        Ok(self.shared.read().count(prefix))
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<Revision> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Cmd::Create(key.to_owned(), value, tx))?;
-        rx.await.map_err(|_| Error::Closed)?
+        Ok(self.write(key, Op::Create(value)).await?.0)
     }
 
     async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<Revision> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Cmd::Update(key.to_owned(), value, expected, tx))?;
-        rx.await.map_err(|_| Error::Closed)?
+        Ok(self.write(key, Op::Update(value, expected)).await?.0)
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Cmd::Delete(key.to_owned(), expected, tx))?;
-        rx.await.map_err(|_| Error::Closed)?
+        let (rev, prev) = self.write(key, Op::Delete(expected)).await?;
+        let prev = prev.ok_or_else(|| Error::Backend("delete without a previous value".into()))?;
+        Ok((rev, prev))
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
-        // Holding `published` keeps the writer from publishing while the backlog is read.
-        let published = self
-            .shared
-            .published
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let backlog = self.read(|txn| {
-            let meta = try_db!(txn.open_table(META), "open meta")?;
-            let compacted = meta_get(&meta, "compacted")?.unwrap_or(0) as Revision;
-            if after < compacted {
-                return Err(Error::Compacted {
-                    requested: after,
-                    oldest: compacted,
-                });
-            }
-            let kv = try_db!(txn.open_table(KV), "open kv")?;
-            let log = try_db!(txn.open_table(LOG), "open log")?;
-            let mut events = Vec::new();
-            let from = (after + 1).max(0) as u64;
-            for entry in try_db!(log.range(from..=(published.revision as u64)), "log range")? {
-                let (rev, key) = try_db!(entry, "log range")?;
-                if key.value().starts_with(prefix) {
-                    events.push(Arc::new(event_at(
-                        &kv,
-                        key.value(),
-                        rev.value() as Revision,
-                    )?));
-                }
-            }
-            Ok(events)
-        })?;
-        let watch = self.shared.hub.register(prefix, backlog.iter());
-        drop(published);
-        Ok(watch)
+        let state = self.shared.read();
+        let backlog = state.backlog(prefix, after)?;
+        Ok(self.shared.hub.register(prefix, backlog))
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
@@ -683,18 +509,10 @@ impl Store for EmbeddedStore {
     }
 
     async fn current_revision(&self) -> Result<Revision> {
-        // The revision watchers have seen: every acknowledged write is at or below it.
-        Ok(self
-            .shared
-            .published
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .revision)
+        Ok(self.shared.read().revision())
     }
 
     async fn db_size(&self) -> Result<u64> {
-        std::fs::metadata(&self.path)
-            .map(|m| m.len())
-            .map_err(|e| Error::Backend(format!("stat {}: {e}", self.path.display())))
+        Ok(self.shared.keyspace.disk_space())
     }
 }

@@ -36,6 +36,7 @@ pub mod embedded;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod memory;
+mod mvcc;
 mod watch;
 
 #[cfg(feature = "conformance")]
