@@ -615,6 +615,8 @@ fn resources(swagger: &Value) -> BTreeMap<(String, String, String), ResourceInfo
                     });
                     if group == e.group && version == e.version && e.plural == *plural {
                         e.verbs.extend(verb.map(str::to_owned));
+                        // The all-namespaces list path of a namespaced resource sorts first.
+                        e.namespaced |= namespaced;
                     }
                 }
                 [_, "{name}", subres] => {

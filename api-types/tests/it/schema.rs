@@ -280,3 +280,43 @@ fn every_kind_the_issue_names_is_a_resource() {
         );
     }
 }
+
+/// Scope, kind and singular name of every resource agree with what a real API server's
+/// aggregated discovery reports (upstream 1.28; resources it does not serve are skipped).
+#[test]
+fn resource_scopes_match_recorded_discovery() {
+    use bosun_api_types::{Scope, BUILTIN_RESOURCES};
+    let dir = crate::reference_dir().join("upstream-v1.28.7/http");
+    let mut checked = 0;
+    for file in [
+        "discovery-api-aggregated.json",
+        "discovery-apis-aggregated.json",
+    ] {
+        let doc: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        for group in doc["items"].as_array().unwrap() {
+            let g = group["metadata"]["name"].as_str().unwrap_or("");
+            for version in group["versions"].as_array().unwrap() {
+                let v = version["version"].as_str().unwrap();
+                for r in version["resources"].as_array().unwrap() {
+                    let plural = r["resource"].as_str().unwrap();
+                    let Some(ours) = BUILTIN_RESOURCES
+                        .iter()
+                        .find(|i| i.group == g && i.version == v && i.plural == plural)
+                    else {
+                        continue;
+                    };
+                    let scope = match ours.scope {
+                        Scope::Namespaced => "Namespaced",
+                        Scope::Cluster => "Cluster",
+                    };
+                    assert_eq!(scope, r["scope"], "{g}/{v} {plural}");
+                    assert_eq!(ours.kind, r["responseKind"]["kind"], "{g}/{v} {plural}");
+                    assert_eq!(ours.singular, r["singularResource"], "{g}/{v} {plural}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} resources compared");
+}

@@ -82,7 +82,7 @@ impl crate::Resource for ControllerRevision {
         singular: "controllerrevision",
         short_names: &[],
         categories: &[],
-        scope: crate::Scope::Cluster,
+        scope: crate::Scope::Namespaced,
         verbs: &[
             "create",
             "delete",
@@ -184,7 +184,7 @@ impl crate::Resource for DaemonSet {
         singular: "daemonset",
         short_names: &["ds"],
         categories: &["all"],
-        scope: crate::Scope::Cluster,
+        scope: crate::Scope::Namespaced,
         verbs: &[
             "create",
             "delete",
@@ -578,7 +578,7 @@ impl crate::Resource for Deployment {
         singular: "deployment",
         short_names: &["deploy"],
         categories: &["all"],
-        scope: crate::Scope::Cluster,
+        scope: crate::Scope::Namespaced,
         verbs: &[
             "create",
             "delete",

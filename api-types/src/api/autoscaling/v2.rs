@@ -364,7 +364,7 @@ impl crate::Resource for HorizontalPodAutoscaler {
         singular: "horizontalpodautoscaler",
         short_names: &["hpa"],
         categories: &["all"],
-        scope: crate::Scope::Cluster,
+        scope: crate::Scope::Namespaced,
         verbs: &[
             "create",
             "delete",

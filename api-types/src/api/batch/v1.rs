@@ -82,7 +82,7 @@ impl crate::Resource for CronJob {
         singular: "cronjob",
         short_names: &["cj"],
         categories: &["all"],
-        scope: crate::Scope::Cluster,
+        scope: crate::Scope::Namespaced,
         verbs: &[
             "create",
             "delete",
@@ -342,7 +342,7 @@ impl crate::Resource for Job {
         singular: "job",
         short_names: &[],
         categories: &["all"],
-        scope: crate::Scope::Cluster,
+        scope: crate::Scope::Namespaced,
         verbs: &[
             "create",
             "delete",

@@ -76,7 +76,7 @@ impl crate::Resource for Lease {
         singular: "lease",
         short_names: &[],
         categories: &[],
-        scope: crate::Scope::Cluster,
+        scope: crate::Scope::Namespaced,
         verbs: &[
             "create",
             "delete",

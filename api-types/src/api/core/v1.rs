@@ -1204,7 +1204,7 @@ impl crate::Resource for ConfigMap {
         singular: "configmap",
         short_names: &["cm"],
         categories: &[],
-        scope: crate::Scope::Cluster,
+        scope: crate::Scope::Namespaced,
         verbs: &[
             "create",
             "delete",
@@ -2702,7 +2702,7 @@ impl crate::Resource for Endpoints {
         singular: "endpoints",
         short_names: &["ep"],
         categories: &[],
-        scope: crate::Scope::Cluster,
+        scope: crate::Scope::Namespaced,
         verbs: &[
             "create",
             "delete",
@@ -3351,7 +3351,7 @@ impl crate::Resource for Event {
         singular: "event",
         short_names: &["ev"],
         categories: &[],
-        scope: crate::Scope::Cluster,
+        scope: crate::Scope::Namespaced,
         verbs: &[
             "create",
             "delete",
@@ -4505,7 +4505,7 @@ impl crate::Resource for LimitRange {
         singular: "limitrange",
         short_names: &["limits"],
         categories: &[],
-        scope: crate::Scope::Cluster,
+        scope: crate::Scope::Namespaced,
         verbs: &[
             "create",
             "delete",

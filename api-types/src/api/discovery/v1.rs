@@ -297,7 +297,7 @@ impl crate::Resource for EndpointSlice {
         singular: "endpointslice",
         short_names: &[],
         categories: &[],
-        scope: crate::Scope::Cluster,
+        scope: crate::Scope::Namespaced,
         verbs: &[
             "create",
             "delete",

@@ -196,7 +196,7 @@ impl crate::Resource for Event {
         singular: "event",
         short_names: &["ev"],
         categories: &[],
-        scope: crate::Scope::Cluster,
+        scope: crate::Scope::Namespaced,
         verbs: &[
             "create",
             "delete",

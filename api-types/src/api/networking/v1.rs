@@ -199,7 +199,7 @@ impl crate::Resource for Ingress {
         singular: "ingress",
         short_names: &["ing"],
         categories: &[],
-        scope: crate::Scope::Cluster,
+        scope: crate::Scope::Namespaced,
         verbs: &[
             "create",
             "delete",

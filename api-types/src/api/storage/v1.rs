@@ -544,7 +544,7 @@ impl crate::Resource for CSIStorageCapacity {
         singular: "csistoragecapacity",
         short_names: &[],
         categories: &[],
-        scope: crate::Scope::Cluster,
+        scope: crate::Scope::Namespaced,
         verbs: &[
             "create",
             "delete",

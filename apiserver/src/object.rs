@@ -1,0 +1,255 @@
+//! Objects as JSON maps: body decoding (JSON, protobuf), typed normalization of built-in kinds,
+//! and typed access to `metadata`.
+
+use crate::error::ApiError;
+use crate::resources::ApiResource;
+use bosun_api_types::meta::v1::ObjectMeta;
+use bosun_api_types::{proto, KindVisitor, Resource};
+use serde_json::{Map, Value};
+
+/// An object: the top-level JSON map, in field order.
+pub type Object = Map<String, Value>;
+
+/// Media types of request bodies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `application/json` (also the default when a client sends no Content-Type).
+    Json,
+    /// `application/vnd.kubernetes.protobuf`.
+    Protobuf,
+}
+
+/// The body format named by a Content-Type header.
+pub fn body_format(content_type: Option<&str>) -> Result<Format, ApiError> {
+    let Some(ct) = content_type else {
+        return Ok(Format::Json);
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "" | "application/json" | "*/*" => Ok(Format::Json),
+        "application/vnd.kubernetes.protobuf" => Ok(Format::Protobuf),
+        _ => Err(ApiError::unsupported_media_type(ct)),
+    }
+}
+
+/// Decodes a request body into an object.
+pub fn decode_body(body: &[u8], format: Format) -> Result<Object, ApiError> {
+    match format {
+        Format::Json => decode_json(body),
+        Format::Protobuf => decode_protobuf(body),
+    }
+}
+
+fn decode_json(body: &[u8]) -> Result<Object, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(ApiError::bad_request(format!(
+            "the request body must be a JSON object, not {}",
+            json_type(&other)
+        ))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+struct ProtoToJson<'a>(&'a [u8]);
+
+impl KindVisitor for ProtoToJson<'_> {
+    type Output = Result<Object, String>;
+    fn visit<K: Resource + proto::Message + PartialEq>(self) -> Self::Output {
+        let obj: K = proto::decode_object(self.0).map_err(|e| e.to_string())?;
+        match serde_json::to_value(&obj) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(_) => Err("not an object".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+fn decode_protobuf(body: &[u8]) -> Result<Object, ApiError> {
+    let unknown = proto::decode_unknown(body)
+        .map_err(|e| ApiError::bad_request(format!("the protobuf request body is invalid: {e}")))?;
+    bosun_api_types::visit_kind(&unknown.api_version, &unknown.kind, ProtoToJson(body))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "no kind \"{}\" is registered for version \"{}\" in protobuf",
+                unknown.kind, unknown.api_version
+            ))
+        })?
+        .map_err(|e| ApiError::bad_request(format!("the protobuf request body is invalid: {e}")))
+}
+
+struct Normalize(Object);
+
+impl KindVisitor for Normalize {
+    type Output = Result<Object, String>;
+    fn visit<K: Resource + proto::Message + PartialEq>(self) -> Self::Output {
+        let typed: K = serde_json::from_value(Value::Object(self.0)).map_err(|e| e.to_string())?;
+        match serde_json::to_value(&typed) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(_) => Err("not an object".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Checks a built-in object against its type and rewrites it in upstream's form (field order,
+/// omitted empty fields, unknown fields dropped). Other resources pass through.
+pub fn normalize(r: &ApiResource, obj: Object) -> Result<Object, ApiError> {
+    let Some(info) = r.builtin else {
+        return Ok(obj);
+    };
+    bosun_api_types::visit_kind(info.api_version, info.kind, Normalize(obj))
+        .unwrap_or_else(|| Err(format!("kind {} is not registered", info.kind)))
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "{kind} in version \"{v}\" cannot be handled as a {kind}: {e}",
+                kind = r.kind,
+                v = r.version
+            ))
+        })
+}
+
+/// Checks and fills `apiVersion` and `kind` against the resource the request addressed. A body
+/// without them (as the Python client sends) takes them from the path.
+pub fn check_type(r: &ApiResource, obj: &mut Object) -> Result<(), ApiError> {
+    let api_version = r.api_version();
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {
+            obj.insert("apiVersion".into(), Value::String(api_version.clone()));
+        }
+        Some(v) if v == api_version => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )))
+        }
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        None | Some("") => {
+            obj.insert("kind".into(), Value::String(r.kind.clone()));
+        }
+        Some(k) if k == r.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                r.kind
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// The object's metadata, typed.
+pub fn meta(obj: &Object) -> Result<ObjectMeta, ApiError> {
+    match obj.get("metadata") {
+        None | Some(Value::Null) => Ok(ObjectMeta::default()),
+        Some(v) => <ObjectMeta as serde::Deserialize>::deserialize(v)
+            .map_err(|e| ApiError::bad_request(format!("metadata is invalid: {e}"))),
+    }
+}
+
+/// Replaces the object's metadata (keeping its position among the fields).
+pub fn set_meta(obj: &mut Object, meta: &ObjectMeta) -> Result<(), ApiError> {
+    let v = serde_json::to_value(meta).map_err(ApiError::internal)?;
+    match obj.get_mut("metadata") {
+        Some(slot) => *slot = v,
+        None => {
+            obj.insert("metadata".into(), v);
+        }
+    }
+    Ok(())
+}
+
+/// Sets `metadata.resourceVersion` in place (a stored object has none).
+pub fn set_resource_version(obj: &mut Object, rv: i64) {
+    if let Some(Value::Object(m)) = obj.get_mut("metadata") {
+        let v = Value::String(rv.to_string());
+        match m.get_mut("resourceVersion") {
+            Some(slot) => *slot = v,
+            None => {
+                // Upstream order: after uid.
+                let at = m
+                    .keys()
+                    .position(|k| k == "uid")
+                    .map(|i| i + 1)
+                    .unwrap_or(m.len());
+                m.shift_insert(at, "resourceVersion".into(), v);
+            }
+        }
+    }
+}
+
+/// Drops `apiVersion` and `kind`, as list items of built-in kinds carry neither.
+pub fn strip_type(obj: &mut Object) {
+    obj.shift_remove("apiVersion");
+    obj.shift_remove("kind");
+}
+
+/// Parses a stored value.
+pub fn from_stored(value: &[u8]) -> Result<Object, ApiError> {
+    match serde_json::from_slice::<Value>(value) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::internal("stored object is not a JSON object")),
+        Err(e) => Err(ApiError::internal(format!("stored object is corrupt: {e}"))),
+    }
+}
+
+/// The value to store: the object without its resourceVersion.
+pub fn to_stored(obj: &Object) -> Result<bytes::Bytes, ApiError> {
+    let mut obj = obj.clone();
+    if let Some(Value::Object(m)) = obj.get_mut("metadata") {
+        m.shift_remove("resourceVersion");
+        m.shift_remove("selfLink");
+    }
+    serde_json::to_vec(&obj)
+        .map(bytes::Bytes::from)
+        .map_err(ApiError::internal)
+}
+
+/// A label map or field value for selectors.
+pub fn labels(obj: &Object) -> std::collections::BTreeMap<String, String> {
+    obj.get("metadata")
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The value of a field path (`metadata.name`, `spec.nodeName`) as a string, for field
+/// selectors.
+pub fn field(obj: &Object, path: &str) -> Option<String> {
+    let mut parts = path.split('.');
+    let first = parts.next()?;
+    let mut cur = obj.get(first)?;
+    for p in parts {
+        cur = cur.get(p)?;
+    }
+    match cur {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}

@@ -1,0 +1,245 @@
+//! Request routing: what a URL path addresses, and the query parameters of the API.
+
+use crate::error::ApiError;
+use crate::resources::ResourceTable;
+
+/// What a path addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `/version`.
+    Version,
+    /// `/healthz`, `/livez`, `/readyz` (and their sub-checks).
+    Health,
+    /// `/api`.
+    CoreGroup,
+    /// `/apis`.
+    Groups,
+    /// `/apis/{group}`.
+    Group(String),
+    /// `/api/v1`, `/apis/{group}/{version}`.
+    GroupVersion(String, String),
+    /// A resource, a collection or a subresource.
+    Resource(Target),
+}
+
+/// A resource URL, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// API group (empty for core).
+    pub group: String,
+    /// Version.
+    pub version: String,
+    /// Namespace from the path, if any.
+    pub namespace: Option<String>,
+    /// Resource (plural).
+    pub plural: String,
+    /// Object name, if any.
+    pub name: Option<String>,
+    /// Subresource, if any.
+    pub subresource: Option<String>,
+}
+
+fn decode_segment(s: &str) -> String {
+    // Object names cannot contain '%' or '/', so percent-decoding is only for robustness.
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Routes a path against the served resources.
+pub fn route(path: &str, table: &ResourceTable) -> Option<Route> {
+    let segs: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(decode_segment)
+        .collect();
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    match s.as_slice() {
+        ["version"] => Some(Route::Version),
+        ["healthz" | "livez" | "readyz", ..] => Some(Route::Health),
+        ["api"] => Some(Route::CoreGroup),
+        ["api", v] => Some(Route::GroupVersion(String::new(), (*v).to_owned())),
+        ["api", v, rest @ ..] => resource("", v, rest, table),
+        ["apis"] => Some(Route::Groups),
+        ["apis", g] => Some(Route::Group((*g).to_owned())),
+        ["apis", g, v] => Some(Route::GroupVersion((*g).to_owned(), (*v).to_owned())),
+        ["apis", g, v, rest @ ..] => resource(g, v, rest, table),
+        _ => None,
+    }
+}
+
+fn resource(group: &str, version: &str, rest: &[&str], table: &ResourceTable) -> Option<Route> {
+    let target = |namespace: Option<&str>, rest: &[&str]| -> Option<Route> {
+        if rest.is_empty() || rest.len() > 3 {
+            return None;
+        }
+        Some(Route::Resource(Target {
+            group: group.to_owned(),
+            version: version.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            plural: rest[0].to_owned(),
+            name: rest.get(1).map(|s| (*s).to_owned()),
+            subresource: rest.get(2).map(|s| (*s).to_owned()),
+        }))
+    };
+    if let ["namespaces", ns, plural, ..] = rest {
+        if table
+            .get(group, version, plural)
+            .is_some_and(|r| r.namespaced)
+        {
+            return target(Some(ns), &rest[2..]);
+        }
+    }
+    target(None, rest)
+}
+
+/// The query parameters the API understands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Query {
+    /// `watch=true`.
+    pub watch: bool,
+    /// `resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `resourceVersionMatch`.
+    pub resource_version_match: Option<String>,
+    /// `limit`.
+    pub limit: Option<usize>,
+    /// `continue`.
+    pub continue_token: Option<String>,
+    /// `labelSelector`.
+    pub label_selector: Option<String>,
+    /// `fieldSelector`.
+    pub field_selector: Option<String>,
+    /// `timeoutSeconds`.
+    pub timeout_seconds: Option<u64>,
+    /// `dryRun=All`.
+    pub dry_run: bool,
+    /// `fieldManager`.
+    pub field_manager: Option<String>,
+    /// `fieldValidation`.
+    pub field_validation: Option<String>,
+    /// `allowWatchBookmarks`.
+    pub allow_watch_bookmarks: bool,
+    /// `sendInitialEvents`.
+    pub send_initial_events: Option<bool>,
+    /// `propagationPolicy` (deletes).
+    pub propagation_policy: Option<String>,
+    /// `gracePeriodSeconds` (deletes).
+    pub grace_period_seconds: Option<i64>,
+    /// `force` (apply).
+    pub force: bool,
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, ApiError> {
+    match v {
+        "" | "true" | "1" | "True" => Ok(true),
+        "false" | "0" | "False" => Ok(false),
+        _ => Err(ApiError::bad_request(format!(
+            "invalid boolean value {v:?} for parameter {key}"
+        ))),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ApiError> {
+    v.parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid value {v:?} for parameter {key}")))
+}
+
+impl Query {
+    /// Parses a query string.
+    pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut q = Query::default();
+        let Some(query) = query else {
+            return Ok(q);
+        };
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let some = || Some(v.to_string()).filter(|s| !s.is_empty());
+            match k.as_ref() {
+                "watch" => q.watch = parse_bool(&k, &v)?,
+                "resourceVersion" => q.resource_version = some(),
+                "resourceVersionMatch" => q.resource_version_match = some(),
+                "limit" => {
+                    let n: i64 = parse_num(&k, &v)?;
+                    q.limit = usize::try_from(n).ok().filter(|n| *n > 0);
+                }
+                "continue" => q.continue_token = some(),
+                "labelSelector" => q.label_selector = some(),
+                "fieldSelector" => q.field_selector = some(),
+                "timeoutSeconds" => q.timeout_seconds = Some(parse_num(&k, &v)?),
+                "dryRun" => {
+                    if !v.is_empty() && v != "All" {
+                        return Err(ApiError::bad_request(format!(
+                            "Invalid dry run value {v:?}: the only supported value is \"All\""
+                        )));
+                    }
+                    q.dry_run = v == "All";
+                }
+                "fieldManager" => q.field_manager = some(),
+                "fieldValidation" => q.field_validation = some(),
+                "allowWatchBookmarks" => q.allow_watch_bookmarks = parse_bool(&k, &v)?,
+                "sendInitialEvents" => q.send_initial_events = Some(parse_bool(&k, &v)?),
+                "propagationPolicy" => q.propagation_policy = some(),
+                "gracePeriodSeconds" => q.grace_period_seconds = Some(parse_num(&k, &v)?),
+                "force" => q.force = parse_bool(&k, &v)?,
+                _ => {}
+            }
+        }
+        Ok(q)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_namespaced_and_cluster_paths() {
+        let t = ResourceTable::builtin();
+        let r = route("/api/v1/namespaces/default/pods/web/status", &t).unwrap();
+        let Route::Resource(t1) = r else { panic!() };
+        assert_eq!(t1.namespace.as_deref(), Some("default"));
+        assert_eq!(t1.plural, "pods");
+        assert_eq!(t1.name.as_deref(), Some("web"));
+        assert_eq!(t1.subresource.as_deref(), Some("status"));
+        let Route::Resource(ns) = route("/api/v1/namespaces/kube-system/status", &t).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                ns.plural.as_str(),
+                ns.name.as_deref(),
+                ns.subresource.as_deref()
+            ),
+            ("namespaces", Some("kube-system"), Some("status"))
+        );
+        let Route::Resource(all) = route("/apis/apps/v1/deployments", &t).unwrap() else {
+            panic!()
+        };
+        assert_eq!(all.namespace, None);
+        assert_eq!(route("/apis/apps", &t), Some(Route::Group("apps".into())));
+        assert_eq!(route("/nope", &t), None);
+    }
+
+    #[test]
+    fn parses_query() {
+        let q = Query::parse(Some("watch=1&limit=500&labelSelector=a%3Db&dryRun=All")).unwrap();
+        assert!(q.watch && q.dry_run);
+        assert_eq!(q.limit, Some(500));
+        assert_eq!(q.label_selector.as_deref(), Some("a=b"));
+        assert!(Query::parse(Some("dryRun=Some")).is_err());
+        assert!(Query::parse(Some("limit=x")).is_err());
+    }
+}

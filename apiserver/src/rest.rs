@@ -1,0 +1,1178 @@
+//! The REST verbs of a resource: get, list, watch, create, update, patch, delete,
+//! deletecollection.
+
+use crate::error::ApiError;
+use crate::object::{self, Object};
+use crate::resources::ApiResource;
+use crate::server::{json, json_bytes, ApiServer, Body};
+use base64::Engine;
+use bosun_api_types::meta::v1::ObjectMeta;
+use bosun_api_types::selector::{FieldSelector, Selector};
+use bosun_api_types::validation::{self, FieldError, FieldPath};
+use bosun_api_types::Time;
+use bosun_store::{EventKind, KeyValue, RangeRequest, Revision};
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// One request to a resource.
+pub(crate) struct Ctx<'a> {
+    pub(crate) server: &'a ApiServer,
+    pub(crate) r: &'a Arc<ApiResource>,
+    pub(crate) namespace: Option<&'a str>,
+    pub(crate) name: Option<&'a str>,
+    pub(crate) subresource: Option<&'a str>,
+    pub(crate) query: &'a crate::request::Query,
+    pub(crate) content_type: Option<&'a str>,
+    /// The client asked for a `Table`.
+    pub(crate) table: bool,
+}
+
+impl Ctx<'_> {
+    fn store(&self) -> &Arc<dyn bosun_store::Store> {
+        self.server.store()
+    }
+
+    fn name(&self) -> &str {
+        self.name.unwrap_or("")
+    }
+
+    fn key(&self, name: &str) -> String {
+        self.r.key(self.namespace, name)
+    }
+
+    fn check_verb(&self, verb: &str) -> Result<(), ApiError> {
+        if self.r.has_verb(verb) {
+            Ok(())
+        } else {
+            Err(ApiError::method_not_allowed(self.r, verb))
+        }
+    }
+
+    fn check_subresource(&self, allowed: &[&str]) -> Result<(), ApiError> {
+        match self.subresource {
+            None => Ok(()),
+            Some(s) if allowed.contains(&s) && self.r.subresources.iter().any(|x| x == s) => Ok(()),
+            Some(_) => Err(ApiError::no_route()),
+        }
+    }
+
+    /// Reads the current object.
+    async fn current(&self, name: &str) -> Result<(Object, KeyValue), ApiError> {
+        let kv = self
+            .store()
+            .get(&self.key(name), None)
+            .await
+            .map_err(|e| ApiError::from_store(e, self.r, name))?
+            .ok_or_else(|| ApiError::not_found(self.r, name))?;
+        let mut obj = object::from_stored(&kv.value)?;
+        object::set_resource_version(&mut obj, kv.mod_revision);
+        Ok((obj, kv))
+    }
+}
+
+fn now() -> Time {
+    Time::now()
+}
+
+/// A JSON response of one object (or a one-row Table).
+fn object_response(
+    ctx: &Ctx<'_>,
+    code: StatusCode,
+    obj: &Object,
+) -> Result<Response<Body>, ApiError> {
+    if ctx.table {
+        let rv = obj
+            .get("metadata")
+            .and_then(|m| m.get("resourceVersion"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        return json(code, &table(ctx.r, std::slice::from_ref(obj), rv, None));
+    }
+    json(code, obj)
+}
+
+/// The default server-side printing: Name and Created At, as upstream prints resources without
+/// their own printer.
+fn table(r: &ApiResource, items: &[Object], rv: Value, cont: Option<String>) -> Value {
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let meta = o.get("metadata").cloned().unwrap_or_else(|| json!({}));
+            let name = meta.get("name").cloned().unwrap_or(Value::Null);
+            let created = meta
+                .get("creationTimestamp")
+                .cloned()
+                .unwrap_or(Value::Null);
+            json!({
+                "cells": [name, created],
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": meta,
+                },
+            })
+        })
+        .collect();
+    let _ = r;
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("resourceVersion".into(), rv);
+    if let Some(c) = cont {
+        metadata.insert("continue".into(), Value::String(c));
+    }
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata,
+        "columnDefinitions": [
+            {"name": "Name", "type": "string", "format": "name",
+             "description": "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
+             "priority": 0},
+            {"name": "Created At", "type": "date", "format": "",
+             "description": "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
+             "priority": 0},
+        ],
+        "rows": rows,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// get / list
+
+pub(crate) async fn get(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
+    ctx.check_subresource(&["status", "scale"])?;
+    ctx.check_verb("get")?;
+    let (obj, _) = ctx.current(ctx.name()).await?;
+    object_response(ctx, StatusCode::OK, &obj)
+}
+
+/// A continue token: the revision of the first page and the last key returned.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Continue {
+    rv: Revision,
+    start: String,
+}
+
+fn encode_continue(rv: Revision, start: &str) -> String {
+    let raw = serde_json::to_vec(&Continue {
+        rv,
+        start: start.to_owned(),
+    })
+    .unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_continue(token: &str, prefix: &str) -> Result<Continue, ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "The provided continue parameter is too old to display a consistent list result. \
+             You can start a new list without the continue parameter, or use the continue token \
+             in this response to retrieve the remainder of the results.",
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let c: Continue = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    if !c.start.starts_with(prefix) {
+        return Err(bad());
+    }
+    Ok(c)
+}
+
+/// Label and field selectors of a request.
+struct Filter {
+    labels: Selector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    fn new(ctx: &Ctx<'_>) -> Result<Self, ApiError> {
+        let labels = match &ctx.query.label_selector {
+            Some(s) => s
+                .parse::<Selector>()
+                .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
+            None => Selector::everything(),
+        };
+        let fields = match &ctx.query.field_selector {
+            Some(s) => s
+                .parse::<FieldSelector>()
+                .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?,
+            None => FieldSelector::default(),
+        };
+        for req in fields.requirements() {
+            if !field_supported(ctx.r, &req.field) {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {}",
+                    req.field
+                )));
+            }
+        }
+        Ok(Filter { labels, fields })
+    }
+
+    fn is_everything(&self) -> bool {
+        self.labels.is_everything() && self.fields.is_empty()
+    }
+
+    fn matches(&self, obj: &Object) -> bool {
+        if !self.labels.is_everything() && !self.labels.matches(&object::labels(obj)) {
+            return false;
+        }
+        if self.fields.is_empty() {
+            return true;
+        }
+        let values: Vec<(String, Option<String>)> = self
+            .fields
+            .requirements()
+            .iter()
+            .map(|r| (r.field.clone(), object::field(obj, &r.field)))
+            .collect();
+        self.fields.matches(|f| {
+            values
+                .iter()
+                .find(|(k, _)| k == f)
+                .and_then(|(_, v)| v.as_deref())
+                .or(Some(""))
+        })
+    }
+}
+
+/// Field selectors upstream supports per kind (beyond metadata.name and metadata.namespace).
+fn field_supported(r: &ApiResource, field: &str) -> bool {
+    if field == "metadata.name" || (field == "metadata.namespace" && r.namespaced) {
+        return true;
+    }
+    let extra: &[&str] = match (r.group.as_str(), r.kind.as_str()) {
+        ("", "Pod") => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        ("", "Secret") => &["type"],
+        ("", "Event") | ("events.k8s.io", "Event") => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        ("", "Namespace") => &["status.phase"],
+        ("", "Node") => &["spec.unschedulable"],
+        ("", "ReplicationController") => &["status.replicas"],
+        ("apps", "ReplicaSet") => &["status.replicas"],
+        ("batch", "Job") => &["status.successful"],
+        ("certificates.k8s.io", "CertificateSigningRequest") => &["spec.signerName"],
+        _ => &[],
+    };
+    extra.contains(&field)
+}
+
+pub(crate) async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
+    ctx.check_subresource(&[])?;
+    ctx.check_verb("list")?;
+    let filter = Filter::new(ctx)?;
+    let prefix = ctx.r.list_prefix(ctx.namespace);
+    let store = ctx.store();
+    let (mut revision, mut start_after) = match &ctx.query.continue_token {
+        Some(t) => {
+            let c = decode_continue(t, &prefix)?;
+            (Some(c.rv), Some(c.start))
+        }
+        None => (list_revision(ctx).await?, None),
+    };
+    let limit = ctx.query.limit.unwrap_or(0);
+    let mut items: Vec<Object> = Vec::new();
+    let mut last_key: Option<String> = None;
+    let mut more;
+    let mut remaining: Option<i64> = None;
+    loop {
+        let mut req = RangeRequest::prefix(prefix.clone());
+        req.start_after = start_after.clone();
+        req.revision = revision;
+        req.limit = if limit == 0 {
+            0
+        } else {
+            (limit - items.len()).max(1)
+        };
+        let page = store
+            .range(req)
+            .await
+            .map_err(|e| ApiError::from_store(e, ctx.r, ""))?;
+        revision = Some(page.revision);
+        let n = page.kvs.len() as i64;
+        for kv in &page.kvs {
+            last_key = Some(kv.key.clone());
+            let mut obj = object::from_stored(&kv.value)?;
+            if !filter.matches(&obj) {
+                continue;
+            }
+            object::set_resource_version(&mut obj, kv.mod_revision);
+            if ctx.r.builtin.is_some() && !ctx.table {
+                object::strip_type(&mut obj);
+            }
+            items.push(obj);
+        }
+        more = page.more;
+        if !page.more || limit == 0 || items.len() >= limit {
+            if page.more && filter.is_everything() {
+                remaining = Some(page.count - n);
+            }
+            break;
+        }
+        start_after = last_key.clone();
+    }
+    let rv = revision.unwrap_or(0);
+    let cont = match (&last_key, more) {
+        (Some(k), true) => Some(encode_continue(rv, k)),
+        _ => None,
+    };
+    if ctx.table {
+        return json(
+            StatusCode::OK,
+            &table(ctx.r, &items, Value::String(rv.to_string()), cont),
+        );
+    }
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("resourceVersion".into(), Value::String(rv.to_string()));
+    if let Some(c) = cont {
+        metadata.insert("continue".into(), Value::String(c));
+    }
+    if let Some(n) = remaining {
+        metadata.insert("remainingItemCount".into(), Value::from(n));
+    }
+    let list = json!({
+        "kind": ctx.r.list_kind,
+        "apiVersion": ctx.r.api_version(),
+        "metadata": metadata,
+        "items": items,
+    });
+    json(StatusCode::OK, &list)
+}
+
+/// The revision a list reads at: the latest, unless `resourceVersionMatch=Exact` names one.
+async fn list_revision(ctx: &Ctx<'_>) -> Result<Option<Revision>, ApiError> {
+    let Some(rv) = ctx.query.resource_version.as_deref() else {
+        return Ok(None);
+    };
+    let n: Revision = rv
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+    match ctx.query.resource_version_match.as_deref() {
+        Some("Exact") => Ok(Some(n)),
+        None | Some("NotOlderThan") => {
+            let current = ctx
+                .store()
+                .current_revision()
+                .await
+                .map_err(|e| ApiError::from_store(e, ctx.r, ""))?;
+            if n > current {
+                return Err(ApiError::timeout(format!(
+                    "Too large resource version: {n}, current: {current}"
+                )));
+            }
+            Ok(None)
+        }
+        Some(other) => Err(ApiError::bad_request(format!(
+            "invalid resourceVersionMatch: {other:?}; supported values: \"Exact\", \"NotOlderThan\""
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// watch
+
+/// One line of a watch stream.
+fn watch_line(kind: &str, obj: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
+    ctx.check_subresource(&[])?;
+    ctx.check_verb("watch")?;
+    let filter = Filter::new(ctx)?;
+    let prefix = ctx.r.list_prefix(ctx.namespace);
+    let store = Arc::clone(ctx.store());
+    let requested: Option<Revision> = match ctx.query.resource_version.as_deref() {
+        None | Some("0") => None,
+        Some(rv) => Some(
+            rv.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?,
+        ),
+    };
+    let send_initial = ctx.query.send_initial_events.unwrap_or(requested.is_none());
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+    let mut initial = Vec::new();
+    let from = match requested {
+        Some(rv) if !send_initial => rv,
+        _ => {
+            let page = store
+                .range(RangeRequest::prefix(prefix.clone()))
+                .await
+                .map_err(|e| ApiError::from_store(e, ctx.r, ""))?;
+            for kv in &page.kvs {
+                let mut obj = object::from_stored(&kv.value)?;
+                if filter.matches(&obj) {
+                    object::set_resource_version(&mut obj, kv.mod_revision);
+                    initial.push(watch_line("ADDED", &Value::Object(obj)));
+                }
+            }
+            if ctx.query.send_initial_events == Some(true) && ctx.query.allow_watch_bookmarks {
+                initial.push(bookmark(ctx.r, page.revision, true));
+            }
+            page.revision
+        }
+    };
+    let watch = match store.watch(&prefix, from).await {
+        Ok(w) => Some(w),
+        Err(bosun_store::Error::Compacted { requested, oldest }) => {
+            let status = ApiError::expired(requested, oldest).status();
+            initial.push(watch_line(
+                "ERROR",
+                &serde_json::to_value(status).unwrap_or(Value::Null),
+            ));
+            None
+        }
+        Err(e) => return Err(ApiError::from_store(e, ctx.r, "")),
+    };
+    let r = Arc::clone(ctx.r);
+    let timeout = ctx
+        .query
+        .timeout_seconds
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(std::time::Duration::from_secs(30 * 60));
+    let bookmarks = ctx.query.allow_watch_bookmarks;
+    let mut shutdown = ctx.server.inner.shutdown.subscribe();
+    tokio::spawn(async move {
+        for line in initial {
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+        let Some(mut watch) = watch else { return };
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        tick.tick().await;
+        let mut last = from;
+        loop {
+            tokio::select! {
+                ev = watch.next() => {
+                    let Some(Ok(ev)) = ev else { return };
+                    last = ev.revision();
+                    if let Some(line) = event_line(&r, &filter, &ev) {
+                        if tx.send(line).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                _ = tick.tick(), if bookmarks => {
+                    if tx.send(bookmark(&r, last, false)).await.is_err() {
+                        return;
+                    }
+                }
+                () = &mut deadline => return,
+                _ = shutdown.changed() => return,
+                () = tx.closed() => return,
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| {
+            (
+                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)),
+                rx,
+            )
+        })
+    });
+    let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(stream));
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+fn bookmark(r: &ApiResource, rv: Revision, initial_end: bool) -> Bytes {
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    watch_line(
+        "BOOKMARK",
+        &json!({"kind": r.kind, "apiVersion": r.api_version(), "metadata": meta}),
+    )
+}
+
+/// The watch event a store event becomes for a watcher with `filter`: an object entering the
+/// selection is ADDED, one leaving it DELETED.
+fn event_line(r: &ApiResource, filter: &Filter, ev: &bosun_store::Event) -> Option<Bytes> {
+    let old = ev
+        .prev_kv
+        .as_ref()
+        .and_then(|kv| object::from_stored(&kv.value).ok());
+    let old_matches = old.as_ref().is_some_and(|o| filter.matches(o));
+    let _ = r;
+    match ev.kind {
+        EventKind::Put => {
+            let mut new = object::from_stored(&ev.kv.value).ok()?;
+            let new_matches = filter.matches(&new);
+            object::set_resource_version(&mut new, ev.kv.mod_revision);
+            let kind = match (old.is_some(), old_matches, new_matches) {
+                (false, _, true) => "ADDED",
+                (true, true, true) => "MODIFIED",
+                (true, false, true) => "ADDED",
+                (true, true, false) => "DELETED",
+                _ => return None,
+            };
+            Some(watch_line(kind, &Value::Object(new)))
+        }
+        EventKind::Delete => {
+            let mut old = old.filter(|_| old_matches)?;
+            object::set_resource_version(&mut old, ev.kv.mod_revision);
+            Some(watch_line("DELETED", &Value::Object(old)))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// create
+
+const GENERATE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+fn generate_suffix() -> String {
+    uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .take(5)
+        .map(|b| GENERATE_ALPHABET[*b as usize % GENERATE_ALPHABET.len()] as char)
+        .collect()
+}
+
+/// The name check a resource's validation applies.
+fn name_check(r: &ApiResource) -> fn(&str) -> Result<(), Vec<String>> {
+    match (r.group.as_str(), r.plural.as_str()) {
+        ("", "namespaces" | "services") => validation::is_dns1123_label,
+        ("rbac.authorization.k8s.io", _) => path_segment_name,
+        _ => validation::is_dns1123_subdomain,
+    }
+}
+
+fn path_segment_name(name: &str) -> Result<(), Vec<String>> {
+    if name == "." || name == ".." {
+        return Err(vec![format!("may not be '{name}'")]);
+    }
+    let mut errs = Vec::new();
+    for bad in ["/", "%"] {
+        if name.contains(bad) {
+            errs.push(format!("may not contain '{bad}'"));
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs)
+    }
+}
+
+/// Upstream's ObjectMeta validation common to all kinds.
+fn validate_meta(r: &ApiResource, meta: &ObjectMeta) -> Vec<FieldError> {
+    let path = FieldPath::new("metadata");
+    let mut errs = Vec::new();
+    let name = meta.name.as_deref().unwrap_or("");
+    if name.is_empty() {
+        errs.push(FieldError::required(
+            &path.child("name"),
+            "name or generateName is required",
+        ));
+    } else {
+        errs.extend(validation::validate_name(
+            name,
+            &path.child("name"),
+            name_check(r),
+        ));
+    }
+    errs.extend(validation::validate_labels(
+        &meta.labels,
+        &path.child("labels"),
+    ));
+    errs.extend(validation::validate_annotations(
+        &meta.annotations,
+        &path.child("annotations"),
+    ));
+    errs
+}
+
+/// Checks the namespace of a write against the path and that it exists and is not terminating.
+async fn check_namespace(ctx: &Ctx<'_>, meta: &mut ObjectMeta) -> Result<(), ApiError> {
+    if !ctx.r.namespaced {
+        meta.namespace = None;
+        return Ok(());
+    }
+    let Some(ns) = ctx.namespace else {
+        return Err(ApiError::method_not_allowed(ctx.r, "create"));
+    };
+    match meta.namespace.as_deref() {
+        None | Some("") => meta.namespace = Some(ns.to_owned()),
+        Some(n) if n == ns => {}
+        Some(_) => return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+    }
+    let ns_key = format!("/registry/core/namespaces/{ns}");
+    let kv = ctx
+        .store()
+        .get(&ns_key, None)
+        .await
+        .map_err(|e| ApiError::from_store(e, ctx.r, ns))?;
+    let Some(kv) = kv else {
+        let table = ctx.server.resources();
+        return Err(match table.get("", "v1", "namespaces") {
+            Some(nr) => ApiError::not_found(nr, ns),
+            None => ApiError::no_route(),
+        });
+    };
+    let nsobj = object::from_stored(&kv.value)?;
+    if object::field(&nsobj, "metadata.deletionTimestamp").is_some() {
+        return Err(ApiError {
+            code: 403,
+            reason: "Forbidden",
+            message: format!(
+                "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                ctx.r.group_resource(),
+                meta.name.as_deref().unwrap_or("")
+            ),
+            details: None,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) async fn create(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    if ctx.subresource.is_some() || ctx.name.is_some() {
+        return Err(ApiError::method_not_allowed(ctx.r, "create"));
+    }
+    ctx.check_verb("create")?;
+    let format = object::body_format(ctx.content_type)?;
+    let mut obj = object::decode_body(body, format)?;
+    object::check_type(ctx.r, &mut obj)?;
+    let mut meta = object::meta(&obj)?;
+    if meta
+        .resource_version
+        .as_deref()
+        .is_some_and(|v| !v.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
+    check_namespace(ctx, &mut meta).await?;
+    if meta.name.as_deref().unwrap_or("").is_empty() {
+        if let Some(g) = meta.generate_name.as_deref().filter(|g| !g.is_empty()) {
+            meta.name = Some(format!("{g}{}", generate_suffix()));
+        }
+    }
+    let name = meta.name.clone().unwrap_or_default();
+    let errs = validate_meta(ctx.r, &meta);
+    if !errs.is_empty() {
+        return Err(ApiError::invalid(ctx.r, &name, &errs));
+    }
+    meta.uid = Some(uuid::Uuid::new_v4().to_string());
+    meta.creation_timestamp = Some(now());
+    meta.deletion_timestamp = None;
+    meta.deletion_grace_period_seconds = None;
+    meta.self_link = None;
+    meta.generation = if ctx.r.tracks_generation || ctx.r.builtin.is_none() {
+        Some(1)
+    } else {
+        None
+    };
+    object::set_meta(&mut obj, &meta)?;
+    if ctx.r.subresources.iter().any(|s| s == "status") && ctx.r.builtin.is_none() {
+        // Custom resources with a status subresource ignore status on create.
+        obj.shift_remove("status");
+    }
+    let mut obj = object::normalize(ctx.r, obj)?;
+    defaults(ctx.r, &mut obj);
+    if ctx.query.dry_run {
+        return object_response(ctx, StatusCode::CREATED, &obj);
+    }
+    let value = object::to_stored(&obj)?;
+    let rev = ctx
+        .store()
+        .create(&ctx.key(&name), value)
+        .await
+        .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
+    object::set_resource_version(&mut obj, rev);
+    object_response(ctx, StatusCode::CREATED, &obj)
+}
+
+/// The few defaults applied so far (per-kind defaulting is a later step).
+fn defaults(r: &ApiResource, obj: &mut Object) {
+    if r.group.is_empty() && r.kind == "Namespace" {
+        // Upstream labels every namespace with its own name.
+        let name = object::field(obj, "metadata.name").unwrap_or_default();
+        if let Some(Value::Object(meta)) = obj.get_mut("metadata") {
+            let labels = meta.entry("labels").or_insert_with(|| json!({}));
+            if let Value::Object(labels) = labels {
+                labels.insert("kubernetes.io/metadata.name".into(), Value::String(name));
+            }
+        }
+        let spec = obj.entry("spec").or_insert_with(|| json!({}));
+        if let Value::Object(spec) = spec {
+            spec.entry("finalizers")
+                .or_insert_with(|| json!(["kubernetes"]));
+        }
+        let status = obj.entry("status").or_insert_with(|| json!({}));
+        if let Value::Object(status) = status {
+            status.entry("phase").or_insert_with(|| json!("Active"));
+        }
+    }
+    if r.group.is_empty() && r.kind == "Secret" {
+        obj.entry("type").or_insert_with(|| json!("Opaque"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// update / patch
+
+/// Everything but metadata and status: a change bumps the generation.
+fn spec_part(obj: &Object) -> Object {
+    obj.iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Writes `new` over the current object `old` (stored at `old_rev`), applying the update
+/// rules: system metadata kept, status or spec preserved depending on the subresource,
+/// generation bumped on a spec change, a no-op write skipped.
+async fn write_update(
+    ctx: &Ctx<'_>,
+    mut new: Object,
+    old: &Object,
+    old_kv: &KeyValue,
+) -> Result<Response<Body>, ApiError> {
+    let name = ctx.name().to_owned();
+    object::check_type(ctx.r, &mut new)?;
+    let mut meta = object::meta(&new)?;
+    let old_meta = object::meta(old)?;
+    if let Some(n) = meta.name.as_deref().filter(|n| !n.is_empty()) {
+        if n != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    meta.name = Some(name.clone());
+    if ctx.r.namespaced {
+        match meta.namespace.as_deref() {
+            None | Some("") => meta.namespace = ctx.namespace.map(str::to_owned),
+            Some(n) if Some(n) == ctx.namespace => {}
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ))
+            }
+        }
+    } else {
+        meta.namespace = None;
+    }
+    let expected = match meta.resource_version.as_deref().filter(|v| !v.is_empty()) {
+        Some(rv) => rv.parse::<Revision>().map_err(|_| {
+            ApiError::invalid(
+                ctx.r,
+                &name,
+                &[FieldError::invalid(
+                    &FieldPath::new("metadata").child("resourceVersion"),
+                    rv,
+                    "must be specified for an update",
+                )],
+            )
+        })?,
+        None => old_kv.mod_revision,
+    };
+    if expected != old_kv.mod_revision {
+        return Err(ApiError::conflict(ctx.r, &name));
+    }
+    // System fields are the server's.
+    meta.uid = old_meta.uid.clone();
+    meta.creation_timestamp = old_meta.creation_timestamp;
+    meta.deletion_timestamp = old_meta.deletion_timestamp;
+    meta.deletion_grace_period_seconds = old_meta.deletion_grace_period_seconds;
+    meta.generation = old_meta.generation;
+    meta.self_link = None;
+    let has_status = ctx.r.subresources.iter().any(|s| s == "status");
+    if ctx.subresource == Some("status") {
+        // Only status changes through /status.
+        let status = new.get("status").cloned();
+        let mut merged = old.clone();
+        match status {
+            Some(s) => {
+                merged.insert("status".into(), s);
+            }
+            None => {
+                merged.shift_remove("status");
+            }
+        }
+        new = merged;
+        let mut m = old_meta.clone();
+        m.resource_version = None;
+        meta = m;
+    } else if has_status {
+        match old.get("status") {
+            Some(s) => {
+                new.insert("status".into(), s.clone());
+            }
+            None => {
+                new.shift_remove("status");
+            }
+        }
+    }
+    let errs = validate_meta(ctx.r, &meta);
+    if !errs.is_empty() {
+        return Err(ApiError::invalid(ctx.r, &name, &errs));
+    }
+    object::set_meta(&mut new, &meta)?;
+    let mut new = object::normalize(ctx.r, new)?;
+    if meta.generation.is_some() && spec_part(&new) != spec_part(old) {
+        let mut m = object::meta(&new)?;
+        m.generation = Some(m.generation.unwrap_or(0) + 1);
+        object::set_meta(&mut new, &m)?;
+    }
+    let value = object::to_stored(&new)?;
+    if value == old_kv.value {
+        // Nothing changed: no write, same resourceVersion.
+        object::set_resource_version(&mut new, old_kv.mod_revision);
+        return object_response(ctx, StatusCode::OK, &new);
+    }
+    if ctx.query.dry_run {
+        object::set_resource_version(&mut new, old_kv.mod_revision);
+        return object_response(ctx, StatusCode::OK, &new);
+    }
+    let rev = ctx
+        .store()
+        .update(&ctx.key(&name), value, expected)
+        .await
+        .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
+    object::set_resource_version(&mut new, rev);
+    object_response(ctx, StatusCode::OK, &new)
+}
+
+pub(crate) async fn update(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    ctx.check_subresource(&["status"])?;
+    ctx.check_verb("update")?;
+    let format = object::body_format(ctx.content_type)?;
+    let new = object::decode_body(body, format)?;
+    let (old, old_kv) = ctx.current(ctx.name()).await?;
+    write_update(ctx, new, &old, &old_kv).await
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(serde_json::Map::new());
+            }
+            if let Value::Object(t) = target {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.shift_remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+pub(crate) async fn patch(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    ctx.check_subresource(&["status"])?;
+    ctx.check_verb("patch")?;
+    let ct = ctx.content_type.unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    let patch: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+    // Retried on a conflict with a concurrent writer, as upstream does for patches.
+    for _ in 0..5 {
+        let (old, old_kv) = ctx.current(ctx.name()).await?;
+        let mut target = Value::Object(old.clone());
+        match essence {
+            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                merge_patch(&mut target, &patch);
+            }
+            _ => return Err(ApiError::unsupported_media_type(ct)),
+        }
+        let Value::Object(mut new) = target else {
+            return Err(ApiError::bad_request("the patched object is not an object"));
+        };
+        // A patch that does not name a resourceVersion applies to the current one.
+        if patch
+            .get("metadata")
+            .and_then(|m| m.get("resourceVersion"))
+            .is_none()
+        {
+            object::set_resource_version(&mut new, old_kv.mod_revision);
+        }
+        match write_update(ctx, new, &old, &old_kv).await {
+            Err(e)
+                if e.reason == "Conflict"
+                    && patch.pointer("/metadata/resourceVersion").is_none() =>
+            {
+                continue
+            }
+            other => return other,
+        }
+    }
+    Err(ApiError::conflict(ctx.r, ctx.name()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// delete
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct DeleteOptions {
+    #[serde(default)]
+    preconditions: Option<Preconditions>,
+    #[serde(default)]
+    dry_run: Vec<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Preconditions {
+    uid: Option<String>,
+    resource_version: Option<String>,
+}
+
+fn delete_options(ctx: &Ctx<'_>, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DeleteOptions::default());
+    }
+    if object::body_format(ctx.content_type)? == object::Format::Protobuf {
+        // Only preconditions matter here; protobuf delete options are rare (kubectl sends JSON).
+        return Ok(DeleteOptions::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the DeleteOptions body is invalid: {e}")))
+}
+
+pub(crate) async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    ctx.check_subresource(&[])?;
+    ctx.check_verb("delete")?;
+    let opts = delete_options(ctx, body)?;
+    let dry_run = ctx.query.dry_run || opts.dry_run.iter().any(|d| d == "All");
+    let name = ctx.name().to_owned();
+    let (obj, kv) = ctx.current(&name).await?;
+    let meta = object::meta(&obj)?;
+    if let Some(p) = &opts.preconditions {
+        if p.uid.as_ref().is_some_and(|u| Some(u) != meta.uid.as_ref()) {
+            return Err(ApiError {
+                code: 409,
+                reason: "Conflict",
+                message: format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                    ctx.r.group_resource(),
+                    p.uid.as_deref().unwrap_or(""),
+                    meta.uid.as_deref().unwrap_or("")
+                ),
+                details: None,
+            });
+        }
+        if p.resource_version
+            .as_ref()
+            .is_some_and(|rv| *rv != kv.mod_revision.to_string())
+        {
+            return Err(ApiError {
+                code: 409,
+                reason: "Conflict",
+                message: format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: ResourceVersion in precondition: {}, ResourceVersion in object meta: {}",
+                    ctx.r.group_resource(),
+                    p.resource_version.as_deref().unwrap_or(""),
+                    kv.mod_revision
+                ),
+                details: None,
+            });
+        }
+    }
+    if dry_run {
+        return object_response(ctx, StatusCode::OK, &obj);
+    }
+    let is_namespace = ctx.r.group.is_empty() && ctx.r.plural == "namespaces";
+    if is_namespace {
+        return delete_namespace(ctx, obj, &kv).await;
+    }
+    if !meta.finalizers.is_empty() {
+        // Finalizers hold the object: mark it deleted and let their owners finish.
+        if meta.deletion_timestamp.is_some() {
+            return object_response(ctx, StatusCode::OK, &obj);
+        }
+        let mut obj = obj;
+        let mut m = meta;
+        m.deletion_timestamp = Some(now());
+        m.deletion_grace_period_seconds = Some(0);
+        object::set_meta(&mut obj, &m)?;
+        let rev = ctx
+            .store()
+            .update(&ctx.key(&name), object::to_stored(&obj)?, kv.mod_revision)
+            .await
+            .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
+        object::set_resource_version(&mut obj, rev);
+        return object_response(ctx, StatusCode::OK, &obj);
+    }
+    ctx.store()
+        .delete(&ctx.key(&name), Some(kv.mod_revision))
+        .await
+        .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
+    object_response(ctx, StatusCode::OK, &obj)
+}
+
+/// Namespace deletion: the namespace turns Terminating, its content is deleted, then the
+/// namespace itself (the work of upstream's namespace controller, done in process).
+async fn delete_namespace(
+    ctx: &Ctx<'_>,
+    mut obj: Object,
+    kv: &KeyValue,
+) -> Result<Response<Body>, ApiError> {
+    let name = ctx.name().to_owned();
+    let mut meta = object::meta(&obj)?;
+    if meta.deletion_timestamp.is_none() {
+        meta.deletion_timestamp = Some(now());
+        meta.deletion_grace_period_seconds = Some(0);
+        object::set_meta(&mut obj, &meta)?;
+        if let Some(Value::Object(status)) = obj.get_mut("status") {
+            status.insert("phase".into(), json!("Terminating"));
+        } else {
+            obj.insert("status".into(), json!({"phase": "Terminating"}));
+        }
+        let rev = ctx
+            .store()
+            .update(&ctx.key(&name), object::to_stored(&obj)?, kv.mod_revision)
+            .await
+            .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
+        object::set_resource_version(&mut obj, rev);
+    }
+    let server = ctx.server.clone();
+    tokio::spawn(async move {
+        if let Err(e) = finish_namespace(&server, &name).await {
+            tracing::warn!(namespace = %name, error = %e, "namespace cleanup failed");
+        }
+    });
+    object_response(ctx, StatusCode::OK, &obj)
+}
+
+async fn finish_namespace(server: &ApiServer, ns: &str) -> Result<(), ApiError> {
+    let store = server.store();
+    let table = server.resources();
+    for r in table.iter().filter(|r| r.namespaced) {
+        let prefix = r.list_prefix(Some(ns));
+        let page = store
+            .range(RangeRequest::prefix(prefix))
+            .await
+            .map_err(ApiError::internal)?;
+        for kv in page.kvs {
+            match store.delete(&kv.key, None).await {
+                Ok(_) | Err(bosun_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(ApiError::internal(e)),
+            }
+        }
+    }
+    let key = format!("/registry/core/namespaces/{ns}");
+    match store.delete(&key, None).await {
+        Ok(_) | Err(bosun_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+pub(crate) async fn delete_collection(
+    ctx: &Ctx<'_>,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    ctx.check_subresource(&[])?;
+    ctx.check_verb("deletecollection")?;
+    let _ = delete_options(ctx, body)?;
+    let filter = Filter::new(ctx)?;
+    let prefix = ctx.r.list_prefix(ctx.namespace);
+    let page = ctx
+        .store()
+        .range(RangeRequest::prefix(prefix))
+        .await
+        .map_err(|e| ApiError::from_store(e, ctx.r, ""))?;
+    let mut items = Vec::new();
+    for kv in page.kvs {
+        let mut obj = object::from_stored(&kv.value)?;
+        if !filter.matches(&obj) {
+            continue;
+        }
+        if !ctx.query.dry_run {
+            match ctx.store().delete(&kv.key, Some(kv.mod_revision)).await {
+                Ok(_) => {}
+                Err(bosun_store::Error::NotFound { .. } | bosun_store::Error::Conflict { .. }) => {
+                    continue
+                }
+                Err(e) => return Err(ApiError::internal(e)),
+            }
+        }
+        object::set_resource_version(&mut obj, kv.mod_revision);
+        object::strip_type(&mut obj);
+        items.push(obj);
+    }
+    let list = json!({
+        "kind": ctx.r.list_kind,
+        "apiVersion": ctx.r.api_version(),
+        "metadata": {"resourceVersion": page.revision.to_string()},
+        "items": items,
+    });
+    Ok(json_bytes(
+        StatusCode::OK,
+        serde_json::to_vec(&list).map_err(ApiError::internal)?,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// bootstrap
+
+pub(crate) async fn bootstrap(server: &ApiServer) -> Result<(), ApiError> {
+    let store = server.store();
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let key = format!("/registry/core/namespaces/{ns}");
+        let obj = json!({
+            "kind": "Namespace",
+            "apiVersion": "v1",
+            "metadata": {
+                "name": ns,
+                "uid": uuid::Uuid::new_v4().to_string(),
+                "creationTimestamp": now(),
+                "labels": {"kubernetes.io/metadata.name": ns},
+            },
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        });
+        let value = Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?);
+        match store.create(&key, value).await {
+            Ok(_) | Err(bosun_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(ApiError::internal(e)),
+        }
+    }
+    Ok(())
+}

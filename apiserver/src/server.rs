@@ -1,0 +1,382 @@
+//! The HTTP server: connection handling (HTTP/1.1 and HTTP/2), routing, content negotiation.
+
+use crate::error::ApiError;
+use crate::request::{route, Query, Route, Target};
+use crate::resources::{ApiResource, ResourceTable};
+use crate::{discovery, rest};
+use bosun_store::Store;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use tokio::net::TcpListener;
+
+/// Response bodies.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// The version the server reports at `/version` (kubectl picks its behaviour from it).
+pub const KUBERNETES_VERSION: (&str, &str) = ("1", "32");
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Largest request body accepted (upstream: 3 MiB); larger gets 413.
+    pub max_body_bytes: usize,
+    /// The address clients reach the server at (reported by `/api`).
+    pub advertise_address: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_body_bytes: 3 * 1024 * 1024,
+            advertise_address: "127.0.0.1:6443".into(),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) table: RwLock<Arc<ResourceTable>>,
+    pub(crate) config: Config,
+    pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// The Kubernetes API server over a [`Store`]. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiServer {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl ApiServer {
+    /// A server of every built-in resource over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::with_resources(store, ResourceTable::builtin(), Config::default())
+    }
+
+    /// A server of the resources in `table`.
+    pub fn with_resources(store: Arc<dyn Store>, table: ResourceTable, config: Config) -> Self {
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        ApiServer {
+            inner: Arc::new(Inner {
+                store,
+                table: RwLock::new(Arc::new(table)),
+                config,
+                shutdown,
+            }),
+        }
+    }
+
+    /// The served resources now.
+    pub fn resources(&self) -> Arc<ResourceTable> {
+        Arc::clone(&self.inner.table.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The store behind the server.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Creates the system objects a fresh cluster has (namespaces `default`, `kube-system`,
+    /// `kube-public`, `kube-node-lease`) if missing.
+    pub async fn bootstrap(&self) -> Result<(), ApiError> {
+        rest::bootstrap(self).await
+    }
+
+    /// Accepts connections on `listener` until `shutdown` resolves, then ends open watches and
+    /// waits for in-flight requests.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let server = self.clone();
+                    let svc = hyper::service::service_fn(move |req| {
+                        let server = server.clone();
+                        async move { Ok::<_, Infallible>(server.handle(req).await) }
+                    });
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        let _ = self.inner.shutdown.send(true);
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
+                tracing::warn!("connections still open after 10s; closing");
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers one request.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let span = tracing::debug_span!("request", %method, %path);
+        let _guard = span.enter();
+        let resp = match self.dispatch(req).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        };
+        tracing::debug!(status = resp.status().as_u16(), "answered");
+        resp
+    }
+
+    async fn dispatch<B>(&self, req: Request<B>) -> Result<Response<Body>, ApiError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let table = self.resources();
+        let Some(route) = route(req.uri().path(), &table) else {
+            return Err(ApiError::no_route());
+        };
+        let accept = header_str(&req, header::ACCEPT).to_owned();
+        let is_get = req.method() == Method::GET;
+        match route {
+            Route::Version if is_get => json(StatusCode::OK, &version_info()),
+            Route::Health if is_get => Ok(text(StatusCode::OK, "ok")),
+            Route::CoreGroup if is_get => match aggregated_version(&accept) {
+                Some(v) => aggregated(
+                    &discovery::aggregated(&table, true, &format!("apidiscovery.k8s.io/{v}")),
+                    v,
+                ),
+                None => json(
+                    StatusCode::OK,
+                    &discovery::api_versions(&self.inner.config.advertise_address),
+                ),
+            },
+            Route::Groups if is_get => match aggregated_version(&accept) {
+                Some(v) => aggregated(
+                    &discovery::aggregated(&table, false, &format!("apidiscovery.k8s.io/{v}")),
+                    v,
+                ),
+                None => json(StatusCode::OK, &discovery::api_group_list(&table)),
+            },
+            Route::Group(g) if is_get => match discovery::api_group(&table, &g) {
+                Some(doc) => json(StatusCode::OK, &doc),
+                None => Err(ApiError::no_route()),
+            },
+            Route::GroupVersion(g, v) if is_get => {
+                match discovery::api_resource_list(&table, &g, &v) {
+                    Some(doc) => json(StatusCode::OK, &doc),
+                    None => Err(ApiError::no_route()),
+                }
+            }
+            Route::Resource(target) => {
+                let Some(resource) = table
+                    .get(&target.group, &target.version, &target.plural)
+                    .cloned()
+                else {
+                    return Err(ApiError::no_route());
+                };
+                self.resource(req, resource, target, &accept).await
+            }
+            _ => Err(ApiError {
+                code: 405,
+                reason: "MethodNotAllowed",
+                message: "the server does not allow this method on the requested resource".into(),
+                details: None,
+            }),
+        }
+    }
+
+    async fn resource<B>(
+        &self,
+        req: Request<B>,
+        r: Arc<ApiResource>,
+        target: Target,
+        accept: &str,
+    ) -> Result<Response<Body>, ApiError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let query = Query::parse(req.uri().query())?;
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let method = req.method().clone();
+        let body = if method == Method::POST
+            || method == Method::PUT
+            || method == Method::PATCH
+            || method == Method::DELETE
+        {
+            read_body(req.into_body(), self.inner.config.max_body_bytes).await?
+        } else {
+            Bytes::new()
+        };
+        let ctx = rest::Ctx {
+            server: self,
+            r: &r,
+            namespace: target.namespace.as_deref(),
+            name: target.name.as_deref(),
+            subresource: target.subresource.as_deref(),
+            query: &query,
+            content_type: content_type.as_deref(),
+            table: table_requested(accept),
+        };
+        if !r.namespaced && target.namespace.is_some() {
+            return Err(ApiError::no_route());
+        }
+        match (&method, target.name.is_some()) {
+            (&Method::GET, true) => rest::get(&ctx).await,
+            (&Method::GET, false) if query.watch => rest::watch(&ctx).await,
+            (&Method::GET, false) => rest::list(&ctx).await,
+            (&Method::POST, false) => rest::create(&ctx, &body).await,
+            (&Method::PUT, true) => rest::update(&ctx, &body).await,
+            (&Method::DELETE, true) => rest::delete(&ctx, &body).await,
+            (&Method::DELETE, false) => rest::delete_collection(&ctx, &body).await,
+            (&Method::PATCH, true) => rest::patch(&ctx, &body).await,
+            _ => Err(ApiError::method_not_allowed(&r, method.as_str())),
+        }
+    }
+}
+
+fn header_str<B>(req: &Request<B>, name: header::HeaderName) -> &str {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// The aggregated discovery version a client asked for, if any.
+fn aggregated_version(accept: &str) -> Option<&'static str> {
+    for part in accept.split(',') {
+        let p = part.replace(' ', "");
+        if p.contains("g=apidiscovery.k8s.io") && p.contains("as=APIGroupDiscoveryList") {
+            if p.contains("v=v2beta1") {
+                return Some("v2beta1");
+            }
+            if p.contains("v=v2") {
+                return Some("v2");
+            }
+        }
+    }
+    None
+}
+
+/// Whether the client asked for server-side printing (a `Table`).
+fn table_requested(accept: &str) -> bool {
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.replace(' ', "").contains("as=Table"))
+}
+
+async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(limit)),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "reading the request body failed: {e}"
+        ))),
+    }
+}
+
+fn version_info() -> serde_json::Value {
+    serde_json::json!({
+        "major": KUBERNETES_VERSION.0,
+        "minor": KUBERNETES_VERSION.1,
+        "gitVersion": format!("v{}.{}.0", KUBERNETES_VERSION.0, KUBERNETES_VERSION.1),
+        "gitCommit": "bosun",
+        "gitTreeState": "clean",
+        "buildDate": "2026-11-22T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        }),
+    })
+}
+
+pub(crate) fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+fn text(code: StatusCode, s: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(s));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// A JSON response.
+pub(crate) fn json(
+    code: StatusCode,
+    v: &impl serde::Serialize,
+) -> Result<Response<Body>, ApiError> {
+    let body = serde_json::to_vec(v).map_err(ApiError::internal)?;
+    Ok(json_bytes(code, body))
+}
+
+pub(crate) fn json_bytes(code: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn aggregated(
+    doc: &bosun_api_types::apidiscovery::v2::APIGroupDiscoveryList,
+    version: &str,
+) -> Result<Response<Body>, ApiError> {
+    let mut r = json(StatusCode::OK, doc)?;
+    let ct = format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList");
+    if let Ok(v) = HeaderValue::from_str(&ct) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    Ok(r)
+}
+
+/// The `Status` response of an error.
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    let body = serde_json::to_vec(&e.status()).unwrap_or_default();
+    let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_bytes(code, body)
+}

@@ -1,0 +1,386 @@
+//! The API server in process: requests through `ApiServer::handle`, no network.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use bosun_apiserver::ApiServer;
+use bosun_store::memory::MemoryStore;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+async fn server() -> ApiServer {
+    let s = ApiServer::new(Arc::new(MemoryStore::new()));
+    s.bootstrap().await.unwrap();
+    s
+}
+
+async fn call(
+    s: &ApiServer,
+    method: Method,
+    uri: &str,
+    content_type: Option<&str>,
+    body: impl Into<Bytes>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let resp = s.handle(req.body(Full::new(body.into())).unwrap()).await;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, v)
+}
+
+async fn post(s: &ApiServer, uri: &str, body: Value) -> (StatusCode, Value) {
+    call(
+        s,
+        Method::POST,
+        uri,
+        Some("application/json"),
+        body.to_string(),
+    )
+    .await
+}
+
+fn cm(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}})
+}
+
+#[tokio::test]
+async fn create_get_update_delete_with_upstream_metadata() {
+    let s = server().await;
+    let (code, obj) = post(&s, "/api/v1/namespaces/default/configmaps", cm("a")).await;
+    assert_eq!(code, StatusCode::CREATED, "{obj}");
+    assert_eq!(obj["metadata"]["namespace"], "default");
+    assert!(obj["metadata"]["uid"].as_str().unwrap().len() == 36);
+    assert!(obj["metadata"]["creationTimestamp"].is_string());
+    let rv = obj["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (code, got) = call(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/configmaps/a",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(got, obj);
+
+    // Update with the current resourceVersion succeeds; the stale one is a 409 Conflict.
+    let mut upd = got.clone();
+    upd["data"]["k"] = json!("w");
+    let (code, updated) = call(
+        &s,
+        Method::PUT,
+        "/api/v1/namespaces/default/configmaps/a",
+        Some("application/json"),
+        upd.to_string(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{updated}");
+    assert_ne!(updated["metadata"]["resourceVersion"], rv);
+    assert_eq!(updated["metadata"]["uid"], obj["metadata"]["uid"]);
+    let (code, err) = call(
+        &s,
+        Method::PUT,
+        "/api/v1/namespaces/default/configmaps/a",
+        Some("application/json"),
+        upd.to_string(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    assert_eq!(err["reason"], "Conflict");
+    assert_eq!(err["kind"], "Status");
+
+    // Create of an existing name: 409 AlreadyExists with upstream's message.
+    let (code, err) = post(&s, "/api/v1/namespaces/default/configmaps", cm("a")).await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    assert_eq!(err["message"], "configmaps \"a\" already exists");
+
+    let (code, _) = call(
+        &s,
+        Method::DELETE,
+        "/api/v1/namespaces/default/configmaps/a",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, err) = call(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/configmaps/a",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(err["message"], "configmaps \"a\" not found");
+    assert_eq!(err["details"]["kind"], "configmaps");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_status_and_writes_nothing() {
+    let s = server().await;
+    let uri = "/api/v1/namespaces/default/configmaps";
+    let (code, err) = call(&s, Method::POST, uri, Some("application/json"), "{not json").await;
+    assert_eq!(
+        (code, err["reason"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("BadRequest"))
+    );
+    let (code, _) = call(&s, Method::POST, uri, Some("text/csv"), "a,b").await;
+    assert_eq!(code, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let big = json!({"metadata": {"name": "big"}, "data": {"k": "x".repeat(4 << 20)}});
+    let (code, err) = post(&s, uri, big).await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{err}");
+    let (code, err) = post(&s, uri, cm("Not_Valid")).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(err["reason"], "Invalid");
+    assert_eq!(err["details"]["causes"][0]["field"], "metadata.name");
+    let wrong = json!({"metadata": {"name": "w"}, "data": {"k": 5}});
+    let (code, err) = post(&s, uri, wrong).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{err}");
+    let (code, err) = post(&s, "/api/v1/namespaces/nope/configmaps", cm("x")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(err["message"], "namespaces \"nope\" not found");
+    let (code, list) = call(&s, Method::GET, uri, None, "").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        0,
+        "nothing was written"
+    );
+}
+
+#[tokio::test]
+async fn python_style_body_without_type_takes_kind_from_path() {
+    let s = server().await;
+    let body = json!({"metadata": {"generateName": "gen-"}, "data": {"a": "b"}});
+    let (code, obj) = call(
+        &s,
+        Method::POST,
+        "/api/v1/namespaces/default/configmaps",
+        None,
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{obj}");
+    assert_eq!(obj["kind"], "ConfigMap");
+    let name = obj["metadata"]["name"].as_str().unwrap();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+}
+
+#[tokio::test]
+async fn list_paginates_at_one_revision_and_filters() {
+    let s = server().await;
+    for i in 0..7 {
+        let mut o = cm(&format!("c{i}"));
+        o["metadata"]["labels"] = json!({"parity": if i % 2 == 0 { "even" } else { "odd" }});
+        post(&s, "/api/v1/namespaces/default/configmaps", o).await;
+    }
+    let (_, page1) = call(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/configmaps?limit=3",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(page1["items"].as_array().unwrap().len(), 3);
+    assert_eq!(page1["metadata"]["remainingItemCount"], 4);
+    assert!(
+        page1["items"][0].get("kind").is_none(),
+        "list items carry no kind"
+    );
+    let token = page1["metadata"]["continue"].as_str().unwrap().to_owned();
+    // A write between pages does not show up in the rest of this list.
+    post(&s, "/api/v1/namespaces/default/configmaps", cm("c00")).await;
+    let (_, page2) = call(
+        &s,
+        Method::GET,
+        &format!("/api/v1/namespaces/default/configmaps?limit=10&continue={token}"),
+        None,
+        "",
+    )
+    .await;
+    let names: Vec<&str> = page2["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["c3", "c4", "c5", "c6"]);
+    assert_eq!(
+        page2["metadata"]["resourceVersion"],
+        page1["metadata"]["resourceVersion"]
+    );
+    let (_, odd) = call(
+        &s,
+        Method::GET,
+        "/api/v1/configmaps?labelSelector=parity%3Dodd",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(odd["items"].as_array().unwrap().len(), 3);
+    let (_, one) = call(
+        &s,
+        Method::GET,
+        "/api/v1/configmaps?fieldSelector=metadata.name%3Dc2",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(one["items"].as_array().unwrap().len(), 1);
+    let (code, _) = call(
+        &s,
+        Method::GET,
+        "/api/v1/configmaps?fieldSelector=spec.nodeName%3Dx",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(
+        code,
+        StatusCode::BAD_REQUEST,
+        "configmaps have no spec.nodeName field label"
+    );
+}
+
+#[tokio::test]
+async fn watch_streams_changes_after_a_resource_version() {
+    let s = server().await;
+    let (_, a) = post(&s, "/api/v1/namespaces/default/configmaps", cm("a")).await;
+    let rv = a["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let req = Request::builder()
+        .uri(format!(
+            "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}"
+        ))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = s.handle(req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    post(&s, "/api/v1/namespaces/default/configmaps", cm("b")).await;
+    call(
+        &s,
+        Method::DELETE,
+        "/api/v1/namespaces/default/configmaps/a",
+        None,
+        "",
+    )
+    .await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let frame = body.frame().await.unwrap().unwrap();
+        let data = frame.into_data().unwrap();
+        for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let ev: Value = serde_json::from_slice(line).unwrap();
+            seen.push((
+                ev["type"].as_str().unwrap().to_owned(),
+                ev["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            ));
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ("ADDED".to_owned(), "b".to_owned()),
+            ("DELETED".to_owned(), "a".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn discovery_documents() {
+    let s = server().await;
+    let (code, v) = call(&s, Method::GET, "/version", None, "").await;
+    assert_eq!((code, v["minor"].as_str()), (StatusCode::OK, Some("32")));
+    let (_, core) = call(&s, Method::GET, "/api/v1", None, "").await;
+    let pods = core["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "pods")
+        .unwrap();
+    assert_eq!(pods["namespaced"], true);
+    assert_eq!(pods["shortNames"], json!(["po"]));
+    let req = Request::builder()
+        .uri("/apis")
+        .header(
+            "accept",
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+        )
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = s.handle(req).await;
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    );
+    let doc: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(doc["kind"], "APIGroupDiscoveryList");
+    assert!(doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g["metadata"]["name"] == "apps"));
+}
+
+/// 64 clients incrementing one counter with compare-and-swap updates: every increment lands
+/// exactly once and every lost race is a 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_lose_nothing() {
+    let s = server().await;
+    let mut o = cm("counter");
+    o["data"] = json!({"n": "0"});
+    post(&s, "/api/v1/namespaces/default/configmaps", o).await;
+    let uri = "/api/v1/namespaces/default/configmaps/counter";
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = 0;
+            for _ in 0..5 {
+                loop {
+                    let (_, mut cur) = call(&s, Method::GET, uri, None, "").await;
+                    let n: u64 = cur["data"]["n"].as_str().unwrap().parse().unwrap();
+                    cur["data"]["n"] = json!((n + 1).to_string());
+                    let (code, body) = call(
+                        &s,
+                        Method::PUT,
+                        uri,
+                        Some("application/json"),
+                        cur.to_string(),
+                    )
+                    .await;
+                    match code {
+                        StatusCode::OK => break,
+                        StatusCode::CONFLICT => conflicts += 1,
+                        other => panic!("unexpected {other}: {body}"),
+                    }
+                }
+            }
+            conflicts
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (_, cur) = call(&s, Method::GET, uri, None, "").await;
+    assert_eq!(cur["data"]["n"], "320");
+}

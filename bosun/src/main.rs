@@ -1,0 +1,239 @@
+//! `bosun`: the reference binary.
+//!
+//! - `bosun server`: the API server on the embedded store (or etcd, or memory), writing a
+//!   kubeconfig kubectl uses as is.
+//! - `bosun up`: a cluster on the embedded defaults (for now the API server alone).
+
+// A command-line program reports its fatal errors on stderr.
+#![allow(clippy::print_stderr)]
+
+use bosun_apiserver::{ApiServer, Config, ResourceTable};
+use bosun_store::Store;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "bosun",
+    version,
+    about = "A Kubernetes-compatible cluster in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum StoreKind {
+    Embedded,
+    Etcd,
+    Memory,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServerArgs {
+    /// Directory for the embedded store and generated files.
+    #[arg(long, default_value = "/var/lib/bosun")]
+    data_dir: PathBuf,
+    /// Address to listen on. Without authentication (until the security work lands) only a
+    /// loopback address is accepted.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_address: std::net::IpAddr,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 6443)]
+    port: u16,
+    /// Write a kubeconfig for this server to FILE.
+    #[arg(long, value_name = "FILE")]
+    write_kubeconfig: Option<PathBuf>,
+    /// Storage backend.
+    #[arg(long, value_enum, default_value = "embedded")]
+    store: StoreKind,
+    /// etcd endpoints (comma-separated URLs) for `--store etcd`.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    etcd_endpoints: Vec<String>,
+    /// Compaction interval in seconds (0 disables).
+    #[arg(long, default_value_t = 300)]
+    compaction_interval: u64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API server.
+    Server(ServerArgs),
+    /// Start a cluster on the embedded defaults (data in ~/.local/share/bosun unless
+    /// --data-dir), writing its kubeconfig into the data directory.
+    Up {
+        /// Directory for the cluster's data.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Port to listen on.
+        #[arg(long, default_value_t = 6443)]
+        port: u16,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Command::Server(a) => a,
+        Command::Up { data_dir, port } => {
+            let data_dir = data_dir.unwrap_or_else(|| {
+                std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("."))
+                    .join(".local/share/bosun")
+            });
+            ServerArgs {
+                write_kubeconfig: Some(data_dir.join("kubeconfig")),
+                data_dir,
+                bind_address: std::net::Ipv4Addr::LOCALHOST.into(),
+                port,
+                store: StoreKind::Embedded,
+                etcd_endpoints: Vec::new(),
+                compaction_interval: 300,
+            }
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bosun: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(server(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bosun: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn open_store(args: &ServerArgs) -> Result<Arc<dyn Store>, String> {
+    match args.store {
+        StoreKind::Memory => Ok(Arc::new(bosun_store::memory::MemoryStore::new())),
+        StoreKind::Embedded => {
+            let dir = args.data_dir.join("store");
+            let store = bosun_store::embedded::EmbeddedStore::open(&dir)
+                .map_err(|e| format!("opening the store in {}: {e}", dir.display()))?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(feature = "etcd")]
+        StoreKind::Etcd => {
+            let endpoints: Vec<&str> = args.etcd_endpoints.iter().map(String::as_str).collect();
+            let store = bosun_store::etcd::EtcdStore::connect(&endpoints)
+                .await
+                .map_err(|e| format!("connecting to etcd {:?}: {e}", args.etcd_endpoints))?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "etcd"))]
+        StoreKind::Etcd => Err("this bosun was built without the etcd feature".into()),
+    }
+}
+
+fn write_kubeconfig(path: &Path, server: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let config = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: bosun
+  cluster:
+    server: {server}
+contexts:
+- name: bosun
+  context:
+    cluster: bosun
+    user: admin
+    namespace: default
+current-context: bosun
+users:
+- name: admin
+  user: {{}}
+"
+    );
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, config)?;
+    std::fs::rename(&tmp, path)
+}
+
+async fn server(args: ServerArgs) -> Result<(), String> {
+    if !args.bind_address.is_loopback() {
+        return Err(format!(
+            "refusing to bind {}: the server has no authentication yet, so it only listens on loopback",
+            args.bind_address
+        ));
+    }
+    let store = open_store(&args).await?;
+    let addr = SocketAddr::new(args.bind_address, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("listening on {addr}: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("listening on {addr}: {e}"))?;
+    let config = Config {
+        advertise_address: local.to_string(),
+        ..Config::default()
+    };
+    let api = ApiServer::with_resources(Arc::clone(&store), ResourceTable::builtin(), config);
+    api.bootstrap()
+        .await
+        .map_err(|e| format!("creating the system objects: {e}"))?;
+    if args.compaction_interval > 0 {
+        bosun_store::compactor::spawn_compactor(
+            Arc::clone(&store),
+            std::time::Duration::from_secs(args.compaction_interval),
+        );
+    }
+    let url = format!("http://{local}");
+    if let Some(path) = &args.write_kubeconfig {
+        write_kubeconfig(path, &url)
+            .map_err(|e| format!("writing the kubeconfig {}: {e}", path.display()))?;
+        tracing::info!(kubeconfig = %path.display(), "kubeconfig written");
+    }
+    tracing::info!(%url, "bosun API server ready");
+    api.serve(listener, shutdown_signal())
+        .await
+        .map_err(|e| format!("serving: {e}"))?;
+    tracing::info!("bosun API server stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

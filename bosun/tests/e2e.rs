@@ -1,0 +1,285 @@
+//! End-to-end: the `bosun` binary (release build when `BOSUN_BIN` points at it, as
+//! `scripts/test-all` does) driven by every real kubectl from 1.27 to 1.33.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    missing_docs
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Cluster {
+    child: Child,
+    kubeconfig: PathBuf,
+    home: tempfile::TempDir,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bosun_bin() -> PathBuf {
+    std::env::var_os("BOSUN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_bosun")))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start() -> Cluster {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let kubeconfig = data.path().join("kubeconfig");
+    let started = Instant::now();
+    let child = Command::new(bosun_bin())
+        .args(["server", "--data-dir"])
+        .arg(data.path())
+        .args(["--port", &free_port().to_string(), "--write-kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("bosun binary");
+    while !kubeconfig.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "bosun did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("bosun server ready in {:?}", started.elapsed());
+    Cluster {
+        child,
+        kubeconfig,
+        home,
+        _data: data,
+    }
+}
+
+/// The real kubectl binaries installed beside the dispatcher on PATH.
+fn kubectl_dir() -> PathBuf {
+    let out = Command::new("sh")
+        .args(["-c", "readlink -f \"$(command -v kubectl)\""])
+        .output()
+        .unwrap();
+    let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let dir = path.parent().expect("kubectl on PATH").to_path_buf();
+    assert!(
+        dir.join("kubectl.1.32").exists(),
+        "real kubectl binaries not found beside {}",
+        path.display()
+    );
+    dir
+}
+
+struct Kubectl<'a> {
+    bin: PathBuf,
+    cluster: &'a Cluster,
+}
+
+impl Kubectl<'_> {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .env("KUBECONFIG", &self.cluster.kubeconfig)
+            .env("HOME", self.cluster.home.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{} {args:?} failed: {}{}",
+            self.bin.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+}
+
+fn scenario(k: &Kubectl<'_>, ns: &str, dir: &Path) {
+    let version = k.json(&["version"]);
+    assert_eq!(version["serverVersion"]["minor"], "32");
+    assert_eq!(
+        k.ok(&["create", "namespace", ns]).trim(),
+        format!("namespace/{ns} created")
+    );
+    // kubectl 1.32+ sends `create <generator>` bodies as protobuf.
+    k.ok(&["create", "configmap", "cm", "--from-literal=a=b", "-n", ns]);
+    let cm = k.json(&["get", "configmap", "cm", "-n", ns]);
+    assert_eq!(cm["data"]["a"], "b");
+    assert_eq!(cm["metadata"]["namespace"], ns);
+    let table = k.ok(&["get", "configmaps", "-n", ns]);
+    assert!(table.lines().any(|l| l.starts_with("cm ")), "{table}");
+    k.ok(&["label", "configmap", "cm", "x=y", "-n", ns]);
+    assert_eq!(
+        k.ok(&["get", "cm", "-n", ns, "-l", "x=y", "-o", "name"])
+            .trim(),
+        "configmap/cm"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "cm",
+            "-n",
+            ns,
+            "--field-selector",
+            "metadata.name=cm",
+            "-o",
+            "jsonpath={.items[0].metadata.labels.x}"
+        ]),
+        "y"
+    );
+    k.ok(&["annotate", "configmap", "cm", "note=hello", "-n", ns]);
+    k.ok(&[
+        "patch",
+        "configmap",
+        "cm",
+        "-n",
+        ns,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"c":"d"}}"#,
+    ]);
+    let cm = k.json(&["get", "configmap", "cm", "-n", ns]);
+    assert_eq!(
+        (
+            cm["data"]["c"].as_str(),
+            cm["metadata"]["annotations"]["note"].as_str()
+        ),
+        (Some("d"), Some("hello"))
+    );
+    k.ok(&["create", "deployment", "web", "--image=nginx", "-n", ns]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.metadata.generation}"
+        ]),
+        "1"
+    );
+    // create -f with a file. Client-side validation and apply need the OpenAPI documents (a
+    // later slice); until then validation is off.
+    let file = dir.join(format!("{ns}.json"));
+    std::fs::write(
+        &file,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s", "namespace": ns},
+            "stringData": {"p": "q"}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    k.ok(&["create", "--validate=false", "-f", file.to_str().unwrap()]);
+    let s = k.json(&["get", "secret", "s", "-n", ns]);
+    assert_eq!(s["type"], "Opaque");
+    assert!(k.ok(&["get", "cm", "-A"]).contains(ns));
+    k.ok(&["delete", "configmap", "cm", "-n", ns]);
+    let gone = k.run(&["get", "configmap", "cm", "-n", ns]);
+    assert!(!gone.status.success());
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("NotFound"),
+        "{gone:?}"
+    );
+    let resources = k.ok(&["api-resources", "-o", "name"]);
+    assert!(resources.lines().any(|l| l == "pods"), "{resources}");
+    assert!(
+        resources.lines().any(|l| l == "deployments.apps"),
+        "{resources}"
+    );
+    assert!(k.ok(&["api-versions"]).lines().any(|l| l == "apps/v1"));
+    k.ok(&["delete", "namespace", ns, "--wait=false"]);
+}
+
+#[test]
+fn every_kubectl_from_1_27_to_1_33_works() {
+    let cluster = start();
+    let dir = kubectl_dir();
+    let work = tempfile::tempdir().unwrap();
+    for minor in 27..=33 {
+        let bin = dir.join(format!("kubectl.1.{minor}"));
+        assert!(bin.exists(), "{} missing", bin.display());
+        let k = Kubectl {
+            bin,
+            cluster: &cluster,
+        };
+        scenario(&k, &format!("e2e-{minor}"), work.path());
+    }
+}
+
+#[test]
+fn state_survives_a_restart_on_the_embedded_store() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port().to_string();
+    let kubeconfig = data.path().join("kubeconfig");
+    let spawn = || {
+        let _ = std::fs::remove_file(&kubeconfig);
+        let child = Command::new(bosun_bin())
+            .args(["server", "--data-dir"])
+            .arg(data.path())
+            .args(["--port", &port, "--write-kubeconfig"])
+            .arg(&kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while !kubeconfig.exists() {
+            assert!(t.elapsed() < Duration::from_secs(20));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    };
+    let kubectl = |args: &[&str]| {
+        Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("HOME", home.path())
+            .output()
+            .unwrap()
+    };
+    let mut child = spawn();
+    assert!(
+        kubectl(&["create", "configmap", "keep", "--from-literal=a=b"])
+            .status
+            .success()
+    );
+    // SIGKILL: an acknowledged write survives.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut child = spawn();
+    let out = kubectl(&["get", "configmap", "keep", "-o", "jsonpath={.data.a}"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "b", "{out:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
