@@ -91,6 +91,28 @@ impl ApiError {
         }
     }
 
+    /// 409 Conflict of a failed delete precondition (`what` is `UID` or `ResourceVersion`).
+    pub fn precondition_failed(
+        r: &ApiResource,
+        name: &str,
+        what: &str,
+        wanted: &str,
+        actual: &str,
+    ) -> Self {
+        ApiError {
+            details: details(r, name),
+            ..Self::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: \
+                     {what} in precondition: {wanted}, {what} in object meta: {actual}",
+                    r.group_resource()
+                ),
+            )
+        }
+    }
+
     /// 422 Invalid with field causes.
     pub fn invalid(r: &ApiResource, name: &str, errors: &[FieldError]) -> Self {
         let causes = errors

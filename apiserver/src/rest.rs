@@ -986,33 +986,23 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
     let meta = object::meta(&obj)?;
     if let Some(p) = &opts.preconditions {
         if p.uid.as_ref().is_some_and(|u| Some(u) != meta.uid.as_ref()) {
-            return Err(ApiError {
-                code: 409,
-                reason: "Conflict",
-                message: format!(
-                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {}, UID in object meta: {}",
-                    ctx.r.group_resource(),
-                    p.uid.as_deref().unwrap_or(""),
-                    meta.uid.as_deref().unwrap_or("")
-                ),
-                details: None,
-            });
+            return Err(ApiError::precondition_failed(
+                ctx.r,
+                &name,
+                "UID",
+                p.uid.as_deref().unwrap_or(""),
+                meta.uid.as_deref().unwrap_or(""),
+            ));
         }
-        if p.resource_version
-            .as_ref()
-            .is_some_and(|rv| *rv != kv.mod_revision.to_string())
-        {
-            return Err(ApiError {
-                code: 409,
-                reason: "Conflict",
-                message: format!(
-                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: ResourceVersion in precondition: {}, ResourceVersion in object meta: {}",
-                    ctx.r.group_resource(),
-                    p.resource_version.as_deref().unwrap_or(""),
-                    kv.mod_revision
-                ),
-                details: None,
-            });
+        let current = kv.mod_revision.to_string();
+        if let Some(rv) = p.resource_version.as_deref().filter(|rv| *rv != current) {
+            return Err(ApiError::precondition_failed(
+                ctx.r,
+                &name,
+                "ResourceVersion",
+                rv,
+                &current,
+            ));
         }
     }
     if dry_run {

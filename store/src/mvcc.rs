@@ -218,6 +218,7 @@ impl Mvcc {
 
     /// Records a version at or below the compaction revision (reopening): it is readable but is
     /// no longer replayed to watchers.
+    #[cfg(feature = "embedded")]
     pub(crate) fn restore_compacted(&mut self, event: &Event) {
         self.push_version(event);
     }

@@ -37,11 +37,13 @@ impl Watch {
 }
 
 /// The sending side of a watch fed by a backend's own stream (etcd).
+#[cfg(feature = "etcd")]
 pub(crate) struct WatchSender {
     tx: mpsc::UnboundedSender<Result<Arc<Event>>>,
     queued: Arc<AtomicUsize>,
 }
 
+#[cfg(feature = "etcd")]
 impl WatchSender {
     /// Sends an event or error; false once the receiver is gone.
     pub(crate) fn send(&self, item: Result<Arc<Event>>) -> bool {
@@ -63,6 +65,7 @@ impl WatchSender {
 }
 
 /// A watch and the sender that feeds it.
+#[cfg(feature = "etcd")]
 pub(crate) fn watch_channel() -> (WatchSender, Watch) {
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));

@@ -384,3 +384,30 @@ async fn concurrent_updates_lose_nothing() {
     let (_, cur) = call(&s, Method::GET, uri, None, "").await;
     assert_eq!(cur["data"]["n"], "320");
 }
+
+#[tokio::test]
+async fn delete_preconditions_are_checked() {
+    let s = server().await;
+    post(&s, "/api/v1/namespaces/default/configmaps", cm("p")).await;
+    let uri = "/api/v1/namespaces/default/configmaps/p";
+    let body =
+        json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": "other"}});
+    let (code, err) = call(
+        &s,
+        Method::DELETE,
+        uri,
+        Some("application/json"),
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("Precondition failed: UID in precondition: other"),
+        "{err}"
+    );
+    let (code, _) = call(&s, Method::GET, uri, None, "").await;
+    assert_eq!(code, StatusCode::OK, "the object is still there");
+}
