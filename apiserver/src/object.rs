@@ -212,14 +212,14 @@ pub fn from_stored(value: &[u8]) -> Result<Object, ApiError> {
     }
 }
 
-/// The value to store: the object without its resourceVersion.
-pub fn to_stored(obj: &Object) -> Result<bytes::Bytes, ApiError> {
-    let mut obj = obj.clone();
+/// The value to store: the object without its resourceVersion (removed in place; callers set
+/// the new one after the write).
+pub fn to_stored(obj: &mut Object) -> Result<bytes::Bytes, ApiError> {
     if let Some(Value::Object(m)) = obj.get_mut("metadata") {
         m.shift_remove("resourceVersion");
         m.shift_remove("selfLink");
     }
-    serde_json::to_vec(&obj)
+    serde_json::to_vec(obj)
         .map(bytes::Bytes::from)
         .map_err(ApiError::internal)
 }

@@ -88,14 +88,14 @@ fn object_response(
             .and_then(|m| m.get("resourceVersion"))
             .cloned()
             .unwrap_or(Value::Null);
-        return json(code, &table(ctx.r, std::slice::from_ref(obj), rv, None));
+        return json(code, &table(std::slice::from_ref(obj), rv, None));
     }
     json(code, obj)
 }
 
 /// The default server-side printing: Name and Created At, as upstream prints resources without
 /// their own printer.
-fn table(r: &ApiResource, items: &[Object], rv: Value, cont: Option<String>) -> Value {
+fn table(items: &[Object], rv: Value, cont: Option<String>) -> Value {
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {
@@ -115,7 +115,6 @@ fn table(r: &ApiResource, items: &[Object], rv: Value, cont: Option<String>) -> 
             })
         })
         .collect();
-    let _ = r;
     let mut metadata = serde_json::Map::new();
     metadata.insert("resourceVersion".into(), rv);
     if let Some(c) = cont {
@@ -342,7 +341,7 @@ pub(crate) async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     if ctx.table {
         return json(
             StatusCode::OK,
-            &table(ctx.r, &items, Value::String(rv.to_string()), cont),
+            &table(&items, Value::String(rv.to_string()), cont),
         );
     }
     let mut metadata = serde_json::Map::new();
@@ -474,7 +473,7 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
                 ev = watch.next() => {
                     let Some(Ok(ev)) = ev else { return };
                     last = ev.revision();
-                    if let Some(line) = event_line(&r, &filter, &ev) {
+                    if let Some(line) = event_line(&filter, &ev) {
                         if tx.send(line).await.is_err() {
                             return;
                         }
@@ -521,13 +520,12 @@ fn bookmark(r: &ApiResource, rv: Revision, initial_end: bool) -> Bytes {
 
 /// The watch event a store event becomes for a watcher with `filter`: an object entering the
 /// selection is ADDED, one leaving it DELETED.
-fn event_line(r: &ApiResource, filter: &Filter, ev: &bosun_store::Event) -> Option<Bytes> {
+fn event_line(filter: &Filter, ev: &bosun_store::Event) -> Option<Bytes> {
     let old = ev
         .prev_kv
         .as_ref()
         .and_then(|kv| object::from_stored(&kv.value).ok());
     let old_matches = old.as_ref().is_some_and(|o| filter.matches(o));
-    let _ = r;
     match ev.kind {
         EventKind::Put => {
             let mut new = object::from_stored(&ev.kv.value).ok()?;
@@ -712,7 +710,7 @@ pub(crate) async fn create(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
     if ctx.query.dry_run {
         return object_response(ctx, StatusCode::CREATED, &obj);
     }
-    let value = object::to_stored(&obj)?;
+    let value = object::to_stored(&mut obj)?;
     let rev = ctx
         .store()
         .create(&ctx.key(&name), value)
@@ -855,7 +853,7 @@ async fn write_update(
         m.generation = Some(m.generation.unwrap_or(0) + 1);
         object::set_meta(&mut new, &m)?;
     }
-    let value = object::to_stored(&new)?;
+    let value = object::to_stored(&mut new)?;
     if value == old_kv.value {
         // Nothing changed: no write, same resourceVersion.
         object::set_resource_version(&mut new, old_kv.mod_revision);
@@ -1024,7 +1022,11 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
         object::set_meta(&mut obj, &m)?;
         let rev = ctx
             .store()
-            .update(&ctx.key(&name), object::to_stored(&obj)?, kv.mod_revision)
+            .update(
+                &ctx.key(&name),
+                object::to_stored(&mut obj)?,
+                kv.mod_revision,
+            )
             .await
             .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
         object::set_resource_version(&mut obj, rev);
@@ -1057,7 +1059,11 @@ async fn delete_namespace(
         }
         let rev = ctx
             .store()
-            .update(&ctx.key(&name), object::to_stored(&obj)?, kv.mod_revision)
+            .update(
+                &ctx.key(&name),
+                object::to_stored(&mut obj)?,
+                kv.mod_revision,
+            )
             .await
             .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
         object::set_resource_version(&mut obj, rev);

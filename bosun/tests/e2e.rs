@@ -39,15 +39,16 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start() -> Cluster {
-    let data = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let kubeconfig = data.path().join("kubeconfig");
+/// Starts `bosun server` on `data` and waits until it has written its kubeconfig (it does so
+/// once it listens).
+fn spawn_server(data: &Path, port: u16) -> (Child, PathBuf) {
+    let kubeconfig = data.join("kubeconfig");
+    let _ = std::fs::remove_file(&kubeconfig);
     let started = Instant::now();
     let child = Command::new(bosun_bin())
         .args(["server", "--data-dir"])
-        .arg(data.path())
-        .args(["--port", &free_port().to_string(), "--write-kubeconfig"])
+        .arg(data)
+        .args(["--port", &port.to_string(), "--write-kubeconfig"])
         .arg(&kubeconfig)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -61,10 +62,16 @@ fn start() -> Cluster {
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("bosun server ready in {:?}", started.elapsed());
+    (child, kubeconfig)
+}
+
+fn start() -> Cluster {
+    let data = tempfile::tempdir().unwrap();
+    let (child, kubeconfig) = spawn_server(data.path(), free_port());
     Cluster {
         child,
         kubeconfig,
-        home,
+        home: tempfile::tempdir().unwrap(),
         _data: data,
     }
 }
@@ -240,26 +247,9 @@ fn every_kubectl_from_1_27_to_1_33_works() {
 fn state_survives_a_restart_on_the_embedded_store() {
     let data = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
-    let port = free_port().to_string();
+    let port = free_port();
     let kubeconfig = data.path().join("kubeconfig");
-    let spawn = || {
-        let _ = std::fs::remove_file(&kubeconfig);
-        let child = Command::new(bosun_bin())
-            .args(["server", "--data-dir"])
-            .arg(data.path())
-            .args(["--port", &port, "--write-kubeconfig"])
-            .arg(&kubeconfig)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        while !kubeconfig.exists() {
-            assert!(t.elapsed() < Duration::from_secs(20));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
-    };
+    let spawn = || spawn_server(data.path(), port).0;
     let kubectl = |args: &[&str]| {
         Command::new("kubectl")
             .args(args)
