@@ -40,6 +40,8 @@ mod bytes;
 mod duration;
 mod intstr;
 mod meta_ext;
+pub mod openapi;
+pub mod patch;
 pub mod patch_meta;
 pub mod proto;
 mod quantity;

@@ -19,13 +19,16 @@
 //! A library user serves their own kinds by adding [`ApiResource`]s to a [`ResourceTable`] and
 //! passing it to [`ApiServer::with_resources`].
 
+mod defaults;
 pub mod discovery;
 pub mod error;
 pub mod object;
+pub mod openapi;
 pub mod request;
 pub mod resources;
 mod rest;
 mod server;
+pub mod validate;
 
 pub use error::ApiError;
 pub use resources::{ApiResource, ResourceTable};

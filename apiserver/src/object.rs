@@ -253,3 +253,51 @@ pub fn field(obj: &Object, path: &str) -> Option<String> {
         _ => None,
     }
 }
+
+/// The paths of fields in `obj` that its built-in type does not have (`spec.replicasx`,
+/// `spec.containers[0].imagex`), as upstream's strict decoding names them.
+pub fn unknown_fields(r: &ApiResource, obj: &Object) -> Vec<String> {
+    use bosun_api_types::patch_meta::{type_info, Shape};
+    fn walk(v: &Value, shape: Shape, path: &str, out: &mut Vec<String>) {
+        match (shape, v) {
+            (Shape::Object(name), Value::Object(m)) => {
+                let Some(t) = type_info(name) else { return };
+                for (k, x) in m {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    match t.field(k) {
+                        Some(f) => walk(x, f.shape, &p, out),
+                        None => out.push(p),
+                    }
+                }
+            }
+            (Shape::Array(inner), Value::Array(a)) => {
+                for (i, x) in a.iter().enumerate() {
+                    walk(x, *inner, &format!("{path}[{i}]"), out);
+                }
+            }
+            (Shape::Map(inner), Value::Object(m)) => {
+                for (k, x) in m {
+                    walk(x, *inner, &format!("{path}.{k}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(info) = r.builtin {
+        for (k, v) in obj {
+            if k == "apiVersion" || k == "kind" {
+                continue;
+            }
+            match type_info(info.schema_name).and_then(|t| t.field(k)) {
+                Some(f) => walk(v, f.shape, k, &mut out),
+                None => out.push(k.clone()),
+            }
+        }
+    }
+    out
+}

@@ -20,6 +20,12 @@ pub enum Route {
     GroupVersion(String, String),
     /// A resource, a collection or a subresource.
     Resource(Target),
+    /// `/openapi/v2`.
+    OpenApiV2,
+    /// `/openapi/v3`.
+    OpenApiV3Index,
+    /// `/openapi/v3/{path}`: one group version's document (`api/v1`, `apis/apps/v1`).
+    OpenApiV3(String),
 }
 
 /// A resource URL, decoded.
@@ -68,6 +74,9 @@ pub fn route(path: &str, table: &ResourceTable) -> Option<Route> {
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     match s.as_slice() {
         ["version"] => Some(Route::Version),
+        ["openapi", "v2"] => Some(Route::OpenApiV2),
+        ["openapi", "v3"] => Some(Route::OpenApiV3Index),
+        ["openapi", "v3", rest @ ..] => Some(Route::OpenApiV3(rest.join("/"))),
         ["healthz" | "livez" | "readyz", ..] => Some(Route::Health),
         ["api"] => Some(Route::CoreGroup),
         ["api", v] => Some(Route::GroupVersion(String::new(), (*v).to_owned())),

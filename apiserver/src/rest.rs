@@ -7,6 +7,7 @@ use crate::resources::ApiResource;
 use crate::server::{json, json_bytes, ApiServer, Body};
 use base64::Engine;
 use bosun_api_types::meta::v1::ObjectMeta;
+use bosun_api_types::patch;
 use bosun_api_types::selector::{FieldSelector, Selector};
 use bosun_api_types::validation::{self, FieldError, FieldPath};
 use bosun_api_types::Time;
@@ -27,6 +28,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) content_type: Option<&'a str>,
     /// The client asked for a `Table`.
     pub(crate) table: bool,
+    /// Warnings for the `Warning` response header.
+    pub(crate) warnings: std::sync::Mutex<Vec<String>>,
 }
 
 impl Ctx<'_> {
@@ -55,6 +58,60 @@ impl Ctx<'_> {
             None => Ok(()),
             Some(s) if allowed.contains(&s) && self.r.subresources.iter().any(|x| x == s) => Ok(()),
             Some(_) => Err(ApiError::no_route()),
+        }
+    }
+
+    fn warn(&self, w: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(w);
+    }
+
+    /// Applies `fieldValidation` to the fields of `obj` its type does not have: Strict
+    /// rejects them, Warn (the default) reports them in warnings, Ignore drops them silently.
+    fn check_fields(&self, obj: &Object) -> Result<(), ApiError> {
+        let mode = self.query.field_validation.as_deref().unwrap_or("Warn");
+        if !matches!(mode, "Strict" | "Warn" | "Ignore") {
+            return Err(ApiError::bad_request(format!(
+                "fieldValidation: invalid value {mode:?}: must be one of Ignore, Warn, Strict"
+            )));
+        }
+        if mode == "Ignore" {
+            return Ok(());
+        }
+        let unknown = object::unknown_fields(self.r, obj);
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let fields: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        if mode == "Strict" {
+            return Err(ApiError::bad_request(format!(
+                "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+                fields.join(", "),
+                kind = self.r.kind,
+                v = self.r.version
+            )));
+        }
+        for f in fields {
+            self.warn(f);
+        }
+        Ok(())
+    }
+
+    /// Upstream's per-kind validation of a defaulted object; 422 Invalid with causes.
+    fn validate(&self, name: &str, obj: &Object) -> Result<(), ApiError> {
+        let policy = crate::validate::Policy {
+            allow_privileged: self.server.inner.config.allow_privileged,
+        };
+        let errs = crate::validate::validate(self.r, obj, policy);
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(self.r, name, &errs))
         }
     }
 
@@ -669,6 +726,7 @@ pub(crate) async fn create(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
     let format = object::body_format(ctx.content_type)?;
     let mut obj = object::decode_body(body, format)?;
     object::check_type(ctx.r, &mut obj)?;
+    ctx.check_fields(&obj)?;
     let mut meta = object::meta(&obj)?;
     if meta
         .resource_version
@@ -705,8 +763,12 @@ pub(crate) async fn create(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
         // Custom resources with a status subresource ignore status on create.
         obj.shift_remove("status");
     }
-    let mut obj = object::normalize(ctx.r, obj)?;
     defaults(ctx.r, &mut obj);
+    if ctx.r.group.is_empty() && ctx.r.kind == "Pod" {
+        crate::defaults::admit_new_pod(&mut obj);
+    }
+    let mut obj = object::normalize(ctx.r, obj)?;
+    ctx.validate(&name, &obj)?;
     if ctx.query.dry_run {
         return object_response(ctx, StatusCode::CREATED, &obj);
     }
@@ -720,10 +782,10 @@ pub(crate) async fn create(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
     object_response(ctx, StatusCode::CREATED, &obj)
 }
 
-/// The few defaults applied so far (per-kind defaulting is a later step).
+/// Upstream's defaults for the kind, and the label every namespace carries with its name.
 fn defaults(r: &ApiResource, obj: &mut Object) {
+    crate::defaults::apply(r, obj);
     if r.group.is_empty() && r.kind == "Namespace" {
-        // Upstream labels every namespace with its own name.
         let name = object::field(obj, "metadata.name").unwrap_or_default();
         if let Some(Value::Object(meta)) = obj.get_mut("metadata") {
             let labels = meta.entry("labels").or_insert_with(|| json!({}));
@@ -731,18 +793,6 @@ fn defaults(r: &ApiResource, obj: &mut Object) {
                 labels.insert("kubernetes.io/metadata.name".into(), Value::String(name));
             }
         }
-        let spec = obj.entry("spec").or_insert_with(|| json!({}));
-        if let Value::Object(spec) = spec {
-            spec.entry("finalizers")
-                .or_insert_with(|| json!(["kubernetes"]));
-        }
-        let status = obj.entry("status").or_insert_with(|| json!({}));
-        if let Value::Object(status) = status {
-            status.entry("phase").or_insert_with(|| json!("Active"));
-        }
-    }
-    if r.group.is_empty() && r.kind == "Secret" {
-        obj.entry("type").or_insert_with(|| json!("Opaque"));
     }
 }
 
@@ -847,7 +897,9 @@ async fn write_update(
         return Err(ApiError::invalid(ctx.r, &name, &errs));
     }
     object::set_meta(&mut new, &meta)?;
+    defaults(ctx.r, &mut new);
     let mut new = object::normalize(ctx.r, new)?;
+    ctx.validate(&name, &new)?;
     if meta.generation.is_some() && spec_part(&new) != spec_part(old) {
         let mut m = object::meta(&new)?;
         m.generation = Some(m.generation.unwrap_or(0) + 1);
@@ -877,28 +929,17 @@ pub(crate) async fn update(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
     ctx.check_verb("update")?;
     let format = object::body_format(ctx.content_type)?;
     let new = object::decode_body(body, format)?;
+    ctx.check_fields(&new)?;
     let (old, old_kv) = ctx.current(ctx.name()).await?;
     write_update(ctx, new, &old, &old_kv).await
 }
 
-/// RFC 7386 JSON merge patch.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(p) => {
-            if !target.is_object() {
-                *target = Value::Object(serde_json::Map::new());
-            }
-            if let Value::Object(t) = target {
-                for (k, v) in p {
-                    if v.is_null() {
-                        t.shift_remove(k);
-                    } else {
-                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-                    }
-                }
-            }
-        }
-        other => *target = other.clone(),
+fn patch_error(e: patch::PatchError) -> ApiError {
+    ApiError {
+        code: 422,
+        reason: "Invalid",
+        message: e.message,
+        details: None,
     }
 }
 
@@ -914,14 +955,23 @@ pub(crate) async fn patch(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, 
         let (old, old_kv) = ctx.current(ctx.name()).await?;
         let mut target = Value::Object(old.clone());
         match essence {
-            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                merge_patch(&mut target, &patch);
+            "application/merge-patch+json" => patch::merge_patch(&mut target, &patch),
+            "application/json-patch+json" => {
+                target = patch::json_patch(&target, &patch).map_err(patch_error)?;
+            }
+            "application/strategic-merge-patch+json" => {
+                let Some(info) = ctx.r.builtin else {
+                    return Err(ApiError::unsupported_media_type(ct));
+                };
+                target = patch::strategic_merge(&target, &patch, info.schema_name)
+                    .map_err(patch_error)?;
             }
             _ => return Err(ApiError::unsupported_media_type(ct)),
         }
         let Value::Object(mut new) = target else {
             return Err(ApiError::bad_request("the patched object is not an object"));
         };
+        ctx.check_fields(&new)?;
         // A patch that does not name a resourceVersion applies to the current one.
         if patch
             .get("metadata")

@@ -1,6 +1,7 @@
 //! The HTTP server: connection handling (HTTP/1.1 and HTTP/2), routing, content negotiation.
 
 use crate::error::ApiError;
+use crate::openapi::Documents;
 use crate::request::{route, Query, Route, Target};
 use crate::resources::{ApiResource, ResourceTable};
 use crate::{discovery, rest};
@@ -27,6 +28,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// The address clients reach the server at (reported by `/api`).
     pub advertise_address: String,
+    /// Whether containers may run privileged (upstream's `--allow-privileged`; on by default
+    /// here, as every real cluster sets it for its node agents).
+    pub allow_privileged: bool,
 }
 
 impl Default for Config {
@@ -34,6 +38,7 @@ impl Default for Config {
         Config {
             max_body_bytes: 3 * 1024 * 1024,
             advertise_address: "127.0.0.1:6443".into(),
+            allow_privileged: true,
         }
     }
 }
@@ -43,6 +48,7 @@ pub(crate) struct Inner {
     pub(crate) table: RwLock<Arc<ResourceTable>>,
     pub(crate) config: Config,
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
+    openapi: std::sync::Mutex<Option<Arc<Documents>>>,
 }
 
 /// The Kubernetes API server over a [`Store`]. Cheap to clone.
@@ -66,6 +72,7 @@ impl ApiServer {
                 table: RwLock::new(Arc::new(table)),
                 config,
                 shutdown,
+                openapi: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -194,6 +201,44 @@ impl ApiServer {
                     None => Err(ApiError::no_route()),
                 }
             }
+            Route::OpenApiV2 if is_get => {
+                let docs = self.openapi_documents(&table);
+                let proto = accept.contains("protobuf");
+                // Rendering is CPU work of tens of milliseconds the first time: off the reactor.
+                let body = blocking(move || {
+                    if proto {
+                        docs.v2_proto()
+                    } else {
+                        docs.v2_json()
+                    }
+                })
+                .await?;
+                Ok(bytes_response(
+                    body,
+                    if proto {
+                        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+                    } else {
+                        "application/json"
+                    },
+                ))
+            }
+            Route::OpenApiV3Index if is_get => {
+                let docs = self.openapi_documents(&table);
+                json(StatusCode::OK, &blocking(move || docs.v3_index()).await?)
+            }
+            Route::OpenApiV3(path) if is_get => {
+                let docs = self.openapi_documents(&table);
+                match blocking(move || docs.v3(&path)).await? {
+                    Some((doc, hash)) => {
+                        let mut r = bytes_response(doc, "application/json");
+                        if let Ok(etag) = HeaderValue::from_str(&format!("\"{hash}\"")) {
+                            r.headers_mut().insert(header::ETAG, etag);
+                        }
+                        Ok(r)
+                    }
+                    None => Err(ApiError::no_route()),
+                }
+            }
             Route::Resource(target) => {
                 let Some(resource) = table
                     .get(&target.group, &target.version, &target.plural)
@@ -209,6 +254,19 @@ impl ApiServer {
                 message: "the server does not allow this method on the requested resource".into(),
                 details: None,
             }),
+        }
+    }
+
+    /// The OpenAPI documents of `table`, rendered once per table.
+    fn openapi_documents(&self, table: &Arc<ResourceTable>) -> Arc<Documents> {
+        let mut cached = self.inner.openapi.lock().unwrap_or_else(|p| p.into_inner());
+        match cached.as_ref() {
+            Some(d) if d.describes(table) => Arc::clone(d),
+            _ => {
+                let d = Arc::new(Documents::new(Arc::clone(table)));
+                *cached = Some(Arc::clone(&d));
+                d
+            }
         }
     }
 
@@ -248,11 +306,12 @@ impl ApiServer {
             query: &query,
             content_type: content_type.as_deref(),
             table: table_requested(accept),
+            warnings: std::sync::Mutex::new(Vec::new()),
         };
         if !r.namespaced && target.namespace.is_some() {
             return Err(ApiError::no_route());
         }
-        match (&method, target.name.is_some()) {
+        let result = match (&method, target.name.is_some()) {
             (&Method::GET, true) => rest::get(&ctx).await,
             (&Method::GET, false) if query.watch => rest::watch(&ctx).await,
             (&Method::GET, false) => rest::list(&ctx).await,
@@ -262,7 +321,17 @@ impl ApiServer {
             (&Method::DELETE, false) => rest::delete_collection(&ctx, &body).await,
             (&Method::PATCH, true) => rest::patch(&ctx, &body).await,
             _ => Err(ApiError::method_not_allowed(&r, method.as_str())),
-        }
+        };
+        let warnings = std::mem::take(&mut *ctx.warnings.lock().unwrap_or_else(|p| p.into_inner()));
+        result.map(|mut resp| {
+            for w in warnings {
+                let quoted = w.replace('\\', "\\\\").replace('"', "\\\"");
+                if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{quoted}\"")) {
+                    resp.headers_mut().append(header::WARNING, v);
+                }
+            }
+            resp
+        })
     }
 }
 
@@ -331,6 +400,21 @@ fn version_info() -> serde_json::Value {
 
 pub(crate) fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)
+}
+
+fn bytes_response(body: Bytes, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
 }
 
 fn text(code: StatusCode, s: &'static str) -> Response<Body> {

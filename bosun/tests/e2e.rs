@@ -193,8 +193,8 @@ fn scenario(k: &Kubectl<'_>, ns: &str, dir: &Path) {
         ]),
         "1"
     );
-    // create -f with a file. Client-side validation and apply need the OpenAPI documents (a
-    // later slice); until then validation is off.
+    apply(k, ns, dir);
+    // create -f with a file, validation off.
     let file = dir.join(format!("{ns}.json"));
     std::fs::write(
         &file,
@@ -225,6 +225,160 @@ fn scenario(k: &Kubectl<'_>, ns: &str, dir: &Path) {
     );
     assert!(k.ok(&["api-versions"]).lines().any(|l| l == "apps/v1"));
     k.ok(&["delete", "namespace", ns, "--wait=false"]);
+}
+
+/// A multi-document manifest for `kubectl apply`.
+fn manifest(ns: &str, replicas: u32, image: &str, extra_label: bool) -> String {
+    let label = if extra_label { "\n    tier: front" } else { "" };
+    format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: {ns}
+data:
+  mode: fast
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: app
+  namespace: {ns}
+  labels:
+    app: app{label}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: app}}
+  template:
+    metadata:
+      labels: {{app: app}}
+    spec:
+      containers:
+      - name: main
+        image: {image}
+        ports:
+        - containerPort: 80
+      - name: sidecar
+        image: busybox
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+  namespace: {ns}
+stringData:
+  user: admin
+"#
+    )
+}
+
+/// Client-side apply (OpenAPI-backed validation, last-applied annotation, strategic merge
+/// patch on the second apply), patch types, explain, strict field validation.
+fn apply(k: &Kubectl<'_>, ns: &str, dir: &Path) {
+    let file = dir.join(format!("{ns}-app.yaml"));
+    std::fs::write(&file, manifest(ns, 1, "nginx:1.26", false)).unwrap();
+    let f = file.to_str().unwrap();
+    let out = k.ok(&["apply", "-f", f]);
+    assert!(out.contains("deployment.apps/app created"), "{out}");
+    let out = k.ok(&["apply", "-f", f]);
+    assert!(out.contains("deployment.apps/app unchanged"), "{out}");
+    // Something else adds a container; the second apply must merge containers by name and
+    // keep it, as a strategic merge patch does.
+    k.ok(&[
+        "patch",
+        "deploy",
+        "app",
+        "-n",
+        ns,
+        "--type",
+        "strategic",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"injected","image":"pause"}]}}}}"#,
+    ]);
+    std::fs::write(&file, manifest(ns, 3, "nginx:1.27", true)).unwrap();
+    let out = k.ok(&["apply", "-f", f]);
+    assert!(out.contains("deployment.apps/app configured"), "{out}");
+    let d = k.json(&["get", "deploy", "app", "-n", ns]);
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(d["metadata"]["labels"]["tier"], "front");
+    assert_eq!(d["metadata"]["generation"], 3);
+    let names: Vec<&str> = d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["main", "sidecar", "injected"]);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.27"
+    );
+    assert!(
+        d["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .as_str()
+            .unwrap()
+            .contains("nginx:1.27")
+    );
+    k.ok(&[
+        "patch",
+        "deploy",
+        "app",
+        "-n",
+        ns,
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/replicas","value":2}]"#,
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "app",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "2"
+    );
+    let bad = k.run(&[
+        "patch",
+        "deploy",
+        "app",
+        "-n",
+        ns,
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/nothing"}]"#,
+    ]);
+    assert!(!bad.status.success());
+    // Unknown fields: rejected under kubectl's default strict validation, warned about with
+    // --validate=warn.
+    let typo = dir.join(format!("{ns}-typo.yaml"));
+    std::fs::write(
+        &typo,
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: typo\n  namespace: {ns}\n  labelz: {{a: b}}\n"),
+    )
+    .unwrap();
+    let rejected = k.run(&["apply", "-f", typo.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&rejected.stderr);
+    assert!(!rejected.status.success());
+    assert!(
+        stderr.contains("unknown field \"metadata.labelz\""),
+        "{stderr}"
+    );
+    let warned = k.run(&["apply", "--validate=warn", "-f", typo.to_str().unwrap()]);
+    assert!(warned.status.success());
+    assert!(String::from_utf8_lossy(&warned.stderr).contains("unknown field"));
+    let explain = k.ok(&["explain", "pod.spec.containers"]);
+    assert!(
+        explain.contains("FIELD: containers <[]Container>"),
+        "{explain}"
+    );
+    k.ok(&["delete", "-f", f]);
 }
 
 #[test]

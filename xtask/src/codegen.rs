@@ -1100,6 +1100,7 @@ pub fn run(reference: &Path, out_dir: &Path, check: bool) -> Result<String> {
     for text in files.values_mut() {
         *text = rustfmt(text, &config)?;
     }
+    files.insert(PathBuf::from("definitions.json"), served_definitions(defs)?);
     let count = files.len();
     if check {
         let mut stale = Vec::new();
@@ -1134,6 +1135,49 @@ pub fn run(reference: &Path, out_dir: &Path, check: bool) -> Result<String> {
         aliases.len(),
         resource_list.len()
     ))
+}
+
+/// The OpenAPI definitions of every generated type and of every definition they reference,
+/// minified, for the API server's `/openapi/v2` and `/openapi/v3` documents (descriptions are
+/// kept: `kubectl explain` prints them).
+fn served_definitions(defs: &serde_json::Map<String, Value>) -> Result<String> {
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                    if let Some(name) = r.strip_prefix("#/definitions/") {
+                        out.push(name);
+                    }
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut keep: BTreeSet<&str> = defs
+        .keys()
+        .filter(|k| locate(k).is_some())
+        .map(String::as_str)
+        .collect();
+    let mut todo: Vec<&str> = keep.iter().copied().collect();
+    while let Some(name) = todo.pop() {
+        let mut found = Vec::new();
+        if let Some(d) = defs.get(name) {
+            refs(d, &mut found);
+        }
+        for f in found {
+            if defs.contains_key(f) && keep.insert(f) {
+                todo.push(f);
+            }
+        }
+    }
+    let out: serde_json::Map<String, Value> = defs
+        .iter()
+        .filter(|(k, _)| keep.contains(k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    serde_json::to_string(&out).map_err(|e| format!("definitions: {e}"))
 }
 
 /// Formats generated code the way `cargo fmt` would, so that the checked-in files stay stable.

@@ -9,6 +9,8 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+mod oracle;
+
 async fn server() -> ApiServer {
     let s = ApiServer::new(Arc::new(MemoryStore::new()));
     s.bootstrap().await.unwrap();
@@ -410,4 +412,114 @@ async fn delete_preconditions_are_checked() {
     );
     let (code, _) = call(&s, Method::GET, uri, None, "").await;
     assert_eq!(code, StatusCode::OK, "the object is still there");
+}
+
+#[tokio::test]
+async fn openapi_v3_index_points_at_documents_and_v2_speaks_protobuf() {
+    let s = server().await;
+    let (code, index) = call(&s, Method::GET, "/openapi/v3", None, "").await;
+    assert_eq!(code, StatusCode::OK);
+    let url = index["paths"]["apis/apps/v1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(url.starts_with("/openapi/v3/apis/apps/v1?hash="), "{url}");
+    let (code, doc) = call(&s, Method::GET, &url, None, "").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.0.0");
+    assert!(doc["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"].is_object());
+    let (code, _) = call(&s, Method::GET, "/openapi/v3/apis/nope/v1", None, "").await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    let req = Request::builder()
+        .uri("/openapi/v2")
+        .header(
+            "accept",
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+        )
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = s.handle(req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("protobuf"));
+    let (code, v2) = call(&s, Method::GET, "/openapi/v2", None, "").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(v2["swagger"], "2.0");
+    assert!(v2["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"].is_object());
+}
+
+#[tokio::test]
+async fn patches_json_strategic_and_field_validation() {
+    let s = server().await;
+    let dep = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}},
+                 "template": {"metadata": {"labels": {"a": "b"}},
+                              "spec": {"containers": [{"name": "c1", "image": "x"}]}}}});
+    let (code, _) = post(&s, "/apis/apps/v1/namespaces/default/deployments", dep).await;
+    assert_eq!(code, StatusCode::CREATED);
+    let uri = "/apis/apps/v1/namespaces/default/deployments/d";
+    let smp =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "c2", "image": "y"}]}}}});
+    let (code, d) = call(
+        &s,
+        Method::PATCH,
+        uri,
+        Some("application/strategic-merge-patch+json"),
+        smp.to_string(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{d}");
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][1]["name"], "c2");
+    assert_eq!(d["metadata"]["generation"], 2);
+    let jp = json!([{"op": "add", "path": "/spec/replicas", "value": 4}]);
+    let (code, d) = call(
+        &s,
+        Method::PATCH,
+        uri,
+        Some("application/json-patch+json"),
+        jp.to_string(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{d}");
+    assert_eq!(d["spec"]["replicas"], 4);
+    let (code, e) = call(
+        &s,
+        Method::PATCH,
+        uri,
+        Some("application/json-patch+json"),
+        r#"[{"op":"test","path":"/spec/replicas","value":5}]"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+
+    // fieldValidation: Strict rejects unknown fields, Warn (default) keeps going with a warning.
+    let typo =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "t"}, "dataz": {}});
+    let (code, e) = post(
+        &s,
+        "/api/v1/namespaces/default/configmaps?fieldValidation=Strict",
+        typo.clone(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains("strict decoding error: unknown field \"dataz\""));
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/namespaces/default/configmaps")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(typo.to_string())))
+        .unwrap();
+    let resp = s.handle(req).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(
+        resp.headers()["warning"].to_str().unwrap(),
+        "299 - \"unknown field \\\"dataz\\\"\""
+    );
 }
