@@ -24,6 +24,7 @@ pub mod discovery;
 pub mod error;
 pub mod object;
 pub mod openapi;
+pub mod printers;
 pub mod request;
 pub mod resources;
 mod rest;

@@ -45,6 +45,19 @@ fn definitions() -> &'static Definitions {
     })
 }
 
+/// The upstream description of a field of a definition (`io.k8s.api.core.v1.PodSpec`,
+/// `nodeName`), as server-side printing uses for column descriptions.
+pub fn field_description(definition: &str, field: &str) -> Option<String> {
+    definitions()
+        .defs
+        .get(definition)?
+        .get("properties")?
+        .get(field)?
+        .get("description")?
+        .as_str()
+        .map(str::to_owned)
+}
+
 const DELETE_OPTIONS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions";
 const STATUS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Status";
 const PATCH: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch";

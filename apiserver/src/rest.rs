@@ -145,52 +145,14 @@ fn object_response(
             .and_then(|m| m.get("resourceVersion"))
             .cloned()
             .unwrap_or(Value::Null);
-        return json(code, &table(std::slice::from_ref(obj), rv, None));
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("resourceVersion".into(), rv);
+        return json(
+            code,
+            &crate::printers::table(ctx.r, std::slice::from_ref(obj), metadata),
+        );
     }
     json(code, obj)
-}
-
-/// The default server-side printing: Name and Created At, as upstream prints resources without
-/// their own printer.
-fn table(items: &[Object], rv: Value, cont: Option<String>) -> Value {
-    let rows: Vec<Value> = items
-        .iter()
-        .map(|o| {
-            let meta = o.get("metadata").cloned().unwrap_or_else(|| json!({}));
-            let name = meta.get("name").cloned().unwrap_or(Value::Null);
-            let created = meta
-                .get("creationTimestamp")
-                .cloned()
-                .unwrap_or(Value::Null);
-            json!({
-                "cells": [name, created],
-                "object": {
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": meta,
-                },
-            })
-        })
-        .collect();
-    let mut metadata = serde_json::Map::new();
-    metadata.insert("resourceVersion".into(), rv);
-    if let Some(c) = cont {
-        metadata.insert("continue".into(), Value::String(c));
-    }
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": metadata,
-        "columnDefinitions": [
-            {"name": "Name", "type": "string", "format": "name",
-             "description": "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
-             "priority": 0},
-            {"name": "Created At", "type": "date", "format": "",
-             "description": "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
-             "priority": 0},
-        ],
-        "rows": rows,
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -395,12 +357,6 @@ pub(crate) async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         (Some(k), true) => Some(encode_continue(rv, k)),
         _ => None,
     };
-    if ctx.table {
-        return json(
-            StatusCode::OK,
-            &table(&items, Value::String(rv.to_string()), cont),
-        );
-    }
     let mut metadata = serde_json::Map::new();
     metadata.insert("resourceVersion".into(), Value::String(rv.to_string()));
     if let Some(c) = cont {
@@ -408,6 +364,12 @@ pub(crate) async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     }
     if let Some(n) = remaining {
         metadata.insert("remainingItemCount".into(), Value::from(n));
+    }
+    if ctx.table {
+        return json(
+            StatusCode::OK,
+            &crate::printers::table(ctx.r, &items, metadata),
+        );
     }
     let list = json!({
         "kind": ctx.r.list_kind,
@@ -471,6 +433,10 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         ),
     };
     let send_initial = ctx.query.send_initial_events.unwrap_or(requested.is_none());
+    let mut printer = WatchPrinter {
+        table: ctx.table.then(|| Arc::clone(ctx.r)),
+        headers_sent: false,
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     let mut initial = Vec::new();
     let from = match requested {
@@ -484,7 +450,7 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
                 let mut obj = object::from_stored(&kv.value)?;
                 if filter.matches(&obj) {
                     object::set_resource_version(&mut obj, kv.mod_revision);
-                    initial.push(watch_line("ADDED", &Value::Object(obj)));
+                    initial.push(printer.line("ADDED", obj));
                 }
             }
             if ctx.query.send_initial_events == Some(true) && ctx.query.allow_watch_bookmarks {
@@ -530,8 +496,8 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
                 ev = watch.next() => {
                     let Some(Ok(ev)) = ev else { return };
                     last = ev.revision();
-                    if let Some(line) = event_line(&filter, &ev) {
-                        if tx.send(line).await.is_err() {
+                    if let Some((kind, obj)) = watch_event(&filter, &ev) {
+                        if tx.send(printer.line(kind, obj)).await.is_err() {
                             return;
                         }
                     }
@@ -575,9 +541,34 @@ fn bookmark(r: &ApiResource, rv: Revision, initial_end: bool) -> Bytes {
     )
 }
 
+/// Renders watch events: objects as they are, or one-row Tables when the client asked for
+/// server-side printing (column definitions in the first event only, as upstream sends them).
+struct WatchPrinter {
+    table: Option<Arc<ApiResource>>,
+    headers_sent: bool,
+}
+
+impl WatchPrinter {
+    fn line(&mut self, kind: &str, obj: Object) -> Bytes {
+        let Some(r) = &self.table else {
+            return watch_line(kind, &Value::Object(obj));
+        };
+        let mut metadata = serde_json::Map::new();
+        if let Some(rv) = obj.get("metadata").and_then(|m| m.get("resourceVersion")) {
+            metadata.insert("resourceVersion".into(), rv.clone());
+        }
+        let mut table = crate::printers::table(r, std::slice::from_ref(&obj), metadata);
+        if self.headers_sent {
+            table["columnDefinitions"] = json!([]);
+        }
+        self.headers_sent = true;
+        watch_line(kind, &table)
+    }
+}
+
 /// The watch event a store event becomes for a watcher with `filter`: an object entering the
 /// selection is ADDED, one leaving it DELETED.
-fn event_line(filter: &Filter, ev: &bosun_store::Event) -> Option<Bytes> {
+fn watch_event(filter: &Filter, ev: &bosun_store::Event) -> Option<(&'static str, Object)> {
     let old = ev
         .prev_kv
         .as_ref()
@@ -595,12 +586,12 @@ fn event_line(filter: &Filter, ev: &bosun_store::Event) -> Option<Bytes> {
                 (true, true, false) => "DELETED",
                 _ => return None,
             };
-            Some(watch_line(kind, &Value::Object(new)))
+            Some((kind, new))
         }
         EventKind::Delete => {
             let mut old = old.filter(|_| old_matches)?;
             object::set_resource_version(&mut old, ev.kv.mod_revision);
-            Some(watch_line("DELETED", &Value::Object(old)))
+            Some(("DELETED", old))
         }
     }
 }

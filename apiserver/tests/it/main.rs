@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 mod oracle;
+mod tables;
 
 async fn server() -> ApiServer {
     let s = ApiServer::new(Arc::new(MemoryStore::new()));
