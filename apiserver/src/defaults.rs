@@ -306,6 +306,24 @@ fn job_spec(spec: &mut M) {
     pod_template(template);
 }
 
+/// A new Job's generated selector and pod labels (unless it selects manually), as upstream's
+/// job strategy sets them on create.
+pub fn job_selector(o: &mut Object, uid: &str, name: &str) {
+    let spec = obj(o, "spec");
+    if spec.get("manualSelector") == Some(&Value::Bool(true)) {
+        return;
+    }
+    spec.insert(
+        "selector".into(),
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
+    let labels = obj(obj(obj(spec, "template"), "metadata"), "labels");
+    labels.insert("batch.kubernetes.io/controller-uid".into(), json!(uid));
+    labels.insert("batch.kubernetes.io/job-name".into(), json!(name));
+    labels.insert("controller-uid".into(), json!(uid));
+    labels.insert("job-name".into(), json!(name));
+}
+
 fn pvc_spec(spec: &mut M) {
     or(spec, "volumeMode", json!("Filesystem"));
 }

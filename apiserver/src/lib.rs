@@ -19,6 +19,7 @@
 //! A library user serves their own kinds by adding [`ApiResource`]s to a [`ResourceTable`] and
 //! passing it to [`ApiServer::with_resources`].
 
+pub mod allocator;
 mod defaults;
 pub mod discovery;
 pub mod error;
@@ -28,6 +29,7 @@ pub mod printers;
 pub mod request;
 pub mod resources;
 mod rest;
+mod scale;
 mod server;
 pub mod validate;
 

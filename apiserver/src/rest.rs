@@ -1,6 +1,7 @@
 //! The REST verbs of a resource: get, list, watch, create, update, patch, delete,
 //! deletecollection.
 
+use crate::allocator;
 use crate::error::ApiError;
 use crate::object::{self, Object};
 use crate::resources::ApiResource;
@@ -37,7 +38,7 @@ impl Ctx<'_> {
         self.server.store()
     }
 
-    fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         self.name.unwrap_or("")
     }
 
@@ -116,7 +117,7 @@ impl Ctx<'_> {
     }
 
     /// Reads the current object.
-    async fn current(&self, name: &str) -> Result<(Object, KeyValue), ApiError> {
+    pub(crate) async fn current(&self, name: &str) -> Result<(Object, KeyValue), ApiError> {
         let kv = self
             .store()
             .get(&self.key(name), None)
@@ -161,8 +162,32 @@ fn object_response(
 pub(crate) async fn get(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     ctx.check_subresource(&["status", "scale"])?;
     ctx.check_verb("get")?;
+    if ctx.subresource == Some("scale") {
+        return json(StatusCode::OK, &crate::scale::get(ctx).await?);
+    }
     let (obj, _) = ctx.current(ctx.name()).await?;
     object_response(ctx, StatusCode::OK, &obj)
+}
+
+/// Writes the parent object of a subresource (`scale`) with the main resource's rules.
+pub(crate) async fn write_parent(
+    ctx: &Ctx<'_>,
+    new: Object,
+    old: &Object,
+    old_kv: &KeyValue,
+) -> Result<Object, ApiError> {
+    let parent = Ctx {
+        server: ctx.server,
+        r: ctx.r,
+        namespace: ctx.namespace,
+        name: ctx.name,
+        subresource: None,
+        query: ctx.query,
+        content_type: ctx.content_type,
+        table: false,
+        warnings: std::sync::Mutex::new(Vec::new()),
+    };
+    write_update_obj(&parent, new, old, old_kv).await
 }
 
 /// A continue token: the revision of the first page and the last key returned.
@@ -750,6 +775,9 @@ pub(crate) async fn create(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
         None
     };
     object::set_meta(&mut obj, &meta)?;
+    if ctx.r.group == "batch" && ctx.r.kind == "Job" {
+        crate::defaults::job_selector(&mut obj, meta.uid.as_deref().unwrap_or(""), &name);
+    }
     if ctx.r.subresources.iter().any(|s| s == "status") && ctx.r.builtin.is_none() {
         // Custom resources with a status subresource ignore status on create.
         obj.shift_remove("status");
@@ -760,17 +788,38 @@ pub(crate) async fn create(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
     }
     let mut obj = object::normalize(ctx.r, obj)?;
     ctx.validate(&name, &obj)?;
+    let claimed = if is_service(ctx.r) {
+        let ranges = &ctx.server.inner.config.service_ranges;
+        allocator::allocate(ctx.store(), ranges, &mut obj, None, ctx.query.dry_run).await?
+    } else {
+        Vec::new()
+    };
     if ctx.query.dry_run {
         return object_response(ctx, StatusCode::CREATED, &obj);
     }
     let value = object::to_stored(&mut obj)?;
-    let rev = ctx
-        .store()
-        .create(&ctx.key(&name), value)
-        .await
-        .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
+    let rev = match ctx.store().create(&ctx.key(&name), value).await {
+        Ok(rev) => rev,
+        Err(e) => {
+            allocator::release(ctx.store(), &claimed).await;
+            return Err(ApiError::from_store(e, ctx.r, &name));
+        }
+    };
     object::set_resource_version(&mut obj, rev);
     object_response(ctx, StatusCode::CREATED, &obj)
+}
+
+fn is_service(r: &ApiResource) -> bool {
+    r.group.is_empty() && r.kind == "Service"
+}
+
+/// What deleting an object frees besides its key: a Service's IP and node ports.
+async fn after_delete(store: &Arc<dyn bosun_store::Store>, key: &str, value: &[u8]) {
+    if key.starts_with("/registry/core/services/") {
+        if let Ok(svc) = object::from_stored(value) {
+            allocator::release_service(store, &svc, None).await;
+        }
+    }
 }
 
 /// Upstream's defaults for the kind, and the label every namespace carries with its name.
@@ -801,12 +850,12 @@ fn spec_part(obj: &Object) -> Object {
 /// Writes `new` over the current object `old` (stored at `old_rev`), applying the update
 /// rules: system metadata kept, status or spec preserved depending on the subresource,
 /// generation bumped on a spec change, a no-op write skipped.
-async fn write_update(
+async fn write_update_obj(
     ctx: &Ctx<'_>,
     mut new: Object,
     old: &Object,
     old_kv: &KeyValue,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Object, ApiError> {
     let name = ctx.name().to_owned();
     object::check_type(ctx.r, &mut new)?;
     let mut meta = object::meta(&new)?;
@@ -891,34 +940,59 @@ async fn write_update(
     defaults(ctx.r, &mut new);
     let mut new = object::normalize(ctx.r, new)?;
     ctx.validate(&name, &new)?;
+    let claimed = if is_service(ctx.r) && ctx.subresource.is_none() {
+        let ranges = &ctx.server.inner.config.service_ranges;
+        allocator::allocate(ctx.store(), ranges, &mut new, Some(old), ctx.query.dry_run).await?
+    } else {
+        Vec::new()
+    };
     if meta.generation.is_some() && spec_part(&new) != spec_part(old) {
         let mut m = object::meta(&new)?;
         m.generation = Some(m.generation.unwrap_or(0) + 1);
         object::set_meta(&mut new, &m)?;
     }
     let value = object::to_stored(&mut new)?;
-    if value == old_kv.value {
-        // Nothing changed: no write, same resourceVersion.
+    if value == old_kv.value || ctx.query.dry_run {
+        // Nothing changed (no write, same resourceVersion), or nothing is to be written.
+        allocator::release(ctx.store(), &claimed).await;
         object::set_resource_version(&mut new, old_kv.mod_revision);
-        return object_response(ctx, StatusCode::OK, &new);
+        return Ok(new);
     }
-    if ctx.query.dry_run {
-        object::set_resource_version(&mut new, old_kv.mod_revision);
-        return object_response(ctx, StatusCode::OK, &new);
+    let rev = match ctx.store().update(&ctx.key(&name), value, expected).await {
+        Ok(rev) => rev,
+        Err(e) => {
+            allocator::release(ctx.store(), &claimed).await;
+            return Err(ApiError::from_store(e, ctx.r, &name));
+        }
+    };
+    if is_service(ctx.r) {
+        allocator::release_service(ctx.store(), old, Some(&new)).await;
     }
-    let rev = ctx
-        .store()
-        .update(&ctx.key(&name), value, expected)
-        .await
-        .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
     object::set_resource_version(&mut new, rev);
-    object_response(ctx, StatusCode::OK, &new)
+    Ok(new)
+}
+
+async fn write_update(
+    ctx: &Ctx<'_>,
+    new: Object,
+    old: &Object,
+    old_kv: &KeyValue,
+) -> Result<Response<Body>, ApiError> {
+    let obj = write_update_obj(ctx, new, old, old_kv).await?;
+    object_response(ctx, StatusCode::OK, &obj)
 }
 
 pub(crate) async fn update(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
-    ctx.check_subresource(&["status"])?;
+    ctx.check_subresource(&["status", "scale"])?;
     ctx.check_verb("update")?;
     let format = object::body_format(ctx.content_type)?;
+    if ctx.subresource == Some("scale") {
+        let scale = Value::Object(object::decode_body(body, format)?);
+        return json(
+            StatusCode::OK,
+            &crate::scale::write(ctx, Some(&scale), None).await?,
+        );
+    }
     let new = object::decode_body(body, format)?;
     ctx.check_fields(&new)?;
     let (old, old_kv) = ctx.current(ctx.name()).await?;
@@ -935,12 +1009,18 @@ fn patch_error(e: patch::PatchError) -> ApiError {
 }
 
 pub(crate) async fn patch(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
-    ctx.check_subresource(&["status"])?;
+    ctx.check_subresource(&["status", "scale"])?;
     ctx.check_verb("patch")?;
     let ct = ctx.content_type.unwrap_or("");
     let essence = ct.split(';').next().unwrap_or("").trim();
     let patch: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+    if ctx.subresource == Some("scale") {
+        return json(
+            StatusCode::OK,
+            &crate::scale::write(ctx, None, Some((essence, &patch))).await?,
+        );
+    }
     // Retried on a conflict with a concurrent writer, as upstream does for patches.
     for _ in 0..5 {
         let (old, old_kv) = ctx.current(ctx.name()).await?;
@@ -1077,6 +1157,7 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
         .delete(&ctx.key(&name), Some(kv.mod_revision))
         .await
         .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
+    after_delete(ctx.store(), &kv.key, &kv.value).await;
     object_response(ctx, StatusCode::OK, &obj)
 }
 
@@ -1129,7 +1210,8 @@ async fn finish_namespace(server: &ApiServer, ns: &str) -> Result<(), ApiError> 
             .map_err(ApiError::internal)?;
         for kv in page.kvs {
             match store.delete(&kv.key, None).await {
-                Ok(_) | Err(bosun_store::Error::NotFound { .. }) => {}
+                Ok(_) => after_delete(store, &kv.key, &kv.value).await,
+                Err(bosun_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(ApiError::internal(e)),
             }
         }
@@ -1163,7 +1245,7 @@ pub(crate) async fn delete_collection(
         }
         if !ctx.query.dry_run {
             match ctx.store().delete(&kv.key, Some(kv.mod_revision)).await {
-                Ok(_) => {}
+                Ok(_) => after_delete(ctx.store(), &kv.key, &kv.value).await,
                 Err(bosun_store::Error::NotFound { .. } | bosun_store::Error::Conflict { .. }) => {
                     continue
                 }
@@ -1211,5 +1293,65 @@ pub(crate) async fn bootstrap(server: &ApiServer) -> Result<(), ApiError> {
             Err(e) => return Err(ApiError::internal(e)),
         }
     }
-    Ok(())
+    allocator::repair(store).await?;
+    kubernetes_service(server).await
+}
+
+/// The `kubernetes` Service in `default` (the first address of the service range, port 443)
+/// and its Endpoints pointing at this server.
+async fn kubernetes_service(server: &ApiServer) -> Result<(), ApiError> {
+    let store = server.store();
+    let config = &server.inner.config;
+    let ip = config.service_ranges.first_ip().to_string();
+    let (host, port) = config
+        .advertise_address
+        .rsplit_once(':')
+        .map(|(h, p)| {
+            (
+                h.trim_matches(['[', ']']).to_owned(),
+                p.parse::<i64>().unwrap_or(6443),
+            )
+        })
+        .unwrap_or_else(|| (config.advertise_address.clone(), 6443));
+    let svc = json!({
+        "kind": "Service", "apiVersion": "v1",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now(),
+                     "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"ports": [{"name": "https", "protocol": "TCP", "port": 443, "targetPort": port}],
+                 "clusterIP": ip, "clusterIPs": [ip], "type": "ClusterIP", "sessionAffinity": "None",
+                 "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+                 "internalTrafficPolicy": "Cluster"},
+        "status": {"loadBalancer": {}},
+    });
+    let key = "/registry/core/services/default/kubernetes";
+    let value = Bytes::from(serde_json::to_vec(&svc).map_err(ApiError::internal)?);
+    match store.create(key, value).await {
+        Ok(_) => {
+            let ip_key = format!("/registry/bosun/serviceips/{ip}");
+            match store
+                .create(&ip_key, Bytes::from_static(b"default/kubernetes"))
+                .await
+            {
+                Ok(_) | Err(bosun_store::Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(ApiError::internal(e)),
+            }
+        }
+        Err(bosun_store::Error::AlreadyExists { .. }) => {}
+        Err(e) => return Err(ApiError::internal(e)),
+    }
+    let endpoints = json!({
+        "kind": "Endpoints", "apiVersion": "v1",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now(),
+                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": host}],
+                     "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    });
+    let key = "/registry/core/endpoints/default/kubernetes";
+    let value = Bytes::from(serde_json::to_vec(&endpoints).map_err(ApiError::internal)?);
+    match store.create(key, value).await {
+        Ok(_) | Err(bosun_store::Error::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(ApiError::internal(e)),
+    }
 }

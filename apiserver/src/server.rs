@@ -31,6 +31,9 @@ pub struct Config {
     /// Whether containers may run privileged (upstream's `--allow-privileged`; on by default
     /// here, as every real cluster sets it for its node agents).
     pub allow_privileged: bool,
+    /// Where Services get cluster IPs and node ports (upstream's
+    /// `--service-cluster-ip-range`, `--service-node-port-range`).
+    pub service_ranges: crate::allocator::Ranges,
 }
 
 impl Default for Config {
@@ -39,6 +42,7 @@ impl Default for Config {
             max_body_bytes: 3 * 1024 * 1024,
             advertise_address: "127.0.0.1:6443".into(),
             allow_privileged: true,
+            service_ranges: crate::allocator::Ranges::default(),
         }
     }
 }

@@ -7,6 +7,7 @@
 // A command-line program reports its fatal errors on stderr.
 #![allow(clippy::print_stderr)]
 
+use bosun_apiserver::allocator::Ranges;
 use bosun_apiserver::{ApiServer, Config, ResourceTable};
 use bosun_store::Store;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -56,6 +57,12 @@ struct ServerArgs {
     /// Compaction interval in seconds (0 disables).
     #[arg(long, default_value_t = 300)]
     compaction_interval: u64,
+    /// CIDR that Services get cluster IPs from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: String,
+    /// Range (`LOW-HIGH`) that NodePort Services get ports from.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
 }
 
 #[derive(Subcommand)]
@@ -100,6 +107,8 @@ fn main() -> std::process::ExitCode {
                 store: StoreKind::Embedded,
                 etcd_endpoints: Vec::new(),
                 compaction_interval: 300,
+                service_cluster_ip_range: "10.96.0.0/12".into(),
+                service_node_port_range: "30000-32767".into(),
             }
         }
     };
@@ -187,8 +196,21 @@ async fn server(args: ServerArgs) -> Result<(), String> {
     let local = listener
         .local_addr()
         .map_err(|e| format!("listening on {addr}: {e}"))?;
+    let ports = args
+        .service_node_port_range
+        .split_once('-')
+        .and_then(|(lo, hi)| Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?)))
+        .ok_or_else(|| {
+            format!(
+                "--service-node-port-range {:?}: expected LOW-HIGH",
+                args.service_node_port_range
+            )
+        })?;
+    let service_ranges = Ranges::new(&args.service_cluster_ip_range, ports)
+        .map_err(|e| format!("--service-cluster-ip-range: {e}"))?;
     let config = Config {
         advertise_address: local.to_string(),
+        service_ranges,
         ..Config::default()
     };
     let api = ApiServer::with_resources(Arc::clone(&store), ResourceTable::builtin(), config);

@@ -194,6 +194,7 @@ fn scenario(k: &Kubectl<'_>, ns: &str, dir: &Path) {
         "1"
     );
     apply(k, ns, dir);
+    generators_scale_and_watch(k, ns);
     // create -f with a file, validation off.
     let file = dir.join(format!("{ns}.json"));
     std::fs::write(
@@ -379,6 +380,90 @@ fn apply(k: &Kubectl<'_>, ns: &str, dir: &Path) {
         "{explain}"
     );
     k.ok(&["delete", "-f", f]);
+}
+
+/// `kubectl create <generator>` for the common kinds (protobuf bodies on 1.32+), tables of
+/// what they made, `kubectl scale`, and `kubectl get -w` seeing a later change.
+fn generators_scale_and_watch(k: &Kubectl<'_>, ns: &str) {
+    let n = ["-n", ns];
+    let run = |args: &[&str]| {
+        let mut a = n.to_vec();
+        a.extend(args);
+        k.ok(&a)
+    };
+    run(&["create", "secret", "generic", "s1", "--from-literal=a=b"]);
+    run(&["create", "service", "nodeport", "svc1", "--tcp=80:8080"]);
+    run(&["create", "job", "j1", "--image=busybox", "--", "echo", "hi"]);
+    run(&[
+        "create",
+        "cronjob",
+        "cj1",
+        "--image=busybox",
+        "--schedule=*/5 * * * *",
+    ]);
+    run(&["create", "role", "r1", "--verb=get", "--resource=pods"]);
+    run(&["create", "rolebinding", "rb1", "--role=r1", "--user=alice"]);
+    run(&["create", "serviceaccount", "sa1"]);
+    run(&["create", "deployment", "scaled", "--image=nginx"]);
+    let svc = run(&["get", "service", "svc1", "--no-headers"]);
+    let cols: Vec<&str> = svc.split_whitespace().collect();
+    assert_eq!(cols[1], "NodePort", "{svc}");
+    assert!(cols[2].starts_with("10."), "cluster IP allocated: {svc}");
+    assert!(cols[4].starts_with("80:3"), "node port allocated: {svc}");
+    let job = run(&["get", "job", "j1", "-o", "wide", "--no-headers"]);
+    assert!(job.contains("batch.kubernetes.io/controller-uid="), "{job}");
+    let cj = run(&["get", "cronjob", "cj1", "--no-headers"]);
+    assert!(cj.starts_with("cj1") && cj.contains("*/5 * * * *"), "{cj}");
+    let rb = run(&["get", "rolebinding", "rb1", "-o", "wide", "--no-headers"]);
+    assert!(rb.contains("Role/r1") && rb.contains("alice"), "{rb}");
+    run(&["scale", "deployment", "scaled", "--replicas=3"]);
+    assert_eq!(
+        run(&["get", "deploy", "scaled", "-o", "jsonpath={.spec.replicas}"]),
+        "3"
+    );
+    let table = run(&["get", "deploy", "scaled", "--no-headers"]);
+    assert!(
+        table.starts_with("scaled") && table.contains("0/3"),
+        "{table}"
+    );
+
+    // get -w sees a change made after it started.
+    let mut watch = Command::new(&k.bin)
+        .args(["get", "configmaps", "-w", "-n", ns])
+        .env("KUBECONFIG", &k.cluster.kubeconfig)
+        .env("HOME", k.cluster.home.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The initial listing arrives first; then the change.
+    std::thread::sleep(Duration::from_millis(500));
+    run(&["create", "configmap", "seen-by-watch", "--from-literal=x=y"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = false;
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) if line.starts_with("seen-by-watch") => {
+                seen = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(seen, "kubectl get -w did not print the new configmap");
 }
 
 #[test]

@@ -524,3 +524,188 @@ async fn patches_json_strategic_and_field_validation() {
         "299 - \"unknown field \\\"dataz\\\"\""
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_get_unique_cluster_ips_and_node_ports_that_survive_repair() {
+    let store: Arc<dyn bosun_store::Store> = Arc::new(MemoryStore::new());
+    let s = ApiServer::new(Arc::clone(&store));
+    s.bootstrap().await.unwrap();
+    let (code, k) = call(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/services/kubernetes",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(k["spec"]["clusterIP"], "10.96.0.1");
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("s{i}")},
+                "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+            let (code, v) = post(&s, "/api/v1/namespaces/default/services", svc).await;
+            assert_eq!(code, StatusCode::CREATED, "{v}");
+            (
+                v["spec"]["clusterIP"].as_str().unwrap().to_owned(),
+                v["spec"]["ports"][0]["nodePort"].as_i64().unwrap(),
+            )
+        }));
+    }
+    let mut ips = std::collections::HashSet::new();
+    let mut ports = std::collections::HashSet::new();
+    for t in tasks {
+        let (ip, port) = t.await.unwrap();
+        assert!(ip.starts_with("10."), "{ip}");
+        assert!((30000..=32767).contains(&port));
+        assert!(ips.insert(ip));
+        assert!(ports.insert(port));
+    }
+    // Asking for a taken IP or port is a 422 naming the field; a free one is granted.
+    let taken_port = *ports.iter().next().unwrap();
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dup"},
+        "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": taken_port}]}});
+    let (code, e) = post(&s, "/api/v1/namespaces/default/services", svc).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains("provided port is already allocated"));
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "fixed"},
+        "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 53, "protocol": "UDP"}]}});
+    let (code, v) = post(&s, "/api/v1/namespaces/default/services", svc.clone()).await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    let mut again = svc;
+    again["metadata"]["name"] = json!("fixed2");
+    let (code, _) = post(&s, "/api/v1/namespaces/default/services", again.clone()).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    // Deleting frees the IP; a PUT without clusterIP keeps it; changing it is refused.
+    let (code, _) = call(
+        &s,
+        Method::DELETE,
+        "/api/v1/namespaces/default/services/fixed",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, v) = post(&s, "/api/v1/namespaces/default/services", again).await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    let mut put = v.clone();
+    put["spec"].as_object_mut().unwrap().remove("clusterIP");
+    put["spec"].as_object_mut().unwrap().remove("clusterIPs");
+    let (code, v2) = call(
+        &s,
+        Method::PUT,
+        "/api/v1/namespaces/default/services/fixed2",
+        Some("application/json"),
+        put.to_string(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{v2}");
+    assert_eq!(v2["spec"]["clusterIP"], "10.96.0.10");
+    let mut change = v2.clone();
+    change["spec"]["clusterIP"] = json!("10.96.0.11");
+    change["spec"]["clusterIPs"] = json!(["10.96.0.11"]);
+    let (code, _) = call(
+        &s,
+        Method::PUT,
+        "/api/v1/namespaces/default/services/fixed2",
+        Some("application/json"),
+        change.to_string(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A stray allocation (a crash between claim and write) is freed by repair on start, and
+    // held ones stay held.
+    store
+        .create(
+            "/registry/bosun/serviceips/10.96.0.99",
+            bytes::Bytes::from_static(b"x/y"),
+        )
+        .await
+        .unwrap();
+    let s2 = ApiServer::new(Arc::clone(&store));
+    s2.bootstrap().await.unwrap();
+    assert!(store
+        .get("/registry/bosun/serviceips/10.96.0.99", None)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .get("/registry/bosun/serviceips/10.96.0.10", None)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test]
+async fn scale_subresource_reads_and_writes_replicas() {
+    let s = server().await;
+    let dep = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}},
+                 "template": {"metadata": {"labels": {"a": "b"}},
+                              "spec": {"containers": [{"name": "c", "image": "x"}]}}}});
+    let (code, _) = post(&s, "/apis/apps/v1/namespaces/default/deployments", dep).await;
+    assert_eq!(code, StatusCode::CREATED);
+    let uri = "/apis/apps/v1/namespaces/default/deployments/d/scale";
+    let (code, sc) = call(&s, Method::GET, uri, None, "").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(sc["kind"], "Scale");
+    assert_eq!(sc["apiVersion"], "autoscaling/v1");
+    assert_eq!(sc["spec"]["replicas"], 1);
+    assert_eq!(sc["status"]["selector"], "a=b");
+    let mut put = sc.clone();
+    put["spec"]["replicas"] = json!(3);
+    let (code, sc2) = call(
+        &s,
+        Method::PUT,
+        uri,
+        Some("application/json"),
+        put.to_string(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{sc2}");
+    assert_eq!(sc2["spec"]["replicas"], 3);
+    // The stale resourceVersion of the first read is a conflict.
+    let (code, _) = call(
+        &s,
+        Method::PUT,
+        uri,
+        Some("application/json"),
+        put.to_string(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    let (code, sc3) = call(
+        &s,
+        Method::PATCH,
+        uri,
+        Some("application/merge-patch+json"),
+        r#"{"spec":{"replicas":5}}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{sc3}");
+    let (_, d) = call(
+        &s,
+        Method::GET,
+        "/apis/apps/v1/namespaces/default/deployments/d",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(d["spec"]["replicas"], 5);
+    assert_eq!(d["metadata"]["generation"], 3);
+    let (code, _) = call(
+        &s,
+        Method::PATCH,
+        uri,
+        Some("application/merge-patch+json"),
+        r#"{"spec":{"replicas":-1}}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -114,8 +114,15 @@ async fn cells_follow_upstream_printers() {
     let (code, _) = post(&s, "/api/v1/namespaces/default/services", svc).await;
     assert_eq!(code, StatusCode::CREATED);
     let t = table(&s, "/api/v1/namespaces/default/services").await;
-    let cells = &t["rows"][0]["cells"];
+    let row = t["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["cells"][0] == "web")
+        .unwrap();
+    let cells = &row["cells"];
     assert_eq!(cells[1], "ClusterIP");
+    assert!(cells[2].as_str().unwrap().starts_with("10."), "{cells}");
     assert_eq!(cells[3], "<none>");
     assert_eq!(cells[4], "80/TCP,53/UDP");
     assert_eq!(cells[6], "a=1,b=2");
