@@ -482,6 +482,28 @@ fn every_kubectl_from_1_27_to_1_33_works() {
     }
 }
 
+/// The official Python `kubernetes` client, unchanged: CRUD, selectors, pagination, watch
+/// resumed from a resourceVersion (`tests/clients/python_client.py`). `scripts/test-all`
+/// installs the client and points `BOSUN_PYTHON` at it; without it this test fails.
+#[test]
+fn python_kubernetes_client_works() {
+    let cluster = start();
+    let python = std::env::var("BOSUN_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_client.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&cluster.kubeconfig)
+        .arg("py-e2e")
+        .output()
+        .unwrap_or_else(|e| panic!("running {python}: {e}"));
+    assert!(
+        out.status.success(),
+        "python client failed (is the `kubernetes` package installed for {python}? scripts/test-all installs it): {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn state_survives_a_restart_on_the_embedded_store() {
     let data = tempfile::tempdir().unwrap();

@@ -709,3 +709,67 @@ async fn scale_subresource_reads_and_writes_replicas() {
     .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn yaml_bodies_are_read_and_bad_yaml_is_a_400() {
+    let s = server().await;
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\n  labels: {a: b}\ndata:\n  n: \"1\"\n";
+    let (code, v) = call(
+        &s,
+        Method::POST,
+        "/api/v1/namespaces/default/configmaps",
+        Some("application/yaml"),
+        yaml,
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    assert_eq!(v["metadata"]["labels"]["a"], "b");
+    assert_eq!(v["data"]["n"], "1");
+    let (code, e) = call(
+        &s,
+        Method::POST,
+        "/api/v1/namespaces/default/configmaps",
+        Some("application/yaml"),
+        "metadata: [unclosed",
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(
+        e["message"].as_str().unwrap().contains("not valid YAML"),
+        "{e}"
+    );
+    let (code, _) = call(
+        &s,
+        Method::POST,
+        "/api/v1/namespaces/default/configmaps",
+        Some("application/yaml"),
+        "a: 1\n---\nb: 2\n",
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    // A billion-laughs body is refused, not expanded.
+    let mut laughs = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..12 {
+        let p = i - 1;
+        laughs.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    let (code, e) = call(
+        &s,
+        Method::POST,
+        "/api/v1/namespaces/default/configmaps",
+        Some("application/yaml"),
+        laughs,
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{e}");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    #[test]
+    fn yaml_decoding_never_panics(text in "[a-z:{}\\[\\], \\n\"'&*!-]{0,60}") {
+        let _ = bosun_apiserver::object::yaml_to_json(text.as_bytes());
+    }
+}
