@@ -7,6 +7,8 @@
     missing_docs
 )]
 
+mod kube_client;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
