@@ -115,6 +115,11 @@ impl ApiError {
 
     /// 422 Invalid with field causes.
     pub fn invalid(r: &ApiResource, name: &str, errors: &[FieldError]) -> Self {
+        Self::invalid_kind(&r.group, &r.kind, name, errors)
+    }
+
+    /// 422 Invalid of a kind that is not a served resource (`PatchOptions` in `meta.k8s.io`).
+    pub fn invalid_kind(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> Self {
         let causes = errors
             .iter()
             .map(|e| StatusCause {
@@ -129,20 +134,37 @@ impl ApiError {
         } else {
             format!("[{}]", messages.join(", "))
         };
+        // Upstream qualifies the kind with its group: `Deployment.apps "web" is invalid`.
+        let qualified = if group.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{kind}.{group}")
+        };
         ApiError {
             details: Some(Box::new(StatusDetails {
                 name: Some(name.to_owned()),
-                group: Some(r.group.clone()).filter(|g| !g.is_empty()),
-                kind: Some(r.kind.clone()),
+                group: Some(group.to_owned()).filter(|g| !g.is_empty()),
+                kind: Some(kind.to_owned()),
                 causes,
                 ..Default::default()
             })),
             ..Self::new(
                 422,
                 "Invalid",
-                format!("{} \"{name}\" is invalid: {joined}", r.kind),
+                format!("{qualified} \"{name}\" is invalid: {joined}"),
             )
         }
+    }
+
+    /// 422 Invalid of the request's options (`fieldManager` and the like).
+    pub fn invalid_options(field: &str, value: &str, detail: &str) -> Self {
+        let path = bosun_api_types::validation::FieldPath::new(field);
+        let err = if value.is_empty() {
+            FieldError::required(&path, detail)
+        } else {
+            FieldError::invalid(&path, value, detail)
+        };
+        Self::invalid_kind("meta.k8s.io", "PatchOptions", "", &[err])
     }
 
     /// 405 MethodNotAllowed.

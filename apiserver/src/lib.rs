@@ -23,6 +23,7 @@ pub mod allocator;
 mod defaults;
 pub mod discovery;
 pub mod error;
+mod managed;
 pub mod object;
 pub mod openapi;
 pub mod printers;

@@ -3,6 +3,7 @@
 
 use crate::allocator;
 use crate::error::ApiError;
+use crate::managed;
 use crate::object::{self, Object};
 use crate::resources::ApiResource;
 use crate::server::{json, json_bytes, ApiServer, Body};
@@ -31,6 +32,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) table: bool,
     /// Warnings for the `Warning` response header.
     pub(crate) warnings: std::sync::Mutex<Vec<String>>,
+    /// The client's `User-Agent` (the default field manager is its product name).
+    pub(crate) user_agent: &'a str,
 }
 
 impl Ctx<'_> {
@@ -59,6 +62,49 @@ impl Ctx<'_> {
             None => Ok(()),
             Some(s) if allowed.contains(&s) && self.r.subresources.iter().any(|x| x == s) => Ok(()),
             Some(_) => Err(ApiError::no_route()),
+        }
+    }
+
+    /// The field manager of this write: `fieldManager`, else the User-Agent's product name.
+    fn manager(&self) -> Result<String, ApiError> {
+        let m = match self.query.field_manager.as_deref() {
+            Some(m) => m.to_owned(),
+            None => {
+                let ua = self.user_agent.split('/').next().unwrap_or("").trim();
+                if ua.is_empty() {
+                    "unknown".to_owned()
+                } else {
+                    ua.to_owned()
+                }
+            }
+        };
+        if m.chars().count() > 128 {
+            return Err(ApiError::invalid_options(
+                "fieldManager",
+                &m,
+                "must be no more than 128 characters",
+            ));
+        }
+        Ok(m)
+    }
+
+    /// What a write by this request manages.
+    fn part(&self) -> managed::Part {
+        if self.subresource == Some("status") {
+            managed::Part::Status
+        } else {
+            managed::Part::Main {
+                status_is_separate: self.r.subresources.iter().any(|s| s == "status"),
+            }
+        }
+    }
+
+    fn writer<'m>(&'m self, manager: &'m str, api_version: &'m str) -> managed::Writer<'m> {
+        managed::Writer {
+            manager,
+            api_version,
+            type_name: self.r.builtin.map(|i| i.schema_name),
+            part: self.part(),
         }
     }
 
@@ -186,8 +232,9 @@ pub(crate) async fn write_parent(
         content_type: ctx.content_type,
         table: false,
         warnings: std::sync::Mutex::new(Vec::new()),
+        user_agent: ctx.user_agent,
     };
-    write_update_obj(&parent, new, old, old_kv).await
+    write_update_obj(&parent, new, old, old_kv, Fields::Track).await
 }
 
 /// A continue token: the revision of the first page and the last key returned.
@@ -740,7 +787,15 @@ pub(crate) async fn create(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
     }
     ctx.check_verb("create")?;
     let format = object::body_format(ctx.content_type)?;
-    let mut obj = object::decode_body(body, format)?;
+    let obj = object::decode_body(body, format)?;
+    create_obj(ctx, obj, Fields::Track).await
+}
+
+async fn create_obj(
+    ctx: &Ctx<'_>,
+    mut obj: Object,
+    fields: Fields,
+) -> Result<Response<Body>, ApiError> {
     object::check_type(ctx.r, &mut obj)?;
     ctx.check_fields(&obj)?;
     let mut meta = object::meta(&obj)?;
@@ -794,6 +849,11 @@ pub(crate) async fn create(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
     } else {
         Vec::new()
     };
+    if fields == Fields::Track {
+        let manager = ctx.manager()?;
+        let api_version = ctx.r.api_version();
+        managed::track_update(None, &mut obj, &ctx.writer(&manager, &api_version));
+    }
     if ctx.query.dry_run {
         return object_response(ctx, StatusCode::CREATED, &obj);
     }
@@ -850,11 +910,19 @@ fn spec_part(obj: &Object) -> Object {
 /// Writes `new` over the current object `old` (stored at `old_rev`), applying the update
 /// rules: system metadata kept, status or spec preserved depending on the subresource,
 /// generation bumped on a spec change, a no-op write skipped.
+/// Whether a write records its managed fields itself or they were computed (by an apply).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fields {
+    Track,
+    Computed,
+}
+
 async fn write_update_obj(
     ctx: &Ctx<'_>,
     mut new: Object,
     old: &Object,
     old_kv: &KeyValue,
+    fields: Fields,
 ) -> Result<Object, ApiError> {
     let name = ctx.name().to_owned();
     object::check_type(ctx.r, &mut new)?;
@@ -951,6 +1019,11 @@ async fn write_update_obj(
         m.generation = Some(m.generation.unwrap_or(0) + 1);
         object::set_meta(&mut new, &m)?;
     }
+    if fields == Fields::Track {
+        let manager = ctx.manager()?;
+        let api_version = ctx.r.api_version();
+        managed::track_update(Some(old), &mut new, &ctx.writer(&manager, &api_version));
+    }
     let value = object::to_stored(&mut new)?;
     if value == old_kv.value || ctx.query.dry_run {
         // Nothing changed (no write, same resourceVersion), or nothing is to be written.
@@ -978,7 +1051,7 @@ async fn write_update(
     old: &Object,
     old_kv: &KeyValue,
 ) -> Result<Response<Body>, ApiError> {
-    let obj = write_update_obj(ctx, new, old, old_kv).await?;
+    let obj = write_update_obj(ctx, new, old, old_kv, Fields::Track).await?;
     object_response(ctx, StatusCode::OK, &obj)
 }
 
@@ -999,6 +1072,146 @@ pub(crate) async fn update(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
     write_update(ctx, new, &old, &old_kv).await
 }
 
+/// Server-side apply: the body is the manager's configuration of the object (YAML or JSON).
+async fn server_side_apply(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    if ctx.subresource == Some("scale") {
+        return Err(ApiError::unsupported_media_type(
+            "application/apply-patch+yaml",
+        ));
+    }
+    let Some(manager) = ctx.query.field_manager.clone() else {
+        return Err(ApiError::invalid_options(
+            "fieldManager",
+            "",
+            "is required for apply patch",
+        ));
+    };
+    let config = match serde_json::from_slice::<Value>(body) {
+        Ok(v) => v,
+        Err(_) => object::yaml_to_json(body)?,
+    };
+    let Value::Object(mut config) = config else {
+        return Err(ApiError::bad_request(
+            "the apply configuration must be an object",
+        ));
+    };
+    object::check_type(ctx.r, &mut config)?;
+    let name = ctx.name().to_owned();
+    match config
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+    {
+        Some(n) if n != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )))
+        }
+        Some(_) => {}
+        None => {
+            if let Value::Object(meta) = config.entry("metadata").or_insert_with(|| json!({})) {
+                meta.insert("name".into(), json!(name));
+            }
+        }
+    }
+    ctx.check_fields(&config)?;
+    let api_version = ctx.r.api_version();
+    let writer = ctx.writer(&manager, &api_version);
+    for _ in 0..5 {
+        let current = match ctx.current(&name).await {
+            Ok(c) => Some(c),
+            Err(e) if e.code == 404 => None,
+            Err(e) => return Err(e),
+        };
+        let Some((old, old_kv)) = current else {
+            if ctx.subresource.is_some() {
+                return Err(ApiError::not_found(ctx.r, &name));
+            }
+            // Applying to a missing object creates it.
+            let applied = managed::apply(None, &config, &writer, ctx.query.force)
+                .map_err(|c| apply_conflict(ctx, c))?;
+            return create_obj(ctx, applied.object, Fields::Computed).await;
+        };
+        let applied = managed::apply(Some(&old), &config, &writer, ctx.query.force)
+            .map_err(|c| apply_conflict(ctx, c))?;
+        let mut new = applied.object;
+        object::set_resource_version(&mut new, old_kv.mod_revision);
+        match write_update_obj(ctx, new, &old, &old_kv, Fields::Computed).await {
+            Err(e) if e.reason == "Conflict" => continue,
+            Err(e) => return Err(e),
+            Ok(obj) => return object_response(ctx, StatusCode::OK, &obj),
+        }
+    }
+    Err(ApiError::conflict(ctx.r, &name))
+}
+
+/// The 409 of an apply that would change other managers' fields, worded as upstream words it.
+fn apply_conflict(ctx: &Ctx<'_>, conflicts: Vec<managed::Conflict>) -> ApiError {
+    use bosun_api_types::meta::v1::{StatusCause, StatusDetails};
+    let n = conflicts.len();
+    let message = if n == 1 {
+        let c = &conflicts[0];
+        format!(
+            "Apply failed with 1 conflict: conflict with \"{}\" using {}: {}",
+            c.manager, c.api_version, c.path
+        )
+    } else {
+        let mut text = format!("Apply failed with {n} conflicts: ");
+        let mut by_manager: Vec<(String, String, Vec<String>)> = Vec::new();
+        for c in &conflicts {
+            match by_manager
+                .iter_mut()
+                .find(|(m, v, _)| *m == c.manager && *v == c.api_version)
+            {
+                Some(entry) => entry.2.push(c.path.clone()),
+                None => by_manager.push((
+                    c.manager.clone(),
+                    c.api_version.clone(),
+                    vec![c.path.clone()],
+                )),
+            }
+        }
+        let parts: Vec<String> = by_manager
+            .iter()
+            .map(|(m, v, paths)| {
+                if paths.len() == 1 {
+                    format!("conflict with \"{m}\" using {v}: {}", paths[0])
+                } else {
+                    format!(
+                        "conflicts with \"{m}\" using {v}:\n- {}",
+                        paths.join("\n- ")
+                    )
+                }
+            })
+            .collect();
+        text.push_str(&parts.join("\n"));
+        text
+    };
+    let causes = conflicts
+        .iter()
+        .map(|c| StatusCause {
+            reason: Some("FieldManagerConflict".into()),
+            message: Some(format!(
+                "conflict with \"{}\" using {}",
+                c.manager, c.api_version
+            )),
+            field: Some(c.path.clone()),
+        })
+        .collect();
+    ApiError {
+        code: 409,
+        reason: "Conflict",
+        message,
+        details: Some(Box::new(StatusDetails {
+            name: Some(ctx.name().to_owned()),
+            group: Some(ctx.r.group.clone()),
+            kind: Some(ctx.r.plural.clone()),
+            causes,
+            ..Default::default()
+        })),
+    }
+}
+
 fn patch_error(e: patch::PatchError) -> ApiError {
     ApiError {
         code: 422,
@@ -1013,6 +1226,9 @@ pub(crate) async fn patch(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, 
     ctx.check_verb("patch")?;
     let ct = ctx.content_type.unwrap_or("");
     let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence == "application/apply-patch+yaml" {
+        return server_side_apply(ctx, body).await;
+    }
     let patch: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
     if ctx.subresource == Some("scale") {

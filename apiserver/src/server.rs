@@ -292,6 +292,7 @@ impl ApiServer {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let method = req.method().clone();
+        let user_agent = header_str(&req, header::USER_AGENT).to_owned();
         let body = if method == Method::POST
             || method == Method::PUT
             || method == Method::PATCH
@@ -311,6 +312,7 @@ impl ApiServer {
             content_type: content_type.as_deref(),
             table: table_requested(accept),
             warnings: std::sync::Mutex::new(Vec::new()),
+            user_agent: &user_agent,
         };
         if !r.namespaced && target.namespace.is_some() {
             return Err(ApiError::no_route());

@@ -773,3 +773,84 @@ proptest::proptest! {
         let _ = bosun_apiserver::object::yaml_to_json(text.as_bytes());
     }
 }
+
+#[tokio::test]
+async fn server_side_apply_tracks_managers_and_reports_conflicts() {
+    let s = server().await;
+    let uri = "/api/v1/namespaces/default/configmaps/ssa";
+    let apply = |manager: &str, force: bool, body: Value| {
+        let s = s.clone();
+        let uri = format!("{uri}?fieldManager={manager}&force={force}");
+        async move {
+            call(
+                &s,
+                Method::PATCH,
+                &uri,
+                Some("application/apply-patch+yaml"),
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    // Without a field manager: 422 on PatchOptions.
+    let (code, e) = call(
+        &s,
+        Method::PATCH,
+        uri,
+        Some("application/apply-patch+yaml"),
+        "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\"}",
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value"));
+    // Apply creates; YAML bodies work.
+    let (code, v) = call(
+        &s,
+        Method::PATCH,
+        &format!("{uri}?fieldManager=alice"),
+        Some("application/apply-patch+yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: '1'\n  b: '2'\n",
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    assert_eq!(v["metadata"]["managedFields"][0]["manager"], "alice");
+    assert_eq!(v["metadata"]["managedFields"][0]["operation"], "Apply");
+    assert_eq!(
+        v["metadata"]["managedFields"][0]["fieldsV1"],
+        json!({"f:data": {"f:a": {}, "f:b": {}}})
+    );
+    // bob changes a with a merge patch: he manages it now (an Update entry).
+    let (code, v) = call(
+        &s,
+        Method::PATCH,
+        &format!("{uri}?fieldManager=bob"),
+        Some("application/merge-patch+json"),
+        r#"{"data":{"a":"9"}}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    // alice re-applies a=1: conflict with bob, with a cause naming the field.
+    let cfg = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"a": "1"}});
+    let (code, e) = apply("alice", false, cfg.clone()).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{e}");
+    assert_eq!(
+        e["message"],
+        "Apply failed with 1 conflict: conflict with \"bob\" using v1: .data.a"
+    );
+    assert_eq!(e["details"]["causes"][0]["reason"], "FieldManagerConflict");
+    assert_eq!(e["details"]["causes"][0]["field"], ".data.a");
+    // Forced: a is alice's again, and b (no longer in her configuration) is removed.
+    let (code, v) = apply("alice", true, cfg).await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    assert_eq!(v["data"], json!({"a": "1"}));
+    let managers: Vec<&str> = v["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert_eq!(managers, ["alice"]);
+}

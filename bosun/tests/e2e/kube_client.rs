@@ -89,6 +89,34 @@ async fn kube_client_crud_watcher_across_restart_and_reflector() {
         other => panic!("a deleted pod must be a 404, got {other:?}"),
     }
 
+    // Server-side apply: creates, then updates what the manager applies.
+    let ssa = PatchParams::apply("kube-e2e");
+    let applied = pods
+        .patch("p2", &ssa, &Patch::Apply(pod("p2")))
+        .await
+        .unwrap();
+    assert_eq!(applied.metadata.name.as_deref(), Some("p2"));
+    let managed = applied.metadata.managed_fields.clone().unwrap_or_default();
+    assert!(
+        managed
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("kube-e2e")
+                && m.operation.as_deref() == Some("Apply")),
+        "{managed:?}"
+    );
+    let mut relabeled = pod("p2");
+    relabeled
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("applied".into(), "yes".into());
+    let again = pods
+        .patch("p2", &ssa, &Patch::Apply(&relabeled))
+        .await
+        .unwrap();
+    assert_eq!(again.metadata.labels.as_ref().unwrap()["applied"], "yes");
+    pods.delete("p2", &DeleteParams::default()).await.unwrap();
+
     // A reflector and a watcher over config maps.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let (reader, writer) = reflector::store::<ConfigMap>();

@@ -382,6 +382,38 @@ fn apply(k: &Kubectl<'_>, ns: &str, dir: &Path) {
         "{explain}"
     );
     k.ok(&["delete", "-f", f]);
+
+    // Server-side apply: create, a conflict with another manager's change, forcing it.
+    std::fs::write(&file, manifest(ns, 1, "nginx:1.26", false)).unwrap();
+    let out = k.ok(&["apply", "--server-side", "-f", f]);
+    assert!(
+        out.contains("deployment.apps/app serverside-applied"),
+        "{out}"
+    );
+    k.ok(&["scale", "deploy", "app", "-n", ns, "--replicas=5"]);
+    std::fs::write(&file, manifest(ns, 3, "nginx:1.27", true)).unwrap();
+    let conflict = k.run(&["apply", "--server-side", "-f", f]);
+    assert!(!conflict.status.success());
+    let stderr = String::from_utf8_lossy(&conflict.stderr);
+    assert!(
+        stderr.contains("Apply failed with 1 conflict") && stderr.contains(".spec.replicas"),
+        "{stderr}"
+    );
+    k.ok(&["apply", "--server-side", "--force-conflicts", "-f", f]);
+    let d = k.json(&["get", "deploy", "app", "-n", ns, "--show-managed-fields"]);
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.27"
+    );
+    let managers: Vec<&str> = d["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(managers.contains(&"kubectl"), "{managers:?}");
+    k.ok(&["delete", "-f", f]);
 }
 
 /// `kubectl create <generator>` for the common kinds (protobuf bodies on 1.32+), tables of
