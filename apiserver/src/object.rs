@@ -310,6 +310,51 @@ pub fn to_stored(obj: &mut Object) -> Result<bytes::Bytes, ApiError> {
         .map_err(ApiError::internal)
 }
 
+/// A stored object as a list item, without parsing it: `apiVersion` and `kind` dropped and
+/// `resourceVersion` put first in `metadata`. `None` when the bytes are not in the layout
+/// [`to_stored`] writes (`apiVersion` and `kind`, then `metadata`), for the caller to parse.
+pub fn list_item_bytes(stored: &[u8], rv: i64) -> Option<Vec<u8>> {
+    splice_rv(stored, rv, false)
+}
+
+/// A stored object as served (type fields kept), `resourceVersion` spliced in without parsing;
+/// `None` for bytes not in [`to_stored`]'s layout.
+pub fn object_bytes(stored: &[u8], rv: i64) -> Option<Vec<u8>> {
+    splice_rv(stored, rv, true)
+}
+
+fn splice_rv(stored: &[u8], rv: i64, keep_type: bool) -> Option<Vec<u8>> {
+    const META: &[u8] = b",\"metadata\":{";
+    let prefix_end = stored.windows(META.len()).position(|w| w == META)?;
+    // Only `{"apiVersion":"…","kind":"…"` may come before metadata: two plain strings.
+    let head = &stored[..prefix_end];
+    let quotes = head.iter().filter(|b| **b == b'"').count();
+    let has = |needle: &[u8]| head.windows(needle.len()).any(|w| w == needle);
+    if !head.starts_with(b"{\"")
+        || quotes != 8
+        || head.contains(&b'\\')
+        || !has(b"\"apiVersion\":\"")
+        || !has(b"\"kind\":\"")
+    {
+        return None;
+    }
+    let rest = &stored[prefix_end + META.len()..];
+    let mut out = Vec::with_capacity(stored.len() + 32);
+    if keep_type {
+        out.extend_from_slice(head);
+        out.extend_from_slice(b",\"metadata\":{\"resourceVersion\":\"");
+    } else {
+        out.extend_from_slice(b"{\"metadata\":{\"resourceVersion\":\"");
+    }
+    out.extend_from_slice(rv.to_string().as_bytes());
+    out.push(b'"');
+    if rest.first() != Some(&b'}') {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    Some(out)
+}
+
 /// A label map or field value for selectors.
 pub fn labels(obj: &Object) -> std::collections::BTreeMap<String, String> {
     obj.get("metadata")
@@ -386,4 +431,32 @@ pub fn unknown_fields(r: &ApiResource, obj: &Object) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_items_are_spliced_from_stored_bytes() {
+        let mut obj: Object = serde_json::from_str(
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","labels":{"x":"y"}},"data":{"k":"\"q\""}}"#,
+        )
+        .unwrap();
+        let stored = to_stored(&mut obj).unwrap();
+        let item = list_item_bytes(&stored, 42).unwrap();
+        let v: Value = serde_json::from_slice(&item).unwrap();
+        let mut want = obj.clone();
+        strip_type(&mut want);
+        set_resource_version(&mut want, 42);
+        assert_eq!(v, Value::Object(want));
+        // Empty metadata, and bytes in another layout.
+        let item = list_item_bytes(br#"{"apiVersion":"v1","kind":"X","metadata":{}}"#, 7).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&item).unwrap(),
+            serde_json::json!({"metadata": {"resourceVersion": "7"}})
+        );
+        assert!(list_item_bytes(br#"{"metadata":{},"kind":"X"}"#, 1).is_none());
+        assert!(list_item_bytes(br#"{"apiVersion":"v\"1","kind":"X","metadata":{}}"#, 1).is_none());
+    }
 }

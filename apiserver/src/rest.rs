@@ -384,6 +384,11 @@ pub(crate) async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         None => (list_revision(ctx).await?, None),
     };
     let limit = ctx.query.limit.unwrap_or(0);
+    // Fast path: items are spliced from their stored bytes, never parsed (no selector to
+    // evaluate, no table to print, a built-in kind whose items carry no type fields).
+    let raw = filter.is_everything() && !ctx.table && ctx.r.builtin.is_some();
+    let mut raw_items: Vec<u8> = Vec::new();
+    let mut count = 0usize;
     let mut items: Vec<Object> = Vec::new();
     let mut last_key: Option<String> = None;
     let mut more;
@@ -395,7 +400,7 @@ pub(crate) async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         req.limit = if limit == 0 {
             0
         } else {
-            (limit - items.len()).max(1)
+            (limit - count).max(1)
         };
         let page = store
             .range(req)
@@ -405,6 +410,22 @@ pub(crate) async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         let n = page.kvs.len() as i64;
         for kv in &page.kvs {
             last_key = Some(kv.key.clone());
+            if raw {
+                if count > 0 {
+                    raw_items.push(b',');
+                }
+                match object::list_item_bytes(&kv.value, kv.mod_revision) {
+                    Some(bytes) => raw_items.extend_from_slice(&bytes),
+                    None => {
+                        let mut obj = object::from_stored(&kv.value)?;
+                        object::set_resource_version(&mut obj, kv.mod_revision);
+                        object::strip_type(&mut obj);
+                        serde_json::to_writer(&mut raw_items, &obj).map_err(ApiError::internal)?;
+                    }
+                }
+                count += 1;
+                continue;
+            }
             let mut obj = object::from_stored(&kv.value)?;
             if !filter.matches(&obj) {
                 continue;
@@ -414,9 +435,10 @@ pub(crate) async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
                 object::strip_type(&mut obj);
             }
             items.push(obj);
+            count += 1;
         }
         more = page.more;
-        if !page.more || limit == 0 || items.len() >= limit {
+        if !page.more || limit == 0 || count >= limit {
             if page.more && filter.is_everything() {
                 remaining = Some(page.count - n);
             }
@@ -442,6 +464,19 @@ pub(crate) async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
             StatusCode::OK,
             &crate::printers::table(ctx.r, &items, metadata),
         );
+    }
+    if raw {
+        let mut body = Vec::with_capacity(raw_items.len() + 256);
+        body.extend_from_slice(b"{\"kind\":");
+        serde_json::to_writer(&mut body, &ctx.r.list_kind).map_err(ApiError::internal)?;
+        body.extend_from_slice(b",\"apiVersion\":");
+        serde_json::to_writer(&mut body, &ctx.r.api_version()).map_err(ApiError::internal)?;
+        body.extend_from_slice(b",\"metadata\":");
+        serde_json::to_writer(&mut body, &metadata).map_err(ApiError::internal)?;
+        body.extend_from_slice(b",\"items\":[");
+        body.extend_from_slice(&raw_items);
+        body.extend_from_slice(b"]}");
+        return Ok(json_bytes(StatusCode::OK, body));
     }
     let list = json!({
         "kind": ctx.r.list_kind,
@@ -550,6 +585,8 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         .map(std::time::Duration::from_secs)
         .unwrap_or(std::time::Duration::from_secs(30 * 60));
     let bookmarks = ctx.query.allow_watch_bookmarks;
+    // Every event goes out as stored (no selector, no table): splice, do not parse.
+    let raw = filter.is_everything() && !ctx.table;
     let mut shutdown = ctx.server.inner.shutdown.subscribe();
     tokio::spawn(async move {
         for line in initial {
@@ -568,8 +605,15 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
                 ev = watch.next() => {
                     let Some(Ok(ev)) = ev else { return };
                     last = ev.revision();
-                    if let Some((kind, obj)) = watch_event(&filter, &ev) {
-                        if tx.send(printer.line(kind, obj)).await.is_err() {
+                    let line = if raw {
+                        raw_watch_line(&ev).or_else(|| {
+                            watch_event(&filter, &ev).map(|(kind, obj)| printer.line(kind, obj))
+                        })
+                    } else {
+                        watch_event(&filter, &ev).map(|(kind, obj)| printer.line(kind, obj))
+                    };
+                    if let Some(line) = line {
+                        if tx.send(line).await.is_err() {
                             return;
                         }
                     }
@@ -636,6 +680,23 @@ impl WatchPrinter {
         self.headers_sent = true;
         watch_line(kind, &table)
     }
+}
+
+/// A watch event line built from the stored bytes, for watchers that take every event as is.
+fn raw_watch_line(ev: &bosun_store::Event) -> Option<Bytes> {
+    let (kind, value) = match ev.kind {
+        EventKind::Put if ev.prev_kv.is_some() => ("MODIFIED", &ev.kv.value),
+        EventKind::Put => ("ADDED", &ev.kv.value),
+        EventKind::Delete => ("DELETED", &ev.prev_kv.as_ref()?.value),
+    };
+    let obj = object::object_bytes(value, ev.kv.mod_revision)?;
+    let mut line = Vec::with_capacity(obj.len() + 32);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(kind.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(&obj);
+    line.extend_from_slice(b"}\n");
+    Some(Bytes::from(line))
 }
 
 /// The watch event a store event becomes for a watcher with `filter`: an object entering the
