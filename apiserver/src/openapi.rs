@@ -89,6 +89,27 @@ fn open_definition(r: &ApiResource, kind: &str) -> Value {
     })
 }
 
+/// A custom kind's definition: its CRD schema, with the standard type and metadata fields.
+fn custom_definition(r: &ApiResource, schema: &Value) -> Value {
+    let mut d = schema.clone();
+    if let Value::Object(m) = &mut d {
+        let props = m.entry("properties").or_insert_with(|| json!({}));
+        if let Value::Object(p) = props {
+            p.insert("apiVersion".into(), json!({"type": "string"}));
+            p.insert("kind".into(), json!({"type": "string"}));
+            p.insert(
+                "metadata".into(),
+                json!({"$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}),
+            );
+        }
+        m.insert(
+            "x-kubernetes-group-version-kind".into(),
+            json!([{"group": r.group, "kind": r.kind, "version": r.version}]),
+        );
+    }
+    d
+}
+
 fn gvk(group: &str, version: &str, kind: &str) -> Value {
     json!({"group": group, "kind": kind, "version": version})
 }
@@ -633,9 +654,19 @@ fn extra_definitions<'a>(
     for r in resources {
         for kind in [&r.kind, &r.list_kind] {
             let name = kind_definition(r, kind);
-            if !defs.contains_key(&name) {
-                extra.insert(name, open_definition(r, kind));
+            if defs.contains_key(&name) {
+                continue;
             }
+            let custom_schema = r
+                .custom
+                .as_ref()
+                .map(|c| &c.schema)
+                .filter(|s| s.is_object());
+            let def = match custom_schema {
+                Some(schema) if kind == &r.kind => custom_definition(r, schema),
+                _ => open_definition(r, kind),
+            };
+            extra.insert(name, def);
         }
     }
     extra

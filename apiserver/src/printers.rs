@@ -323,6 +323,9 @@ fn default_columns() -> Vec<Value> {
 
 /// The Table of `items` (objects of `r`), as upstream serves it.
 pub fn table(r: &ApiResource, items: &[Object], metadata: Map<String, Value>) -> Value {
+    if let Some(info) = &r.custom {
+        return custom_table(&info.printer_columns, items, metadata);
+    }
     let cols = columns(&r.group, &r.kind);
     let now = Time::now();
     let rows: Vec<Value> = items
@@ -357,6 +360,61 @@ pub fn table(r: &ApiResource, items: &[Object], metadata: Map<String, Value>) ->
         "apiVersion": "meta.k8s.io/v1",
         "metadata": metadata,
         "columnDefinitions": cols.as_deref().map(column_definitions).unwrap_or_else(default_columns),
+        "rows": rows,
+    })
+}
+
+/// A custom resource's Table: Name and the CRD's printer columns (Age when it has none).
+fn custom_table(columns: &[Value], items: &[Object], metadata: Map<String, Value>) -> Value {
+    let age = json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",
+                     "description": description((META, "creationTimestamp"))});
+    let cols: Vec<Value> = if columns.is_empty() {
+        vec![age]
+    } else {
+        columns.to_vec()
+    };
+    let mut defs = vec![json!({"name": "Name", "type": "string", "format": "name",
+        "description": description((META, "name")), "priority": 0})];
+    for c in &cols {
+        defs.push(json!({
+            "name": c["name"],
+            "type": c["type"],
+            "format": c.get("format").cloned().unwrap_or(json!("")),
+            "description": c.get("description").cloned().unwrap_or(json!("")),
+            "priority": c.get("priority").cloned().unwrap_or(json!(0)),
+        }));
+    }
+    let now = Time::now();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let v = Value::Object(o.clone());
+            let mut cells = vec![s(o, "/metadata/name")];
+            for c in &cols {
+                let cell = c["jsonPath"]
+                    .as_str()
+                    .and_then(|p| crate::crd::json_path(&v, p))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let cell = match (c["type"].as_str(), &cell) {
+                    (Some("date"), Value::String(_)) => json!(since(Some(&cell), &now)),
+                    (_, Value::Object(_) | Value::Array(_)) => json!(cell.to_string()),
+                    _ => cell,
+                };
+                cells.push(cell);
+            }
+            json!({
+                "cells": cells,
+                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                           "metadata": o.get("metadata").cloned().unwrap_or_else(|| json!({}))},
+            })
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata,
+        "columnDefinitions": defs,
         "rows": rows,
     })
 }

@@ -34,6 +34,8 @@ pub struct ApiResource {
     pub builtin: Option<&'static ResourceInfo>,
     /// Whether writes that change anything but metadata and status bump `metadata.generation`.
     pub tracks_generation: bool,
+    /// For custom resources: the CRD version's schema and printer columns.
+    pub custom: Option<Arc<crate::crd::CustomInfo>>,
 }
 
 /// Kinds whose strategies set and bump `metadata.generation` upstream.
@@ -79,6 +81,7 @@ impl ApiResource {
             subresources: strings(info.subresources),
             builtin: Some(info),
             tracks_generation: GENERATION_KINDS.contains(&(info.group, info.kind)),
+            custom: None,
         }
     }
 

@@ -149,6 +149,19 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// A custom object pruned, defaulted and validated against its CRD version's schema.
+    fn admit_custom(&self, name: &str, obj: &mut Object) -> Result<(), ApiError> {
+        let Some(info) = &self.r.custom else {
+            return Ok(());
+        };
+        let errs = crate::crd::admit(info, obj);
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(self.r, name, &errs))
+        }
+    }
+
     /// Upstream's per-kind validation of a defaulted object; 422 Invalid with causes.
     fn validate(&self, name: &str, obj: &Object) -> Result<(), ApiError> {
         let policy = crate::validate::Policy {
@@ -899,6 +912,7 @@ async fn create_obj(
         obj.shift_remove("status");
     }
     defaults(ctx.r, &mut obj);
+    ctx.admit_custom(&name, &mut obj)?;
     if ctx.r.group.is_empty() && ctx.r.kind == "Pod" {
         crate::defaults::admit_new_pod(&mut obj);
     }
@@ -1067,6 +1081,7 @@ async fn write_update_obj(
     }
     object::set_meta(&mut new, &meta)?;
     defaults(ctx.r, &mut new);
+    ctx.admit_custom(&name, &mut new)?;
     let mut new = object::normalize(ctx.r, new)?;
     ctx.validate(&name, &new)?;
     let claimed = if is_service(ctx.r) && ctx.subresource.is_none() {

@@ -50,6 +50,8 @@ impl Default for Config {
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) table: RwLock<Arc<ResourceTable>>,
+    /// The resources the server was built with (CRDs are added to a copy of these).
+    pub(crate) base_table: Arc<ResourceTable>,
     pub(crate) config: Config,
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
     openapi: std::sync::Mutex<Option<Arc<Documents>>>,
@@ -73,6 +75,7 @@ impl ApiServer {
         ApiServer {
             inner: Arc::new(Inner {
                 store,
+                base_table: Arc::new(table.clone()),
                 table: RwLock::new(Arc::new(table)),
                 config,
                 shutdown,
@@ -93,8 +96,19 @@ impl ApiServer {
 
     /// Creates the system objects a fresh cluster has (namespaces `default`, `kube-system`,
     /// `kube-public`, `kube-node-lease`) if missing.
+    /// Also starts serving the CustomResourceDefinitions in the store, and keeps doing so as
+    /// they change.
     pub async fn bootstrap(&self) -> Result<(), ApiError> {
-        rest::bootstrap(self).await
+        rest::bootstrap(self).await?;
+        let rev = self
+            .inner
+            .store
+            .current_revision()
+            .await
+            .map_err(ApiError::internal)?;
+        crate::crd::rebuild(self).await?;
+        crate::crd::spawn_controller(self.clone(), rev);
+        Ok(())
     }
 
     /// Accepts connections on `listener` until `shutdown` resolves, then ends open watches and

@@ -854,3 +854,171 @@ async fn server_side_apply_tracks_managers_and_reports_conflicts() {
         .collect();
     assert_eq!(managers, ["alice"]);
 }
+
+fn widget_crd() -> Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget",
+                      "shortNames": ["wd"], "categories": ["all"]},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}],
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "required": ["size"], "properties": {
+                        "size": {"type": "integer", "minimum": 1},
+                        "color": {"type": "string", "default": "blue"}}},
+                    "status": {"type": "object", "properties": {"ready": {"type": "boolean"}}}}}}}]}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_resource_definitions_are_served_validated_and_removed() {
+    let s = server().await;
+    let (code, v) = post(
+        &s,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        widget_crd(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    // Served within a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let (code, _) = call(&s, Method::GET, "/apis/example.com/v1", None, "").await;
+        if code == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "CRD not served within a second"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (_, list) = call(&s, Method::GET, "/apis/example.com/v1", None, "").await;
+    assert_eq!(list["resources"][0]["shortNames"], json!(["wd"]));
+    // Created objects are pruned and defaulted; invalid ones are 422.
+    let w = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"},
+        "spec": {"size": 3, "junk": true}, "status": {"ready": true}});
+    let (code, v) = post(&s, "/apis/example.com/v1/namespaces/default/widgets", w).await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    assert_eq!(v["spec"], json!({"size": 3, "color": "blue"}));
+    assert!(
+        v.get("status").is_none(),
+        "status is ignored on create with a status subresource"
+    );
+    assert_eq!(v["metadata"]["generation"], 1);
+    let bad = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w2"},
+        "spec": {"size": 0}});
+    let (code, e) = post(&s, "/apis/example.com/v1/namespaces/default/widgets", bad).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("spec.size"), "{e}");
+    // The status subresource changes only status.
+    let (_, cur) = call(
+        &s,
+        Method::GET,
+        "/apis/example.com/v1/namespaces/default/widgets/w1",
+        None,
+        "",
+    )
+    .await;
+    let mut st = cur.clone();
+    st["status"] = json!({"ready": true});
+    st["spec"]["size"] = json!(9);
+    let (code, v) = call(
+        &s,
+        Method::PUT,
+        "/apis/example.com/v1/namespaces/default/widgets/w1/status",
+        Some("application/json"),
+        st.to_string(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["status"]["ready"].clone(), v["spec"]["size"].clone()),
+        (json!(true), json!(3))
+    );
+    // Tables use the printer columns.
+    let req = Request::builder()
+        .uri("/apis/example.com/v1/namespaces/default/widgets")
+        .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let t: Value = serde_json::from_slice(
+        &s.handle(req)
+            .await
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes(),
+    )
+    .unwrap();
+    let names: Vec<&str> = t["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Name", "Size", "Age"]);
+    assert_eq!(t["rows"][0]["cells"][0], "w1");
+    assert_eq!(t["rows"][0]["cells"][1], 3);
+    // The CRD is Established, and its kind is in the OpenAPI v3 document.
+    let (_, crd) = call(
+        &s,
+        Method::GET,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com",
+        None,
+        "",
+    )
+    .await;
+    assert!(
+        crd["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Established" && c["status"] == "True"),
+        "{crd}"
+    );
+    let (code, doc) = call(&s, Method::GET, "/openapi/v3/apis/example.com/v1", None, "").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        doc["components"]["schemas"]["com.example.v1.Widget"]["properties"]["spec"].is_object()
+    );
+    // Deleting the CRD stops serving it and removes its objects.
+    let (code, _) = call(
+        &s,
+        Method::DELETE,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let (code, _) = call(
+            &s,
+            Method::GET,
+            "/apis/example.com/v1/namespaces/default/widgets",
+            None,
+            "",
+        )
+        .await;
+        if code == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "CRD still served after deletion"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let left = s
+        .store()
+        .range(bosun_store::RangeRequest::prefix("/registry/example.com/"))
+        .await
+        .unwrap();
+    assert!(left.kvs.is_empty());
+}

@@ -196,6 +196,7 @@ fn scenario(k: &Kubectl<'_>, ns: &str, dir: &Path) {
         "1"
     );
     apply(k, ns, dir);
+    custom_resources(k, ns, dir);
     generators_scale_and_watch(k, ns);
     // create -f with a file, validation off.
     let file = dir.join(format!("{ns}.json"));
@@ -414,6 +415,75 @@ fn apply(k: &Kubectl<'_>, ns: &str, dir: &Path) {
         .collect();
     assert!(managers.contains(&"kubectl"), "{managers:?}");
     k.ok(&["delete", "-f", f]);
+}
+
+/// A CRD and an instance of it in one multi-document file: served, validated, printed with
+/// its printer columns, explained, and no longer served once the CRD is deleted.
+fn custom_resources(k: &Kubectl<'_>, ns: &str, dir: &Path) {
+    let group = format!("{ns}.example.com");
+    let crd = format!(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.{group}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{plural: widgets, singular: widget, kind: Widget, shortNames: [wd]}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {{status: {{}}}}
+    additionalPrinterColumns:
+    - {{name: Size, type: integer, jsonPath: .spec.size}}
+    - {{name: Age, type: date, jsonPath: .metadata.creationTimestamp}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            description: What the widget should be.
+            required: [size]
+            properties:
+              size: {{type: integer, minimum: 1, description: How big the widget is.}}
+              color: {{type: string, default: blue}}
+"#
+    );
+    let instance = format!(
+        "apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: w1\n  namespace: {ns}\nspec:\n  size: 3\n"
+    );
+    let crd_file = dir.join(format!("{ns}-crd.yaml"));
+    std::fs::write(&crd_file, &crd).unwrap();
+    let both = dir.join(format!("{ns}-crd-and-widget.yaml"));
+    std::fs::write(&both, format!("{crd}---\n{instance}")).unwrap();
+    k.ok(&["apply", "-f", crd_file.to_str().unwrap()]);
+    // The CRD is served within a second; kubectl's discovery sees it on the next call.
+    std::thread::sleep(Duration::from_millis(300));
+    let out = k.ok(&["apply", "-f", both.to_str().unwrap()]);
+    assert!(out.contains("w1 created"), "{out}");
+    let table = k.ok(&["get", &format!("widgets.{group}"), "-n", ns]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "SIZE", "AGE"], "{table}");
+    assert!(table.lines().nth(1).unwrap().starts_with("w1"), "{table}");
+    let w = k.json(&["get", &format!("wd.{group}"), "w1", "-n", ns]);
+    assert_eq!(w["spec"]["color"], "blue", "defaulted from the schema");
+    let bad = dir.join(format!("{ns}-bad-widget.yaml"));
+    std::fs::write(
+        &bad,
+        instance.replace("size: 3", "size: 0").replace("w1", "w2"),
+    )
+    .unwrap();
+    let rejected = k.run(&["apply", "-f", bad.to_str().unwrap()]);
+    assert!(!rejected.status.success());
+    assert!(String::from_utf8_lossy(&rejected.stderr).contains("spec.size"));
+    let explain = k.ok(&["explain", &format!("widgets.{group}.spec.size")]);
+    assert!(explain.contains("How big the widget is."), "{explain}");
+    k.ok(&["delete", "-f", crd_file.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(300));
+    let gone = k.run(&["get", &format!("widgets.{group}"), "-n", ns]);
+    assert!(!gone.status.success(), "deleted CRD still served");
 }
 
 /// `kubectl create <generator>` for the common kinds (protobuf bodies on 1.32+), tables of
