@@ -229,6 +229,15 @@ impl ApiError {
         Self::new(504, "Timeout", message)
     }
 
+    /// 429 TooManyRequests: the server is at its in-flight limit.
+    pub fn too_many_requests() -> Self {
+        Self::new(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later.",
+        )
+    }
+
     /// The `Status` object.
     pub fn status(&self) -> Status {
         Status {

@@ -25,6 +25,7 @@ mod defaults;
 pub mod discovery;
 pub mod error;
 mod managed;
+mod metrics;
 pub mod object;
 pub mod openapi;
 pub mod printers;

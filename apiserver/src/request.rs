@@ -20,6 +20,8 @@ pub enum Route {
     GroupVersion(String, String),
     /// A resource, a collection or a subresource.
     Resource(Target),
+    /// `/metrics`.
+    Metrics,
     /// `/openapi/v2`.
     OpenApiV2,
     /// `/openapi/v3`.
@@ -74,6 +76,7 @@ pub fn route(path: &str, table: &ResourceTable) -> Option<Route> {
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     match s.as_slice() {
         ["version"] => Some(Route::Version),
+        ["metrics"] => Some(Route::Metrics),
         ["openapi", "v2"] => Some(Route::OpenApiV2),
         ["openapi", "v3"] => Some(Route::OpenApiV3Index),
         ["openapi", "v3", rest @ ..] => Some(Route::OpenApiV3(rest.join("/"))),

@@ -177,10 +177,10 @@ impl Ctx<'_> {
 
     /// Reads the current object.
     pub(crate) async fn current(&self, name: &str) -> Result<(Object, KeyValue), ApiError> {
-        let kv = self
-            .store()
-            .get(&self.key(name), None)
-            .await
+        let started = std::time::Instant::now();
+        let got = self.store().get(&self.key(name), None).await;
+        self.server.inner.metrics.storage("get", started.elapsed());
+        let kv = got
             .map_err(|e| ApiError::from_store(e, self.r, name))?
             .ok_or_else(|| ApiError::not_found(self.r, name))?;
         let mut obj = object::from_stored(&kv.value)?;
@@ -415,10 +415,10 @@ pub(crate) async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         } else {
             (limit - count).max(1)
         };
-        let page = store
-            .range(req)
-            .await
-            .map_err(|e| ApiError::from_store(e, ctx.r, ""))?;
+        let started = std::time::Instant::now();
+        let page = store.range(req).await;
+        ctx.server.inner.metrics.storage("list", started.elapsed());
+        let page = page.map_err(|e| ApiError::from_store(e, ctx.r, ""))?;
         revision = Some(page.revision);
         let n = page.kvs.len() as i64;
         for kv in &page.kvs {
@@ -601,7 +601,9 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     // Every event goes out as stored (no selector, no table): splice, do not parse.
     let raw = filter.is_everything() && !ctx.table;
     let mut shutdown = ctx.server.inner.shutdown.subscribe();
+    let registered = WatcherGauge::new(ctx.server.clone(), ctx.r);
     tokio::spawn(async move {
+        let _registered = registered;
         for line in initial {
             if tx.send(line).await.is_err() {
                 return;
@@ -668,6 +670,27 @@ fn bookmark(r: &ApiResource, rv: Revision, initial_end: bool) -> Bytes {
         "BOOKMARK",
         &json!({"kind": r.kind, "apiVersion": r.api_version(), "metadata": meta}),
     )
+}
+
+/// Counts a watcher in `apiserver_registered_watchers` while it lives.
+struct WatcherGauge {
+    server: ApiServer,
+    key: (String, String, String),
+}
+
+impl WatcherGauge {
+    fn new(server: ApiServer, r: &ApiResource) -> Self {
+        let key = (r.group.clone(), r.version.clone(), r.kind.clone());
+        server.inner.metrics.watcher(&key.0, &key.1, &key.2, 1);
+        WatcherGauge { server, key }
+    }
+}
+
+impl Drop for WatcherGauge {
+    fn drop(&mut self) {
+        let (g, v, k) = &self.key;
+        self.server.inner.metrics.watcher(g, v, k, -1);
+    }
 }
 
 /// Renders watch events: objects as they are, or one-row Tables when the client asked for
@@ -933,7 +956,13 @@ async fn create_obj(
         return object_response(ctx, StatusCode::CREATED, &obj);
     }
     let value = object::to_stored(&mut obj)?;
-    let rev = match ctx.store().create(&ctx.key(&name), value).await {
+    let started = std::time::Instant::now();
+    let created = ctx.store().create(&ctx.key(&name), value).await;
+    ctx.server
+        .inner
+        .metrics
+        .storage("create", started.elapsed());
+    let rev = match created {
         Ok(rev) => rev,
         Err(e) => {
             allocator::release(ctx.store(), &claimed).await;
@@ -1107,7 +1136,13 @@ async fn write_update_obj(
         object::set_resource_version(&mut new, old_kv.mod_revision);
         return Ok(new);
     }
-    let rev = match ctx.store().update(&ctx.key(&name), value, expected).await {
+    let started = std::time::Instant::now();
+    let updated = ctx.store().update(&ctx.key(&name), value, expected).await;
+    ctx.server
+        .inner
+        .metrics
+        .storage("update", started.elapsed());
+    let rev = match updated {
         Ok(rev) => rev,
         Err(e) => {
             allocator::release(ctx.store(), &claimed).await;
@@ -1366,6 +1401,8 @@ struct DeleteOptions {
     preconditions: Option<Preconditions>,
     #[serde(default)]
     dry_run: Vec<String>,
+    #[serde(default)]
+    grace_period_seconds: Option<i64>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -1423,6 +1460,12 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
     if is_namespace {
         return delete_namespace(ctx, obj, &kv).await;
     }
+    if ctx.r.group.is_empty() && ctx.r.kind == "Pod" {
+        let grace = opts.grace_period_seconds.or(ctx.query.grace_period_seconds);
+        if let Some(resp) = graceful_pod_delete(ctx, &obj, &kv, grace).await? {
+            return Ok(resp);
+        }
+    }
     if !meta.finalizers.is_empty() {
         // Finalizers hold the object: mark it deleted and let their owners finish.
         if meta.deletion_timestamp.is_some() {
@@ -1451,6 +1494,56 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
         .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
     after_delete(ctx.store(), &kv.key, &kv.value).await;
     object_response(ctx, StatusCode::OK, &obj)
+}
+
+/// A pod on a node is deleted gracefully, as upstream does it: it gets a deletionTimestamp
+/// `gracePeriodSeconds` ahead (the pod's own `terminationGracePeriodSeconds` by default) and
+/// stays until its kubelet has stopped it and deletes it with grace 0. A pod on no node, a
+/// finished pod, or grace 0 is deleted at once (`None`: go on deleting).
+async fn graceful_pod_delete(
+    ctx: &Ctx<'_>,
+    obj: &Object,
+    kv: &KeyValue,
+    grace: Option<i64>,
+) -> Result<Option<Response<Body>>, ApiError> {
+    let on_node = object::field(obj, "spec.nodeName").is_some_and(|n| !n.is_empty());
+    let phase = object::field(obj, "status.phase").unwrap_or_default();
+    if !on_node || phase == "Succeeded" || phase == "Failed" {
+        return Ok(None);
+    }
+    let default_grace = obj
+        .get("spec")
+        .and_then(|s| s.get("terminationGracePeriodSeconds"))
+        .and_then(Value::as_i64)
+        .unwrap_or(30);
+    let grace = grace.unwrap_or(default_grace).max(0);
+    if grace == 0 {
+        return Ok(None);
+    }
+    let mut meta = object::meta(obj)?;
+    if let Some(current) = meta.deletion_grace_period_seconds {
+        if meta.deletion_timestamp.is_some() && current <= grace {
+            // Already terminating at least this soon.
+            return object_response(ctx, StatusCode::OK, obj).map(Some);
+        }
+    }
+    let now = now();
+    meta.deletion_timestamp = Some(Time::from_unix(now.unix_seconds() + grace, 0));
+    meta.deletion_grace_period_seconds = Some(grace);
+    let mut new = obj.clone();
+    object::set_meta(&mut new, &meta)?;
+    let name = ctx.name().to_owned();
+    let rev = ctx
+        .store()
+        .update(
+            &ctx.key(&name),
+            object::to_stored(&mut new)?,
+            kv.mod_revision,
+        )
+        .await
+        .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
+    object::set_resource_version(&mut new, rev);
+    object_response(ctx, StatusCode::OK, &new).map(Some)
 }
 
 /// Namespace deletion: the namespace turns Terminating, its content is deleted, then the

@@ -34,6 +34,11 @@ pub struct Config {
     /// Where Services get cluster IPs and node ports (upstream's
     /// `--service-cluster-ip-range`, `--service-node-port-range`).
     pub service_ranges: crate::allocator::Ranges,
+    /// Requests served at once, watches excepted (upstream's `--max-requests-inflight` plus
+    /// `--max-mutating-requests-inflight`); more get 429 with `Retry-After`.
+    pub max_requests_inflight: usize,
+    /// How long a request other than a watch may take before it is answered 504.
+    pub request_timeout: std::time::Duration,
 }
 
 impl Default for Config {
@@ -43,6 +48,8 @@ impl Default for Config {
             advertise_address: "127.0.0.1:6443".into(),
             allow_privileged: true,
             service_ranges: crate::allocator::Ranges::default(),
+            max_requests_inflight: 600,
+            request_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -55,6 +62,8 @@ pub(crate) struct Inner {
     pub(crate) config: Config,
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
     openapi: std::sync::Mutex<Option<Arc<Documents>>>,
+    pub(crate) metrics: crate::metrics::Metrics,
+    inflight: Arc<tokio::sync::Semaphore>,
 }
 
 /// The Kubernetes API server over a [`Store`]. Cheap to clone.
@@ -77,9 +86,11 @@ impl ApiServer {
                 store,
                 base_table: Arc::new(table.clone()),
                 table: RwLock::new(Arc::new(table)),
-                config,
                 shutdown,
                 openapi: std::sync::Mutex::new(None),
+                metrics: crate::metrics::Metrics::default(),
+                inflight: Arc::new(tokio::sync::Semaphore::new(config.max_requests_inflight)),
+                config,
             }),
         }
     }
@@ -166,16 +177,97 @@ impl ApiServer {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        use tracing::Instrument;
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let span = tracing::debug_span!("request", %method, %path);
-        let _guard = span.enter();
-        let resp = match self.dispatch(req).await {
+        let started = std::time::Instant::now();
+        let labels = self.request_labels(&req);
+        let long_running = labels.as_ref().is_some_and(|l| l.verb == "WATCH");
+        let resp = if long_running {
+            self.dispatch(req).instrument(span.clone()).await
+        } else {
+            match Arc::clone(&self.inner.inflight).try_acquire_owned() {
+                Err(_) => Err(ApiError::too_many_requests()),
+                Ok(_permit) => {
+                    let m = &self.inner.metrics;
+                    m.inflight
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let r = tokio::time::timeout(
+                        self.inner.config.request_timeout,
+                        self.dispatch(req).instrument(span.clone()),
+                    )
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ApiError::timeout(
+                            "Timeout: request did not complete within the allowed duration",
+                        ))
+                    });
+                    m.inflight
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    r
+                }
+            }
+        };
+        let mut resp = match resp {
             Ok(r) => r,
             Err(e) => error_response(&e),
         };
-        tracing::debug!(status = resp.status().as_u16(), "answered");
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(l) = labels {
+            self.inner
+                .metrics
+                .request(l, resp.status().as_u16(), started.elapsed());
+        }
+        span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "answered"));
         resp
+    }
+
+    /// The metric labels of a resource request (`None` for discovery and other paths).
+    fn request_labels<B>(&self, req: &Request<B>) -> Option<crate::metrics::RequestLabels> {
+        let table = self.resources();
+        let Some(Route::Resource(t)) = route(req.uri().path(), &table) else {
+            return None;
+        };
+        let query = req.uri().query().unwrap_or("");
+        let watch = query
+            .split('&')
+            .any(|kv| kv == "watch=true" || kv == "watch=1");
+        let apply = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/apply-patch"));
+        let verb = match (req.method().as_str(), t.name.is_some()) {
+            ("GET", true) => "GET",
+            ("GET", false) if watch => "WATCH",
+            ("GET", false) => "LIST",
+            ("POST", _) => "POST",
+            ("PUT", _) => "PUT",
+            ("PATCH", _) if apply => "APPLY",
+            ("PATCH", _) => "PATCH",
+            ("DELETE", true) => "DELETE",
+            ("DELETE", false) => "DELETECOLLECTION",
+            _ => "OTHER",
+        };
+        let scope = if t.name.is_some() {
+            "resource"
+        } else if t.namespace.is_some() {
+            "namespace"
+        } else {
+            "cluster"
+        };
+        Some(crate::metrics::RequestLabels {
+            verb,
+            group: t.group,
+            version: t.version,
+            resource: t.plural,
+            subresource: t.subresource.unwrap_or_default(),
+            scope,
+        })
     }
 
     async fn dispatch<B>(&self, req: Request<B>) -> Result<Response<Body>, ApiError>
@@ -192,6 +284,14 @@ impl ApiServer {
         match route {
             Route::Version if is_get => json(StatusCode::OK, &version_info()),
             Route::Health if is_get => Ok(text(StatusCode::OK, "ok")),
+            Route::Metrics if is_get => {
+                let mut r = Response::new(full(self.inner.metrics.render()));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                Ok(r)
+            }
             Route::CoreGroup if is_get => match aggregated_version(&accept) {
                 Some(v) => aggregated(
                     &discovery::aggregated(&table, true, &format!("apidiscovery.k8s.io/{v}")),

@@ -1022,3 +1022,171 @@ async fn custom_resource_definitions_are_served_validated_and_removed() {
         .unwrap();
     assert!(left.kvs.is_empty());
 }
+
+#[tokio::test]
+async fn pods_on_nodes_are_deleted_gracefully() {
+    let s = server().await;
+    let pod = |name: &str, node: Option<&str>| {
+        let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        if let Some(n) = node {
+            p["spec"]["nodeName"] = json!(n);
+        }
+        p
+    };
+    let (code, _) = post(
+        &s,
+        "/api/v1/namespaces/default/pods",
+        pod("bound", Some("node-1")),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let (code, _) = post(&s, "/api/v1/namespaces/default/pods", pod("unbound", None)).await;
+    assert_eq!(code, StatusCode::CREATED);
+    // Unscheduled: gone at once.
+    let (code, _) = call(
+        &s,
+        Method::DELETE,
+        "/api/v1/namespaces/default/pods/unbound",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, _) = call(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/pods/unbound",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    // On a node: terminating for its grace period (30 s by default), until deleted with grace 0.
+    let (code, v) = call(
+        &s,
+        Method::DELETE,
+        "/api/v1/namespaces/default/pods/bound",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    assert_eq!(v["metadata"]["deletionGracePeriodSeconds"], 30);
+    assert!(v["metadata"]["deletionTimestamp"].is_string());
+    let (code, _) = call(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/pods/bound",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, v) = call(
+        &s,
+        Method::DELETE,
+        "/api/v1/namespaces/default/pods/bound",
+        Some("application/json"),
+        r#"{"gracePeriodSeconds":5}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        v["metadata"]["deletionGracePeriodSeconds"], 5,
+        "a shorter grace period shortens it"
+    );
+    let (code, _) = call(
+        &s,
+        Method::DELETE,
+        "/api/v1/namespaces/default/pods/bound?gracePeriodSeconds=0",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, _) = call(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/pods/bound",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_watchers() {
+    let s = server().await;
+    let _ = post(&s, "/api/v1/namespaces/default/configmaps", cm("m1")).await;
+    let _ = call(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/configmaps/m1",
+        None,
+        "",
+    )
+    .await;
+    let _ = call(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/configmaps/nope",
+        None,
+        "",
+    )
+    .await;
+    let req = Request::builder()
+        .uri("/api/v1/namespaces/default/configmaps?watch=true")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let watch = s.handle(req).await;
+    let (code, text) = call(&s, Method::GET, "/metrics", None, "").await;
+    assert_eq!(code, StatusCode::OK);
+    let text = text.as_str().unwrap().to_owned();
+    for want in [
+        "apiserver_request_total{code=\"201\",component=\"apiserver\",group=\"\",resource=\"configmaps\",scope=\"namespace\",subresource=\"\",verb=\"POST\",version=\"v1\",dry_run=\"\"} 1",
+        "apiserver_request_total{code=\"404\",component=\"apiserver\",group=\"\",resource=\"configmaps\",scope=\"resource\",subresource=\"\",verb=\"GET\",version=\"v1\",dry_run=\"\"} 1",
+        "apiserver_registered_watchers{group=\"\",kind=\"ConfigMap\",version=\"v1\"} 1",
+        "apiserver_storage_request_duration_seconds_count{operation=\"create\"}",
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+    drop(watch);
+}
+
+#[tokio::test]
+async fn over_the_inflight_limit_is_429_but_watches_still_open() {
+    let config = bosun_apiserver::Config {
+        max_requests_inflight: 0,
+        ..bosun_apiserver::Config::default()
+    };
+    let s = ApiServer::with_resources(
+        Arc::new(MemoryStore::new()),
+        bosun_apiserver::ResourceTable::builtin(),
+        config,
+    );
+    s.bootstrap().await.unwrap();
+    let resp = s
+        .handle(
+            Request::builder()
+                .uri("/api/v1/namespaces")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["reason"], "TooManyRequests");
+    let watch = s
+        .handle(
+            Request::builder()
+                .uri("/api/v1/namespaces?watch=true")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(watch.status(), StatusCode::OK);
+}
