@@ -229,6 +229,11 @@ impl ApiError {
         Self::new(504, "Timeout", message)
     }
 
+    /// 409 Conflict with a message of its own (no resource details).
+    pub fn conflict_message(message: impl Into<String>) -> Self {
+        Self::new(409, "Conflict", message)
+    }
+
     /// 429 TooManyRequests: the server is at its in-flight limit.
     pub fn too_many_requests() -> Self {
         Self::new(

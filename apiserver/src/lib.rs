@@ -28,6 +28,7 @@ mod managed;
 mod metrics;
 pub mod object;
 pub mod openapi;
+mod pods;
 pub mod printers;
 pub mod request;
 pub mod resources;

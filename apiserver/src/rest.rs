@@ -228,6 +228,43 @@ pub(crate) async fn get(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     object_response(ctx, StatusCode::OK, &obj)
 }
 
+/// Deletes the parent object of a subresource (`eviction`) with the main resource's rules.
+pub(crate) async fn delete_parent(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let parent = Ctx {
+        server: ctx.server,
+        r: ctx.r,
+        namespace: ctx.namespace,
+        name: ctx.name,
+        subresource: None,
+        query: ctx.query,
+        content_type: Some("application/json"),
+        table: false,
+        warnings: std::sync::Mutex::new(Vec::new()),
+        user_agent: ctx.user_agent,
+    };
+    delete(&parent, body).await
+}
+
+/// `POST` to an object's subresource: a pod's `binding` or `eviction`.
+pub(crate) async fn post_subresource(
+    ctx: &Ctx<'_>,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let is_pod = ctx.r.group.is_empty() && ctx.r.kind == "Pod";
+    let format = object::body_format(ctx.content_type)?;
+    match (is_pod, ctx.subresource) {
+        (true, Some("binding")) => {
+            let b = object::decode_body(body, format)?;
+            json(StatusCode::CREATED, &crate::pods::bind(ctx, &b).await?)
+        }
+        (true, Some("eviction")) => {
+            let b = object::decode_body(body, format)?;
+            json(StatusCode::CREATED, &crate::pods::evict(ctx, &b).await?)
+        }
+        _ => Err(ApiError::method_not_allowed(ctx.r, "create")),
+    }
+}
+
 /// Writes the parent object of a subresource (`scale`) with the main resource's rules.
 pub(crate) async fn write_parent(
     ctx: &Ctx<'_>,

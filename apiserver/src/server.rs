@@ -436,6 +436,9 @@ impl ApiServer {
             (&Method::GET, false) if query.watch => rest::watch(&ctx).await,
             (&Method::GET, false) => rest::list(&ctx).await,
             (&Method::POST, false) => rest::create(&ctx, &body).await,
+            (&Method::POST, true) if target.subresource.is_some() => {
+                rest::post_subresource(&ctx, &body).await
+            }
             (&Method::PUT, true) => rest::update(&ctx, &body).await,
             (&Method::DELETE, true) => rest::delete(&ctx, &body).await,
             (&Method::DELETE, false) => rest::delete_collection(&ctx, &body).await,

@@ -1190,3 +1190,144 @@ async fn over_the_inflight_limit_is_429_but_watches_still_open() {
         .await;
     assert_eq!(watch.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn binding_assigns_a_node_once_and_eviction_honours_budgets() {
+    let s = server().await;
+    let pod = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "db"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+    };
+    for n in ["a", "b"] {
+        let (code, _) = post(&s, "/api/v1/namespaces/default/pods", pod(n)).await;
+        assert_eq!(code, StatusCode::CREATED);
+    }
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "a"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"}});
+    let (code, v) = post(
+        &s,
+        "/api/v1/namespaces/default/pods/a/binding",
+        binding.clone(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    assert_eq!(v["status"], "Success");
+    let (_, a) = call(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/pods/a",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(a["spec"]["nodeName"], "node-1");
+    assert!(a["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "PodScheduled"));
+    let (code, e) = post(&s, "/api/v1/namespaces/default/pods/a/binding", binding).await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains("already assigned to node \"node-1\""));
+
+    // Running pod a, protected by a budget allowing no disruption: 429.
+    let (_, mut running) = call(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/pods/a",
+        None,
+        "",
+    )
+    .await;
+    running["status"]["phase"] = json!("Running");
+    let (code, _) = call(
+        &s,
+        Method::PUT,
+        "/api/v1/namespaces/default/pods/a/status",
+        Some("application/json"),
+        running.to_string(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "db"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}}});
+    let (code, _) = post(
+        &s,
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+        pdb,
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let eviction =
+        json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "a"}});
+    let (code, e) = post(
+        &s,
+        "/api/v1/namespaces/default/pods/a/eviction",
+        eviction.clone(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::TOO_MANY_REQUESTS, "{e}");
+    assert_eq!(e["details"]["causes"][0]["reason"], "DisruptionBudget");
+    // The budget's controller allows one disruption: the eviction spends it.
+    let (_, mut budget) = call(
+        &s,
+        Method::GET,
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets/db",
+        None,
+        "",
+    )
+    .await;
+    budget["status"]["disruptionsAllowed"] = json!(1);
+    let (code, _) = call(
+        &s,
+        Method::PUT,
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets/db/status",
+        Some("application/json"),
+        budget.to_string(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, v) = post(&s, "/api/v1/namespaces/default/pods/a/eviction", eviction).await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    let (_, a) = call(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/pods/a",
+        None,
+        "",
+    )
+    .await;
+    assert!(
+        a["metadata"]["deletionTimestamp"].is_string(),
+        "evicted pod on a node terminates gracefully"
+    );
+    let (_, budget) = call(
+        &s,
+        Method::GET,
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets/db",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(budget["status"]["disruptionsAllowed"], 0);
+    // A pending pod is evicted without consulting budgets.
+    let (code, _) = post(
+        &s,
+        "/api/v1/namespaces/default/pods/b/eviction",
+        json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "b"}}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED);
+    let (code, _) = call(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/pods/b",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+}
