@@ -65,6 +65,22 @@ impl Ctx<'_> {
         }
     }
 
+    /// The same request addressed to the parent object of its subresource.
+    fn parent<'b>(&'b self, content_type: Option<&'b str>) -> Ctx<'b> {
+        Ctx {
+            server: self.server,
+            r: self.r,
+            namespace: self.namespace,
+            name: self.name,
+            subresource: None,
+            query: self.query,
+            content_type,
+            table: false,
+            warnings: std::sync::Mutex::new(Vec::new()),
+            user_agent: self.user_agent,
+        }
+    }
+
     /// The field manager of this write: `fieldManager`, else the User-Agent's product name.
     fn manager(&self) -> Result<String, ApiError> {
         let m = match self.query.field_manager.as_deref() {
@@ -230,19 +246,7 @@ pub(crate) async fn get(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
 
 /// Deletes the parent object of a subresource (`eviction`) with the main resource's rules.
 pub(crate) async fn delete_parent(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
-    let parent = Ctx {
-        server: ctx.server,
-        r: ctx.r,
-        namespace: ctx.namespace,
-        name: ctx.name,
-        subresource: None,
-        query: ctx.query,
-        content_type: Some("application/json"),
-        table: false,
-        warnings: std::sync::Mutex::new(Vec::new()),
-        user_agent: ctx.user_agent,
-    };
-    delete(&parent, body).await
+    delete(&ctx.parent(Some("application/json")), body).await
 }
 
 /// `POST` to an object's subresource: a pod's `binding` or `eviction`.
@@ -272,19 +276,14 @@ pub(crate) async fn write_parent(
     old: &Object,
     old_kv: &KeyValue,
 ) -> Result<Object, ApiError> {
-    let parent = Ctx {
-        server: ctx.server,
-        r: ctx.r,
-        namespace: ctx.namespace,
-        name: ctx.name,
-        subresource: None,
-        query: ctx.query,
-        content_type: ctx.content_type,
-        table: false,
-        warnings: std::sync::Mutex::new(Vec::new()),
-        user_agent: ctx.user_agent,
-    };
-    write_update_obj(&parent, new, old, old_kv, Fields::Track).await
+    write_update_obj(
+        &ctx.parent(ctx.content_type),
+        new,
+        old,
+        old_kv,
+        Fields::Track,
+    )
+    .await
 }
 
 /// A continue token: the revision of the first page and the last key returned.
@@ -1508,22 +1507,7 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
         if meta.deletion_timestamp.is_some() {
             return object_response(ctx, StatusCode::OK, &obj);
         }
-        let mut obj = obj;
-        let mut m = meta;
-        m.deletion_timestamp = Some(now());
-        m.deletion_grace_period_seconds = Some(0);
-        object::set_meta(&mut obj, &m)?;
-        let rev = ctx
-            .store()
-            .update(
-                &ctx.key(&name),
-                object::to_stored(&mut obj)?,
-                kv.mod_revision,
-            )
-            .await
-            .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
-        object::set_resource_version(&mut obj, rev);
-        return object_response(ctx, StatusCode::OK, &obj);
+        return mark_deleting(ctx, obj, &kv, now(), 0).await;
     }
     ctx.store()
         .delete(&ctx.key(&name), Some(kv.mod_revision))
@@ -1557,30 +1541,44 @@ async fn graceful_pod_delete(
     if grace == 0 {
         return Ok(None);
     }
-    let mut meta = object::meta(obj)?;
+    let meta = object::meta(obj)?;
     if let Some(current) = meta.deletion_grace_period_seconds {
         if meta.deletion_timestamp.is_some() && current <= grace {
             // Already terminating at least this soon.
             return object_response(ctx, StatusCode::OK, obj).map(Some);
         }
     }
-    let now = now();
-    meta.deletion_timestamp = Some(Time::from_unix(now.unix_seconds() + grace, 0));
+    let at = Time::from_unix(now().unix_seconds() + grace, 0);
+    mark_deleting(ctx, obj.clone(), kv, at, grace)
+        .await
+        .map(Some)
+}
+
+/// Sets `deletionTimestamp` and `deletionGracePeriodSeconds` (the object stays until its
+/// finalizers or its kubelet are done) and answers with the object.
+async fn mark_deleting(
+    ctx: &Ctx<'_>,
+    mut obj: Object,
+    kv: &KeyValue,
+    at: Time,
+    grace: i64,
+) -> Result<Response<Body>, ApiError> {
+    let mut meta = object::meta(&obj)?;
+    meta.deletion_timestamp = Some(at);
     meta.deletion_grace_period_seconds = Some(grace);
-    let mut new = obj.clone();
-    object::set_meta(&mut new, &meta)?;
+    object::set_meta(&mut obj, &meta)?;
     let name = ctx.name().to_owned();
     let rev = ctx
         .store()
         .update(
             &ctx.key(&name),
-            object::to_stored(&mut new)?,
+            object::to_stored(&mut obj)?,
             kv.mod_revision,
         )
         .await
         .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
-    object::set_resource_version(&mut new, rev);
-    object_response(ctx, StatusCode::OK, &new).map(Some)
+    object::set_resource_version(&mut obj, rev);
+    object_response(ctx, StatusCode::OK, &obj)
 }
 
 /// Namespace deletion: the namespace turns Terminating, its content is deleted, then the

@@ -9,8 +9,56 @@ use bosun_api_types::patch;
 use bosun_api_types::selector::LabelSelectorExt;
 use serde_json::{json, Value};
 
+/// Where a resource keeps its replica counts and selector: upstream's fixed fields for the
+/// built-in workloads, the CRD's `subresources.scale` paths for custom resources.
+pub(crate) struct Paths {
+    spec: String,
+    status: String,
+    selector: Option<String>,
+}
+
+impl Paths {
+    pub(crate) fn of(r: &crate::resources::ApiResource) -> Paths {
+        if let Some(scale) = r.custom.as_ref().and_then(|c| c.scale.as_ref()) {
+            let s = |k: &str| scale.get(k).and_then(Value::as_str).map(str::to_owned);
+            return Paths {
+                spec: s("specReplicasPath").unwrap_or_else(|| ".spec.replicas".into()),
+                status: s("statusReplicasPath").unwrap_or_else(|| ".status.replicas".into()),
+                selector: s("labelSelectorPath"),
+            };
+        }
+        Paths {
+            spec: ".spec.replicas".into(),
+            status: ".status.replicas".into(),
+            selector: Some(".spec.selector".into()),
+        }
+    }
+}
+
+fn set_path(v: &mut Value, path: &str, value: Value) {
+    let parts: Vec<&str> = path.split('.').filter(|p| !p.is_empty()).collect();
+    let Some((last, parents)) = parts.split_last() else {
+        return;
+    };
+    let mut cur = v;
+    for p in parents {
+        if !cur.get(*p).is_some_and(Value::is_object) {
+            if let Value::Object(m) = cur {
+                m.insert((*p).to_owned(), json!({}));
+            }
+        }
+        match cur.get_mut(*p) {
+            Some(next) => cur = next,
+            None => return,
+        }
+    }
+    if let Value::Object(m) = cur {
+        m.insert((*last).to_owned(), value);
+    }
+}
+
 /// The Scale view of a parent object.
-pub(crate) fn to_scale(obj: &Object) -> Object {
+pub(crate) fn to_scale(obj: &Object, paths: &Paths) -> Object {
     let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
     let pick = |k: &str| meta.get(k).cloned().unwrap_or(Value::Null);
     let mut m = serde_json::Map::new();
@@ -26,17 +74,12 @@ pub(crate) fn to_scale(obj: &Object) -> Object {
             m.insert(k.into(), v);
         }
     }
-    let spec_replicas = obj
-        .get("spec")
-        .and_then(|s| s.get("replicas"))
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    let status_replicas = obj
-        .get("status")
-        .and_then(|s| s.get("replicas"))
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    let selector = obj.get("spec").and_then(|s| s.get("selector"));
+    let whole = Value::Object(obj.clone());
+    let get = |p: &str| crate::crd::json_path(&whole, p).cloned();
+    let spec_replicas = get(&paths.spec).and_then(|v| v.as_i64()).unwrap_or(0);
+    let status_replicas = get(&paths.status).and_then(|v| v.as_i64()).unwrap_or(0);
+    let selector = paths.selector.as_deref().and_then(get);
+    let selector = selector.as_ref();
     let selector = match selector {
         Some(sel) if sel.get("matchLabels").is_some() || sel.get("matchExpressions").is_some() => {
             serde_json::from_value::<LabelSelector>(sel.clone())
@@ -53,6 +96,7 @@ pub(crate) fn to_scale(obj: &Object) -> Object {
             pairs.sort();
             pairs.join(",")
         }
+        Some(Value::String(text)) => text.clone(),
         _ => String::new(),
     };
     let mut status = json!({"replicas": status_replicas});
@@ -96,7 +140,7 @@ fn replicas_of(scale: &Value) -> Result<i64, ApiError> {
 /// `GET …/scale`.
 pub(crate) async fn get(ctx: &Ctx<'_>) -> Result<Object, ApiError> {
     let (obj, _) = ctx.current(ctx.name()).await?;
-    Ok(to_scale(&obj))
+    Ok(to_scale(&obj, &Paths::of(ctx.r)))
 }
 
 /// `PUT …/scale` (`body` a Scale) or `PATCH …/scale` (`patch` applied to the current Scale).
@@ -107,7 +151,8 @@ pub(crate) async fn write(
 ) -> Result<Object, ApiError> {
     for _ in 0..5 {
         let (parent, kv) = ctx.current(ctx.name()).await?;
-        let current = Value::Object(to_scale(&parent));
+        let paths = Paths::of(ctx.r);
+        let current = Value::Object(to_scale(&parent, &paths));
         let wanted = match (body, patch_body) {
             (Some(b), _) => b.clone(),
             (None, Some((kind, p))) => {
@@ -149,15 +194,16 @@ pub(crate) async fn write(
             }
         }
         let replicas = replicas_of(&wanted)?;
-        let mut new = parent.clone();
-        if let Some(Value::Object(spec)) = new.get_mut("spec") {
-            spec.insert("replicas".into(), json!(replicas));
-        }
+        let mut whole = Value::Object(parent.clone());
+        set_path(&mut whole, &paths.spec, json!(replicas));
+        let Value::Object(mut new) = whole else {
+            return Err(ApiError::internal("the scaled object is not an object"));
+        };
         object::set_resource_version(&mut new, kv.mod_revision);
         match crate::rest::write_parent(ctx, new, &parent, &kv).await {
             Err(e) if e.reason == "Conflict" && body.is_none() => continue,
             Err(e) => return Err(e),
-            Ok(updated) => return Ok(to_scale(&updated)),
+            Ok(updated) => return Ok(to_scale(&updated, &paths)),
         }
     }
     Err(ApiError::conflict(ctx.r, ctx.name()))

@@ -1331,3 +1331,58 @@ async fn binding_assigns_a_node_once_and_eviction_honours_budgets() {
     .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_resources_scale_through_their_crd_paths() {
+    let s = server().await;
+    let mut crd = widget_crd();
+    crd["metadata"]["name"] = json!("gadgets.example.org");
+    crd["spec"]["group"] = json!("example.org");
+    crd["spec"]["names"] = json!({"plural": "gadgets", "singular": "gadget", "kind": "Gadget"});
+    crd["spec"]["versions"][0]["subresources"]["scale"] = json!({
+        "specReplicasPath": ".spec.size", "statusReplicasPath": ".status.count",
+        "labelSelectorPath": ".status.selector"});
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"] = json!({
+        "type": "object", "properties": {"count": {"type": "integer"}, "selector": {"type": "string"}}});
+    let (code, v) = post(
+        &s,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        crd,
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while call(&s, Method::GET, "/apis/example.org/v1", None, "")
+        .await
+        .0
+        != StatusCode::OK
+    {
+        assert!(std::time::Instant::now() < deadline, "CRD not served");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let g = json!({"apiVersion": "example.org/v1", "kind": "Gadget", "metadata": {"name": "g"}, "spec": {"size": 2}});
+    let (code, _) = post(&s, "/apis/example.org/v1/namespaces/default/gadgets", g).await;
+    assert_eq!(code, StatusCode::CREATED);
+    let uri = "/apis/example.org/v1/namespaces/default/gadgets/g/scale";
+    let (code, sc) = call(&s, Method::GET, uri, None, "").await;
+    assert_eq!(code, StatusCode::OK, "{sc}");
+    assert_eq!(sc["spec"]["replicas"], 2);
+    let (code, sc) = call(
+        &s,
+        Method::PATCH,
+        uri,
+        Some("application/merge-patch+json"),
+        r#"{"spec":{"replicas":7}}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{sc}");
+    let (_, g) = call(
+        &s,
+        Method::GET,
+        "/apis/example.org/v1/namespaces/default/gadgets/g",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(g["spec"]["size"], 7);
+}

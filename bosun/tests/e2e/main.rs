@@ -198,6 +198,7 @@ fn scenario(k: &Kubectl<'_>, ns: &str, dir: &Path) {
     apply(k, ns, dir);
     custom_resources(k, ns, dir);
     generators_scale_and_watch(k, ns);
+    inspect_edit_wait_delete(k, ns, dir);
     // create -f with a file, validation off.
     let file = dir.join(format!("{ns}.json"));
     std::fs::write(
@@ -484,6 +485,110 @@ spec:
     std::thread::sleep(Duration::from_millis(300));
     let gone = k.run(&["get", &format!("widgets.{group}"), "-n", ns]);
     assert!(!gone.status.success(), "deleted CRD still served");
+}
+
+/// describe, output formats, edit through $EDITOR, wait, delete variants, cluster-info.
+fn inspect_edit_wait_delete(k: &Kubectl<'_>, ns: &str, dir: &Path) {
+    let n = ["-n", ns];
+    let run = |args: &[&str]| {
+        let mut a = n.to_vec();
+        a.extend(args);
+        k.ok(&a)
+    };
+    run(&["create", "deployment", "ed", "--image=nginx:1.27"]);
+    run(&[
+        "run",
+        "solo",
+        "--image=busybox",
+        "--labels=app=solo,tier=one",
+    ]);
+    let described = run(&["describe", "deployment", "ed"]);
+    assert!(
+        described.contains("Name:") && described.contains("ed"),
+        "{described}"
+    );
+    assert!(
+        described.contains("StrategyType:") && described.contains("RollingUpdate"),
+        "{described}"
+    );
+    let pod = run(&["describe", "pod", "solo"]);
+    assert!(pod.contains("Service Account:  default"), "{pod}");
+    let labels = run(&["get", "pod", "solo", "--show-labels", "--no-headers"]);
+    assert!(labels.contains("app=solo,tier=one"), "{labels}");
+    let cols = run(&[
+        "get",
+        "pods,deployments",
+        "-o",
+        "custom-columns=NAME:.metadata.name,KIND:.kind",
+        "--sort-by=.metadata.name",
+    ]);
+    let names: Vec<&str> = cols
+        .lines()
+        .filter(|l| !l.starts_with("NAME"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "{cols}");
+    let yaml = run(&["get", "deployment", "ed", "-o", "yaml"]);
+    assert!(
+        yaml.contains("kind: Deployment") && yaml.contains("replicas: 1"),
+        "{yaml}"
+    );
+    // kubectl edit with EDITOR set to a script that changes replicas.
+    let editor = dir.join(format!("{ns}-editor.sh"));
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/replicas: 1/replicas: 4/' \"$1\"\n",
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&editor).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&editor, perms).unwrap();
+    let out = Command::new(&k.bin)
+        .args(["-n", ns, "edit", "deployment", "ed"])
+        .env("KUBECONFIG", &k.cluster.kubeconfig)
+        .env("HOME", k.cluster.home.path())
+        .env("EDITOR", &editor)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "edit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        run(&["get", "deployment", "ed", "-o", "jsonpath={.spec.replicas}"]),
+        "4"
+    );
+    // wait for a condition (a jsonpath one: no kubelet runs pods yet) and for a deletion.
+    let waited = run(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Pending",
+        "pod/solo",
+        "--timeout=10s",
+    ]);
+    assert!(waited.contains("condition met"), "{waited}");
+    run(&["delete", "pod", "solo", "--wait=false"]);
+    run(&["wait", "--for=delete", "pod/solo", "--timeout=10s"]);
+    // delete variants.
+    run(&["delete", "deployment", "ed", "--cascade=orphan"]);
+    run(&["create", "deployment", "ed2", "--image=nginx"]);
+    run(&[
+        "delete",
+        "deployment",
+        "ed2",
+        "--cascade=background",
+        "--grace-period=0",
+        "--force",
+    ]);
+    let left = run(&["get", "deployments", "-o", "name"]);
+    assert!(
+        !left.contains("deployment.apps/ed\n") && !left.contains("ed2"),
+        "{left}"
+    );
+    let info = k.ok(&["cluster-info"]);
+    assert!(info.contains("is running at"), "{info}");
 }
 
 /// `kubectl create <generator>` for the common kinds (protobuf bodies on 1.32+), tables of
