@@ -506,12 +506,23 @@ pub(crate) fn admit(info: &CustomInfo, obj: &mut Object) -> Vec<FieldError> {
     errs
 }
 
-/// A simple JSONPath (`.spec.replicas`, `.status.conditions[0].type`) as printer columns use.
-pub(crate) fn json_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+/// A simple JSONPath (`.spec.replicas`, `.status.conditions[0].type`) as printer columns use,
+/// from an object's top level.
+pub(crate) fn json_path<'a>(root: &'a Object, path: &str) -> Option<&'a Value> {
     let path = path.trim().trim_start_matches('{').trim_end_matches('}');
     let path = path.strip_prefix('$').unwrap_or(path);
-    let mut cur = v;
-    for part in path.split('.').filter(|p| !p.is_empty()) {
+    let mut parts = path.split('.').filter(|p| !p.is_empty());
+    let first = parts.next()?;
+    let (name, indexes) = match first.find('[') {
+        Some(i) => (&first[..i], &first[i..]),
+        None => (first, ""),
+    };
+    let mut cur = root.get(name)?;
+    for idx in indexes.split('[').filter(|s| !s.is_empty()) {
+        let n: usize = idx.trim_end_matches(']').parse().ok()?;
+        cur = cur.get(n)?;
+    }
+    for part in parts {
         let (name, indexes) = match part.find('[') {
             Some(i) => (&part[..i], &part[i..]),
             None => (part, ""),
@@ -579,7 +590,10 @@ mod tests {
 
     #[test]
     fn json_paths() {
-        let v = json!({"spec": {"replicas": 3}, "status": {"conditions": [{"type": "Ready"}]}});
+        let v: Object = serde_json::from_value(
+            json!({"spec": {"replicas": 3}, "status": {"conditions": [{"type": "Ready"}]}}),
+        )
+        .unwrap();
         assert_eq!(json_path(&v, ".spec.replicas"), Some(&json!(3)));
         assert_eq!(
             json_path(&v, ".status.conditions[0].type"),

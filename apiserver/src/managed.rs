@@ -244,9 +244,10 @@ pub(crate) fn fieldset(obj: &Object, type_name: Option<&str>, part: Part) -> Fie
 }
 
 /// The value at a managed-field path, if the object has it.
-pub(crate) fn value_at<'a>(root: &'a Value, path: &[String]) -> Option<&'a Value> {
-    let mut cur = root;
-    for el in path {
+pub(crate) fn value_at<'a>(root: &'a Object, path: &[String]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    let mut cur = root.get(first.strip_prefix("f:")?)?;
+    for el in rest {
         cur = step(cur, el)?;
     }
     Some(cur)
@@ -464,9 +465,7 @@ impl Writer<'_> {
 /// values it set or changed; every manager loses fields the new object no longer has.
 pub(crate) fn track_update(old: Option<&Object>, new: &mut Object, w: &Writer<'_>) {
     let mut list = old.map(entries).unwrap_or_default();
-    let new_value = Value::Object(new.clone());
-    let old_value = old.map(|o| Value::Object(o.clone()));
-    let all_new = fieldset(new, w.type_name, w.part);
+    // One walk: every field the object has, and of those the ones this write manages.
     let present = fieldset(
         new,
         w.type_name,
@@ -474,11 +473,21 @@ pub(crate) fn track_update(old: Option<&Object>, new: &mut Object, w: &Writer<'_
             status_is_separate: false,
         },
     );
+    let in_status = |p: &FieldPath| p.first().is_some_and(|f| f == "f:status");
+    let all_new: FieldSet = match w.part {
+        Part::Status => present.iter().filter(|p| in_status(p)).cloned().collect(),
+        Part::Main {
+            status_is_separate: true,
+        } => present.iter().filter(|p| !in_status(p)).cloned().collect(),
+        Part::Main {
+            status_is_separate: false,
+        } => present.clone(),
+    };
     let changed: FieldSet = all_new
         .iter()
         .filter(|p| {
-            let before = old_value.as_ref().and_then(|o| value_at(o, p));
-            let after = value_at(&new_value, p);
+            let before = old.and_then(|o| value_at(o, p));
+            let after = value_at(new, p);
             match (before, after) {
                 (None, _) => true,
                 (Some(b), Some(a)) => !has_children(&all_new, p) && a != b,
@@ -575,10 +584,8 @@ pub(crate) fn apply(
     let mut list = current.map(entries).unwrap_or_default();
     let sub = w.subresource();
     let applied = fieldset(config, w.type_name, w.part);
-    let config_value = Value::Object(config.clone());
-    let current_value = current.map(|c| Value::Object(c.clone()));
     let mut conflicts = Vec::new();
-    if let Some(cur) = &current_value {
+    if let Some(cur) = current {
         for e in list
             .iter()
             .filter(|e| !e.same_owner(w.manager, "Apply", sub))
@@ -587,7 +594,7 @@ pub(crate) fn apply(
                 if has_children(&applied, p) {
                     continue;
                 }
-                if value_at(cur, p) != value_at(&config_value, p) {
+                if value_at(cur, p) != value_at(config, p) {
                     conflicts.push(Conflict {
                         manager: e.manager.clone(),
                         api_version: e.api_version.clone(),
@@ -607,21 +614,24 @@ pub(crate) fn apply(
         {
             e.fields.retain(|p| {
                 has_children(&applied, p) || !applied.contains(p) || {
-                    let cur = current_value.as_ref().and_then(|c| value_at(c, p));
-                    cur == value_at(&config_value, p)
+                    let cur = current.and_then(|c| value_at(c, p));
+                    cur == value_at(config, p)
                 }
             });
         }
     }
     // Merge the configuration into the live object.
+    let config_value = Value::Object(
+        config
+            .iter()
+            .filter(|(_, x)| !x.is_null())
+            .map(|(k, x)| (k.clone(), strip_nulls(x)))
+            .collect(),
+    );
     let base = current.cloned().unwrap_or_default();
     let mut merged = match w.type_name {
-        Some(t) => bosun_api_types::patch::strategic_merge(
-            &Value::Object(base),
-            &strip_nulls(&config_value),
-            t,
-        )
-        .unwrap_or_else(|_| config_value.clone()),
+        Some(t) => bosun_api_types::patch::strategic_merge(&Value::Object(base), &config_value, t)
+            .unwrap_or_else(|_| config_value.clone()),
         None => {
             let mut b = Value::Object(base);
             bosun_api_types::patch::merge_patch(&mut b, &config_value);

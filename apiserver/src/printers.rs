@@ -388,12 +388,11 @@ fn custom_table(columns: &[Value], items: &[Object], metadata: Map<String, Value
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {
-            let v = Value::Object(o.clone());
             let mut cells = vec![s(o, "/metadata/name")];
             for c in &cols {
                 let cell = c["jsonPath"]
                     .as_str()
-                    .and_then(|p| crate::crd::json_path(&v, p))
+                    .and_then(|p| crate::crd::json_path(o, p))
                     .cloned()
                     .unwrap_or(Value::Null);
                 let cell = match (c["type"].as_str(), &cell) {

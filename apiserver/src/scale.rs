@@ -74,8 +74,7 @@ pub(crate) fn to_scale(obj: &Object, paths: &Paths) -> Object {
             m.insert(k.into(), v);
         }
     }
-    let whole = Value::Object(obj.clone());
-    let get = |p: &str| crate::crd::json_path(&whole, p).cloned();
+    let get = |p: &str| crate::crd::json_path(obj, p).cloned();
     let spec_replicas = get(&paths.spec).and_then(|v| v.as_i64()).unwrap_or(0);
     let status_replicas = get(&paths.status).and_then(|v| v.as_i64()).unwrap_or(0);
     let selector = paths.selector.as_deref().and_then(get);

@@ -460,8 +460,12 @@ spec:
     let both = dir.join(format!("{ns}-crd-and-widget.yaml"));
     std::fs::write(&both, format!("{crd}---\n{instance}")).unwrap();
     k.ok(&["apply", "-f", crd_file.to_str().unwrap()]);
-    // The CRD is served within a second; kubectl's discovery sees it on the next call.
-    std::thread::sleep(Duration::from_millis(300));
+    // The CRD is served within a second.
+    let kind = format!("widgets.{group}");
+    eventually(
+        || k.run(&["get", &kind, "-n", ns]).status.success(),
+        "CRD served",
+    );
     let out = k.ok(&["apply", "-f", both.to_str().unwrap()]);
     assert!(out.contains("w1 created"), "{out}");
     let table = k.ok(&["get", &format!("widgets.{group}"), "-n", ns]);
@@ -482,9 +486,18 @@ spec:
     let explain = k.ok(&["explain", &format!("widgets.{group}.spec.size")]);
     assert!(explain.contains("How big the widget is."), "{explain}");
     k.ok(&["delete", "-f", crd_file.to_str().unwrap()]);
-    std::thread::sleep(Duration::from_millis(300));
-    let gone = k.run(&["get", &format!("widgets.{group}"), "-n", ns]);
-    assert!(!gone.status.success(), "deleted CRD still served");
+    eventually(
+        || !k.run(&["get", &kind, "-n", ns]).status.success(),
+        "deleted CRD no longer served",
+    );
+}
+
+/// Waits (up to 10 s) for `cond`, failing with `what` otherwise.
+fn eventually(mut cond: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+    }
 }
 
 /// describe, output formats, edit through $EDITOR, wait, delete variants, cluster-info.
@@ -656,8 +669,12 @@ fn generators_scale_and_watch(k: &Kubectl<'_>, ns: &str) {
             }
         }
     });
-    // The initial listing arrives first; then the change.
-    std::thread::sleep(Duration::from_millis(500));
+    // The initial listing (its header first) arrives before the change is made.
+    let header = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+    assert!(
+        header.starts_with("NAME"),
+        "kubectl get -w printed {header:?}"
+    );
     run(&["create", "configmap", "seen-by-watch", "--from-literal=x=y"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen = false;
