@@ -603,10 +603,9 @@ fn qos_class(spec: Option<&Value>) -> &'static str {
     }
 }
 
-/// What admission adds to a new pod: the service account and its token volume
-/// (ServiceAccount), tolerations of not-ready and unreachable nodes
-/// (DefaultTolerationSeconds), and the priority (Priority).
-pub fn admit_new_pod(o: &mut Object) {
+/// The ServiceAccount admission plugin's work on a new pod: `enableServiceLinks`, the service
+/// account names and, unless automounting is off, its token volume and mounts.
+pub fn service_account(o: &mut Object) {
     let spec = obj(o, "spec");
     or(spec, "enableServiceLinks", json!(true));
     let sa = spec
@@ -650,6 +649,11 @@ pub fn admit_new_pod(o: &mut Object) {
             }
         }
     }
+}
+
+/// The DefaultTolerationSeconds plugin's work: tolerate not-ready and unreachable nodes 300 s.
+pub fn default_tolerations(o: &mut Object) {
+    let spec = obj(o, "spec");
     let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
     if let Value::Array(ts) = tolerations {
         for key in [
@@ -671,6 +675,11 @@ pub fn admit_new_pod(o: &mut Object) {
             }
         }
     }
+}
+
+/// The Priority plugin's work without PriorityClasses: priority 0, preempting lower ones.
+pub fn priority(o: &mut Object) {
+    let spec = obj(o, "spec");
     or(spec, "priority", json!(0));
     or(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
 }

@@ -229,6 +229,55 @@ impl ApiError {
         Self::new(504, "Timeout", message)
     }
 
+    /// 401 Unauthorized: no credentials the server accepts.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    /// 403 Forbidden, worded as upstream's authorizer denial.
+    pub fn forbidden(
+        user: &crate::auth::UserInfo,
+        req: &crate::auth::RequestInfo<'_>,
+        reason: &str,
+    ) -> Self {
+        let resource = match req.subresource {
+            Some(sub) => format!("{}/{sub}", req.resource),
+            None => req.resource.to_owned(),
+        };
+        let qualified = if req.group.is_empty() {
+            req.resource.to_owned()
+        } else {
+            format!("{}.{}", req.resource, req.group)
+        };
+        let subject = match req.name {
+            Some(n) => format!("{qualified} \"{n}\""),
+            None => qualified,
+        };
+        let scope = match req.namespace {
+            Some(ns) => format!(" in the namespace \"{ns}\""),
+            None => " at the cluster scope".to_owned(),
+        };
+        let mut message = format!(
+            "{subject} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\"{scope}",
+            user.name, req.verb, req.group
+        );
+        if !reason.is_empty() {
+            message.push_str(": ");
+            message.push_str(reason);
+        }
+        ApiError {
+            code: 403,
+            reason: "Forbidden",
+            message,
+            details: Some(Box::new(StatusDetails {
+                name: req.name.map(str::to_owned),
+                group: Some(req.group.to_owned()).filter(|g| !g.is_empty()),
+                kind: Some(req.resource.to_owned()),
+                ..Default::default()
+            })),
+        }
+    }
+
     /// 409 Conflict with a message of its own (no resource details).
     pub fn conflict_message(message: impl Into<String>) -> Self {
         Self::new(409, "Conflict", message)

@@ -20,6 +20,7 @@
 //! passing it to [`ApiServer::with_resources`].
 
 pub mod allocator;
+pub mod auth;
 pub mod crd;
 mod defaults;
 pub mod discovery;

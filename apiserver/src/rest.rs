@@ -34,6 +34,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) warnings: std::sync::Mutex<Vec<String>>,
     /// The client's `User-Agent` (the default field manager is its product name).
     pub(crate) user_agent: &'a str,
+    /// Who makes the request.
+    pub(crate) user: &'a crate::auth::UserInfo,
 }
 
 impl Ctx<'_> {
@@ -78,7 +80,56 @@ impl Ctx<'_> {
             table: false,
             warnings: std::sync::Mutex::new(Vec::new()),
             user_agent: self.user_agent,
+            user: self.user,
         }
+    }
+
+    fn admission_request<'b>(
+        &'b self,
+        operation: crate::auth::Operation,
+        name: &'b str,
+        old: Option<&'b Object>,
+    ) -> crate::auth::AdmissionRequest<'b> {
+        crate::auth::AdmissionRequest {
+            operation,
+            resource: self.r,
+            subresource: self.subresource,
+            namespace: self.namespace,
+            name,
+            user: self.user,
+            old,
+            dry_run: self.query.dry_run,
+        }
+    }
+
+    /// Runs the mutating admission plugins.
+    async fn admit_mutate(
+        &self,
+        operation: crate::auth::Operation,
+        name: &str,
+        old: Option<&Object>,
+        obj: &mut Object,
+    ) -> Result<(), ApiError> {
+        let req = self.admission_request(operation, name, old);
+        for plugin in &self.server.inner.pipeline.admission {
+            plugin.mutate(&req, obj).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the validating admission plugins.
+    async fn admit_validate(
+        &self,
+        operation: crate::auth::Operation,
+        name: &str,
+        old: Option<&Object>,
+        obj: &Object,
+    ) -> Result<(), ApiError> {
+        let req = self.admission_request(operation, name, old);
+        for plugin in &self.server.inner.pipeline.admission {
+            plugin.validate(&req, obj).await?;
+        }
+        Ok(())
     }
 
     /// The field manager of this write: `fieldManager`, else the User-Agent's product name.
@@ -242,6 +293,85 @@ pub(crate) async fn get(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     }
     let (obj, _) = ctx.current(ctx.name()).await?;
     object_response(ctx, StatusCode::OK, &obj)
+}
+
+/// `SelfSubjectAccessReview`, `SubjectAccessReview`, `LocalSubjectAccessReview`: the
+/// authorizer's answer to "may this user do that" (`kubectl auth can-i`). `None` for other
+/// resources of the group.
+pub(crate) async fn access_review(
+    ctx: &Ctx<'_>,
+    body: &[u8],
+) -> Result<Option<Response<Body>>, ApiError> {
+    let own = match ctx.r.plural.as_str() {
+        "selfsubjectaccessreviews" => true,
+        "subjectaccessreviews" | "localsubjectaccessreviews" => false,
+        _ => return Ok(None),
+    };
+    let format = object::body_format(ctx.content_type)?;
+    let mut review = object::decode_body(body, format)?;
+    object::check_type(ctx.r, &mut review)?;
+    let spec = review.get("spec").cloned().unwrap_or(Value::Null);
+    let user = if own {
+        ctx.user.clone()
+    } else {
+        crate::auth::UserInfo {
+            name: spec["user"].as_str().unwrap_or("").to_owned(),
+            groups: spec["groups"]
+                .as_array()
+                .map(|g| {
+                    g.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    };
+    let attrs = &spec["resourceAttributes"];
+    let s = |k: &str| attrs[k].as_str().filter(|v| !v.is_empty());
+    let (verb, group, version, resource) = if attrs.is_object() {
+        (
+            s("verb").unwrap_or(""),
+            s("group").unwrap_or(""),
+            s("version").unwrap_or(""),
+            s("resource").unwrap_or(""),
+        )
+    } else {
+        (
+            spec["nonResourceAttributes"]["verb"].as_str().unwrap_or(""),
+            "",
+            "",
+            spec["nonResourceAttributes"]["path"].as_str().unwrap_or(""),
+        )
+    };
+    let info = crate::auth::RequestInfo {
+        verb,
+        group,
+        version,
+        resource,
+        subresource: s("subresource"),
+        namespace: s("namespace").or(ctx.namespace),
+        name: s("name"),
+    };
+    let decision = ctx
+        .server
+        .inner
+        .pipeline
+        .authorizer
+        .authorize(&user, &info)
+        .await;
+    let status = match decision {
+        crate::auth::Decision::Allow => json!({"allowed": true}),
+        crate::auth::Decision::Deny(reason) => {
+            json!({"allowed": false, "denied": true, "reason": reason})
+        }
+        crate::auth::Decision::NoOpinion => json!({"allowed": false}),
+    };
+    review.insert("status".into(), status);
+    if let Some(Value::Object(meta)) = review.get_mut("metadata") {
+        meta.insert("creationTimestamp".into(), Value::Null);
+    }
+    json(StatusCode::CREATED, &review).map(Some)
 }
 
 /// Deletes the parent object of a subresource (`eviction`) with the main resource's rules.
@@ -972,11 +1102,12 @@ async fn create_obj(
     }
     defaults(ctx.r, &mut obj);
     ctx.admit_custom(&name, &mut obj)?;
-    if ctx.r.group.is_empty() && ctx.r.kind == "Pod" {
-        crate::defaults::admit_new_pod(&mut obj);
-    }
+    ctx.admit_mutate(crate::auth::Operation::Create, &name, None, &mut obj)
+        .await?;
     let mut obj = object::normalize(ctx.r, obj)?;
     ctx.validate(&name, &obj)?;
+    ctx.admit_validate(crate::auth::Operation::Create, &name, None, &obj)
+        .await?;
     let claimed = if is_service(ctx.r) {
         let ranges = &ctx.server.inner.config.service_ranges;
         allocator::allocate(ctx.store(), ranges, &mut obj, None, ctx.query.dry_run).await?
@@ -1147,8 +1278,12 @@ async fn write_update_obj(
     object::set_meta(&mut new, &meta)?;
     defaults(ctx.r, &mut new);
     ctx.admit_custom(&name, &mut new)?;
+    ctx.admit_mutate(crate::auth::Operation::Update, &name, Some(old), &mut new)
+        .await?;
     let mut new = object::normalize(ctx.r, new)?;
     ctx.validate(&name, &new)?;
+    ctx.admit_validate(crate::auth::Operation::Update, &name, Some(old), &new)
+        .await?;
     let claimed = if is_service(ctx.r) && ctx.subresource.is_none() {
         let ranges = &ctx.server.inner.config.service_ranges;
         allocator::allocate(ctx.store(), ranges, &mut new, Some(old), ctx.query.dry_run).await?
@@ -1489,6 +1624,8 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
             ));
         }
     }
+    ctx.admit_validate(crate::auth::Operation::Delete, &name, Some(&obj), &obj)
+        .await?;
     if dry_run {
         return object_response(ctx, StatusCode::OK, &obj);
     }

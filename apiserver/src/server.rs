@@ -1,5 +1,6 @@
 //! The HTTP server: connection handling (HTTP/1.1 and HTTP/2), routing, content negotiation.
 
+use crate::auth::{Decision, Pipeline, RequestInfo};
 use crate::error::ApiError;
 use crate::openapi::Documents;
 use crate::request::{route, Query, Route, Target};
@@ -64,6 +65,7 @@ pub(crate) struct Inner {
     openapi: std::sync::Mutex<Option<Arc<Documents>>>,
     pub(crate) metrics: crate::metrics::Metrics,
     inflight: Arc<tokio::sync::Semaphore>,
+    pub(crate) pipeline: Pipeline,
 }
 
 /// The Kubernetes API server over a [`Store`]. Cheap to clone.
@@ -80,6 +82,17 @@ impl ApiServer {
 
     /// A server of the resources in `table`.
     pub fn with_resources(store: Arc<dyn Store>, table: ResourceTable, config: Config) -> Self {
+        Self::build(store, table, config, Pipeline::default())
+    }
+
+    /// A server of the resources in `table` that authenticates, authorizes and admits requests
+    /// with `pipeline`.
+    pub fn build(
+        store: Arc<dyn Store>,
+        table: ResourceTable,
+        config: Config,
+        pipeline: Pipeline,
+    ) -> Self {
         let (shutdown, _) = tokio::sync::watch::channel(false);
         ApiServer {
             inner: Arc::new(Inner {
@@ -91,6 +104,7 @@ impl ApiServer {
                 metrics: crate::metrics::Metrics::default(),
                 inflight: Arc::new(tokio::sync::Semaphore::new(config.max_requests_inflight)),
                 config,
+                pipeline,
             }),
         }
     }
@@ -400,6 +414,39 @@ impl ApiServer {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let query = Query::parse(req.uri().query())?;
+        // Who asks, and may they.
+        let user = self
+            .inner
+            .pipeline
+            .authenticator
+            .authenticate(req.headers())
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        let verb = match (req.method().as_str(), target.name.is_some()) {
+            ("GET", true) => "get",
+            ("GET", false) if query.watch => "watch",
+            ("GET", false) => "list",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", true) => "delete",
+            ("DELETE", false) => "deletecollection",
+            _ => "unknown",
+        };
+        let info = RequestInfo {
+            verb,
+            group: &r.group,
+            version: &r.version,
+            resource: &r.plural,
+            subresource: target.subresource.as_deref(),
+            namespace: target.namespace.as_deref(),
+            name: target.name.as_deref(),
+        };
+        match self.inner.pipeline.authorizer.authorize(&user, &info).await {
+            Decision::Allow => {}
+            Decision::Deny(reason) => return Err(ApiError::forbidden(&user, &info, &reason)),
+            Decision::NoOpinion => return Err(ApiError::forbidden(&user, &info, "")),
+        }
         let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -427,7 +474,13 @@ impl ApiServer {
             table: table_requested(accept),
             warnings: std::sync::Mutex::new(Vec::new()),
             user_agent: &user_agent,
+            user: &user,
         };
+        if r.group == "authorization.k8s.io" && method == Method::POST {
+            if let Some(resp) = crate::rest::access_review(&ctx, &body).await? {
+                return Ok(resp);
+            }
+        }
         if !r.namespaced && target.namespace.is_some() {
             return Err(ApiError::no_route());
         }

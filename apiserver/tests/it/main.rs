@@ -1386,3 +1386,129 @@ async fn custom_resources_scale_through_their_crd_paths() {
     .await;
     assert_eq!(g["spec"]["size"], 7);
 }
+
+mod seams {
+    //! A second implementation of each pipeline seam, proving them: a read-mostly authorizer
+    //! and an admission plugin that labels and refuses.
+    use super::*;
+    use bosun_apiserver::auth::{
+        AdmissionPlugin, AdmissionRequest, Authorizer, Decision, Pipeline, RequestInfo, UserInfo,
+    };
+    use bosun_apiserver::ApiError;
+
+    struct NoSecrets;
+
+    #[async_trait::async_trait]
+    impl Authorizer for NoSecrets {
+        async fn authorize(&self, _: &UserInfo, req: &RequestInfo<'_>) -> Decision {
+            if req.resource == "secrets" && req.verb != "list" {
+                Decision::Deny("secrets are off limits".into())
+            } else {
+                Decision::Allow
+            }
+        }
+    }
+
+    struct Stamp;
+
+    #[async_trait::async_trait]
+    impl AdmissionPlugin for Stamp {
+        fn name(&self) -> &str {
+            "Stamp"
+        }
+        async fn mutate(
+            &self,
+            req: &AdmissionRequest<'_>,
+            obj: &mut bosun_apiserver::object::Object,
+        ) -> Result<(), ApiError> {
+            if let Some(Value::Object(meta)) = obj.get_mut("metadata") {
+                let labels = meta.entry("labels").or_insert_with(|| json!({}));
+                labels["stamped-by"] = json!(req.user.name);
+            }
+            Ok(())
+        }
+        async fn validate(
+            &self,
+            _: &AdmissionRequest<'_>,
+            obj: &bosun_apiserver::object::Object,
+        ) -> Result<(), ApiError> {
+            if obj["metadata"]["name"] == "forbidden" {
+                return Err(ApiError {
+                    code: 403,
+                    reason: "Forbidden",
+                    message: "Stamp refuses this name".into(),
+                    details: None,
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn custom_authorizer_and_admission_plugin_take_effect() {
+        let mut pipeline = Pipeline {
+            authorizer: Arc::new(NoSecrets),
+            ..Pipeline::default()
+        };
+        pipeline.admission.push(Arc::new(Stamp));
+        let s = ApiServer::build(
+            Arc::new(MemoryStore::new()),
+            bosun_apiserver::ResourceTable::builtin(),
+            bosun_apiserver::Config::default(),
+            pipeline,
+        );
+        s.bootstrap().await.unwrap();
+        let (code, e) = call(
+            &s,
+            Method::GET,
+            "/api/v1/namespaces/default/secrets/x",
+            None,
+            "",
+        )
+        .await;
+        assert_eq!(code, StatusCode::FORBIDDEN);
+        assert_eq!(
+            e["message"],
+            "secrets \"x\" is forbidden: User \"admin\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\": secrets are off limits"
+        );
+        let (code, _) = call(
+            &s,
+            Method::GET,
+            "/api/v1/namespaces/default/secrets",
+            None,
+            "",
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK);
+        let (code, v) = post(&s, "/api/v1/namespaces/default/configmaps", cm("ok")).await;
+        assert_eq!(code, StatusCode::CREATED);
+        assert_eq!(v["metadata"]["labels"]["stamped-by"], "admin");
+        let (code, e) = post(&s, "/api/v1/namespaces/default/configmaps", cm("forbidden")).await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{e}");
+        let (code, _) = call(
+            &s,
+            Method::GET,
+            "/api/v1/namespaces/default/configmaps/forbidden",
+            None,
+            "",
+        )
+        .await;
+        assert_eq!(
+            code,
+            StatusCode::NOT_FOUND,
+            "a refused create writes nothing"
+        );
+        // kubectl auth can-i asks the same authorizer.
+        let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"namespace": "default", "verb": "get", "resource": "secrets"}}});
+        let (code, v) = post(
+            &s,
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            review,
+        )
+        .await;
+        assert_eq!(code, StatusCode::CREATED, "{v}");
+        assert_eq!(v["status"]["allowed"], false);
+        assert_eq!(v["status"]["reason"], "secrets are off limits");
+    }
+}
