@@ -484,6 +484,7 @@ impl ApiServer {
         if !r.namespaced && target.namespace.is_some() {
             return Err(ApiError::no_route());
         }
+        let audit = (user.name.clone(), verb);
         let result = match (&method, target.name.is_some()) {
             (&Method::GET, true) => rest::get(&ctx).await,
             (&Method::GET, false) if query.watch => rest::watch(&ctx).await,
@@ -498,6 +499,22 @@ impl ApiServer {
             (&Method::PATCH, true) => rest::patch(&ctx, &body).await,
             _ => Err(ApiError::method_not_allowed(&r, method.as_str())),
         };
+        // The audit record: who did what to which object, and the outcome (enable with
+        // `RUST_LOG=bosun::audit=debug`).
+        tracing::debug!(
+            target: "bosun::audit",
+            user = %audit.0,
+            verb = audit.1,
+            group = %r.group,
+            resource = %r.plural,
+            namespace = target.namespace.as_deref().unwrap_or(""),
+            name = target.name.as_deref().unwrap_or(""),
+            code = match &result {
+                Ok(resp) => resp.status().as_u16(),
+                Err(e) => e.code,
+            },
+            "audit"
+        );
         let warnings = std::mem::take(&mut *ctx.warnings.lock().unwrap_or_else(|p| p.into_inner()));
         result.map(|mut resp| {
             for w in warnings {

@@ -602,6 +602,14 @@ fn inspect_edit_wait_delete(k: &Kubectl<'_>, ns: &str, dir: &Path) {
     );
     let info = k.ok(&["cluster-info"]);
     assert!(info.contains("is running at"), "{info}");
+    // auth can-i (a protobuf SelfSubjectAccessReview on 1.32+), and NamespaceLifecycle.
+    assert_eq!(k.ok(&["auth", "can-i", "create", "pods"]).trim(), "yes");
+    let refused = k.run(&["delete", "namespace", "kube-system"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("this namespace may not be deleted"),
+        "{refused:?}"
+    );
 }
 
 /// `kubectl create <generator>` for the common kinds (protobuf bodies on 1.32+), tables of
