@@ -189,33 +189,10 @@ impl KindVisitor for Normalize {
     fn visit<K: Resource + proto::Message + PartialEq>(self) -> Self::Output {
         let typed: K = serde_json::from_value(Value::Object(self.0)).map_err(|e| e.to_string())?;
         match serde_json::to_value(&typed) {
-            Ok(mut v @ Value::Object(_)) => {
-                go_numbers(&mut v);
-                match v {
-                    Value::Object(map) => Ok(map),
-                    _ => Err("not an object".into()),
-                }
-            }
+            Ok(Value::Object(map)) => Ok(map),
             Ok(_) => Err("not an object".into()),
             Err(e) => Err(e.to_string()),
         }
-    }
-}
-
-/// Whole floating-point numbers as Go's encoder writes them (`1`, not `1.0`): upstream's JSON
-/// for `float64` fields such as a schema's `minimum`.
-fn go_numbers(v: &mut Value) {
-    match v {
-        Value::Number(n) if n.is_f64() => {
-            if let Some(f) = n.as_f64() {
-                if f.fract() == 0.0 && f.abs() < 9.0e15 {
-                    *v = Value::from(f as i64);
-                }
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(go_numbers),
-        Value::Object(m) => m.values_mut().for_each(go_numbers),
-        _ => {}
     }
 }
 

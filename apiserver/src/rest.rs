@@ -1695,11 +1695,23 @@ async fn graceful_pod_delete(
 /// finalizers or its kubelet are done) and answers with the object.
 async fn mark_deleting(
     ctx: &Ctx<'_>,
-    mut obj: Object,
+    obj: Object,
     kv: &KeyValue,
     at: Time,
     grace: i64,
 ) -> Result<Response<Body>, ApiError> {
+    let obj = store_deleting(ctx, obj, kv, at, grace).await?;
+    object_response(ctx, StatusCode::OK, &obj)
+}
+
+/// Writes `obj` with `deletionTimestamp` and `deletionGracePeriodSeconds` set (CAS on `kv`).
+async fn store_deleting(
+    ctx: &Ctx<'_>,
+    mut obj: Object,
+    kv: &KeyValue,
+    at: Time,
+    grace: i64,
+) -> Result<Object, ApiError> {
     let mut meta = object::meta(&obj)?;
     meta.deletion_timestamp = Some(at);
     meta.deletion_grace_period_seconds = Some(grace);
@@ -1715,7 +1727,7 @@ async fn mark_deleting(
         .await
         .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
     object::set_resource_version(&mut obj, rev);
-    object_response(ctx, StatusCode::OK, &obj)
+    Ok(obj)
 }
 
 /// Namespace deletion: the namespace turns Terminating, its content is deleted, then the
@@ -1726,26 +1738,13 @@ async fn delete_namespace(
     kv: &KeyValue,
 ) -> Result<Response<Body>, ApiError> {
     let name = ctx.name().to_owned();
-    let mut meta = object::meta(&obj)?;
-    if meta.deletion_timestamp.is_none() {
-        meta.deletion_timestamp = Some(now());
-        meta.deletion_grace_period_seconds = Some(0);
-        object::set_meta(&mut obj, &meta)?;
+    if object::meta(&obj)?.deletion_timestamp.is_none() {
         if let Some(Value::Object(status)) = obj.get_mut("status") {
             status.insert("phase".into(), json!("Terminating"));
         } else {
             obj.insert("status".into(), json!({"phase": "Terminating"}));
         }
-        let rev = ctx
-            .store()
-            .update(
-                &ctx.key(&name),
-                object::to_stored(&mut obj)?,
-                kv.mod_revision,
-            )
-            .await
-            .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
-        object::set_resource_version(&mut obj, rev);
+        obj = store_deleting(ctx, obj, kv, now(), 0).await?;
     }
     let server = ctx.server.clone();
     tokio::spawn(async move {

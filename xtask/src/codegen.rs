@@ -1292,6 +1292,13 @@ fn emit_struct(out: &mut String, s: &Struct) -> Result<()> {
                 attrs.push("deserialize_with = \"crate::serde_util::null_to_default\"".into());
                 inner
             }
+            (Ty::F64, false) => {
+                // Go writes whole float64 values without a fraction (`1`, not `1.0`).
+                attrs.push("default".into());
+                attrs.push("skip_serializing_if = \"Option::is_none\"".into());
+                attrs.push("serialize_with = \"crate::serde_util::go_float\"".into());
+                format!("Option<{inner}>")
+            }
             (_, false) => {
                 attrs.push("default".into());
                 attrs.push("skip_serializing_if = \"Option::is_none\"".into());

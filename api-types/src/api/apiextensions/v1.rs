@@ -731,7 +731,11 @@ pub struct JSONSchemaProps {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<crate::apiextensions::v1::JSON>,
     /// The `maximum` field (upstream gives no description).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::serde_util::go_float"
+    )]
     pub maximum: Option<f64>,
     /// The `exclusiveMaximum` field (upstream gives no description).
     #[serde(
@@ -741,7 +745,11 @@ pub struct JSONSchemaProps {
     )]
     pub exclusive_maximum: Option<bool>,
     /// The `minimum` field (upstream gives no description).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::serde_util::go_float"
+    )]
     pub minimum: Option<f64>,
     /// The `exclusiveMinimum` field (upstream gives no description).
     #[serde(
@@ -776,7 +784,8 @@ pub struct JSONSchemaProps {
     #[serde(
         rename = "multipleOf",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::serde_util::go_float"
     )]
     pub multiple_of: Option<f64>,
     /// The `enum` field (upstream gives no description).
