@@ -1494,7 +1494,8 @@ fn apply_conflict(ctx: &Ctx<'_>, conflicts: Vec<managed::Conflict>) -> ApiError 
     }
 }
 
-fn patch_error(e: patch::PatchError) -> ApiError {
+/// A patch that cannot be applied: 422 Invalid with the patch library's message.
+pub(crate) fn patch_error(e: patch::PatchError) -> ApiError {
     ApiError {
         code: 422,
         reason: "Invalid",

@@ -159,22 +159,12 @@ pub(crate) async fn write(
                 match kind {
                     "application/merge-patch+json" => patch::merge_patch(&mut target, p),
                     "application/json-patch+json" => {
-                        target = patch::json_patch(&target, p).map_err(|e| ApiError {
-                            code: 422,
-                            reason: "Invalid",
-                            message: e.message,
-                            details: None,
-                        })?;
+                        target = patch::json_patch(&target, p).map_err(crate::rest::patch_error)?;
                     }
                     "application/strategic-merge-patch+json" => {
                         target =
                             patch::strategic_merge(&target, p, "io.k8s.api.autoscaling.v1.Scale")
-                                .map_err(|e| ApiError {
-                                code: 422,
-                                reason: "Invalid",
-                                message: e.message,
-                                details: None,
-                            })?;
+                                .map_err(crate::rest::patch_error)?;
                     }
                     other => return Err(ApiError::unsupported_media_type(other)),
                 }
