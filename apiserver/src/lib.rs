@@ -21,6 +21,7 @@
 
 pub mod allocator;
 pub mod auth;
+mod cache;
 pub mod crd;
 mod defaults;
 pub mod discovery;

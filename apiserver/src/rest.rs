@@ -13,7 +13,7 @@ use bosun_api_types::patch;
 use bosun_api_types::selector::{FieldSelector, Selector};
 use bosun_api_types::validation::{self, FieldError, FieldPath};
 use bosun_api_types::Time;
-use bosun_store::{EventKind, KeyValue, RangeRequest, Revision};
+use bosun_store::{KeyValue, RangeRequest, Revision};
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -554,32 +554,170 @@ pub(crate) async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     ctx.check_verb("list")?;
     let filter = Filter::new(ctx)?;
     let prefix = ctx.r.list_prefix(ctx.namespace);
-    let store = ctx.store();
-    let (mut revision, mut start_after) = match &ctx.query.continue_token {
-        Some(t) => {
-            let c = decode_continue(t, &prefix)?;
-            (Some(c.rv), Some(c.start))
-        }
-        None => (list_revision(ctx).await?, None),
-    };
     let limit = ctx.query.limit.unwrap_or(0);
-    // Fast path: items are spliced from their stored bytes, never parsed (no selector to
-    // evaluate, no table to print, a built-in kind whose items carry no type fields).
-    let raw = filter.is_everything() && !ctx.table && ctx.r.builtin.is_some();
-    let mut raw_items: Vec<u8> = Vec::new();
-    let mut count = 0usize;
-    let mut items: Vec<Object> = Vec::new();
+    let source = list_source(ctx, &prefix).await?;
+    let selected = match source {
+        ListSource::Cache(page) => select_cached(page, &filter, limit),
+        ListSource::Store {
+            revision,
+            start_after,
+        } => select_stored(ctx, &prefix, &filter, limit, revision, start_after).await?,
+    };
+    render_list(ctx, selected)
+}
+
+/// Where a list is read from.
+enum ListSource {
+    /// A page of the watch cache (every key after the continue key, if any).
+    Cache(crate::cache::Page),
+    /// The store, at a revision (the latest if `None`), after a key.
+    Store {
+        revision: Option<Revision>,
+        start_after: Option<String>,
+    },
+}
+
+/// The objects a list shows, and what the list metadata says about the rest.
+struct Selected {
+    items: Vec<crate::cache::Entry>,
+    revision: Revision,
+    /// The key to continue after, when more objects follow.
+    continue_after: Option<String>,
+    remaining: Option<i64>,
+}
+
+/// Chooses the source of a list the way upstream's watch cache does: a warm cache serves
+/// `resourceVersion` "" (after catching up with the store's current revision), "0", and
+/// NotOlderThan a revision it has reached, and the continuation of a list it still shows;
+/// exact revisions and older continuations read the store.
+async fn list_source(ctx: &Ctx<'_>, prefix: &str) -> Result<ListSource, ApiError> {
+    let cache = ctx.server.cache();
+    let resource = ctx.r.key_prefix();
+    if let Some(t) = &ctx.query.continue_token {
+        let c = decode_continue(t, prefix)?;
+        if cache.revision() == Some(c.rv) {
+            if let Some(page) = cache.list(&resource, prefix, Some(&c.start)) {
+                if page.revision == c.rv {
+                    return Ok(ListSource::Cache(page));
+                }
+            }
+        }
+        return Ok(ListSource::Store {
+            revision: Some(c.rv),
+            start_after: Some(c.start),
+        });
+    }
+    let store_latest = ListSource::Store {
+        revision: None,
+        start_after: None,
+    };
+    let wait = std::time::Duration::from_secs(3);
+    let wanted: Option<Revision> = match ctx.query.resource_version.as_deref() {
+        None | Some("") => {
+            // A consistent read: the cache must have applied the store's current revision.
+            let current = ctx
+                .store()
+                .current_revision()
+                .await
+                .map_err(|e| ApiError::from_store(e, ctx.r, ""))?;
+            // Before the cache's first fill this waits for it; a cache that cannot catch up
+            // (a store it cannot read) leaves the list to the store.
+            if !cache.wait_for(current, wait).await {
+                return Ok(store_latest);
+            }
+            None
+        }
+        Some(rv) => {
+            let n: Revision = rv
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+            match ctx.query.resource_version_match.as_deref() {
+                Some("Exact") => {
+                    return Ok(ListSource::Store {
+                        revision: Some(n),
+                        start_after: None,
+                    })
+                }
+                None | Some("NotOlderThan") => Some(n),
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid resourceVersionMatch: {other:?}; supported values: \"Exact\", \"NotOlderThan\""
+                    )))
+                }
+            }
+        }
+    };
+    if let Some(n) = wanted.filter(|n| *n > 0) {
+        let current = ctx
+            .store()
+            .current_revision()
+            .await
+            .map_err(|e| ApiError::from_store(e, ctx.r, ""))?;
+        if n > current {
+            return Err(ApiError::timeout(format!(
+                "Too large resource version: {n}, current: {current}"
+            )));
+        }
+        if !cache.wait_for(n, wait).await {
+            return Ok(store_latest);
+        }
+    }
+    Ok(cache
+        .list(&resource, prefix, None)
+        .map_or(store_latest, ListSource::Cache))
+}
+
+/// Applies the selectors and the limit to a cached page.
+fn select_cached(page: crate::cache::Page, filter: &Filter, limit: usize) -> Selected {
+    let everything = filter.is_everything();
+    let total = page.items.len();
+    let mut items = Vec::new();
     let mut last_key: Option<String> = None;
-    let mut more;
-    let mut remaining: Option<i64> = None;
-    loop {
-        let mut req = RangeRequest::prefix(prefix.clone());
+    let mut more = false;
+    let mut taken_at = 0;
+    for (i, (key, entry)) in page.items.into_iter().enumerate() {
+        if !everything && !entry.object().is_some_and(|o| filter.matches(&o)) {
+            continue;
+        }
+        if limit > 0 && items.len() == limit {
+            more = true;
+            break;
+        }
+        items.push(entry);
+        last_key = Some(key);
+        taken_at = i + 1;
+    }
+    let remaining = (more && everything).then(|| (total - taken_at) as i64);
+    Selected {
+        items,
+        revision: page.revision,
+        continue_after: last_key.filter(|_| more),
+        remaining,
+    }
+}
+
+/// Reads a list from the store, page by page until `limit` objects match.
+async fn select_stored(
+    ctx: &Ctx<'_>,
+    prefix: &str,
+    filter: &Filter,
+    limit: usize,
+    mut revision: Option<Revision>,
+    mut start_after: Option<String>,
+) -> Result<Selected, ApiError> {
+    let everything = filter.is_everything();
+    let store = ctx.store();
+    let mut items = Vec::new();
+    let mut last_key: Option<String> = None;
+    let mut remaining = None;
+    let more = loop {
+        let mut req = RangeRequest::prefix(prefix);
         req.start_after = start_after.clone();
         req.revision = revision;
         req.limit = if limit == 0 {
             0
         } else {
-            (limit - count).max(1)
+            (limit - items.len()).max(1)
         };
         let started = std::time::Instant::now();
         let page = store.range(req).await;
@@ -587,112 +725,96 @@ pub(crate) async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         let page = page.map_err(|e| ApiError::from_store(e, ctx.r, ""))?;
         revision = Some(page.revision);
         let n = page.kvs.len() as i64;
-        for kv in &page.kvs {
-            last_key = Some(kv.key.clone());
-            if raw {
-                if count > 0 {
-                    raw_items.push(b',');
-                }
-                match object::list_item_bytes(&kv.value, kv.mod_revision) {
-                    Some(bytes) => raw_items.extend_from_slice(&bytes),
-                    None => {
-                        let mut obj = object::from_stored(&kv.value)?;
-                        object::set_resource_version(&mut obj, kv.mod_revision);
-                        object::strip_type(&mut obj);
-                        serde_json::to_writer(&mut raw_items, &obj).map_err(ApiError::internal)?;
-                    }
-                }
-                count += 1;
-                continue;
+        for kv in page.kvs {
+            last_key = Some(kv.key);
+            let entry = crate::cache::Entry::new(kv.value, kv.mod_revision);
+            if everything || entry.object().is_some_and(|o| filter.matches(&o)) {
+                items.push(entry);
             }
-            let mut obj = object::from_stored(&kv.value)?;
-            if !filter.matches(&obj) {
-                continue;
-            }
-            object::set_resource_version(&mut obj, kv.mod_revision);
-            if ctx.r.builtin.is_some() && !ctx.table {
-                object::strip_type(&mut obj);
-            }
-            items.push(obj);
-            count += 1;
         }
-        more = page.more;
-        if !page.more || limit == 0 || count >= limit {
-            if page.more && filter.is_everything() {
+        if !page.more || limit == 0 || items.len() >= limit {
+            if page.more && everything {
                 remaining = Some(page.count - n);
             }
-            break;
+            break page.more;
         }
         start_after = last_key.clone();
-    }
-    let rv = revision.unwrap_or(0);
-    let cont = match (&last_key, more) {
-        (Some(k), true) => Some(encode_continue(rv, k)),
-        _ => None,
     };
+    Ok(Selected {
+        items,
+        revision: revision.unwrap_or(0),
+        continue_after: last_key.filter(|_| more),
+        remaining,
+    })
+}
+
+/// Writes a list (or its Table) from the selected objects.
+fn render_list(ctx: &Ctx<'_>, selected: Selected) -> Result<Response<Body>, ApiError> {
+    let rv = selected.revision;
     let mut metadata = serde_json::Map::new();
     metadata.insert("resourceVersion".into(), Value::String(rv.to_string()));
-    if let Some(c) = cont {
-        metadata.insert("continue".into(), Value::String(c));
+    if let Some(k) = &selected.continue_after {
+        metadata.insert("continue".into(), Value::String(encode_continue(rv, k)));
     }
-    if let Some(n) = remaining {
+    if let Some(n) = selected.remaining {
         metadata.insert("remainingItemCount".into(), Value::from(n));
     }
+    let builtin = ctx.r.builtin.is_some();
+    let item = |e: &crate::cache::Entry| -> Result<Object, ApiError> {
+        let mut obj = match e.object() {
+            Some(o) => Object::clone(&o),
+            None => object::from_stored(&e.value)?,
+        };
+        object::set_resource_version(&mut obj, e.mod_revision);
+        if builtin && !ctx.table {
+            object::strip_type(&mut obj);
+        }
+        Ok(obj)
+    };
     if ctx.table {
+        let items = selected
+            .items
+            .iter()
+            .map(item)
+            .collect::<Result<Vec<_>, _>>()?;
         return json(
             StatusCode::OK,
             &crate::printers::table(ctx.r, &items, metadata),
         );
     }
-    if raw {
-        let mut body = Vec::with_capacity(raw_items.len() + 256);
-        body.extend_from_slice(b"{\"kind\":");
-        serde_json::to_writer(&mut body, &ctx.r.list_kind).map_err(ApiError::internal)?;
-        body.extend_from_slice(b",\"apiVersion\":");
-        serde_json::to_writer(&mut body, &ctx.r.api_version()).map_err(ApiError::internal)?;
-        body.extend_from_slice(b",\"metadata\":");
-        serde_json::to_writer(&mut body, &metadata).map_err(ApiError::internal)?;
-        body.extend_from_slice(b",\"items\":[");
-        body.extend_from_slice(&raw_items);
-        body.extend_from_slice(b"]}");
-        return Ok(json_bytes(StatusCode::OK, body));
-    }
-    let list = json!({
-        "kind": ctx.r.list_kind,
-        "apiVersion": ctx.r.api_version(),
-        "metadata": metadata,
-        "items": items,
-    });
-    json(StatusCode::OK, &list)
-}
-
-/// The revision a list reads at: the latest, unless `resourceVersionMatch=Exact` names one.
-async fn list_revision(ctx: &Ctx<'_>) -> Result<Option<Revision>, ApiError> {
-    let Some(rv) = ctx.query.resource_version.as_deref() else {
-        return Ok(None);
-    };
-    let n: Revision = rv
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
-    match ctx.query.resource_version_match.as_deref() {
-        Some("Exact") => Ok(Some(n)),
-        None | Some("NotOlderThan") => {
-            let current = ctx
-                .store()
-                .current_revision()
-                .await
-                .map_err(|e| ApiError::from_store(e, ctx.r, ""))?;
-            if n > current {
-                return Err(ApiError::timeout(format!(
-                    "Too large resource version: {n}, current: {current}"
-                )));
-            }
-            Ok(None)
+    // Items are spliced from their stored bytes, never parsed, when the layout allows (built-in
+    // kinds, whose list items carry no type fields).
+    let mut body = Vec::with_capacity(
+        selected
+            .items
+            .iter()
+            .map(|e| e.value.len() + 24)
+            .sum::<usize>()
+            + 256,
+    );
+    body.extend_from_slice(b"{\"kind\":");
+    serde_json::to_writer(&mut body, &ctx.r.list_kind).map_err(ApiError::internal)?;
+    body.extend_from_slice(b",\"apiVersion\":");
+    serde_json::to_writer(&mut body, &ctx.r.api_version()).map_err(ApiError::internal)?;
+    body.extend_from_slice(b",\"metadata\":");
+    serde_json::to_writer(&mut body, &metadata).map_err(ApiError::internal)?;
+    body.extend_from_slice(b",\"items\":[");
+    for (i, e) in selected.items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
         }
-        Some(other) => Err(ApiError::bad_request(format!(
-            "invalid resourceVersionMatch: {other:?}; supported values: \"Exact\", \"NotOlderThan\""
-        ))),
+        let spliced = if builtin {
+            object::list_item_bytes(&e.value, e.mod_revision)
+        } else {
+            object::object_bytes(&e.value, e.mod_revision)
+        };
+        match spliced {
+            Some(bytes) => body.extend_from_slice(&bytes),
+            None => serde_json::to_writer(&mut body, &item(e)?).map_err(ApiError::internal)?,
+        }
     }
+    body.extend_from_slice(b"]}");
+    Ok(json_bytes(StatusCode::OK, body))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -705,14 +827,37 @@ fn watch_line(kind: &str, obj: &Value) -> Bytes {
     Bytes::from(line)
 }
 
+/// Where a watch's events come from.
+enum WatchSource {
+    Cache(crate::cache::Subscription),
+    Store(bosun_store::Watch),
+}
+
+impl WatchSource {
+    async fn next(&mut self) -> Option<Arc<crate::cache::CachedEvent>> {
+        match self {
+            WatchSource::Cache(sub) => sub.next().await,
+            WatchSource::Store(w) => match w.next().await? {
+                Ok(ev) => Some(Arc::new(crate::cache::CachedEvent::from_store(&ev))),
+                Err(e) => {
+                    tracing::debug!(error = %e, "store watch ended");
+                    None
+                }
+            },
+        }
+    }
+}
+
 pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     ctx.check_subresource(&[])?;
     ctx.check_verb("watch")?;
     let filter = Filter::new(ctx)?;
     let prefix = ctx.r.list_prefix(ctx.namespace);
+    let resource = ctx.r.key_prefix();
     let store = Arc::clone(ctx.store());
+    let cache = ctx.server.cache();
     let requested: Option<Revision> = match ctx.query.resource_version.as_deref() {
-        None | Some("0") => None,
+        None | Some("0") | Some("") => None,
         Some(rv) => Some(
             rv.parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?,
@@ -723,40 +868,78 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         table: ctx.table.then(|| Arc::clone(ctx.r)),
         headers_sent: false,
     };
+    // Every event goes out as stored (no selector, no table): splice, do not parse.
+    let raw = filter.is_everything() && !ctx.table;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     let mut initial = Vec::new();
-    let from = match requested {
-        Some(rv) if !send_initial => rv,
-        _ => {
+    let mut source = None;
+    let mut from = 0;
+    if send_initial {
+        // A consistent start when the client asked for one (sendInitialEvents with RV "").
+        if ctx
+            .query
+            .resource_version
+            .as_deref()
+            .unwrap_or("")
+            .is_empty()
+        {
+            let current = store
+                .current_revision()
+                .await
+                .map_err(|e| ApiError::from_store(e, ctx.r, ""))?;
+            cache
+                .wait_for(current, std::time::Duration::from_secs(3))
+                .await;
+        }
+        if let Some(sub) = cache.subscribe(&resource, &prefix, crate::cache::Start::Snapshot) {
+            for (_, e) in &sub.snapshot {
+                if let Some(line) = initial_line(&filter, raw, &mut printer, e)? {
+                    initial.push(line);
+                }
+            }
+            from = sub.revision;
+            source = Some(WatchSource::Cache(sub));
+        } else {
             let page = store
                 .range(RangeRequest::prefix(prefix.clone()))
                 .await
                 .map_err(|e| ApiError::from_store(e, ctx.r, ""))?;
-            for kv in &page.kvs {
-                let mut obj = object::from_stored(&kv.value)?;
-                if filter.matches(&obj) {
-                    object::set_resource_version(&mut obj, kv.mod_revision);
-                    initial.push(printer.line("ADDED", obj));
+            for kv in page.kvs {
+                let e = crate::cache::Entry::new(kv.value, kv.mod_revision);
+                if let Some(line) = initial_line(&filter, raw, &mut printer, &e)? {
+                    initial.push(line);
                 }
             }
-            if ctx.query.send_initial_events == Some(true) && ctx.query.allow_watch_bookmarks {
-                initial.push(bookmark(ctx.r, page.revision, true));
+            from = page.revision;
+        }
+        if ctx.query.send_initial_events == Some(true) && ctx.query.allow_watch_bookmarks {
+            initial.push(bookmark(ctx.r, from, true));
+        }
+    } else if let Some(rv) = requested {
+        from = rv;
+        if let Some(sub) = cache.subscribe(&resource, &prefix, crate::cache::Start::After(rv)) {
+            for ev in &sub.backlog {
+                if let Some(line) = event_line(&filter, raw, &mut printer, ev) {
+                    initial.push(line);
+                }
             }
-            page.revision
+            source = Some(WatchSource::Cache(sub));
         }
-    };
-    let watch = match store.watch(&prefix, from).await {
-        Ok(w) => Some(w),
-        Err(bosun_store::Error::Compacted { requested, oldest }) => {
-            let status = ApiError::expired(requested, oldest).status();
-            initial.push(watch_line(
-                "ERROR",
-                &serde_json::to_value(status).unwrap_or(Value::Null),
-            ));
-            None
-        }
-        Err(e) => return Err(ApiError::from_store(e, ctx.r, "")),
-    };
+    }
+    if source.is_none() {
+        source = match store.watch(&prefix, from).await {
+            Ok(w) => Some(WatchSource::Store(w)),
+            Err(bosun_store::Error::Compacted { requested, oldest }) => {
+                let status = ApiError::expired(requested, oldest).status();
+                initial.push(watch_line(
+                    "ERROR",
+                    &serde_json::to_value(status).unwrap_or(Value::Null),
+                ));
+                None
+            }
+            Err(e) => return Err(ApiError::from_store(e, ctx.r, "")),
+        };
+    }
     let r = Arc::clone(ctx.r);
     let timeout = ctx
         .query
@@ -764,8 +947,6 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         .map(std::time::Duration::from_secs)
         .unwrap_or(std::time::Duration::from_secs(30 * 60));
     let bookmarks = ctx.query.allow_watch_bookmarks;
-    // Every event goes out as stored (no selector, no table): splice, do not parse.
-    let raw = filter.is_everything() && !ctx.table;
     let mut shutdown = ctx.server.inner.shutdown.subscribe();
     let registered = WatcherGauge::new(ctx.server.clone(), ctx.r);
     tokio::spawn(async move {
@@ -775,7 +956,7 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
                 return;
             }
         }
-        let Some(mut watch) = watch else { return };
+        let Some(mut source) = source else { return };
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -783,17 +964,10 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         let mut last = from;
         loop {
             tokio::select! {
-                ev = watch.next() => {
-                    let Some(Ok(ev)) = ev else { return };
-                    last = ev.revision();
-                    let line = if raw {
-                        raw_watch_line(&ev).or_else(|| {
-                            watch_event(&filter, &ev).map(|(kind, obj)| printer.line(kind, obj))
-                        })
-                    } else {
-                        watch_event(&filter, &ev).map(|(kind, obj)| printer.line(kind, obj))
-                    };
-                    if let Some(line) = line {
+                ev = source.next() => {
+                    let Some(ev) = ev else { return };
+                    last = ev.revision;
+                    if let Some(line) = event_line(&filter, raw, &mut printer, &ev) {
                         if tx.send(line).await.is_err() {
                             return;
                         }
@@ -825,6 +999,48 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         http::HeaderValue::from_static("application/json"),
     );
     Ok(resp)
+}
+
+/// The ADDED line of an object a watch starts with, if it matches.
+fn initial_line(
+    filter: &Filter,
+    raw: bool,
+    printer: &mut WatchPrinter,
+    e: &crate::cache::Entry,
+) -> Result<Option<Bytes>, ApiError> {
+    if raw {
+        if let Some(obj) = object::object_bytes(&e.value, e.mod_revision) {
+            let mut line = Vec::with_capacity(obj.len() + 32);
+            line.extend_from_slice(b"{\"type\":\"ADDED\",\"object\":");
+            line.extend_from_slice(&obj);
+            line.extend_from_slice(b"}\n");
+            return Ok(Some(Bytes::from(line)));
+        }
+    }
+    let mut obj = match e.object() {
+        Some(o) => Object::clone(&o),
+        None => object::from_stored(&e.value)?,
+    };
+    if !filter.matches(&obj) {
+        return Ok(None);
+    }
+    object::set_resource_version(&mut obj, e.mod_revision);
+    Ok(Some(printer.line("ADDED", obj)))
+}
+
+/// The line a change becomes for a watcher, if any.
+fn event_line(
+    filter: &Filter,
+    raw: bool,
+    printer: &mut WatchPrinter,
+    ev: &crate::cache::CachedEvent,
+) -> Option<Bytes> {
+    if raw {
+        if let Some(line) = ev.raw_line() {
+            return Some(line);
+        }
+    }
+    watch_event(filter, ev).map(|(kind, obj)| printer.line(kind, obj))
 }
 
 fn bookmark(r: &ApiResource, rv: Revision, initial_end: bool) -> Bytes {
@@ -884,36 +1100,16 @@ impl WatchPrinter {
     }
 }
 
-/// A watch event line built from the stored bytes, for watchers that take every event as is.
-fn raw_watch_line(ev: &bosun_store::Event) -> Option<Bytes> {
-    let (kind, value) = match ev.kind {
-        EventKind::Put if ev.prev_kv.is_some() => ("MODIFIED", &ev.kv.value),
-        EventKind::Put => ("ADDED", &ev.kv.value),
-        EventKind::Delete => ("DELETED", &ev.prev_kv.as_ref()?.value),
-    };
-    let obj = object::object_bytes(value, ev.kv.mod_revision)?;
-    let mut line = Vec::with_capacity(obj.len() + 32);
-    line.extend_from_slice(b"{\"type\":\"");
-    line.extend_from_slice(kind.as_bytes());
-    line.extend_from_slice(b"\",\"object\":");
-    line.extend_from_slice(&obj);
-    line.extend_from_slice(b"}\n");
-    Some(Bytes::from(line))
-}
-
-/// The watch event a store event becomes for a watcher with `filter`: an object entering the
+/// The watch event a change becomes for a watcher with `filter`: an object entering the
 /// selection is ADDED, one leaving it DELETED.
-fn watch_event(filter: &Filter, ev: &bosun_store::Event) -> Option<(&'static str, Object)> {
-    let old = ev
-        .prev_kv
-        .as_ref()
-        .and_then(|kv| object::from_stored(&kv.value).ok());
+fn watch_event(filter: &Filter, ev: &crate::cache::CachedEvent) -> Option<(&'static str, Object)> {
+    let old = ev.prev.as_ref().and_then(|e| e.object());
     let old_matches = old.as_ref().is_some_and(|o| filter.matches(o));
-    match ev.kind {
-        EventKind::Put => {
-            let mut new = object::from_stored(&ev.kv.value).ok()?;
+    match &ev.new {
+        Some(new) => {
+            let mut new = Object::clone(&*new.object()?);
             let new_matches = filter.matches(&new);
-            object::set_resource_version(&mut new, ev.kv.mod_revision);
+            object::set_resource_version(&mut new, ev.revision);
             let kind = match (old.is_some(), old_matches, new_matches) {
                 (false, _, true) => "ADDED",
                 (true, true, true) => "MODIFIED",
@@ -923,9 +1119,9 @@ fn watch_event(filter: &Filter, ev: &bosun_store::Event) -> Option<(&'static str
             };
             Some((kind, new))
         }
-        EventKind::Delete => {
-            let mut old = old.filter(|_| old_matches)?;
-            object::set_resource_version(&mut old, ev.kv.mod_revision);
+        None => {
+            let mut old = Object::clone(&*old.filter(|_| old_matches)?);
+            object::set_resource_version(&mut old, ev.revision);
             Some(("DELETED", old))
         }
     }

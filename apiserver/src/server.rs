@@ -66,6 +66,7 @@ pub(crate) struct Inner {
     pub(crate) metrics: crate::metrics::Metrics,
     inflight: Arc<tokio::sync::Semaphore>,
     pub(crate) pipeline: Pipeline,
+    cache: Arc<crate::cache::Cache>,
 }
 
 /// The Kubernetes API server over a [`Store`]. Cheap to clone.
@@ -105,6 +106,7 @@ impl ApiServer {
                 inflight: Arc::new(tokio::sync::Semaphore::new(config.max_requests_inflight)),
                 config,
                 pipeline,
+                cache: Arc::default(),
             }),
         }
     }
@@ -112,6 +114,16 @@ impl ApiServer {
     /// The served resources now.
     pub fn resources(&self) -> Arc<ResourceTable> {
         Arc::clone(&self.inner.table.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The watch cache, started on first use.
+    pub(crate) fn cache(&self) -> &Arc<crate::cache::Cache> {
+        let cache = &self.inner.cache;
+        cache.start(
+            Arc::clone(&self.inner.store),
+            self.inner.shutdown.subscribe(),
+        );
+        cache
     }
 
     /// The store behind the server.
@@ -125,6 +137,7 @@ impl ApiServer {
     /// they change.
     pub async fn bootstrap(&self) -> Result<(), ApiError> {
         rest::bootstrap(self).await?;
+        self.cache();
         let rev = self
             .inner
             .store

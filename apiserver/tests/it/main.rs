@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+mod cache;
 mod oracle;
 mod tables;
 
