@@ -753,6 +753,121 @@ pub fn decode_object<K: Resource + Message>(body: &[u8]) -> Result<K, ProtoError
     Ok(obj)
 }
 
+/// Encodes a typed list (`PodList` is `List<Pod>`) as a Kubernetes protobuf body: every built-in
+/// list message has the list metadata in field 1 and the items in field 2.
+pub fn encode_list<K: Resource + Message + PartialEq>(
+    list: &crate::List<K>,
+) -> Result<Vec<u8>, ProtoError> {
+    if !K::SUPPORTED {
+        return Err(ProtoError::Unsupported(K::NAME));
+    }
+    let mut raw = Vec::new();
+    put_field(&mut raw, 1, &list.metadata);
+    put_repeated(&mut raw, 2, &list.items);
+    Ok(encode_unknown(K::INFO.api_version, K::INFO.list_kind, raw))
+}
+
+/// Decodes a Kubernetes protobuf list body of `K`.
+pub fn decode_list<K: Resource + Message + PartialEq>(
+    body: &[u8],
+) -> Result<crate::List<K>, ProtoError> {
+    if !K::SUPPORTED {
+        return Err(ProtoError::Unsupported(K::NAME));
+    }
+    let u = decode_unknown(body)?;
+    if u.api_version != K::INFO.api_version || u.kind != K::INFO.list_kind {
+        return Err(ProtoError::WrongKind {
+            got: format!("{} {}", u.api_version, u.kind),
+            want: format!("{} {}", K::INFO.api_version, K::INFO.list_kind),
+        });
+    }
+    let mut list = crate::List::<K>::default();
+    let mut r = Reader::new(&u.raw);
+    while !r.is_empty() {
+        let (field, wire) = r.key()?;
+        match field {
+            1 => list.metadata = get_field(K::INFO.list_kind, field, wire, &mut r)?,
+            2 => get_repeated(K::INFO.list_kind, field, wire, &mut r, &mut list.items)?,
+            _ => r.skip(wire)?,
+        }
+    }
+    for item in &mut list.items {
+        item.set_type_meta("", "");
+    }
+    Ok(list)
+}
+
+/// `meta.k8s.io/v1` `PartialObjectMetadata` (an object's metadata only) as a protobuf body.
+pub fn encode_partial_object(meta: &crate::meta::v1::ObjectMeta) -> Vec<u8> {
+    let mut raw = Vec::new();
+    put_field(&mut raw, 1, meta);
+    encode_unknown("meta.k8s.io/v1", "PartialObjectMetadata", raw)
+}
+
+/// `meta.k8s.io/v1` `PartialObjectMetadataList` as a protobuf body.
+pub fn encode_partial_list(
+    meta: &crate::meta::v1::ListMeta,
+    items: &[crate::meta::v1::ObjectMeta],
+) -> Vec<u8> {
+    let mut raw = Vec::new();
+    // PartialObjectMetadataList: metadata = 1, items = 2 (each {metadata = 1}).
+    put_field(&mut raw, 1, meta);
+    for item in items {
+        let start = begin_message(&mut raw, 2);
+        put_field(&mut raw, 1, item);
+        end_message(&mut raw, start);
+    }
+    encode_unknown("meta.k8s.io/v1", "PartialObjectMetadataList", raw)
+}
+
+/// One frame of a protobuf watch stream (`application/vnd.kubernetes.protobuf;stream=watch`):
+/// a 4-byte big-endian length, then a `meta.k8s.io/v1` `WatchEvent` message (no envelope) whose
+/// object is a complete protobuf body (`k8s\0` and envelope).
+pub fn encode_watch_frame(event_type: &str, object_body: &[u8]) -> Vec<u8> {
+    let mut event = Vec::with_capacity(object_body.len() + 32);
+    put_field(&mut event, 1, &event_type.to_owned());
+    let start = begin_message(&mut event, 2);
+    put_field(&mut event, 1, &ByteString(object_body.to_vec()));
+    end_message(&mut event, start);
+    let mut frame = Vec::with_capacity(event.len() + 4);
+    frame.extend_from_slice(&(event.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&event);
+    frame
+}
+
+/// Reads one frame of a protobuf watch stream from the front of `buf`: the event type, the
+/// object's protobuf body, and the bytes the frame took; `None` if `buf` holds no whole frame.
+pub fn decode_watch_frame(buf: &[u8]) -> Result<Option<(String, Vec<u8>, usize)>, ProtoError> {
+    let Some(len) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let Some(event) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
+    let mut r = Reader::new(event);
+    let mut kind = String::new();
+    let mut object = Vec::new();
+    while !r.is_empty() {
+        let (field, wire) = r.key()?;
+        match field {
+            1 => kind = get_field("WatchEvent", field, wire, &mut r)?,
+            2 => {
+                let mut raw = nested_reader("WatchEvent", field, wire, &mut r)?;
+                while !raw.is_empty() {
+                    let (f, w) = raw.key()?;
+                    match f {
+                        1 => object = get_field::<ByteString>("RawExtension", f, w, &mut raw)?.0,
+                        _ => raw.skip(w)?,
+                    }
+                }
+            }
+            _ => r.skip(wire)?,
+        }
+    }
+    Ok(Some((kind, object, 4 + len)))
+}
+
 /// Hand-written messages: the types with custom wire forms upstream.
 mod special {
     use super::*;
@@ -1088,5 +1203,49 @@ mod tests {
             Err(ProtoError::Truncated)
         );
         assert_eq!(decode_unknown(b"json"), Err(ProtoError::NoMagic));
+    }
+
+    #[test]
+    fn lists_and_watch_frames_round_trip() {
+        use crate::core::v1::ConfigMap;
+        use crate::meta::v1::{ListMeta, ObjectMeta};
+        let cm = |name: &str| ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            data: [("k".to_owned(), "v".to_owned())].into(),
+            ..Default::default()
+        };
+        let mut list = crate::List::from(vec![cm("a"), cm("b")]);
+        list.metadata = ListMeta {
+            resource_version: Some("42".into()),
+            ..Default::default()
+        };
+        let body = encode_list(&list).unwrap();
+        let u = decode_unknown(&body).unwrap();
+        assert_eq!(
+            (u.api_version.as_str(), u.kind.as_str()),
+            ("v1", "ConfigMapList")
+        );
+        let back: crate::List<ConfigMap> = decode_list(&body).unwrap();
+        assert_eq!(back.metadata.resource_version.as_deref(), Some("42"));
+        assert_eq!(back.items.len(), 2);
+        assert_eq!(back.items[1].data, list.items[1].data);
+        assert!(decode_list::<crate::core::v1::Secret>(&body).is_err());
+
+        let obj = encode_object(&cm("a")).unwrap();
+        let mut stream = encode_watch_frame("ADDED", &obj);
+        stream.extend(encode_watch_frame("DELETED", &obj));
+        let (kind, got, used) = decode_watch_frame(&stream).unwrap().unwrap();
+        assert_eq!((kind.as_str(), got.as_slice()), ("ADDED", obj.as_slice()));
+        let (kind, _, used2) = decode_watch_frame(&stream[used..]).unwrap().unwrap();
+        assert_eq!(kind, "DELETED");
+        assert_eq!(used + used2, stream.len());
+        assert_eq!(decode_watch_frame(&stream[..used - 1]).unwrap(), None);
+
+        let partial = encode_partial_list(&list.metadata, &[list.items[0].metadata.clone()]);
+        let u = decode_unknown(&partial).unwrap();
+        assert_eq!(u.kind, "PartialObjectMetadataList");
     }
 }

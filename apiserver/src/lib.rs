@@ -28,6 +28,7 @@ pub mod discovery;
 pub mod error;
 mod managed;
 mod metrics;
+mod negotiate;
 pub mod object;
 pub mod openapi;
 mod pods;

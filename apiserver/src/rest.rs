@@ -28,8 +28,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) subresource: Option<&'a str>,
     pub(crate) query: &'a crate::request::Query,
     pub(crate) content_type: Option<&'a str>,
-    /// The client asked for a `Table`.
-    pub(crate) table: bool,
+    /// The encoding and view the client asked for.
+    pub(crate) output: crate::negotiate::Output,
     /// Warnings for the `Warning` response header.
     pub(crate) warnings: std::sync::Mutex<Vec<String>>,
     /// The client's `User-Agent` (the default field manager is its product name).
@@ -39,6 +39,16 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Whether the client asked for a `Table`.
+    pub(crate) fn table(&self) -> bool {
+        self.output.view == crate::negotiate::View::Table
+    }
+
+    /// Whether the client asked for `PartialObjectMetadata`.
+    fn metadata_only(&self) -> bool {
+        self.output.view == crate::negotiate::View::Metadata
+    }
+
     fn store(&self) -> &Arc<dyn bosun_store::Store> {
         self.server.store()
     }
@@ -77,7 +87,7 @@ impl Ctx<'_> {
             subresource: None,
             query: self.query,
             content_type,
-            table: false,
+            output: crate::negotiate::Output::default(),
             warnings: std::sync::Mutex::new(Vec::new()),
             user_agent: self.user_agent,
             user: self.user,
@@ -266,7 +276,7 @@ fn object_response(
     code: StatusCode,
     obj: &Object,
 ) -> Result<Response<Body>, ApiError> {
-    if ctx.table {
+    if ctx.table() {
         let rv = obj
             .get("metadata")
             .and_then(|m| m.get("resourceVersion"))
@@ -278,6 +288,9 @@ fn object_response(
             code,
             &crate::printers::table(ctx.r, std::slice::from_ref(obj), metadata),
         );
+    }
+    if ctx.metadata_only() {
+        return json(code, &crate::negotiate::partial(obj));
     }
     json(code, obj)
 }
@@ -766,12 +779,12 @@ fn render_list(ctx: &Ctx<'_>, selected: Selected) -> Result<Response<Body>, ApiE
             None => object::from_stored(&e.value)?,
         };
         object::set_resource_version(&mut obj, e.mod_revision);
-        if builtin && !ctx.table {
+        if builtin && !ctx.table() {
             object::strip_type(&mut obj);
         }
         Ok(obj)
     };
-    if ctx.table {
+    if ctx.table() {
         let items = selected
             .items
             .iter()
@@ -780,6 +793,17 @@ fn render_list(ctx: &Ctx<'_>, selected: Selected) -> Result<Response<Body>, ApiE
         return json(
             StatusCode::OK,
             &crate::printers::table(ctx.r, &items, metadata),
+        );
+    }
+    if ctx.metadata_only() {
+        let items = selected
+            .items
+            .iter()
+            .map(item)
+            .collect::<Result<Vec<_>, _>>()?;
+        return json(
+            StatusCode::OK,
+            &crate::negotiate::partial_list(metadata, &items),
         );
     }
     // Items are spliced from their stored bytes, never parsed, when the layout allows (built-in
@@ -865,11 +889,12 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     };
     let send_initial = ctx.query.send_initial_events.unwrap_or(requested.is_none());
     let mut printer = WatchPrinter {
-        table: ctx.table.then(|| Arc::clone(ctx.r)),
+        r: Arc::clone(ctx.r),
+        output: ctx.output,
         headers_sent: false,
     };
-    // Every event goes out as stored (no selector, no table): splice, do not parse.
-    let raw = filter.is_everything() && !ctx.table;
+    // Every event goes out as stored (no selector, JSON objects): splice, do not parse.
+    let raw = filter.is_everything() && ctx.output == crate::negotiate::Output::default();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     let mut initial = Vec::new();
     let mut source = None;
@@ -913,7 +938,7 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
             from = page.revision;
         }
         if ctx.query.send_initial_events == Some(true) && ctx.query.allow_watch_bookmarks {
-            initial.push(bookmark(ctx.r, from, true));
+            initial.push(printer.bookmark(from, true));
         }
     } else if let Some(rv) = requested {
         from = rv;
@@ -931,16 +956,20 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
             Ok(w) => Some(WatchSource::Store(w)),
             Err(bosun_store::Error::Compacted { requested, oldest }) => {
                 let status = ApiError::expired(requested, oldest).status();
-                initial.push(watch_line(
-                    "ERROR",
-                    &serde_json::to_value(status).unwrap_or(Value::Null),
-                ));
+                initial.push(
+                    printer
+                        .value_line("ERROR", serde_json::to_value(status).unwrap_or(Value::Null)),
+                );
                 None
             }
             Err(e) => return Err(ApiError::from_store(e, ctx.r, "")),
         };
     }
-    let r = Arc::clone(ctx.r);
+    let content_type = if ctx.output.protobuf {
+        "application/vnd.kubernetes.protobuf;stream=watch"
+    } else {
+        "application/json"
+    };
     let timeout = ctx
         .query
         .timeout_seconds
@@ -974,7 +1003,7 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
                     }
                 }
                 _ = tick.tick(), if bookmarks => {
-                    if tx.send(bookmark(&r, last, false)).await.is_err() {
+                    if tx.send(printer.bookmark(last, false)).await.is_err() {
                         return;
                     }
                 }
@@ -996,7 +1025,7 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     let mut resp = Response::new(body);
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
+        http::HeaderValue::from_static(content_type),
     );
     Ok(resp)
 }
@@ -1043,17 +1072,6 @@ fn event_line(
     watch_event(filter, ev).map(|(kind, obj)| printer.line(kind, obj))
 }
 
-fn bookmark(r: &ApiResource, rv: Revision, initial_end: bool) -> Bytes {
-    let mut meta = json!({"resourceVersion": rv.to_string()});
-    if initial_end {
-        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
-    }
-    watch_line(
-        "BOOKMARK",
-        &json!({"kind": r.kind, "apiVersion": r.api_version(), "metadata": meta}),
-    )
-}
-
 /// Counts a watcher in `apiserver_registered_watchers` while it lives.
 struct WatcherGauge {
     server: ApiServer,
@@ -1075,28 +1093,64 @@ impl Drop for WatcherGauge {
     }
 }
 
-/// Renders watch events: objects as they are, or one-row Tables when the client asked for
-/// server-side printing (column definitions in the first event only, as upstream sends them).
+/// Renders watch events in the negotiated form: objects as they are, `PartialObjectMetadata`, or
+/// one-row Tables (column definitions in the first event only, as upstream sends them); JSON
+/// lines, or length-prefixed protobuf frames.
 struct WatchPrinter {
-    table: Option<Arc<ApiResource>>,
+    r: Arc<ApiResource>,
+    output: crate::negotiate::Output,
     headers_sent: bool,
 }
 
 impl WatchPrinter {
     fn line(&mut self, kind: &str, obj: Object) -> Bytes {
-        let Some(r) = &self.table else {
-            return watch_line(kind, &Value::Object(obj));
+        match self.output.view {
+            crate::negotiate::View::Object => self.value_line(kind, Value::Object(obj)),
+            crate::negotiate::View::Metadata => {
+                let partial = crate::negotiate::partial(&obj);
+                self.value_line(kind, partial)
+            }
+            crate::negotiate::View::Table => {
+                let mut metadata = serde_json::Map::new();
+                if let Some(rv) = obj.get("metadata").and_then(|m| m.get("resourceVersion")) {
+                    metadata.insert("resourceVersion".into(), rv.clone());
+                }
+                let mut table =
+                    crate::printers::table(&self.r, std::slice::from_ref(&obj), metadata);
+                if self.headers_sent {
+                    table["columnDefinitions"] = json!([]);
+                }
+                self.headers_sent = true;
+                self.value_line(kind, table)
+            }
+        }
+    }
+
+    /// An event of `kind` carrying `v`.
+    fn value_line(&self, kind: &str, v: Value) -> Bytes {
+        if self.output.protobuf {
+            let json_fallback = v.clone();
+            if let Some(body) = crate::negotiate::to_protobuf(v) {
+                return Bytes::from(bosun_api_types::proto::encode_watch_frame(kind, &body));
+            }
+            tracing::debug!(kind, "watch event has no protobuf form; sending JSON");
+            return watch_line(kind, &json_fallback);
+        }
+        watch_line(kind, &v)
+    }
+
+    /// A BOOKMARK event at `rv` (marking the end of the initial events, when asked).
+    fn bookmark(&self, rv: Revision, initial_end: bool) -> Bytes {
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let obj = if self.output.view == crate::negotiate::View::Metadata {
+            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
+        } else {
+            json!({"kind": self.r.kind, "apiVersion": self.r.api_version(), "metadata": meta})
         };
-        let mut metadata = serde_json::Map::new();
-        if let Some(rv) = obj.get("metadata").and_then(|m| m.get("resourceVersion")) {
-            metadata.insert("resourceVersion".into(), rv.clone());
-        }
-        let mut table = crate::printers::table(r, std::slice::from_ref(&obj), metadata);
-        if self.headers_sent {
-            table["columnDefinitions"] = json!([]);
-        }
-        self.headers_sent = true;
-        watch_line(kind, &table)
+        self.value_line("BOOKMARK", obj)
     }
 }
 

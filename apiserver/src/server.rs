@@ -427,6 +427,7 @@ impl ApiServer {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let query = Query::parse(req.uri().query())?;
+        let output = crate::negotiate::negotiate(accept, r.builtin.is_some())?;
         // Who asks, and may they.
         let user = self
             .inner
@@ -484,7 +485,7 @@ impl ApiServer {
             subresource: target.subresource.as_deref(),
             query: &query,
             content_type: content_type.as_deref(),
-            table: table_requested(accept),
+            output,
             warnings: std::sync::Mutex::new(Vec::new()),
             user_agent: &user_agent,
             user: &user,
@@ -529,6 +530,10 @@ impl ApiServer {
             "audit"
         );
         let warnings = std::mem::take(&mut *ctx.warnings.lock().unwrap_or_else(|p| p.into_inner()));
+        let result = match result {
+            Ok(resp) if output.protobuf && !query.watch => Ok(protobuf_response(resp).await),
+            other => other,
+        };
         result.map(|mut resp| {
             for w in warnings {
                 let quoted = w.replace('\\', "\\\\").replace('"', "\\\"");
@@ -564,12 +569,35 @@ fn aggregated_version(accept: &str) -> Option<&'static str> {
     None
 }
 
-/// Whether the client asked for server-side printing (a `Table`).
-fn table_requested(accept: &str) -> bool {
-    accept
-        .split(',')
-        .next()
-        .is_some_and(|first| first.replace(' ', "").contains("as=Table"))
+/// A JSON response re-encoded in protobuf, for clients that asked for it; what has no protobuf
+/// form (Tables, custom kinds) stays JSON.
+async fn protobuf_response(resp: Response<Body>) -> Response<Body> {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/json");
+    if !is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => match e {},
+    };
+    let converted = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(crate::negotiate::to_protobuf);
+    match converted {
+        Some(proto) => {
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/vnd.kubernetes.protobuf"),
+            );
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, full(proto))
+        }
+        None => Response::from_parts(parts, full(bytes)),
+    }
 }
 
 async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, ApiError>

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 mod cache;
+mod negotiation;
 mod oracle;
 mod tables;
 
