@@ -21,6 +21,10 @@
 //! }
 //! ```
 
+pub use crate::admission::{
+    DefaultStorageClass, LimitRanger, Priority, ResourceQuota, StorageObjectInUseProtection,
+    TaintNodesByCondition,
+};
 use crate::error::ApiError;
 use crate::object::Object;
 use crate::resources::ApiResource;
@@ -136,6 +140,8 @@ pub struct AdmissionRequest<'a> {
     pub old: Option<&'a Object>,
     /// Whether nothing will be persisted.
     pub dry_run: bool,
+    /// The server, for plugins that read other objects ([`crate::ApiServer::list_objects`]).
+    pub server: &'a crate::ApiServer,
 }
 
 /// An admission plugin: mutates, then (after defaulting and validation) validates.
@@ -174,14 +180,20 @@ impl Default for Pipeline {
     }
 }
 
-/// The plugins upstream enables by default that need no other component, as far as they are
-/// implemented: NamespaceLifecycle, ServiceAccount, DefaultTolerationSeconds, Priority.
+/// The plugins upstream enables by default that need no other component, in upstream's order:
+/// NamespaceLifecycle, LimitRanger, ServiceAccount, TaintNodesByCondition, Priority,
+/// DefaultTolerationSeconds, DefaultStorageClass, StorageObjectInUseProtection, ResourceQuota.
 pub fn default_admission() -> Vec<Arc<dyn AdmissionPlugin>> {
     vec![
         Arc::new(NamespaceLifecycle),
+        Arc::new(LimitRanger),
         Arc::new(ServiceAccount),
-        Arc::new(DefaultTolerationSeconds),
+        Arc::new(TaintNodesByCondition),
         Arc::new(Priority),
+        Arc::new(DefaultTolerationSeconds),
+        Arc::new(DefaultStorageClass),
+        Arc::new(StorageObjectInUseProtection),
+        Arc::new(ResourceQuota),
     ]
 }
 
@@ -249,22 +261,6 @@ impl AdmissionPlugin for DefaultTolerationSeconds {
     async fn mutate(&self, req: &AdmissionRequest<'_>, obj: &mut Object) -> Result<(), ApiError> {
         if is_pod(req) {
             crate::defaults::default_tolerations(obj);
-        }
-        Ok(())
-    }
-}
-
-/// New pods get their priority (0 without a PriorityClass) and preemption policy.
-pub struct Priority;
-
-#[async_trait::async_trait]
-impl AdmissionPlugin for Priority {
-    fn name(&self) -> &str {
-        "Priority"
-    }
-    async fn mutate(&self, req: &AdmissionRequest<'_>, obj: &mut Object) -> Result<(), ApiError> {
-        if is_pod(req) {
-            crate::defaults::priority(obj);
         }
         Ok(())
     }

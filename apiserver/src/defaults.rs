@@ -1,6 +1,6 @@
 //! Per-kind defaulting, as upstream's `SetDefaults_*` functions do it when an object is decoded
 //! (create and update), and the defaults of the admission plugins that run on pod creation
-//! (ServiceAccount, DefaultTolerationSeconds, Priority).
+//! (ServiceAccount, DefaultTolerationSeconds).
 //!
 //! Checked against what an upstream API server answered for 240 real manifests (the oracle test
 //! in `tests/it/oracle.rs`).
@@ -675,13 +675,6 @@ pub fn default_tolerations(o: &mut Object) {
             }
         }
     }
-}
-
-/// The Priority plugin's work without PriorityClasses: priority 0, preempting lower ones.
-pub fn priority(o: &mut Object) {
-    let spec = obj(o, "spec");
-    or(spec, "priority", json!(0));
-    or(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
 }
 
 fn token_suffix() -> String {

@@ -19,6 +19,7 @@
 //! A library user serves their own kinds by adding [`ApiResource`]s to a [`ResourceTable`] and
 //! passing it to [`ApiServer::with_resources`].
 
+pub mod admission;
 pub mod allocator;
 pub mod auth;
 mod cache;

@@ -109,6 +109,7 @@ impl Ctx<'_> {
             user: self.user,
             old,
             dry_run: self.query.dry_run,
+            server: self.server,
         }
     }
 
@@ -2093,6 +2094,26 @@ pub(crate) async fn bootstrap(server: &ApiServer) -> Result<(), ApiError> {
             },
             "spec": {"finalizers": ["kubernetes"]},
             "status": {"phase": "Active"},
+        });
+        let value = Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?);
+        match store.create(&key, value).await {
+            Ok(_) | Err(bosun_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(ApiError::internal(e)),
+        }
+    }
+    for (name, value, description) in crate::admission::system_priority_classes() {
+        let key = format!("/registry/scheduling.k8s.io/priorityclasses/{name}");
+        let obj = json!({
+            "kind": "PriorityClass",
+            "apiVersion": "scheduling.k8s.io/v1",
+            "metadata": {
+                "name": name,
+                "uid": uuid::Uuid::new_v4().to_string(),
+                "creationTimestamp": now(),
+            },
+            "value": value,
+            "description": description,
+            "preemptionPolicy": "PreemptLowerPriority",
         });
         let value = Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?);
         match store.create(&key, value).await {

@@ -126,6 +126,89 @@ impl ApiServer {
         cache
     }
 
+    /// The objects of a resource (`group` "" for core, `plural` as in URLs) in one namespace or
+    /// all, with their resourceVersions: from the watch cache once it has caught up with the
+    /// store, else from the store.
+    pub async fn list_objects(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<crate::object::Object>, ApiError> {
+        let g = if group.is_empty() { "core" } else { group };
+        let resource = format!("/registry/{g}/{plural}/");
+        let prefix = match namespace {
+            Some(ns) => format!("{resource}{ns}/"),
+            None => resource.clone(),
+        };
+        let current = self
+            .inner
+            .store
+            .current_revision()
+            .await
+            .map_err(ApiError::internal)?;
+        let cache = self.cache();
+        let entries: Vec<(Bytes, i64)> = match cache
+            .wait_for(current, std::time::Duration::from_secs(1))
+            .await
+            .then(|| cache.list(&resource, &prefix, None))
+            .flatten()
+        {
+            Some(page) => page
+                .items
+                .into_iter()
+                .map(|(_, e)| (e.value, e.mod_revision))
+                .collect(),
+            None => self
+                .inner
+                .store
+                .range(bosun_store::RangeRequest::prefix(prefix))
+                .await
+                .map_err(ApiError::internal)?
+                .kvs
+                .into_iter()
+                .map(|kv| (kv.value, kv.mod_revision))
+                .collect(),
+        };
+        entries
+            .into_iter()
+            .map(|(value, rv)| {
+                let mut obj = crate::object::from_stored(&value)?;
+                crate::object::set_resource_version(&mut obj, rv);
+                Ok(obj)
+            })
+            .collect()
+    }
+
+    /// Replaces the `status` of one stored object (a compare-and-swap on its current revision;
+    /// a conflict is returned, not retried).
+    pub async fn set_status(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: Option<&str>,
+        name: &str,
+        status: serde_json::Value,
+    ) -> Result<(), ApiError> {
+        let g = if group.is_empty() { "core" } else { group };
+        let key = match namespace {
+            Some(ns) => format!("/registry/{g}/{plural}/{ns}/{name}"),
+            None => format!("/registry/{g}/{plural}/{name}"),
+        };
+        let store = &self.inner.store;
+        let Some(kv) = store.get(&key, None).await.map_err(ApiError::internal)? else {
+            return Err(ApiError::internal(format!("{key} does not exist")));
+        };
+        let mut obj = crate::object::from_stored(&kv.value)?;
+        obj.insert("status".into(), status);
+        let value = crate::object::to_stored(&mut obj)?;
+        store
+            .update(&key, value, kv.mod_revision)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(())
+    }
+
     /// The store behind the server.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store

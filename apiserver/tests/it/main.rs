@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+mod admission;
 mod cache;
 mod negotiation;
 mod oracle;
