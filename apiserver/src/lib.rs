@@ -34,6 +34,7 @@ pub mod object;
 pub mod openapi;
 mod pods;
 pub mod printers;
+mod proxy;
 pub mod request;
 pub mod resources;
 mod rest;

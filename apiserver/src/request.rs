@@ -45,6 +45,8 @@ pub struct Target {
     pub name: Option<String>,
     /// Subresource, if any.
     pub subresource: Option<String>,
+    /// The path after a `proxy` subresource (`nodes/NAME/proxy/PATH`), if any.
+    pub proxy_path: Option<String>,
 }
 
 fn decode_segment(s: &str) -> String {
@@ -94,9 +96,11 @@ pub fn route(path: &str, table: &ResourceTable) -> Option<Route> {
 
 fn resource(group: &str, version: &str, rest: &[&str], table: &ResourceTable) -> Option<Route> {
     let target = |namespace: Option<&str>, rest: &[&str]| -> Option<Route> {
-        if rest.is_empty() || rest.len() > 3 {
-            return None;
-        }
+        let proxy_path = match rest {
+            [_, _, "proxy", path @ ..] if !path.is_empty() => Some(path.join("/")),
+            _ if rest.is_empty() || rest.len() > 3 => return None,
+            _ => None,
+        };
         Some(Route::Resource(Target {
             group: group.to_owned(),
             version: version.to_owned(),
@@ -104,6 +108,7 @@ fn resource(group: &str, version: &str, rest: &[&str], table: &ResourceTable) ->
             plural: rest[0].to_owned(),
             name: rest.get(1).map(|s| (*s).to_owned()),
             subresource: rest.get(2).map(|s| (*s).to_owned()),
+            proxy_path,
         }))
     };
     if let ["namespaces", ns, plural, ..] = rest {

@@ -288,12 +288,26 @@ impl ApiServer {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         use tracing::Instrument;
+        let mut req = req;
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let span = tracing::debug_span!("request", %method, %path);
         let started = std::time::Instant::now();
         let labels = self.request_labels(&req);
-        let long_running = labels.as_ref().is_some_and(|l| l.verb == "WATCH");
+        let watch = labels.as_ref().is_some_and(|l| l.verb == "WATCH");
+        // Watches and the connect subresources (logs, exec, …) may run for as long as the
+        // client wants: no in-flight slot, no timeout.
+        let long_running = watch
+            || labels.as_ref().is_some_and(|l| {
+                matches!(
+                    l.subresource.as_str(),
+                    "log" | "exec" | "attach" | "portforward" | "proxy"
+                )
+            });
+        // A watch over WebSocket: answer as usual, then move the stream onto the connection.
+        let websocket = websocket_key(&req)
+            .filter(|_| watch)
+            .map(|key| (key, hyper::upgrade::on(&mut req)));
         let resp = if long_running {
             self.dispatch(req).instrument(span.clone()).await
         } else {
@@ -323,6 +337,11 @@ impl ApiServer {
             Ok(r) => r,
             Err(e) => error_response(&e),
         };
+        if let Some((key, upgrade)) = websocket {
+            if resp.status() == StatusCode::OK {
+                resp = websocket_watch(&key, resp, upgrade);
+            }
+        }
         if resp.status() == StatusCode::TOO_MANY_REQUESTS {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -544,6 +563,11 @@ impl ApiServer {
             Decision::Deny(reason) => return Err(ApiError::forbidden(&user, &info, &reason)),
             Decision::NoOpinion => return Err(ApiError::forbidden(&user, &info, "")),
         }
+        if let Some(sub) = target.subresource.as_deref() {
+            if crate::proxy::is_connect(&r, sub) {
+                return crate::proxy::connect(self, &r, &target, req).await;
+            }
+        }
         let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -650,6 +674,88 @@ fn aggregated_version(accept: &str) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// The `Sec-WebSocket-Key` of a WebSocket upgrade request.
+fn websocket_key<B>(req: &Request<B>) -> Option<String> {
+    let upgrade = req.headers().get(header::UPGRADE)?.to_str().ok()?;
+    if !upgrade.eq_ignore_ascii_case("websocket") || req.method() != Method::GET {
+        return None;
+    }
+    Some(
+        req.headers()
+            .get(header::SEC_WEBSOCKET_KEY)?
+            .to_str()
+            .ok()?
+            .to_owned(),
+    )
+}
+
+/// Switches a watch response to WebSocket: 101 now, then each watch event as one message (text
+/// for JSON, binary for protobuf) until the watch or the client ends.
+fn websocket_watch(
+    key: &str,
+    resp: Response<Body>,
+    upgrade: hyper::upgrade::OnUpgrade,
+) -> Response<Body> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::{Message, Role};
+    let binary = resp.headers().get(header::CONTENT_TYPE).is_some_and(|ct| {
+        ct.as_bytes()
+            .starts_with(b"application/vnd.kubernetes.protobuf")
+    });
+    let mut body = resp.into_body();
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        let (mut sink, mut incoming) = ws.split();
+        loop {
+            tokio::select! {
+                frame = body.frame() => {
+                    let Some(Ok(frame)) = frame else { break };
+                    let Ok(data) = frame.into_data() else { continue };
+                    let msg = if binary {
+                        Message::Binary(data)
+                    } else {
+                        let line = data.strip_suffix(b"\n").unwrap_or(&data);
+                        match std::str::from_utf8(line) {
+                            Ok(text) => Message::text(text),
+                            Err(_) => Message::Binary(data),
+                        }
+                    };
+                    if sink.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+                msg = incoming.next() => match msg {
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    r
 }
 
 /// A JSON response re-encoded in protobuf, for clients that asked for it; what has no protobuf

@@ -180,3 +180,49 @@ async fn warm_lists_and_watches_never_read_the_store() {
     assert_eq!(page2, ["c4", "c5"]);
     assert!(store.ranges.load(Ordering::SeqCst) > ranges);
 }
+
+#[tokio::test]
+async fn watches_are_served_over_websocket() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = super::server().await;
+    post(&s, "/api/v1/namespaces/default/configmaps", cm("a")).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(s.clone().serve(listener, std::future::pending()));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(
+        format!("ws://{addr}/api/v1/namespaces/default/configmaps?watch=true"),
+        tcp,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 101);
+    let next = |m: Option<Result<Message, _>>| -> Value {
+        match m.unwrap().unwrap() {
+            Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    };
+    let ev = next(ws.next().await);
+    assert_eq!(
+        (
+            ev["type"].as_str(),
+            ev["object"]["metadata"]["name"].as_str()
+        ),
+        (Some("ADDED"), Some("a"))
+    );
+    post(&s, "/api/v1/namespaces/default/configmaps", cm("b")).await;
+    let ev = next(ws.next().await);
+    assert_eq!(ev["object"]["metadata"]["name"], "b");
+
+    // An error before the upgrade is a plain HTTP error.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let err = tokio_tungstenite::client_async(
+        format!("ws://{addr}/api/v1/namespaces/default/nosuchthings?watch=true"),
+        tcp,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+}

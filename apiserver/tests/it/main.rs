@@ -13,6 +13,7 @@ mod admission;
 mod cache;
 mod negotiation;
 mod oracle;
+mod proxy;
 mod tables;
 
 async fn server() -> ApiServer {
