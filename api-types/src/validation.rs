@@ -311,6 +311,12 @@ impl FieldError {
         )
     }
 
+    /// `Invalid value: V: detail` with the value already rendered as upstream prints it (Go's
+    /// `%#v` of maps and structs: `map[string]string{"app":"web"}`).
+    pub fn invalid_rendered(path: &FieldPath, value: impl Into<String>, detail: &str) -> Self {
+        Self::new(FieldErrorType::Invalid, path, Some(value.into()), detail)
+    }
+
     /// `Duplicate value: "v"`.
     pub fn duplicate(path: &FieldPath, value: impl fmt::Debug) -> Self {
         Self::new(

@@ -1533,6 +1533,12 @@ async fn write_update_obj(
         .await?;
     let mut new = object::normalize(ctx.r, new)?;
     ctx.validate(&name, &new)?;
+    if ctx.subresource.is_none() {
+        let errs = crate::validate::validate_update(ctx.r, &new, old);
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(ctx.r, &name, &errs));
+        }
+    }
     ctx.admit_validate(crate::auth::Operation::Update, &name, Some(old), &new)
         .await?;
     let claimed = if is_service(ctx.r) && ctx.subresource.is_none() {

@@ -15,6 +15,7 @@ mod negotiation;
 mod oracle;
 mod proxy;
 mod tables;
+mod validation;
 
 async fn server() -> ApiServer {
     let s = ApiServer::new(Arc::new(MemoryStore::new()));

@@ -110,7 +110,7 @@ async fn cells_follow_upstream_printers() {
     assert_eq!(default["object"]["kind"], "PartialObjectMetadata");
 
     let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-        "spec": {"selector": {"b": "2", "a": "1"}, "ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}]}});
+        "spec": {"selector": {"b": "2", "a": "1"}, "ports": [{"name": "http", "port": 80}, {"name": "dns", "port": 53, "protocol": "UDP"}]}});
     let (code, _) = post(&s, "/api/v1/namespaces/default/services", svc).await;
     assert_eq!(code, StatusCode::CREATED);
     let t = table(&s, "/api/v1/namespaces/default/services").await;

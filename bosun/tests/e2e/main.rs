@@ -582,6 +582,25 @@ fn inspect_edit_wait_delete(k: &Kubectl<'_>, ns: &str, dir: &Path) {
         "--timeout=10s",
     ]);
     assert!(waited.contains("condition met"), "{waited}");
+    // wait --for=condition, with the condition a controller would set written through the
+    // status subresource.
+    let status = r#"{"status":{"conditions":[{"type":"Available","status":"True","reason":"MinimumReplicasAvailable","message":"Deployment has minimum availability."}]}}"#;
+    run(&[
+        "patch",
+        "deployment",
+        "ed",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ]);
+    let waited = run(&[
+        "wait",
+        "--for=condition=Available",
+        "deployment/ed",
+        "--timeout=10s",
+    ]);
+    assert!(waited.contains("condition met"), "{waited}");
     run(&["delete", "pod", "solo", "--wait=false"]);
     run(&["wait", "--for=delete", "pod/solo", "--timeout=10s"]);
     // delete variants.
@@ -622,6 +641,29 @@ fn generators_scale_and_watch(k: &Kubectl<'_>, ns: &str) {
         k.ok(&a)
     };
     run(&["create", "secret", "generic", "s1", "--from-literal=a=b"]);
+    // A cluster-scoped generator; pods naming the class get its priority.
+    let pc = format!("{ns}-high");
+    k.ok(&[
+        "create",
+        "priorityclass",
+        &pc,
+        "--value=1000",
+        "--description=e2e",
+    ]);
+    let table = k.ok(&["get", "priorityclass", &pc, "--no-headers"]);
+    assert!(table.contains("1000") && table.contains("false"), "{table}");
+    let overrides = format!(r#"{{"spec":{{"priorityClassName":"{pc}"}}}}"#);
+    run(&[
+        "run",
+        "prio",
+        "--image=busybox",
+        &format!("--overrides={overrides}"),
+    ]);
+    assert_eq!(
+        run(&["get", "pod", "prio", "-o", "jsonpath={.spec.priority}"]),
+        "1000"
+    );
+    k.ok(&["delete", "priorityclass", &pc]);
     run(&["create", "service", "nodeport", "svc1", "--tcp=80:8080"]);
     run(&["create", "job", "j1", "--image=busybox", "--", "echo", "hi"]);
     run(&[
