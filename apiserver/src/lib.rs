@@ -21,6 +21,7 @@
 
 pub mod admission;
 pub mod allocator;
+mod audit;
 pub mod auth;
 mod cache;
 pub mod crd;

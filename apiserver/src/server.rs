@@ -40,6 +40,9 @@ pub struct Config {
     pub max_requests_inflight: usize,
     /// How long a request other than a watch may take before it is answered 504.
     pub request_timeout: std::time::Duration,
+    /// Where to append the audit log (`audit.k8s.io/v1` events as JSON lines, Metadata level;
+    /// upstream's `--audit-log-path`); none if `None`.
+    pub audit_log_path: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             service_ranges: crate::allocator::Ranges::default(),
             max_requests_inflight: 600,
             request_timeout: std::time::Duration::from_secs(60),
+            audit_log_path: None,
         }
     }
 }
@@ -67,6 +71,7 @@ pub(crate) struct Inner {
     inflight: Arc<tokio::sync::Semaphore>,
     pub(crate) pipeline: Pipeline,
     cache: Arc<crate::cache::Cache>,
+    audit: Option<crate::audit::AuditLog>,
 }
 
 /// The Kubernetes API server over a [`Store`]. Cheap to clone.
@@ -95,6 +100,13 @@ impl ApiServer {
         pipeline: Pipeline,
     ) -> Self {
         let (shutdown, _) = tokio::sync::watch::channel(false);
+        let audit = config.audit_log_path.as_deref().and_then(|path| {
+            crate::audit::AuditLog::open(path)
+                .map_err(|e| {
+                    tracing::error!(path = %path.display(), error = %e, "cannot open the audit log; auditing is off");
+                })
+                .ok()
+        });
         ApiServer {
             inner: Arc::new(Inner {
                 store,
@@ -107,6 +119,7 @@ impl ApiServer {
                 config,
                 pipeline,
                 cache: Arc::default(),
+                audit,
             }),
         }
     }
@@ -254,7 +267,8 @@ impl ApiServer {
                     };
                     let _ = stream.set_nodelay(true);
                     let server = self.clone();
-                    let svc = hyper::service::service_fn(move |req| {
+                    let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(PeerAddr(peer));
                         let server = server.clone();
                         async move { Ok::<_, Infallible>(server.handle(req).await) }
                     });
@@ -517,6 +531,7 @@ impl ApiServer {
         }
     }
 
+    /// Serves a resource request and records it in the audit log (denied ones too).
     async fn resource<B>(
         &self,
         req: Request<B>,
@@ -528,6 +543,68 @@ impl ApiServer {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        let received = bosun_api_types::MicroTime::now();
+        let uri = req.uri().to_string();
+        let user_agent = header_str(&req, header::USER_AGENT).to_owned();
+        let source_ip = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+        let mut who = Audited::default();
+        let result = self
+            .resource_inner(req, &r, &target, accept, &mut who)
+            .await;
+        let code = match &result {
+            Ok(resp) => resp.status().as_u16(),
+            Err(e) => e.code,
+        };
+        let anonymous = crate::auth::UserInfo {
+            name: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+        };
+        let user = who.user.as_ref().unwrap_or(&anonymous);
+        // Also a tracing event: `RUST_LOG=bosun::audit=debug`.
+        tracing::debug!(
+            target: "bosun::audit",
+            user = %user.name,
+            verb = who.verb,
+            group = %r.group,
+            resource = %r.plural,
+            namespace = target.namespace.as_deref().unwrap_or(""),
+            name = target.name.as_deref().unwrap_or(""),
+            code,
+            "audit"
+        );
+        if let Some(log) = &self.inner.audit {
+            log.record(&crate::audit::Record {
+                request_uri: &uri,
+                verb: who.verb,
+                user,
+                source_ip,
+                user_agent: &user_agent,
+                group: &r.group,
+                version: &r.version,
+                resource: &r.plural,
+                subresource: target.subresource.as_deref(),
+                namespace: target.namespace.as_deref(),
+                name: target.name.as_deref(),
+                code,
+                received,
+            });
+        }
+        result
+    }
+
+    async fn resource_inner<B>(
+        &self,
+        req: Request<B>,
+        r: &Arc<ApiResource>,
+        target: &Target,
+        accept: &str,
+        who: &mut Audited,
+    ) -> Result<Response<Body>, ApiError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let r = Arc::clone(r);
         let query = Query::parse(req.uri().query())?;
         let output = crate::negotiate::negotiate(accept, r.builtin.is_some())?;
         // Who asks, and may they.
@@ -549,6 +626,8 @@ impl ApiServer {
             ("DELETE", false) => "deletecollection",
             _ => "unknown",
         };
+        who.user = Some(user.clone());
+        who.verb = verb;
         let info = RequestInfo {
             verb,
             group: &r.group,
@@ -565,7 +644,7 @@ impl ApiServer {
         }
         if let Some(sub) = target.subresource.as_deref() {
             if crate::proxy::is_connect(&r, sub) {
-                return crate::proxy::connect(self, &r, &target, req).await;
+                return crate::proxy::connect(self, &r, target, req).await;
             }
         }
         let content_type = req
@@ -605,7 +684,6 @@ impl ApiServer {
         if !r.namespaced && target.namespace.is_some() {
             return Err(ApiError::no_route());
         }
-        let audit = (user.name.clone(), verb);
         let result = match (&method, target.name.is_some()) {
             (&Method::GET, true) => rest::get(&ctx).await,
             (&Method::GET, false) if query.watch => rest::watch(&ctx).await,
@@ -620,22 +698,6 @@ impl ApiServer {
             (&Method::PATCH, true) => rest::patch(&ctx, &body).await,
             _ => Err(ApiError::method_not_allowed(&r, method.as_str())),
         };
-        // The audit record: who did what to which object, and the outcome (enable with
-        // `RUST_LOG=bosun::audit=debug`).
-        tracing::debug!(
-            target: "bosun::audit",
-            user = %audit.0,
-            verb = audit.1,
-            group = %r.group,
-            resource = %r.plural,
-            namespace = target.namespace.as_deref().unwrap_or(""),
-            name = target.name.as_deref().unwrap_or(""),
-            code = match &result {
-                Ok(resp) => resp.status().as_u16(),
-                Err(e) => e.code,
-            },
-            "audit"
-        );
         let warnings = std::mem::take(&mut *ctx.warnings.lock().unwrap_or_else(|p| p.into_inner()));
         let result = match result {
             Ok(resp) if output.protobuf && !query.watch => Ok(protobuf_response(resp).await),
@@ -652,6 +714,17 @@ impl ApiServer {
         })
     }
 }
+
+/// Who made a request and what they asked, as far as the pipeline got (for the audit log).
+#[derive(Default)]
+struct Audited {
+    user: Option<crate::auth::UserInfo>,
+    verb: &'static str,
+}
+
+/// The client's address, attached to each request by [`ApiServer::serve`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PeerAddr(pub(crate) std::net::SocketAddr);
 
 fn header_str<B>(req: &Request<B>, name: header::HeaderName) -> &str {
     req.headers()

@@ -63,6 +63,9 @@ struct ServerArgs {
     /// Range (`LOW-HIGH`) that NodePort Services get ports from.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
+    /// Append an audit record (`audit.k8s.io/v1` Event, Metadata level) per request to FILE.
+    #[arg(long, value_name = "FILE")]
+    audit_log_path: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -109,6 +112,7 @@ fn main() -> std::process::ExitCode {
                 compaction_interval: 300,
                 service_cluster_ip_range: "10.96.0.0/12".into(),
                 service_node_port_range: "30000-32767".into(),
+                audit_log_path: None,
             }
         }
     };
@@ -208,9 +212,18 @@ async fn server(args: ServerArgs) -> Result<(), String> {
         })?;
     let service_ranges = Ranges::new(&args.service_cluster_ip_range, ports)
         .map_err(|e| format!("--service-cluster-ip-range: {e}"))?;
+    if let Some(path) = &args.audit_log_path {
+        // Fail now, clearly, rather than run without the audit log asked for.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("--audit-log-path {}: {e}", path.display()))?;
+    }
     let config = Config {
         advertise_address: local.to_string(),
         service_ranges,
+        audit_log_path: args.audit_log_path.clone(),
         ..Config::default()
     };
     let api = ApiServer::with_resources(Arc::clone(&store), ResourceTable::builtin(), config);

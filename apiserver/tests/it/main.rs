@@ -1517,3 +1517,60 @@ mod seams {
         assert_eq!(v["status"]["reason"], "secrets are off limits");
     }
 }
+
+#[tokio::test]
+async fn audit_log_records_every_resource_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit").join("audit.log");
+    let config = bosun_apiserver::Config {
+        audit_log_path: Some(path.clone()),
+        ..Default::default()
+    };
+    let s = ApiServer::with_resources(
+        Arc::new(MemoryStore::new()),
+        bosun_apiserver::ResourceTable::builtin(),
+        config,
+    );
+    s.bootstrap().await.unwrap();
+    post(&s, "/api/v1/namespaces/default/configmaps", cm("a")).await;
+    call(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/configmaps/nope",
+        None,
+        "",
+    )
+    .await;
+    let mut events: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        events = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if events.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(events.len(), 2, "{events:?}");
+    let create = &events[0];
+    assert_eq!(create["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(create["kind"], "Event");
+    assert_eq!(create["level"], "Metadata");
+    assert_eq!(create["stage"], "ResponseComplete");
+    assert_eq!(create["verb"], "create");
+    assert_eq!(create["user"]["username"], "admin");
+    assert_eq!(
+        create["requestURI"],
+        "/api/v1/namespaces/default/configmaps"
+    );
+    assert_eq!(
+        create["objectRef"],
+        json!({"resource": "configmaps", "namespace": "default", "apiVersion": "v1"})
+    );
+    assert_eq!(create["responseStatus"]["code"], 201);
+    assert_eq!(events[1]["verb"], "get");
+    assert_eq!(events[1]["objectRef"]["name"], "nope");
+    assert_eq!(events[1]["responseStatus"]["code"], 404);
+}

@@ -614,9 +614,19 @@ fn inspect_edit_wait_delete(k: &Kubectl<'_>, ns: &str, dir: &Path) {
         "--grace-period=0",
         "--force",
     ]);
+    // Foreground: kubectl waits until the owner is gone (its dependents go with the garbage
+    // collector, which is not running in this test).
+    run(&["create", "deployment", "ed3", "--image=nginx"]);
+    run(&[
+        "delete",
+        "deployment",
+        "ed3",
+        "--cascade=foreground",
+        "--timeout=20s",
+    ]);
     let left = run(&["get", "deployments", "-o", "name"]);
     assert!(
-        !left.contains("deployment.apps/ed\n") && !left.contains("ed2"),
+        !left.contains("deployment.apps/ed\n") && !left.contains("ed2") && !left.contains("ed3"),
         "{left}"
     );
     let info = k.ok(&["cluster-info"]);
