@@ -28,6 +28,24 @@ pub struct CustomInfo {
     pub printer_columns: Vec<Value>,
     /// `subresources.scale` (`specReplicasPath`, `statusReplicasPath`, `labelSelectorPath`).
     pub scale: Option<Value>,
+    /// `apiVersion` of the storage version: objects are stored in it and served in the
+    /// requested version (the `None` conversion strategy: only `apiVersion` changes).
+    pub storage_version: String,
+}
+
+/// Sets a custom object's `apiVersion` to the version it is served in (`r`'s).
+pub(crate) fn served_as(r: &ApiResource, obj: &mut crate::object::Object) {
+    if r.custom.is_some() {
+        obj.insert("apiVersion".into(), Value::String(r.api_version()));
+    }
+}
+
+/// Whether `r` is a custom resource version other than its storage version (its objects must be
+/// converted on the way in and out).
+pub(crate) fn converts(r: &ApiResource) -> bool {
+    r.custom
+        .as_ref()
+        .is_some_and(|c| c.storage_version != r.api_version())
 }
 
 /// The served resources of a CRD object (one per served version).
@@ -50,6 +68,14 @@ pub fn resources_of(crd: &Value) -> Vec<ApiResource> {
             })
             .unwrap_or_default()
     };
+    let storage_version = spec["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["storage"] == json!(true))
+        .and_then(|v| v["name"].as_str())
+        .map(|v| format!("{group}/{v}"))
+        .unwrap_or_default();
     let mut out = Vec::new();
     for v in spec["versions"].as_array().into_iter().flatten() {
         if v["served"] != json!(true) {
@@ -104,6 +130,7 @@ pub fn resources_of(crd: &Value) -> Vec<ApiResource> {
                     .cloned()
                     .unwrap_or_default(),
                 scale,
+                storage_version: storage_version.clone(),
             })),
         });
     }
@@ -547,6 +574,7 @@ mod tests {
             schema,
             printer_columns: vec![],
             scale: None,
+            storage_version: "x/v1".into(),
         }
     }
 

@@ -263,8 +263,29 @@ impl Ctx<'_> {
             .ok_or_else(|| ApiError::not_found(self.r, name))?;
         let mut obj = object::from_stored(&kv.value)?;
         object::set_resource_version(&mut obj, kv.mod_revision);
+        crate::crd::served_as(self.r, &mut obj);
         Ok((obj, kv))
     }
+}
+
+/// The bytes to store for `obj`: custom objects in their storage version (`obj` itself keeps the
+/// version it is served in).
+fn stored_value(r: &ApiResource, obj: &mut Object) -> Result<Bytes, ApiError> {
+    if !crate::crd::converts(r) {
+        return object::to_stored(obj);
+    }
+    let served = obj.get("apiVersion").cloned();
+    if let Some(c) = &r.custom {
+        obj.insert(
+            "apiVersion".into(),
+            Value::String(c.storage_version.clone()),
+        );
+    }
+    let value = object::to_stored(obj);
+    if let Some(v) = served {
+        obj.insert("apiVersion".into(), v);
+    }
+    value
 }
 
 fn now() -> Time {
@@ -780,11 +801,13 @@ fn render_list(ctx: &Ctx<'_>, selected: Selected) -> Result<Response<Body>, ApiE
             None => object::from_stored(&e.value)?,
         };
         object::set_resource_version(&mut obj, e.mod_revision);
+        crate::crd::served_as(ctx.r, &mut obj);
         if builtin && !ctx.table() {
             object::strip_type(&mut obj);
         }
         Ok(obj)
     };
+    let converts = crate::crd::converts(ctx.r);
     if ctx.table() {
         let items = selected
             .items
@@ -830,6 +853,8 @@ fn render_list(ctx: &Ctx<'_>, selected: Selected) -> Result<Response<Body>, ApiE
         }
         let spliced = if builtin {
             object::list_item_bytes(&e.value, e.mod_revision)
+        } else if converts {
+            None
         } else {
             object::object_bytes(&e.value, e.mod_revision)
         };
@@ -894,8 +919,11 @@ pub(crate) async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         output: ctx.output,
         headers_sent: false,
     };
-    // Every event goes out as stored (no selector, JSON objects): splice, do not parse.
-    let raw = filter.is_everything() && ctx.output == crate::negotiate::Output::default();
+    // Every event goes out as stored (no selector, JSON objects, no version conversion):
+    // splice, do not parse.
+    let raw = filter.is_everything()
+        && ctx.output == crate::negotiate::Output::default()
+        && !crate::crd::converts(ctx.r);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     let mut initial = Vec::new();
     let mut source = None;
@@ -1104,7 +1132,8 @@ struct WatchPrinter {
 }
 
 impl WatchPrinter {
-    fn line(&mut self, kind: &str, obj: Object) -> Bytes {
+    fn line(&mut self, kind: &str, mut obj: Object) -> Bytes {
+        crate::crd::served_as(&self.r, &mut obj);
         match self.output.view {
             crate::negotiate::View::Object => self.value_line(kind, Value::Object(obj)),
             crate::negotiate::View::Metadata => {
@@ -1373,7 +1402,7 @@ async fn create_obj(
     if ctx.query.dry_run {
         return object_response(ctx, StatusCode::CREATED, &obj);
     }
-    let value = object::to_stored(&mut obj)?;
+    let value = stored_value(ctx.r, &mut obj)?;
     let started = std::time::Instant::now();
     let created = ctx.store().create(&ctx.key(&name), value).await;
     ctx.server
@@ -1557,7 +1586,7 @@ async fn write_update_obj(
         let api_version = ctx.r.api_version();
         managed::track_update(Some(old), &mut new, &ctx.writer(&manager, &api_version));
     }
-    let value = object::to_stored(&mut new)?;
+    let value = stored_value(ctx.r, &mut new)?;
     if value == old_kv.value || ctx.query.dry_run {
         // Nothing changed (no write, same resourceVersion), or nothing is to be written.
         allocator::release(ctx.store(), &claimed).await;
@@ -1979,7 +2008,7 @@ async fn store_deleting(
         .store()
         .update(
             &ctx.key(&name),
-            object::to_stored(&mut obj)?,
+            stored_value(ctx.r, &mut obj)?,
             kv.mod_revision,
         )
         .await

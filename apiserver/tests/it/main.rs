@@ -1574,3 +1574,96 @@ async fn audit_log_records_every_resource_request() {
     assert_eq!(events[1]["objectRef"]["name"], "nope");
     assert_eq!(events[1]["responseStatus"]["code"], 404);
 }
+
+/// A CRD with two served versions: objects are stored in the storage version and served in the
+/// version asked for (the `None` conversion strategy).
+#[tokio::test]
+async fn custom_resources_are_served_in_every_version() {
+    let s = server().await;
+    let schema = json!({"openAPIV3Schema": {"type": "object", "properties": {
+        "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}}}});
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+            "versions": [
+                {"name": "v1", "served": true, "storage": true, "schema": schema},
+                {"name": "v2", "served": true, "storage": false, "schema": schema}]}});
+    let (code, v) = post(
+        &s,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        crd,
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    for _ in 0..100 {
+        if call(&s, Method::GET, "/apis/example.com/v2", None, "")
+            .await
+            .0
+            == StatusCode::OK
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let v2 = "/apis/example.com/v2/namespaces/default/gadgets";
+    let v1 = "/apis/example.com/v1/namespaces/default/gadgets";
+    let (code, g) = post(
+        &s,
+        v2,
+        json!({"apiVersion": "example.com/v2", "kind": "Gadget",
+        "metadata": {"name": "g"}, "spec": {"size": 2}}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{g}");
+    assert_eq!(g["apiVersion"], "example.com/v2");
+    let stored = s
+        .store()
+        .get("/registry/example.com/gadgets/default/g", None)
+        .await
+        .unwrap()
+        .unwrap();
+    let stored: Value = serde_json::from_slice(&stored.value).unwrap();
+    assert_eq!(stored["apiVersion"], "example.com/v1");
+    let (_, got) = call(&s, Method::GET, &format!("{v1}/g"), None, "").await;
+    assert_eq!(got["apiVersion"], "example.com/v1");
+    let (_, got) = call(&s, Method::GET, &format!("{v2}/g"), None, "").await;
+    assert_eq!(got["apiVersion"], "example.com/v2");
+    let (_, list) = call(&s, Method::GET, v2, None, "").await;
+    assert_eq!(list["items"][0]["apiVersion"], "example.com/v2");
+    let (_, list) = call(&s, Method::GET, v1, None, "").await;
+    assert_eq!(list["items"][0]["apiVersion"], "example.com/v1");
+    // Updates through the other version keep the storage version.
+    let mut upd = got.clone();
+    upd["spec"]["size"] = json!(5);
+    let (code, u) = call(
+        &s,
+        Method::PUT,
+        &format!("{v2}/g"),
+        Some("application/json"),
+        upd.to_string(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{u}");
+    assert_eq!(u["apiVersion"], "example.com/v2");
+    let (code, p) = call(
+        &s,
+        Method::PATCH,
+        &format!("{v2}/g"),
+        Some("application/merge-patch+json"),
+        json!({"spec": {"size": 6}}).to_string(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{p}");
+    assert_eq!(p["apiVersion"], "example.com/v2");
+    // A watch of v2 sees v2 objects.
+    let req = Request::builder()
+        .uri(format!("{v2}?watch=1"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let mut body = s.handle(req).await.into_body();
+    let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    let ev: Value = serde_json::from_slice(frame.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(ev["object"]["apiVersion"], "example.com/v2");
+    assert_eq!(ev["object"]["spec"]["size"], 6);
+}
