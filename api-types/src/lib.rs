@@ -50,6 +50,7 @@ pub mod selector;
 mod serde_util;
 mod time;
 pub mod validation;
+pub mod yaml;
 
 pub use api::*;
 pub use bytes::{ByteString, RawExtension};

@@ -55,80 +55,10 @@ pub fn decode_body(body: &[u8], format: Format) -> Result<Object, ApiError> {
     }
 }
 
-const MAX_YAML_ALIASES: usize = 16;
-
-/// Parses one YAML document into JSON, as Kubernetes reads YAML bodies (keys become strings).
+/// Parses one YAML document into JSON, as Kubernetes reads YAML bodies (keys become strings);
+/// errors are 400s that say what is wrong.
 pub fn yaml_to_json(body: &[u8]) -> Result<Value, ApiError> {
-    use yaml_rust2::{Yaml, YamlLoader};
-    fn convert(y: Yaml) -> Result<Value, String> {
-        Ok(match y {
-            Yaml::Null | Yaml::BadValue => Value::Null,
-            Yaml::Boolean(b) => Value::Bool(b),
-            Yaml::Integer(i) => Value::from(i),
-            Yaml::Real(r) => {
-                let f: f64 = r.parse().map_err(|_| format!("invalid number {r:?}"))?;
-                serde_json::Number::from_f64(f)
-                    .map(Value::Number)
-                    .ok_or_else(|| format!("the number {r} cannot be represented in JSON"))?
-            }
-            Yaml::String(s) => Value::String(s),
-            Yaml::Array(a) => Value::Array(a.into_iter().map(convert).collect::<Result<_, _>>()?),
-            Yaml::Hash(h) => {
-                let mut m = Map::new();
-                for (k, v) in h {
-                    let key = match k {
-                        Yaml::String(s) => s,
-                        Yaml::Integer(i) => i.to_string(),
-                        Yaml::Real(r) => r,
-                        Yaml::Boolean(b) => b.to_string(),
-                        Yaml::Null => "null".into(),
-                        other => return Err(format!("unsupported map key {other:?}")),
-                    };
-                    m.insert(key, convert(v)?);
-                }
-                Value::Object(m)
-            }
-            Yaml::Alias(_) => return Err("YAML aliases are not supported".into()),
-        })
-    }
-    let text = std::str::from_utf8(body)
-        .map_err(|e| ApiError::bad_request(format!("the YAML request body is not UTF-8: {e}")))?;
-    // Aliases are expanded by copying: a few nested ones make an exponentially large document.
-    // Bodies with many are refused before loading (Kubernetes bodies do not use them).
-    let mut parser = yaml_rust2::parser::Parser::new_from_str(text);
-    let mut aliases = 0;
-    loop {
-        match parser.next_token() {
-            Ok((yaml_rust2::Event::StreamEnd, _)) => break,
-            Ok((yaml_rust2::Event::Alias(_), _)) => {
-                aliases += 1;
-                if aliases > MAX_YAML_ALIASES {
-                    return Err(ApiError::bad_request(format!(
-                        "the YAML request body uses more than {MAX_YAML_ALIASES} aliases"
-                    )));
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return Err(ApiError::bad_request(format!(
-                    "the request body is not valid YAML: {e}"
-                )))
-            }
-        }
-    }
-    let mut docs = YamlLoader::load_from_str(text)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))?;
-    if docs.len() > 1 {
-        return Err(ApiError::bad_request(
-            "the YAML request body has more than one document",
-        ));
-    }
-    match docs.pop() {
-        None => Ok(Value::Object(Map::new())),
-        Some(doc) => convert(doc).map_err(|e| {
-            ApiError::bad_request(format!("the YAML request body cannot be read as JSON: {e}"))
-        }),
-    }
+    bosun_api_types::yaml::to_json(body).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 fn decode_json(body: &[u8]) -> Result<Object, ApiError> {

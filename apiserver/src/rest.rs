@@ -1914,7 +1914,7 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
     ctx.admit_validate(crate::auth::Operation::Delete, &name, Some(&obj), &obj)
         .await?;
     if dry_run {
-        return object_response(ctx, StatusCode::OK, &obj);
+        return deleted_response(ctx, &obj);
     }
     let is_namespace = ctx.r.group.is_empty() && ctx.r.plural == "namespaces";
     if is_namespace {
@@ -1938,7 +1938,35 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
         .await
         .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
     after_delete(ctx.store(), &kv.key, &kv.value).await;
-    object_response(ctx, StatusCode::OK, &obj)
+    deleted_response(ctx, &obj)
+}
+
+/// What an immediate delete answers: the deleted object for the kinds whose upstream storage
+/// returns it (pods, services, service accounts, storage classes), else a Success `Status`
+/// naming it.
+fn deleted_response(ctx: &Ctx<'_>, obj: &Object) -> Result<Response<Body>, ApiError> {
+    let returns_object = matches!(
+        (ctx.r.group.as_str(), ctx.r.plural.as_str()),
+        ("", "pods" | "services" | "serviceaccounts") | ("storage.k8s.io", "storageclasses")
+    );
+    if returns_object || ctx.table() || ctx.metadata_only() {
+        return object_response(ctx, StatusCode::OK, obj);
+    }
+    let meta = obj.get("metadata");
+    let mut details = serde_json::Map::new();
+    details.insert("name".into(), json!(ctx.name()));
+    if !ctx.r.group.is_empty() {
+        details.insert("group".into(), json!(ctx.r.group));
+    }
+    details.insert("kind".into(), json!(ctx.r.plural));
+    if let Some(uid) = meta.and_then(|m| m.get("uid")) {
+        details.insert("uid".into(), uid.clone());
+    }
+    json(
+        StatusCode::OK,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": details}),
+    )
 }
 
 /// A pod on a node is deleted gracefully, as upstream does it: it gets a deletionTimestamp

@@ -1,0 +1,263 @@
+//! The client: a cloneable handle over a boxed `tower::Service` that sends API requests and
+//! turns responses into typed values or [`Error`]s carrying the server's `Status`.
+
+use crate::config::{Auth, Config};
+use crate::error::{Error, Result};
+use bytes::Bytes;
+use futures_util::Stream;
+use http::{header, HeaderValue, Request, Response, Uri};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use serde::de::DeserializeOwned;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Errors of the service stack.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Response bodies, whatever the transport.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The service a [`Client`] sends through: requests with whole bodies, streaming responses.
+pub type Service = tower::util::BoxCloneSyncService<Request<Full<Bytes>>, Response<Body>, BoxError>;
+
+/// A handle to an API server. Cheap to clone; clones share the connection pool.
+#[derive(Clone)]
+pub struct Client {
+    service: Service,
+    base: Uri,
+    default_namespace: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("default_namespace", &self.default_namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Adds the configured credentials to each request; a token file is re-read once a minute.
+#[derive(Clone)]
+struct Credentials {
+    auth: Auth,
+    cached: Arc<Mutex<Option<(Instant, HeaderValue)>>>,
+}
+
+impl Credentials {
+    fn header(&self) -> Option<HeaderValue> {
+        use base64::Engine;
+        match &self.auth {
+            Auth::None => None,
+            Auth::Bearer(t) => HeaderValue::from_str(&format!("Bearer {t}")).ok(),
+            Auth::Basic { username, password } => {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{username}:{password}"));
+                HeaderValue::from_str(&format!("Basic {raw}")).ok()
+            }
+            Auth::TokenFile(path) => {
+                let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((at, v)) = cached.as_ref() {
+                    if at.elapsed() < Duration::from_secs(60) {
+                        return Some(v.clone());
+                    }
+                }
+                match std::fs::read_to_string(path) {
+                    Ok(t) => {
+                        let v = HeaderValue::from_str(&format!("Bearer {}", t.trim())).ok()?;
+                        *cached = Some((Instant::now(), v.clone()));
+                        Some(v)
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "reading the token file failed");
+                        cached.as_ref().map(|(_, v)| v.clone())
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Client {
+    /// A client sending through `service` (any tower stack: the default HTTP transport with
+    /// middleware added, or [`crate::mock::Mock`] in tests). Request URIs are paths such as
+    /// `/api/v1/pods`; `base` is prepended.
+    pub fn new<S, B>(service: S, base: Uri, default_namespace: impl Into<String>) -> Self
+    where
+        S: tower::Service<Request<Full<Bytes>>, Response = Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use tower::ServiceExt;
+        let service = service
+            .map_response(|r: Response<B>| r.map(|b| b.map_err(Into::into).boxed_unsync()))
+            .map_err(Into::into);
+        Client {
+            service: Service::new(service),
+            base,
+            default_namespace: default_namespace.into(),
+        }
+    }
+
+    /// A client for `config` over the default HTTP transport (hyper, pooled connections).
+    /// `https` servers need the TLS transport, which is not part of this crate yet.
+    pub fn try_from_config(config: Config) -> Result<Self> {
+        if config.cluster_url.scheme_str() != Some("http") {
+            return Err(Error::Config(format!(
+                "{}: only http:// servers are supported until the TLS transport lands",
+                config.cluster_url
+            )));
+        }
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        let credentials = Credentials {
+            auth: config.auth.clone(),
+            cached: Arc::default(),
+        };
+        let service = tower::ServiceBuilder::new()
+            .map_request(move |mut req: Request<Full<Bytes>>| {
+                if let Some(v) = credentials.header() {
+                    req.headers_mut().insert(header::AUTHORIZATION, v);
+                }
+                req
+            })
+            .service(http);
+        Ok(Self::new(
+            service,
+            config.cluster_url,
+            config.default_namespace,
+        ))
+    }
+
+    /// The config the environment gives ([`Config::infer`]) over the default transport.
+    pub fn try_default() -> Result<Self> {
+        Self::try_from_config(Config::infer()?)
+    }
+
+    /// The namespace of `Api::default_namespaced`.
+    pub fn default_namespace(&self) -> &str {
+        &self.default_namespace
+    }
+
+    fn absolute(&self, uri: &Uri) -> Result<Uri> {
+        if uri.scheme().is_some() {
+            return Ok(uri.clone());
+        }
+        let base_path = self.base.path().trim_end_matches('/');
+        let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let mut parts = self.base.clone().into_parts();
+        parts.path_and_query = Some(
+            format!("{base_path}{pq}")
+                .parse()
+                .map_err(|e| Error::Request(format!("{pq}: {e}")))?,
+        );
+        Uri::from_parts(parts).map_err(|e| Error::Request(e.to_string()))
+    }
+
+    /// Sends a request; the response comes back whatever its status.
+    pub async fn send(&self, mut req: Request<Full<Bytes>>) -> Result<Response<Body>> {
+        use tower::ServiceExt;
+        *req.uri_mut() = self.absolute(req.uri())?;
+        let span = tracing::debug_span!("request", method = %req.method(), uri = %req.uri());
+        let _ = span.enter();
+        self.service
+            .clone()
+            .oneshot(req)
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))
+    }
+
+    /// Sends a request and decodes a successful JSON response; an error status becomes
+    /// [`Error::Api`] with the server's `Status`.
+    pub async fn request<T: DeserializeOwned>(&self, req: Request<Full<Bytes>>) -> Result<T> {
+        let resp = self.send(req).await?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(error_of(status.as_u16(), &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// Sends a request whose successful response is a stream of JSON lines (a watch), decoded
+    /// one by one.
+    pub async fn request_lines<T: DeserializeOwned>(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<impl Stream<Item = Result<T>> + Send + use<T>> {
+        let resp = self.send(req).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| Error::Transport(e.to_string()))?
+                .to_bytes();
+            return Err(error_of(status.as_u16(), &body));
+        }
+        let body = resp.into_body();
+        Ok(futures_util::stream::unfold(
+            (body, Vec::<u8>::new(), false),
+            |(mut body, mut buf, mut done)| async move {
+                loop {
+                    if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=pos).collect();
+                        let line = &line[..line.len() - 1];
+                        if line.iter().all(u8::is_ascii_whitespace) {
+                            continue;
+                        }
+                        let item = serde_json::from_slice::<T>(line)
+                            .map_err(|e| Error::Decode(e.to_string()));
+                        return Some((item, (body, buf, done)));
+                    }
+                    if done {
+                        if buf.iter().all(u8::is_ascii_whitespace) {
+                            return None;
+                        }
+                        let item = serde_json::from_slice::<T>(&buf)
+                            .map_err(|e| Error::Decode(e.to_string()));
+                        buf.clear();
+                        return Some((item, (body, buf, done)));
+                    }
+                    match body.frame().await {
+                        Some(Ok(frame)) => {
+                            if let Ok(data) = frame.into_data() {
+                                buf.extend_from_slice(&data);
+                            }
+                        }
+                        Some(Err(e)) => {
+                            done = true;
+                            buf.clear();
+                            return Some((Err(Error::Transport(e.to_string())), (body, buf, done)));
+                        }
+                        None => done = true,
+                    }
+                }
+            },
+        ))
+    }
+}
+
+/// The error an unsuccessful response body stands for.
+pub(crate) fn error_of(code: u16, body: &[u8]) -> Error {
+    match serde_json::from_slice::<bosun_api_types::meta::v1::Status>(body) {
+        Ok(s) if s.code.is_some() || s.reason.is_some() => Error::Api(Box::new(s)),
+        _ => Error::Http {
+            code,
+            body: String::from_utf8_lossy(body).into_owned(),
+        },
+    }
+}

@@ -1,0 +1,258 @@
+//! The client against an in-process API server on the in-memory store, over real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use bosun_api_types::core::v1::ConfigMap;
+use bosun_api_types::meta::v1::ObjectMeta;
+use bosun_apiserver::auth::{Authenticator, Pipeline, UserInfo};
+use bosun_apiserver::{ApiError, ApiServer};
+use bosun_client::{
+    Api, Client, Config, DeleteParams, Deleted, Kubeconfig, KubeconfigOptions, ListParams, Patch,
+    PatchParams, PostParams, WatchParams,
+};
+use bosun_store::memory::MemoryStore;
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::json;
+use std::sync::Arc;
+
+/// Accepts exactly one bearer token.
+struct OneToken;
+
+#[async_trait::async_trait]
+impl Authenticator for OneToken {
+    async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Option<UserInfo>, ApiError> {
+        let ok = headers
+            .get(http::header::AUTHORIZATION)
+            .is_some_and(|v| v == "Bearer t0k3n");
+        Ok(ok.then(|| UserInfo {
+            name: "tester".into(),
+            groups: vec!["system:masters".into()],
+        }))
+    }
+}
+
+async fn start() -> (ApiServer, String) {
+    let pipeline = Pipeline {
+        authenticator: Arc::new(OneToken),
+        ..Pipeline::default()
+    };
+    let s = ApiServer::build(
+        Arc::new(MemoryStore::new()),
+        bosun_apiserver::ResourceTable::builtin(),
+        bosun_apiserver::Config::default(),
+        pipeline,
+    );
+    s.bootstrap().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(s.clone().serve(listener, std::future::pending()));
+    (s, url)
+}
+
+/// A client from a kubeconfig file, as a user's tool would make one.
+fn client_from_kubeconfig(url: &str, dir: &std::path::Path) -> Client {
+    let path = dir.join("config");
+    std::fs::write(dir.join("token"), "t0k3n\n").unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: bosun\nclusters:\n- name: bosun\n  cluster:\n    server: {url}\ncontexts:\n- name: bosun\n  context:\n    cluster: bosun\n    user: me\n    namespace: default\nusers:\n- name: me\n  user:\n    tokenFile: token\n"
+        ),
+    )
+    .unwrap();
+    let k = Kubeconfig::read(&path).unwrap();
+    let config = Config::from_kubeconfig(&k, &KubeconfigOptions::default()).unwrap();
+    Client::try_from_config(config).unwrap()
+}
+
+fn cm(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Default::default()
+        },
+        data: [("k".to_owned(), "v".to_owned())].into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn typed_crud_patches_and_errors() {
+    let (_s, url) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = client_from_kubeconfig(&url, dir.path());
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+
+    // Without the token the server says 401, and the error carries its Status.
+    let anonymous = Client::try_from_config(Config::new(url.parse().unwrap())).unwrap();
+    let err = Api::<ConfigMap>::default_namespaced(anonymous)
+        .get("x")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(401));
+    assert_eq!(err.reason(), Some("Unauthorized"));
+
+    let a = cms
+        .create(&PostParams::default(), &cm("a", &[("app", "web")]))
+        .await
+        .unwrap();
+    assert!(a.metadata.uid.is_some());
+    cms.create(&PostParams::default(), &cm("b", &[("app", "db")]))
+        .await
+        .unwrap();
+    let err = cms
+        .create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict(), "{err}");
+    assert_eq!(err.reason(), Some("AlreadyExists"));
+
+    let got = cms.get("a").await.unwrap();
+    assert_eq!(got.data["k"], "v");
+    assert!(cms.get_opt("nope").await.unwrap().is_none());
+    let web = cms
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
+    assert_eq!(web.items.len(), 1);
+
+    // Replace: compare-and-swap on resourceVersion.
+    let mut changed = got.clone();
+    changed.data.insert("k".into(), "v2".into());
+    let replaced = cms
+        .replace("a", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    assert_eq!(replaced.data["k"], "v2");
+    let err = cms
+        .replace("a", &PostParams::default(), &changed)
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict(), "{err}");
+
+    // Patches of every type.
+    let p = cms
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"m": "1"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.data["m"], "1");
+    let p = cms
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Json(json!([{"op": "add", "path": "/data/j", "value": "2"}])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.data["j"], "2");
+    let p = cms
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"data": {"s": "3"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.data["s"], "3");
+    let apply = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"},
+        "data": {"k": "mine"}});
+    let err = cms
+        .patch("a", &PatchParams::apply("tool"), &Patch::Apply(&apply))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(409), "{err}");
+    let p = cms
+        .patch(
+            "a",
+            &PatchParams::apply("tool").force(),
+            &Patch::Apply(&apply),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.data["k"], "mine");
+
+    // Validation errors come back with their causes.
+    let err = cms
+        .create(&PostParams::default(), &cm("Bad_Name", &[]))
+        .await
+        .unwrap_err();
+    let status = err.status().unwrap();
+    assert_eq!(status.code, Some(422));
+    assert_eq!(status.reason.as_deref(), Some("Invalid"));
+    assert!(status.details.as_ref().unwrap().causes[0].field.is_some());
+
+    match cms.delete("b", &DeleteParams::default()).await.unwrap() {
+        Deleted::Status(s) => assert_eq!(s.status.as_deref(), Some("Success")),
+        Deleted::Object(_) => panic!("a ConfigMap delete answers a Status"),
+    }
+    assert!(cms.get_opt("b").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn pages_stream_and_watches_resume() {
+    let (s, url) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = client_from_kubeconfig(&url, dir.path());
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    for i in 0..5 {
+        cms.create(&PostParams::default(), &cm(&format!("c{i}"), &[]))
+            .await
+            .unwrap();
+    }
+    let all: Vec<ConfigMap> = cms
+        .list_all(&ListParams::default().limit(2))
+        .try_collect()
+        .await
+        .unwrap();
+    // kube-root-ca.crt is not published here (no controllers), so exactly ours.
+    let names: Vec<_> = all
+        .iter()
+        .map(|c| c.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
+
+    let rv = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut events = cms
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    cms.create(&PostParams::default(), &cm("later", &[]))
+        .await
+        .unwrap();
+    cms.delete("c0", &DeleteParams::default()).await.unwrap();
+    let ev = events.next().await.unwrap().unwrap();
+    assert_eq!(
+        (ev.r#type.as_str(), ev.object.metadata.name.as_deref()),
+        ("ADDED", Some("later"))
+    );
+    let ev = events.next().await.unwrap().unwrap();
+    assert_eq!(
+        (ev.r#type.as_str(), ev.object.metadata.name.as_deref()),
+        ("DELETED", Some("c0"))
+    );
+
+    // A watch from a compacted revision is an error the caller can recognise (relist).
+    let current = s.store().current_revision().await.unwrap();
+    s.store().compact(current).await.unwrap();
+    let mut events = cms
+        .watch(&WatchParams::default(), "2")
+        .await
+        .unwrap()
+        .boxed();
+    let err = events.next().await.unwrap().unwrap_err();
+    assert!(err.is_gone(), "{err}");
+}
