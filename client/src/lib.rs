@@ -21,7 +21,10 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod informer;
 pub mod mock;
+pub mod reflector;
+pub mod watcher;
 
 pub use api::{
     Api, DeleteParams, Deleted, ListParams, Patch, PatchParams, PostParams, WatchParams,

@@ -14,6 +14,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde_json::json;
 use std::sync::Arc;
 
+mod runtime;
+
 /// Accepts exactly one bearer token.
 struct OneToken;
 
@@ -41,6 +43,16 @@ async fn start() -> (ApiServer, String) {
         bosun_apiserver::Config::default(),
         pipeline,
     );
+    s.bootstrap().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(s.clone().serve(listener, std::future::pending()));
+    (s, url)
+}
+
+/// A server that lets every request in (loopback default).
+async fn start_open() -> (ApiServer, String) {
+    let s = ApiServer::new(Arc::new(MemoryStore::new()));
     s.bootstrap().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
