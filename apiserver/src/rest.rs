@@ -1610,7 +1610,29 @@ async fn write_update_obj(
         allocator::release_service(ctx.store(), old, Some(&new)).await;
     }
     object::set_resource_version(&mut new, rev);
+    // The last finalizer of an object marked for deletion (grace 0) is gone: so is the object,
+    // as upstream's store does it.
+    let new_meta = object::meta(&new)?;
+    if new_meta.finalizers.is_empty()
+        && new_meta.deletion_timestamp.is_some()
+        && old_meta_grace_zero(old)
+    {
+        let key = ctx.key(&name);
+        match ctx.store().delete(&key, Some(rev)).await {
+            Ok((_, kv)) => after_delete(ctx.store(), &kv.key, &kv.value).await,
+            // Someone else changed or deleted it meanwhile: their write decides.
+            Err(e) => tracing::debug!(%key, error = %e, "deleting a finalized object"),
+        }
+    }
     Ok(new)
+}
+
+/// Whether `old` was marked for deletion with no grace period left to run.
+fn old_meta_grace_zero(old: &Object) -> bool {
+    old.get("metadata")
+        .and_then(|m| m.get("deletionGracePeriodSeconds"))
+        .and_then(Value::as_i64)
+        == Some(0)
 }
 
 async fn write_update(

@@ -1,0 +1,215 @@
+//! The controller runtime against an in-process API server.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use bosun_api_types::core::v1::ConfigMap;
+use bosun_api_types::meta::v1::{ObjectMeta, OwnerReference};
+use bosun_apiserver::ApiServer;
+use bosun_client::informer::InformerFactory;
+use bosun_client::reflector::Key;
+use bosun_client::{Api, Client, Config, DeleteParams, Patch, PatchParams, PostParams};
+use bosun_controllers::finalizer::{finalizer, Event};
+use bosun_controllers::{Action, Controller, Reconciler};
+use bosun_store::memory::MemoryStore;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+async fn client() -> Client {
+    let s = ApiServer::new(Arc::new(MemoryStore::new()));
+    s.bootstrap().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(s.serve(listener, std::future::pending()));
+    Client::try_from_config(Config::new(url.parse().unwrap())).unwrap()
+}
+
+/// Keeps `<name>-copy` equal to every ConfigMap labelled `mirror=yes`, and removes the copy
+/// (through a finalizer) when the source goes. Records any key reconciled twice at once.
+struct Mirror {
+    api: Api<ConfigMap>,
+    in_flight: Mutex<HashSet<Key>>,
+    overlaps: Mutex<u32>,
+    runs: Mutex<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Failed(String);
+
+#[async_trait::async_trait]
+impl Reconciler<ConfigMap> for Mirror {
+    type Error = Failed;
+    async fn reconcile(&self, cm: Arc<ConfigMap>) -> Result<Action, Failed> {
+        let key = Key::of(&*cm);
+        if !self.in_flight.lock().unwrap().insert(key.clone()) {
+            *self.overlaps.lock().unwrap() += 1;
+        }
+        *self.runs.lock().unwrap() += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let result = if cm.metadata.labels.get("mirror").map(String::as_str) != Some("yes") {
+            Ok(Action::Done)
+        } else {
+            let api = self.api.clone();
+            finalizer(
+                &self.api,
+                "example.com/mirror",
+                Arc::clone(&cm),
+                |ev| async move {
+                    match ev {
+                        Event::Apply(src) => {
+                            let name =
+                                format!("{}-copy", src.metadata.name.clone().unwrap_or_default());
+                            let copy = ConfigMap {
+                                metadata: ObjectMeta {
+                                    name: Some(name.clone()),
+                                    owner_references: vec![OwnerReference {
+                                        api_version: "v1".into(),
+                                        kind: "ConfigMap".into(),
+                                        name: src.metadata.name.clone().unwrap_or_default(),
+                                        uid: src.metadata.uid.clone().unwrap_or_default(),
+                                        controller: Some(true),
+                                        ..Default::default()
+                                    }],
+                                    ..Default::default()
+                                },
+                                data: src.data.clone(),
+                                ..Default::default()
+                            };
+                            let apply =
+                                serde_json::to_value(&copy).map_err(|e| Failed(e.to_string()))?;
+                            let mut apply = apply;
+                            apply["apiVersion"] = "v1".into();
+                            apply["kind"] = "ConfigMap".into();
+                            api.patch(
+                                &name,
+                                &PatchParams::apply("mirror").force(),
+                                &Patch::Apply(&apply),
+                            )
+                            .await
+                            .map_err(|e| Failed(e.to_string()))?;
+                            Ok(Action::Done)
+                        }
+                        Event::Cleanup(src) => {
+                            let name =
+                                format!("{}-copy", src.metadata.name.clone().unwrap_or_default());
+                            match api.delete(&name, &DeleteParams::default()).await {
+                                Ok(_) => Ok(Action::Done),
+                                Err(e) if e.is_not_found() => Ok(Action::Done),
+                                Err(e) => Err(Failed(e.to_string())),
+                            }
+                        }
+                    }
+                },
+            )
+            .await
+            .map_err(|e| Failed(e.to_string()))
+        };
+        self.in_flight.lock().unwrap().remove(&key);
+        result
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_reconciles_owns_and_finalizes() {
+    let client = client().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let factory = Arc::new(InformerFactory::new(client.clone()));
+    let mirror = Arc::new(Mirror {
+        api: api.clone(),
+        in_flight: Mutex::default(),
+        overlaps: Mutex::default(),
+        runs: Mutex::default(),
+    });
+    struct Shared(Arc<Mirror>);
+    #[async_trait::async_trait]
+    impl Reconciler<ConfigMap> for Shared {
+        type Error = Failed;
+        async fn reconcile(&self, cm: Arc<ConfigMap>) -> Result<Action, Failed> {
+            self.0.reconcile(cm).await
+        }
+    }
+    let controller = Controller::<ConfigMap>::new(Arc::clone(&factory), Some("default"))
+        .owns::<ConfigMap>()
+        .concurrency(4);
+    let queue = controller.queue();
+    let running = tokio::spawn(controller.run(Shared(Arc::clone(&mirror))));
+
+    let mut src = ConfigMap::default();
+    src.metadata.name = Some("src".into());
+    src.metadata.labels.insert("mirror".into(), "yes".into());
+    src.data.insert("k".into(), "1".into());
+    api.create(&PostParams::default(), &src).await.unwrap();
+    eventually("the copy", || async {
+        api.get_opt("src-copy")
+            .await
+            .unwrap()
+            .is_some_and(|c| c.data.get("k").map(String::as_str) == Some("1"))
+    })
+    .await;
+    let with_finalizer = api.get("src").await.unwrap();
+    assert_eq!(with_finalizer.metadata.finalizers, ["example.com/mirror"]);
+
+    // Rapid changes to one object: reconciled again, never twice at once.
+    for i in 2..12 {
+        api.patch(
+            "src",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"data": {"k": i.to_string()}})),
+        )
+        .await
+        .unwrap();
+    }
+    eventually("the copy to follow", || async {
+        api.get("src-copy")
+            .await
+            .unwrap()
+            .data
+            .get("k")
+            .map(String::as_str)
+            == Some("11")
+    })
+    .await;
+
+    // An owned object that goes is put back (its owner is reconciled).
+    api.delete("src-copy", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the copy to come back", || async {
+        api.get_opt("src-copy").await.unwrap().is_some()
+    })
+    .await;
+
+    // Deleting the source runs the cleanup, then the source goes.
+    api.delete("src", &DeleteParams::default()).await.unwrap();
+    eventually("cleanup and removal", || async {
+        api.get_opt("src").await.unwrap().is_none()
+            && api.get_opt("src-copy").await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(
+        *mirror.overlaps.lock().unwrap(),
+        0,
+        "a key was reconciled twice at once"
+    );
+    assert!(*mirror.runs.lock().unwrap() >= 3);
+
+    queue.shut_down_with_drain().await;
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .unwrap()
+        .unwrap();
+}
