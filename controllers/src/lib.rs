@@ -25,6 +25,7 @@
 
 pub mod controller;
 pub mod finalizer;
+pub mod leader;
 pub mod workqueue;
 
 pub use controller::{Action, Controller, Reconciler};

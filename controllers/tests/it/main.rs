@@ -213,3 +213,46 @@ async fn a_controller_reconciles_owns_and_finalizes() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_on_release_and_on_expiry() {
+    use bosun_controllers::leader::{LeaderElection, Timings};
+    let client = client().await;
+    let timings = Timings {
+        lease_duration: Duration::from_secs(1),
+        renew_deadline: Duration::from_millis(700),
+        retry_period: Duration::from_millis(100),
+    };
+    let a = LeaderElection::new(client.clone(), "default", "ctl", "a").with_timings(timings);
+    let b = LeaderElection::new(client.clone(), "default", "ctl", "b").with_timings(timings);
+    let la = a.acquire().await;
+    // b waits while a renews.
+    let b_task = tokio::spawn(async move { b.acquire().await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!b_task.is_finished(), "b took a lease that a renews");
+    // a dies without releasing: b takes over once the lease expires (the timeout only guards
+    // against a hang).
+    la.abandon().await;
+    let lb = tokio::time::timeout(Duration::from_secs(10), b_task)
+        .await
+        .unwrap()
+        .unwrap();
+    let leases: Api<bosun_api_types::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "default");
+    let lease = leases.get("ctl").await.unwrap();
+    let spec = lease.spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("b"));
+    assert_eq!(spec.lease_transitions, Some(1));
+    // b releases at shutdown: the lease is free, and a new candidate takes it.
+    lb.release().await;
+    let spec = leases.get("ctl").await.unwrap().spec.unwrap();
+    assert_eq!(spec.holder_identity, None);
+    assert_eq!(spec.lease_duration_seconds, Some(1));
+    let c = LeaderElection::new(client, "default", "ctl", "c").with_timings(timings);
+    let _lc = tokio::time::timeout(Duration::from_secs(10), c.acquire())
+        .await
+        .unwrap();
+    let spec = leases.get("ctl").await.unwrap().spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("c"));
+    assert_eq!(spec.lease_transitions, Some(2));
+}
