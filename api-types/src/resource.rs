@@ -187,3 +187,59 @@ impl DynamicObject {
         serde_json::from_value(serde_json::to_value(self)?)
     }
 }
+
+/// Implements [`Resource`] for a user-defined custom resource type (a struct with a `metadata:
+/// ObjectMeta` field), so that it works with typed clients like a built-in kind.
+///
+/// ```
+/// use bosun_api_types::meta::v1::ObjectMeta;
+/// use bosun_api_types::Resource;
+/// #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+/// struct Widget {
+///     metadata: ObjectMeta,
+///     #[serde(default)]
+///     spec: serde_json::Value,
+/// }
+/// bosun_api_types::custom_resource!(Widget, group = "example.com", version = "v1",
+///     kind = "Widget", plural = "widgets", scope = Namespaced);
+/// assert_eq!(Widget::INFO.api_version, "example.com/v1");
+/// assert_eq!(Widget::INFO.list_kind, "WidgetList");
+/// ```
+#[macro_export]
+macro_rules! custom_resource {
+    ($ty:ty, group = $g:literal, version = $v:literal, kind = $k:literal, plural = $p:literal, scope = $scope:ident) => {
+        impl $crate::Resource for $ty {
+            const INFO: $crate::ResourceInfo = $crate::ResourceInfo {
+                group: $g,
+                version: $v,
+                api_version: concat!($g, "/", $v),
+                kind: $k,
+                list_kind: concat!($k, "List"),
+                plural: $p,
+                singular: "",
+                short_names: &[],
+                categories: &[],
+                scope: $crate::Scope::$scope,
+                verbs: &[
+                    "create",
+                    "delete",
+                    "deletecollection",
+                    "get",
+                    "list",
+                    "patch",
+                    "update",
+                    "watch",
+                ],
+                subresources: &[],
+                subresource_only: false,
+                schema_name: "",
+            };
+            fn metadata(&self) -> &$crate::meta::v1::ObjectMeta {
+                &self.metadata
+            }
+            fn metadata_mut(&mut self) -> &mut $crate::meta::v1::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
