@@ -459,13 +459,17 @@ impl<K: Resource> Api<K> {
     }
 
     fn delete_body(params: &DeleteParams) -> Result<Full<Bytes>> {
+        json_body(&Self::delete_options(params))
+    }
+
+    fn delete_options(params: &DeleteParams) -> DeleteOptions {
         let preconditions = (params.precondition_uid.is_some()
             || params.precondition_resource_version.is_some())
         .then(|| Preconditions {
             uid: params.precondition_uid.clone(),
             resource_version: params.precondition_resource_version.clone(),
         });
-        let opts = DeleteOptions {
+        DeleteOptions {
             api_version: "v1".into(),
             kind: "DeleteOptions".into(),
             grace_period_seconds: params.grace_period_seconds.map(i64::from),
@@ -477,8 +481,7 @@ impl<K: Resource> Api<K> {
                 Vec::new()
             },
             ..Default::default()
-        };
-        json_body(&opts)
+        }
     }
 
     /// Deletes an object.
@@ -520,6 +523,65 @@ impl<K: Resource> Api<K> {
             query,
             Some("application/json"),
             Self::delete_body(delete)?,
+        )?;
+        self.client.request(req).await
+    }
+
+    /// Reads a subresource of an object (`scale`, …) as `R`.
+    pub async fn get_subresource<R: DeserializeOwned>(
+        &self,
+        subresource: &str,
+        name: &str,
+    ) -> Result<R> {
+        check_name(name)?;
+        let req = self.request(
+            Method::GET,
+            self.path(Some(name), Some(subresource)),
+            String::new(),
+            None,
+            Full::default(),
+        )?;
+        self.client.request(req).await
+    }
+
+    /// POSTs `body` to a subresource of an object (`binding`, `eviction`, …).
+    pub async fn create_subresource<B: Serialize, R: DeserializeOwned>(
+        &self,
+        subresource: &str,
+        name: &str,
+        params: &PostParams,
+        body: &B,
+    ) -> Result<R> {
+        check_name(name)?;
+        let req = self.request(
+            Method::POST,
+            self.path(Some(name), Some(subresource)),
+            Self::write_query(params.dry_run, params.field_manager.as_deref()),
+            Some("application/json"),
+            json_body(body)?,
+        )?;
+        self.client.request(req).await
+    }
+
+    /// The `scale` subresource (replicas and selector) of a scalable object.
+    pub async fn get_scale(&self, name: &str) -> Result<bosun_api_types::autoscaling::v1::Scale> {
+        self.get_subresource("scale", name).await
+    }
+
+    /// Sets the desired replicas through the `scale` subresource.
+    pub async fn scale(
+        &self,
+        name: &str,
+        replicas: i32,
+    ) -> Result<bosun_api_types::autoscaling::v1::Scale> {
+        check_name(name)?;
+        let patch = serde_json::json!({"spec": {"replicas": replicas}});
+        let req = self.request(
+            Method::PATCH,
+            self.path(Some(name), Some("scale")),
+            String::new(),
+            Some("application/merge-patch+json"),
+            json_body(&patch)?,
         )?;
         self.client.request(req).await
     }
@@ -614,5 +676,114 @@ mod tests {
         // Cluster-scoped kinds ignore the namespace.
         let nss: Api<Namespace> = Api::namespaced(client(), "ns1");
         assert_eq!(nss.path(Some("x"), None), "/api/v1/namespaces/x");
+    }
+}
+
+/// Options of a log read (`pods/log`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogParams {
+    /// The container (needed when the pod has several).
+    pub container: Option<String>,
+    /// Keep the stream open for new lines.
+    pub follow: bool,
+    /// Only the last this many lines.
+    pub tail_lines: Option<i64>,
+    /// The previous instance of a restarted container.
+    pub previous: bool,
+    /// Prefix each line with its timestamp.
+    pub timestamps: bool,
+}
+
+impl Api<bosun_api_types::core::v1::Pod> {
+    /// Binds the pod to `node` (what a scheduler does).
+    pub async fn bind(&self, name: &str, node: &str) -> Result<Status> {
+        let binding = serde_json::json!({"apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": name}, "target": {"kind": "Node", "name": node}});
+        self.create_subresource("binding", name, &PostParams::default(), &binding)
+            .await
+    }
+
+    /// Evicts the pod, honouring PodDisruptionBudgets (a 429 says the budget forbids it now).
+    pub async fn evict(&self, name: &str, delete: &DeleteParams) -> Result<Status> {
+        let options = Self::delete_options(delete);
+        let eviction = serde_json::json!({"apiVersion": "policy/v1", "kind": "Eviction",
+            "metadata": {"name": name}, "deleteOptions": options});
+        self.create_subresource("eviction", name, &PostParams::default(), &eviction)
+            .await
+    }
+
+    fn log_request(&self, name: &str, params: &LogParams) -> Result<Request<Full<Bytes>>> {
+        check_name(name)?;
+        let query = {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            if let Some(c) = &params.container {
+                q.append_pair("container", c);
+            }
+            if params.follow {
+                q.append_pair("follow", "true");
+            }
+            if let Some(n) = params.tail_lines {
+                q.append_pair("tailLines", &n.to_string());
+            }
+            if params.previous {
+                q.append_pair("previous", "true");
+            }
+            if params.timestamps {
+                q.append_pair("timestamps", "true");
+            }
+            q.finish()
+        };
+        self.request(
+            Method::GET,
+            self.path(Some(name), Some("log")),
+            query,
+            None,
+            Full::default(),
+        )
+    }
+
+    /// The pod's log as text.
+    pub async fn logs(&self, name: &str, params: &LogParams) -> Result<String> {
+        use http_body_util::BodyExt;
+        let resp = self.client.send(self.log_request(name, params)?).await?;
+        let code = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?
+            .to_bytes();
+        if !(200..300).contains(&code) {
+            return Err(crate::client::error_of(code, &body));
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The pod's log as a stream of chunks (with `follow`, until the container ends).
+    pub async fn log_stream(
+        &self,
+        name: &str,
+        params: &LogParams,
+    ) -> Result<impl Stream<Item = Result<Bytes>> + Send + use<>> {
+        use http_body_util::BodyExt;
+        let resp = self.client.send(self.log_request(name, params)?).await?;
+        let code = resp.status().as_u16();
+        if !(200..300).contains(&code) {
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| Error::Transport(e.to_string()))?
+                .to_bytes();
+            return Err(crate::client::error_of(code, &body));
+        }
+        Ok(
+            http_body_util::BodyStream::new(resp.into_body()).filter_map(|f| async move {
+                match f {
+                    Ok(frame) => frame.into_data().ok().map(Ok),
+                    Err(e) => Some(Err(Error::Transport(e.to_string()))),
+                }
+            }),
+        )
     }
 }

@@ -121,7 +121,7 @@ impl Client {
             auth: config.auth.clone(),
             cached: Arc::default(),
         };
-        let service = tower::ServiceBuilder::new()
+        let with_credentials = tower::ServiceBuilder::new()
             .map_request(move |mut req: Request<Full<Bytes>>| {
                 if let Some(v) = credentials.header() {
                     req.headers_mut().insert(header::AUTHORIZATION, v);
@@ -129,6 +129,17 @@ impl Client {
                 req
             })
             .service(http);
+        let retry = crate::middleware::RetryLayer {
+            max_retries: config.max_retries,
+            ..Default::default()
+        };
+        let limit = config
+            .qps
+            .map(|q| crate::middleware::RateLimitLayer::new(f64::from(q), config.burst));
+        let service = tower::ServiceBuilder::new()
+            .option_layer(limit)
+            .layer(retry)
+            .service(with_credentials);
         Ok(Self::new(
             service,
             config.cluster_url,

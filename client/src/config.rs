@@ -275,6 +275,12 @@ pub struct Config {
     pub auth: Auth,
     /// TLS settings.
     pub tls: Tls,
+    /// Client-side rate limit: requests per second (none if `None`; client-go tools use 5).
+    pub qps: Option<u32>,
+    /// Requests allowed at once above the rate (client-go tools use 10).
+    pub burst: u32,
+    /// Retries of 429 and unavailable answers (0 to turn retrying off).
+    pub max_retries: u32,
 }
 
 fn decode_b64(what: &str, data: &str) -> Result<Vec<u8>> {
@@ -296,6 +302,9 @@ impl Config {
             default_namespace: "default".into(),
             auth: Auth::None,
             tls: Tls::default(),
+            qps: None,
+            burst: 10,
+            max_retries: 10,
         }
     }
 
@@ -387,6 +396,7 @@ impl Config {
                 insecure: cluster.insecure_skip_tls_verify,
                 server_name: cluster.tls_server_name,
             },
+            ..Config::new(http::Uri::default())
         })
     }
 
@@ -437,6 +447,7 @@ impl Config {
                 ca: Some(ca),
                 ..Tls::default()
             },
+            ..Config::new(http::Uri::default())
         })
     }
 

@@ -22,12 +22,13 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod informer;
+pub mod middleware;
 pub mod mock;
 pub mod reflector;
 pub mod watcher;
 
 pub use api::{
-    Api, DeleteParams, Deleted, ListParams, Patch, PatchParams, PostParams, WatchParams,
+    Api, DeleteParams, Deleted, ListParams, LogParams, Patch, PatchParams, PostParams, WatchParams,
 };
 pub use client::Client;
 pub use config::{Config, Kubeconfig, KubeconfigOptions};

@@ -268,3 +268,55 @@ async fn pages_stream_and_watches_resume() {
     let err = events.next().await.unwrap().unwrap_err();
     assert!(err.is_gone(), "{err}");
 }
+
+#[tokio::test]
+async fn subresources_scale_bind_evict_and_log() {
+    use bosun_api_types::apps::v1::Deployment;
+    use bosun_api_types::core::v1::Pod;
+    use bosun_client::LogParams;
+    let (_s, url) = start_open().await;
+    let client = Client::try_from_config(Config::new(url.parse().unwrap())).unwrap();
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "app", "image": "nginx"}]}}}}))
+    .unwrap();
+    deps.create(&PostParams::default(), &d).await.unwrap();
+    let scale = deps.scale("web", 4).await.unwrap();
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(4));
+    assert_eq!(
+        deps.get_scale("web").await.unwrap().spec.unwrap().replicas,
+        Some(4)
+    );
+
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "app", "image": "nginx"}]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    // No node yet: the log read is refused with the server's reason.
+    let err = pods.logs("p", &LogParams::default()).await.unwrap_err();
+    assert_eq!(err.code(), Some(400), "{err}");
+    pods.bind("p", "node-1").await.unwrap();
+    assert_eq!(
+        pods.get("p")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .as_deref(),
+        Some("node-1")
+    );
+    pods.evict(
+        "p",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(pods.get_opt("p").await.unwrap().is_none());
+}
