@@ -21,6 +21,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod informer;
 pub mod middleware;
 pub mod mock;

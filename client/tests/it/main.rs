@@ -320,3 +320,48 @@ async fn subresources_scale_bind_evict_and_log() {
     .unwrap();
     assert!(pods.get_opt("p").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn repeated_events_become_a_series() {
+    use bosun_api_types::events::v1::Event;
+    use bosun_client::events::{EventType, Recorder};
+    let (_s, url) = start_open().await;
+    let client = Client::try_from_config(Config::new(url.parse().unwrap())).unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let target = cms
+        .create(&PostParams::default(), &cm("target", &[]))
+        .await
+        .unwrap();
+    let recorder = Recorder::new(client.clone(), "tester", "tester-1");
+    let regarding = Recorder::reference_to(&target);
+    for _ in 0..3 {
+        recorder
+            .publish(
+                &regarding,
+                EventType::Warning,
+                "Failed",
+                "Sync",
+                "could not sync",
+            )
+            .await
+            .unwrap();
+    }
+    recorder
+        .publish(&regarding, EventType::Normal, "Synced", "Sync", "synced")
+        .await
+        .unwrap();
+    let events: Api<Event> = Api::namespaced(client, "default");
+    let list = events.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(list.len(), 2, "{list:?}");
+    let failed = list
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("Failed"))
+        .unwrap();
+    assert_eq!(failed.series.as_ref().map(|s| s.count), Some(2));
+    assert_eq!(failed.reporting_controller.as_deref(), Some("tester"));
+    assert_eq!(
+        failed.regarding.as_ref().unwrap().name.as_deref(),
+        Some("target")
+    );
+    assert_eq!(failed.r#type.as_deref(), Some("Warning"));
+}
