@@ -160,6 +160,33 @@ pub struct DynamicObject {
     pub data: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A `DynamicObject`'s kind is known only at run time: its `INFO` is empty, and clients address
+/// it through a resource descriptor found by discovery (`bosun_client::Api::namespaced_with`).
+impl Resource for DynamicObject {
+    const INFO: ResourceInfo = ResourceInfo {
+        group: "",
+        version: "",
+        api_version: "",
+        kind: "",
+        list_kind: "",
+        plural: "",
+        singular: "",
+        short_names: &[],
+        categories: &[],
+        scope: Scope::Namespaced,
+        verbs: &[],
+        subresources: &[],
+        subresource_only: false,
+        schema_name: "",
+    };
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 impl DynamicObject {
     /// An empty object of the given apiVersion and kind.
     pub fn new(api_version: impl Into<String>, kind: impl Into<String>) -> Self {

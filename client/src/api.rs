@@ -174,6 +174,8 @@ pub enum Deleted<K> {
 pub struct Api<K> {
     client: Client,
     namespace: Option<String>,
+    /// The resource of a kind known at run time (`Api<DynamicObject>`).
+    dynamic: Option<std::sync::Arc<crate::discovery::ApiResource>>,
     _kind: PhantomData<fn() -> K>,
 }
 
@@ -182,6 +184,34 @@ impl<K> Clone for Api<K> {
         Api {
             client: self.client.clone(),
             namespace: self.namespace.clone(),
+            dynamic: self.dynamic.clone(),
+            _kind: PhantomData,
+        }
+    }
+}
+
+impl Api<bosun_api_types::DynamicObject> {
+    /// Objects of a run-time resource (from [`crate::discovery::Discovery`]) in every
+    /// namespace (or the cluster-scoped ones).
+    pub fn all_with(client: Client, resource: &crate::discovery::ApiResource) -> Self {
+        Api {
+            client,
+            namespace: None,
+            dynamic: Some(std::sync::Arc::new(resource.clone())),
+            _kind: PhantomData,
+        }
+    }
+
+    /// Objects of a run-time resource in `namespace`.
+    pub fn namespaced_with(
+        client: Client,
+        namespace: &str,
+        resource: &crate::discovery::ApiResource,
+    ) -> Self {
+        Api {
+            client,
+            namespace: Some(namespace.to_owned()),
+            dynamic: Some(std::sync::Arc::new(resource.clone())),
             _kind: PhantomData,
         }
     }
@@ -214,6 +244,7 @@ impl<K: Resource> Api<K> {
         Api {
             client,
             namespace: None,
+            dynamic: None,
             _kind: PhantomData,
         }
     }
@@ -223,6 +254,7 @@ impl<K: Resource> Api<K> {
         Api {
             client,
             namespace: Some(namespace.to_owned()),
+            dynamic: None,
             _kind: PhantomData,
         }
     }
@@ -236,17 +268,31 @@ impl<K: Resource> Api<K> {
     /// The collection path, or an object's (and its subresource's).
     fn path(&self, name: Option<&str>, subresource: Option<&str>) -> String {
         let info = K::INFO;
-        let mut p = if info.group.is_empty() {
-            format!("/api/{}", info.version)
-        } else {
-            format!("/apis/{}/{}", info.group, info.version)
+        let (group, version, plural, namespaced) = match &self.dynamic {
+            Some(r) => (
+                r.group.as_str(),
+                r.version.as_str(),
+                r.plural.as_str(),
+                r.namespaced,
+            ),
+            None => (
+                info.group,
+                info.version,
+                info.plural,
+                info.scope == Scope::Namespaced,
+            ),
         };
-        if let (Some(ns), Scope::Namespaced) = (&self.namespace, info.scope) {
+        let mut p = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        if let (Some(ns), true) = (&self.namespace, namespaced) {
             p.push_str("/namespaces/");
             p.push_str(ns);
         }
         p.push('/');
-        p.push_str(info.plural);
+        p.push_str(plural);
         if let Some(n) = name {
             p.push('/');
             p.push_str(n);

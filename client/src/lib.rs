@@ -20,6 +20,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod informer;

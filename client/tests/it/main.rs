@@ -365,3 +365,53 @@ async fn repeated_events_become_a_series() {
     );
     assert_eq!(failed.r#type.as_deref(), Some("Warning"));
 }
+
+#[tokio::test]
+async fn dynamic_objects_through_discovery() {
+    use bosun_api_types::apiextensions::v1::CustomResourceDefinition;
+    use bosun_api_types::DynamicObject;
+    use bosun_client::discovery::Discovery;
+    let (_s, url) = start_open().await;
+    let client = Client::try_from_config(Config::new(url.parse().unwrap())).unwrap();
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}}}]}}))
+    .unwrap();
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .unwrap();
+    let mut found = None;
+    for _ in 0..100 {
+        let d = Discovery::run(&client).await.unwrap();
+        assert_eq!(d.resolve("", "Pod").unwrap().plural, "pods");
+        assert!(!d.resolve("", "Namespace").unwrap().namespaced);
+        if let Some(r) = d.resolve("example.com", "Widget") {
+            found = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let widgets = found.expect("Widget discovered");
+    assert_eq!(
+        (widgets.plural.as_str(), widgets.api_version.as_str()),
+        ("widgets", "example.com/v1")
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client, "default", &widgets);
+    let mut w = DynamicObject::new("example.com/v1", "Widget");
+    w.metadata.name = Some("w1".into());
+    w.data.insert("spec".into(), json!({"size": 3}));
+    let created = api.create(&PostParams::default(), &w).await.unwrap();
+    assert_eq!(created.data["spec"]["size"], 3);
+    assert_eq!(
+        api.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+    assert_eq!(api.get("w1").await.unwrap().kind, "Widget");
+    api.delete("w1", &DeleteParams::default()).await.unwrap();
+    assert!(api.get_opt("w1").await.unwrap().is_none());
+}
