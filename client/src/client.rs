@@ -105,18 +105,55 @@ impl Client {
         }
     }
 
-    /// A client for `config` over the default HTTP transport (hyper, pooled connections).
-    /// `https` servers need the TLS transport, which is not part of this crate yet.
+    /// A client for `config` over the default transport: hyper's pooled HTTP/1.1 client, with
+    /// rustls for `https` servers ([`crate::tls`]), the credentials of the config, retries and
+    /// the client-side rate limit it asks for.
     pub fn try_from_config(config: Config) -> Result<Self> {
-        if config.cluster_url.scheme_str() != Some("http") {
-            return Err(Error::Config(format!(
-                "{}: only http:// servers are supported until the TLS transport lands",
+        let executor = hyper_util::rt::TokioExecutor::new();
+        match config.cluster_url.scheme_str() {
+            Some("http") => {
+                let http = hyper_util::client::legacy::Client::builder(executor)
+                    .build_http::<Full<Bytes>>();
+                Ok(Self::with_stack(http, config))
+            }
+            Some("https") => {
+                let tls = crate::tls::client_config(&config.tls)?;
+                let builder = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(tls)
+                    .https_only();
+                let builder = match &config.tls.server_name {
+                    Some(name) => {
+                        let name = rustls::pki_types::ServerName::try_from(name.clone())
+                            .map_err(|e| Error::Config(format!("tls-server-name {name:?}: {e}")))?;
+                        builder.with_server_name_resolver(
+                            hyper_rustls::FixedServerNameResolver::new(name),
+                        )
+                    }
+                    None => builder,
+                };
+                let https = hyper_util::client::legacy::Client::builder(executor)
+                    .build::<_, Full<Bytes>>(builder.enable_http1().build());
+                Ok(Self::with_stack(https, config))
+            }
+            other => Err(Error::Config(format!(
+                "{}: unsupported scheme {other:?} (http or https)",
                 config.cluster_url
-            )));
+            ))),
         }
-        let http =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<Full<Bytes>>();
+    }
+
+    fn with_stack<S, B>(transport: S, config: Config) -> Self
+    where
+        S: tower::Service<Request<Full<Bytes>>, Response = Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let credentials = Credentials {
             auth: config.auth.clone(),
             cached: Arc::default(),
@@ -128,7 +165,7 @@ impl Client {
                 }
                 req
             })
-            .service(http);
+            .service(transport);
         let retry = crate::middleware::RetryLayer {
             max_retries: config.max_retries,
             ..Default::default()
@@ -140,11 +177,7 @@ impl Client {
             .option_layer(limit)
             .layer(retry)
             .service(with_credentials);
-        Ok(Self::new(
-            service,
-            config.cluster_url,
-            config.default_namespace,
-        ))
+        Self::new(service, config.cluster_url, config.default_namespace)
     }
 
     /// The config the environment gives ([`Config::infer`]) over the default transport.

@@ -27,6 +27,7 @@ pub mod informer;
 pub mod middleware;
 pub mod mock;
 pub mod reflector;
+pub mod tls;
 pub mod watcher;
 
 pub use api::{

@@ -15,6 +15,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 mod runtime;
+mod tls;
 
 /// Accepts exactly one bearer token.
 struct OneToken;
