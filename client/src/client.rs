@@ -55,6 +55,25 @@ impl Credentials {
                     .encode(format!("{username}:{password}"));
                 HeaderValue::from_str(&format!("Basic {raw}")).ok()
             }
+            Auth::Exec(exec) => {
+                let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((until, v)) = cached.as_ref() {
+                    if Instant::now() < *until {
+                        return Some(v.clone());
+                    }
+                }
+                match run_exec_plugin(exec) {
+                    Ok((token, valid_for)) => {
+                        let v = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+                        *cached = Some((Instant::now() + valid_for, v.clone()));
+                        Some(v)
+                    }
+                    Err(e) => {
+                        tracing::warn!(command = %exec.command, error = %e, "credential plugin failed");
+                        None
+                    }
+                }
+            }
             Auth::TokenFile(path) => {
                 let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some((at, v)) = cached.as_ref() {
@@ -76,6 +95,55 @@ impl Credentials {
             }
         }
     }
+}
+
+/// Runs a credential plugin: its token, and how long to use it (until the expiry it states,
+/// less a minute; a day if it states none).
+fn run_exec_plugin(
+    exec: &crate::config::ExecConfig,
+) -> std::result::Result<(String, Duration), String> {
+    let api_version = if exec.api_version.is_empty() {
+        "client.authentication.k8s.io/v1"
+    } else {
+        exec.api_version.as_str()
+    };
+    let info = serde_json::json!({"apiVersion": api_version, "kind": "ExecCredential",
+        "spec": {"interactive": false}});
+    let out = std::process::Command::new(&exec.command)
+        .args(&exec.args)
+        .envs(exec.env.iter().map(|e| (e.name.as_str(), e.value.as_str())))
+        .env("KUBERNETES_EXEC_INFO", info.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("running {}: {e}", exec.command))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} exited with {}: {}",
+            exec.command,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let cred: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("{} printed no ExecCredential: {e}", exec.command))?;
+    let status = &cred["status"];
+    let token = status["token"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| format!("{}: the ExecCredential has no status.token", exec.command))?;
+    let valid_for = match status["expirationTimestamp"].as_str() {
+        None => Duration::from_secs(24 * 3600),
+        Some(ts) => {
+            let at: bosun_api_types::Time = ts
+                .parse()
+                .map_err(|e| format!("{}: expirationTimestamp {ts:?}: {e}", exec.command))?;
+            std::time::SystemTime::from(at)
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+                .saturating_sub(Duration::from_secs(60))
+        }
+    };
+    Ok((token.to_owned(), valid_for))
 }
 
 impl Client {

@@ -109,6 +109,35 @@ pub struct User {
     /// Client key, base64.
     #[serde(default)]
     pub client_key_data: Option<String>,
+    /// A credential plugin to run for a token.
+    #[serde(default)]
+    pub exec: Option<ExecConfig>,
+}
+
+/// A credential plugin (`users[].user.exec`): a command that prints an `ExecCredential`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecConfig {
+    /// `client.authentication.k8s.io/v1` (or `v1beta1`).
+    #[serde(default)]
+    pub api_version: String,
+    /// The program.
+    pub command: String,
+    /// Its arguments.
+    #[serde(default, deserialize_with = "null_default")]
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default, deserialize_with = "null_default")]
+    pub env: Vec<ExecEnv>,
+}
+
+/// One environment variable of a credential plugin.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct ExecEnv {
+    /// Name.
+    pub name: String,
+    /// Value.
+    pub value: String,
 }
 
 /// A context entry.
@@ -155,6 +184,13 @@ impl Kubeconfig {
                 fix(&mut u.user.token_file);
                 fix(&mut u.user.client_certificate);
                 fix(&mut u.user.client_key);
+                // A plugin path with a separator is relative to the file too.
+                if let Some(exec) = u.user.exec.as_mut() {
+                    let p = Path::new(&exec.command);
+                    if p.is_relative() && exec.command.contains('/') {
+                        exec.command = dir.join(p).to_string_lossy().into_owned();
+                    }
+                }
             }
         }
         Ok(k)
@@ -242,6 +278,8 @@ pub enum Auth {
     Bearer(String),
     /// A bearer token read from a file (re-read every minute, as client-go does).
     TokenFile(PathBuf),
+    /// A bearer token from a credential plugin (run again when its token expires).
+    Exec(ExecConfig),
     /// `Authorization: Basic …`.
     Basic {
         /// User name.
@@ -375,6 +413,8 @@ impl Config {
             Auth::Bearer(t)
         } else if let Some(f) = user.token_file {
             Auth::TokenFile(f)
+        } else if let Some(exec) = user.exec {
+            Auth::Exec(exec)
         } else if let (Some(u), Some(p)) = (user.username, user.password) {
             Auth::Basic {
                 username: u,

@@ -416,3 +416,44 @@ async fn dynamic_objects_through_discovery() {
     api.delete("w1", &DeleteParams::default()).await.unwrap();
     assert!(api.get_opt("w1").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn exec_credential_plugins_supply_the_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_s, url) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("plugin.sh");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\necho run >> \"$(dirname \"$0\")/runs\"\n[ -n \"$KUBERNETES_EXEC_INFO\" ] || exit 3\n\
+         echo '{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\
+         \"status\":{\"token\":\"'\"$TOKEN\"'\",\"expirationTimestamp\":\"2999-01-01T00:00:00Z\"}}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("config");
+    std::fs::write(
+        &path,
+        format!(
+            "current-context: c\nclusters: [{{name: k, cluster: {{server: '{url}'}}}}]\n\
+             contexts: [{{name: c, context: {{cluster: k, user: u}}}}]\n\
+             users:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n\
+             \x20     command: ./plugin.sh\n      env: [{{name: TOKEN, value: t0k3n}}]\n"
+        ),
+    )
+    .unwrap();
+    let k = Kubeconfig::read(&path).unwrap();
+    let client = Client::try_from_config(
+        Config::from_kubeconfig(&k, &KubeconfigOptions::default()).unwrap(),
+    )
+    .unwrap();
+    let cms: Api<ConfigMap> = Api::default_namespaced(client);
+    for i in 0..3 {
+        cms.create(&PostParams::default(), &cm(&format!("e{i}"), &[]))
+            .await
+            .unwrap();
+    }
+    // The token is cached until it expires: the plugin ran once.
+    let runs = std::fs::read_to_string(dir.path().join("runs")).unwrap();
+    assert_eq!(runs.lines().count(), 1);
+}
