@@ -46,6 +46,12 @@ impl ListParams {
         self
     }
 
+    fn query_string(&self) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        self.query(&mut q);
+        q.finish()
+    }
+
     fn query(&self, q: &mut form_urlencoded::Serializer<'_, String>) {
         if let Some(s) = &self.label_selector {
             q.append_pair("labelSelector", s);
@@ -362,11 +368,7 @@ impl<K: Resource> Api<K> {
 
     /// One page of objects (all of them when `limit` is 0).
     pub async fn list(&self, params: &ListParams) -> Result<List<K>> {
-        let query = {
-            let mut q = form_urlencoded::Serializer::new(String::new());
-            params.query(&mut q);
-            q.finish()
-        };
+        let query = params.query_string();
         let req = self.request(
             Method::GET,
             self.path(None, None),
@@ -558,11 +560,7 @@ impl<K: Resource> Api<K> {
         delete: &DeleteParams,
         list: &ListParams,
     ) -> Result<serde_json::Value> {
-        let query = {
-            let mut q = form_urlencoded::Serializer::new(String::new());
-            list.query(&mut q);
-            q.finish()
-        };
+        let query = list.query_string();
         let req = self.request(
             Method::DELETE,
             self.path(None, None),
@@ -792,16 +790,15 @@ impl Api<bosun_api_types::core::v1::Pod> {
     pub async fn logs(&self, name: &str, params: &LogParams) -> Result<String> {
         use http_body_util::BodyExt;
         let resp = self.client.send(self.log_request(name, params)?).await?;
-        let code = resp.status().as_u16();
+        if !resp.status().is_success() {
+            return Err(crate::client::error_from(resp).await);
+        }
         let body = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| Error::Transport(e.to_string()))?
             .to_bytes();
-        if !(200..300).contains(&code) {
-            return Err(crate::client::error_of(code, &body));
-        }
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -811,17 +808,9 @@ impl Api<bosun_api_types::core::v1::Pod> {
         name: &str,
         params: &LogParams,
     ) -> Result<impl Stream<Item = Result<Bytes>> + Send + use<>> {
-        use http_body_util::BodyExt;
         let resp = self.client.send(self.log_request(name, params)?).await?;
-        let code = resp.status().as_u16();
-        if !(200..300).contains(&code) {
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| Error::Transport(e.to_string()))?
-                .to_bytes();
-            return Err(crate::client::error_of(code, &body));
+        if !resp.status().is_success() {
+            return Err(crate::client::error_from(resp).await);
         }
         Ok(
             http_body_util::BodyStream::new(resp.into_body()).filter_map(|f| async move {

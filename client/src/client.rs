@@ -310,15 +310,8 @@ impl Client {
         req: Request<Full<Bytes>>,
     ) -> Result<impl Stream<Item = Result<T>> + Send + use<T>> {
         let resp = self.send(req).await?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| Error::Transport(e.to_string()))?
-                .to_bytes();
-            return Err(error_of(status.as_u16(), &body));
+        if !resp.status().is_success() {
+            return Err(error_from(resp).await);
         }
         let body = resp.into_body();
         Ok(futures_util::stream::unfold(
@@ -360,6 +353,15 @@ impl Client {
                 }
             },
         ))
+    }
+}
+
+/// The error an unsuccessful response stands for (its body read whole).
+pub(crate) async fn error_from(resp: Response<Body>) -> Error {
+    let code = resp.status().as_u16();
+    match resp.into_body().collect().await {
+        Ok(c) => error_of(code, &c.to_bytes()),
+        Err(e) => Error::Transport(e.to_string()),
     }
 }
 
