@@ -233,6 +233,98 @@ where
     }
 }
 
+/// Counts requests by method and response code, with their total latency, for a Prometheus
+/// scrape ([`MetricsLayer::prometheus`]: `rest_client_requests_total`,
+/// `rest_client_request_duration_seconds_sum`/`_count`, client-go's names).
+#[derive(Clone, Debug, Default)]
+pub struct MetricsLayer {
+    counts: Arc<Mutex<Counts>>,
+}
+
+/// (method, code) → (requests, seconds).
+type Counts = std::collections::BTreeMap<(String, u16), (u64, f64)>;
+
+impl MetricsLayer {
+    /// A fresh set of counters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn record(&self, method: &Method, code: u16, elapsed: Duration) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let e = c
+            .entry((method.as_str().to_owned(), code))
+            .or_insert((0, 0.0));
+        e.0 += 1;
+        e.1 += elapsed.as_secs_f64();
+    }
+
+    /// The counters in Prometheus text format (code `<error>` for transport failures).
+    pub fn prometheus(&self) -> String {
+        let c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::new();
+        for ((method, code), (n, secs)) in c.iter() {
+            let code = if *code == 0 {
+                "<error>".to_owned()
+            } else {
+                code.to_string()
+            };
+            out.push_str(&format!(
+                "rest_client_requests_total{{method=\"{method}\",code=\"{code}\"}} {n}\n\
+                 rest_client_request_duration_seconds_sum{{method=\"{method}\",code=\"{code}\"}} {secs}\n\
+                 rest_client_request_duration_seconds_count{{method=\"{method}\",code=\"{code}\"}} {n}\n"
+            ));
+        }
+        out
+    }
+}
+
+impl<S> tower::Layer<S> for MetricsLayer {
+    type Service = Metered<S>;
+    fn layer(&self, inner: S) -> Metered<S> {
+        Metered {
+            inner,
+            metrics: self.clone(),
+        }
+    }
+}
+
+/// The service [`MetricsLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct Metered<S> {
+    inner: S,
+    metrics: MetricsLayer,
+}
+
+impl<S, B, Rq> tower::Service<Request<Rq>> for Metered<S>
+where
+    S: tower::Service<Request<Rq>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Send + 'static,
+{
+    type Response = Response<B>;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response<B>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<Rq>) -> Self::Future {
+        let method = req.method().clone();
+        let started = Instant::now();
+        let metrics = self.metrics.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let result = fut.await.map_err(Into::into);
+            let code = result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+            metrics.record(&method, code, started.elapsed());
+            result
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +389,43 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), Some(503));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn requests_are_counted_by_method_and_code() {
+        let mock = Mock::new(|req| {
+            if req.uri().path().ends_with("/missing") {
+                json(
+                    404,
+                    serde_json::json!({"kind": "Status", "code": 404, "reason": "NotFound"}),
+                )
+            } else {
+                json(
+                    200,
+                    serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "a"}}),
+                )
+            }
+        });
+        let metrics = MetricsLayer::new();
+        let stack = tower::ServiceBuilder::new()
+            .layer(metrics.clone())
+            .service(mock);
+        let client = crate::Client::new(stack, http::Uri::from_static("http://m"), "default");
+        let cms: crate::Api<bosun_api_types::core::v1::ConfigMap> =
+            crate::Api::default_namespaced(client);
+        cms.get("a").await.unwrap();
+        cms.get("a").await.unwrap();
+        assert!(cms.get("missing").await.is_err());
+        let text = metrics.prometheus();
+        assert!(
+            text.contains("rest_client_requests_total{method=\"GET\",code=\"200\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rest_client_requests_total{method=\"GET\",code=\"404\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -193,6 +193,28 @@ impl<T: Eq + Hash + Clone + Send + 'static> WorkQueue<T> {
         &self.metrics
     }
 
+    /// The queue's metrics in Prometheus text format, labelled `name` (client-go's names:
+    /// `workqueue_depth`, `workqueue_adds_total`, `workqueue_retries_total`,
+    /// `workqueue_queue_duration_seconds_sum`/`_count`, `workqueue_work_duration_seconds_sum`).
+    pub fn prometheus(&self, name: &str) -> String {
+        let m = &self.metrics;
+        let gets = m.gets.load(Ordering::Relaxed);
+        let secs = |micros: &AtomicU64| micros.load(Ordering::Relaxed) as f64 / 1e6;
+        format!(
+            "workqueue_depth{{name=\"{name}\"}} {}\n\
+             workqueue_adds_total{{name=\"{name}\"}} {}\n\
+             workqueue_retries_total{{name=\"{name}\"}} {}\n\
+             workqueue_queue_duration_seconds_sum{{name=\"{name}\"}} {}\n\
+             workqueue_queue_duration_seconds_count{{name=\"{name}\"}} {gets}\n\
+             workqueue_work_duration_seconds_sum{{name=\"{name}\"}} {}\n",
+            self.len(),
+            m.adds.load(Ordering::Relaxed),
+            m.retries.load(Ordering::Relaxed),
+            secs(&m.queue_latency_micros),
+            secs(&m.work_duration_micros),
+        )
+    }
+
     /// Keys waiting to be handed out (the queue's depth).
     pub fn len(&self) -> usize {
         self.lock().queue.len()
@@ -374,6 +396,15 @@ mod tests {
         q.done(&a);
         assert_eq!(q.get().await, Some(1));
         assert_eq!(q.metrics().adds.load(Ordering::Relaxed), 4);
+        let text = q.prometheus("test");
+        assert!(
+            text.contains("workqueue_adds_total{name=\"test\"} 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("workqueue_depth{name=\"test\"} 0\n"),
+            "{text}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
