@@ -457,3 +457,38 @@ async fn exec_credential_plugins_supply_the_token() {
     let runs = std::fs::read_to_string(dir.path().join("runs")).unwrap();
     assert_eq!(runs.lines().count(), 1);
 }
+
+#[tokio::test]
+async fn protobuf_responses_decode_like_json() {
+    let (_s, url) = start_open().await;
+    let client = Client::try_from_config(Config::new(url.parse().unwrap())).unwrap();
+    let json_api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let proto_api = json_api.clone().protobuf();
+    let created = proto_api
+        .create(&PostParams::default(), &cm("pb", &[("app", "web")]))
+        .await
+        .unwrap();
+    assert_eq!(created.metadata.labels["app"], "web");
+    let via_proto = proto_api.get("pb").await.unwrap();
+    let via_json = json_api.get("pb").await.unwrap();
+    assert_eq!(via_proto.data, via_json.data);
+    assert_eq!(via_proto.metadata.uid, via_json.metadata.uid);
+    assert_eq!(
+        via_proto.metadata.resource_version,
+        via_json.metadata.resource_version
+    );
+    let list = proto_api.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert!(list.metadata.resource_version.is_some());
+    let patched = proto_api
+        .patch(
+            "pb",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"x": "1"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.data["x"], "1");
+    // Errors still carry the Status.
+    assert!(proto_api.get("nope").await.unwrap_err().is_not_found());
+}
