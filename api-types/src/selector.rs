@@ -337,6 +337,13 @@ fn parse_values(lx: &mut Lexer<'_>) -> Result<Vec<String>, SelectorError> {
     let mut values = Vec::new();
     loop {
         let (t, p) = lx.next();
+        // In a value list `in` and `notin` are values, not keywords (as upstream's parser reads
+        // them in its Values context).
+        let t = match t {
+            Token::In => Token::Ident("in".into()),
+            Token::NotIn => Token::Ident("notin".into()),
+            other => other,
+        };
         match t {
             Token::Ident(v) => {
                 values.push(v);
@@ -650,6 +657,8 @@ mod tests {
             ("app=web,tier=back", false),
             ("app=", false),
             ("x in (a,)", false),
+            // Keywords are values inside a value list.
+            ("app in (in, notin, web)", true),
         ] {
             let s: Selector = sel.parse().unwrap_or_else(|e| panic!("{sel}: {e}"));
             assert_eq!(s.matches(&l), want, "{sel}");

@@ -277,13 +277,17 @@ impl Client {
     pub async fn send(&self, mut req: Request<Full<Bytes>>) -> Result<Response<Body>> {
         use tower::ServiceExt;
         *req.uri_mut() = self.absolute(req.uri())?;
+        use tracing::Instrument;
         let span = tracing::debug_span!("request", method = %req.method(), uri = %req.uri());
-        let _ = span.enter();
-        self.service
+        let resp = self
+            .service
             .clone()
             .oneshot(req)
+            .instrument(span.clone())
             .await
-            .map_err(|e| Error::Transport(e.to_string()))
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "response"));
+        Ok(resp)
     }
 
     /// Sends a request and decodes a successful JSON response; an error status becomes

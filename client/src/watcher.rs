@@ -55,6 +55,9 @@ pub struct Config {
     pub min_backoff: Duration,
     /// Longest delay after repeated errors.
     pub max_backoff: Duration,
+    /// Get the initial state from the watch itself (`sendInitialEvents`, a *streaming list*)
+    /// instead of a list request: one request, and no large list response to hold.
+    pub streaming_list: bool,
 }
 
 impl Default for Config {
@@ -66,6 +69,7 @@ impl Default for Config {
             watch_timeout: Duration::from_secs(290),
             min_backoff: Duration::from_millis(800),
             max_backoff: Duration::from_secs(30),
+            streaming_list: false,
         }
     }
 }
@@ -87,6 +91,14 @@ impl Config {
 enum State<K: Resource> {
     /// List (again) from scratch.
     Empty,
+    /// A streaming list is under way: ADDED events are the initial state until the bookmark
+    /// that ends it.
+    Streaming {
+        stream: futures_util::stream::BoxStream<
+            'static,
+            Result<bosun_api_types::meta::v1::WatchEvent<K>>,
+        >,
+    },
     /// Emitting a finished list.
     Listed {
         items: std::vec::IntoIter<K>,
@@ -141,9 +153,79 @@ pub fn watcher<K: Resource>(
     futures_util::stream::unfold(
         (State::Empty, api, config, backoff),
         |(state, api, config, mut backoff)| async move {
-            let mut state = state;
+            let mut state: State<K> = state;
             loop {
                 match state {
+                    State::Empty if config.streaming_list => {
+                        let params = WatchParams {
+                            label_selector: config.label_selector.clone(),
+                            field_selector: config.field_selector.clone(),
+                            timeout_seconds: Some(config.watch_timeout.as_secs().max(1) as u32),
+                            bookmarks: true,
+                            send_initial_events: true,
+                        };
+                        match api.watch(&params, "").await {
+                            Ok(stream) => {
+                                return Some((
+                                    Ok(Event::Init),
+                                    (
+                                        State::Streaming {
+                                            stream: stream.boxed(),
+                                        },
+                                        api,
+                                        config,
+                                        backoff,
+                                    ),
+                                ));
+                            }
+                            Err(e) => {
+                                tokio::time::sleep(backoff.delay()).await;
+                                return Some((Err(e), (State::Empty, api, config, backoff)));
+                            }
+                        }
+                    }
+                    State::Streaming { mut stream } => match stream.next().await {
+                        // The stream ended before the initial state was complete: again.
+                        None => state = State::Empty,
+                        Some(Err(e)) => {
+                            tokio::time::sleep(backoff.delay()).await;
+                            return Some((Err(e), (State::Empty, api, config, backoff)));
+                        }
+                        Some(Ok(ev)) => {
+                            let meta = ev.object.metadata();
+                            let ended = ev.r#type == "BOOKMARK"
+                                && meta
+                                    .annotations
+                                    .get("k8s.io/initial-events-end")
+                                    .map(String::as_str)
+                                    == Some("true");
+                            if ended {
+                                backoff.reset();
+                                let resource_version =
+                                    meta.resource_version.clone().unwrap_or_default();
+                                return Some((
+                                    Ok(Event::InitDone),
+                                    (
+                                        State::Watching {
+                                            resource_version,
+                                            stream,
+                                        },
+                                        api,
+                                        config,
+                                        backoff,
+                                    ),
+                                ));
+                            }
+                            let next = State::Streaming { stream };
+                            if ev.r#type == "ADDED" {
+                                return Some((
+                                    Ok(Event::InitApply(ev.object)),
+                                    (next, api, config, backoff),
+                                ));
+                            }
+                            state = next;
+                        }
+                    },
                     State::Empty => match list_all(&api, &config).await {
                         Ok((items, rv)) => {
                             backoff.reset();

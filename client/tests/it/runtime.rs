@@ -198,3 +198,51 @@ async fn informers_share_one_watch_and_notify_every_subscriber() {
         .unwrap_or_else(|| panic!("no ConfigMap watcher gauge in\n{text}"));
     assert!(line.ends_with(" 1"), "{line}");
 }
+
+#[tokio::test]
+async fn a_streaming_list_watcher_starts_from_the_watch_itself() {
+    let (_s, url) = super::start_open().await;
+    let client = Client::try_from_config(Config::new(url.parse().unwrap())).unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    for i in 0..3 {
+        cms.create(&PostParams::default(), &cm(&format!("s{i}"), &[]))
+            .await
+            .unwrap();
+    }
+    let config = watcher::Config {
+        streaming_list: true,
+        ..Default::default()
+    };
+    let mut events = std::pin::pin!(watcher::watcher(cms.clone(), config));
+    let mut seen = Vec::new();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let done = ev == Event::InitDone;
+        seen.push(match ev {
+            Event::Init => "init".to_owned(),
+            Event::InitApply(c) => c.metadata.name.unwrap_or_default(),
+            Event::InitDone => "done".to_owned(),
+            other => panic!("unexpected {other:?}"),
+        });
+        if done {
+            break;
+        }
+    }
+    assert_eq!(seen, ["init", "s0", "s1", "s2", "done"]);
+    cms.create(&PostParams::default(), &cm("after", &[]))
+        .await
+        .unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(ev, Event::Apply(ref c) if c.metadata.name.as_deref() == Some("after")),
+        "{ev:?}"
+    );
+}
