@@ -460,7 +460,7 @@ async fn exec_credential_plugins_supply_the_token() {
 
 #[tokio::test]
 async fn protobuf_responses_decode_like_json() {
-    let (_s, url) = start_open().await;
+    let (s, url) = start_open().await;
     let client = Client::try_from_config(Config::new(url.parse().unwrap())).unwrap();
     let json_api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let proto_api = json_api.clone().protobuf();
@@ -491,4 +491,30 @@ async fn protobuf_responses_decode_like_json() {
     assert_eq!(patched.data["x"], "1");
     // Errors still carry the Status.
     assert!(proto_api.get("nope").await.unwrap_err().is_not_found());
+    // Replace sends a protobuf body.
+    let mut changed = patched.clone();
+    changed.data.insert("y".into(), "2".into());
+    let replaced = proto_api
+        .replace("pb", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    assert_eq!(replaced.data["y"], "2");
+    // A protobuf watch: frames decoded into typed events.
+    let rv = list.metadata.resource_version.clone().unwrap();
+    let mut events = proto_api
+        .watch(&bosun_client::WatchParams::default(), &rv)
+        .await
+        .unwrap();
+    let ev = events.next().await.unwrap().unwrap();
+    assert_eq!(ev.r#type, "MODIFIED");
+    assert_eq!(ev.object.metadata.name.as_deref(), Some("pb"));
+    // An ERROR frame (a compacted version) is the server's Status.
+    let current = s.store().current_revision().await.unwrap();
+    s.store().compact(current).await.unwrap();
+    let mut events = proto_api
+        .watch(&bosun_client::WatchParams::default(), "2")
+        .await
+        .unwrap();
+    let err = events.next().await.unwrap().unwrap_err();
+    assert!(err.is_gone(), "{err}");
 }
