@@ -246,3 +246,30 @@ async fn a_streaming_list_watcher_starts_from_the_watch_itself() {
         "{ev:?}"
     );
 }
+
+#[tokio::test]
+async fn resync_reannounces_every_cached_object() {
+    let (_s, url) = super::start_open().await;
+    let client = Client::try_from_config(Config::new(url.parse().unwrap())).unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("steady", &[]))
+        .await
+        .unwrap();
+    let factory = InformerFactory::new(client).with_resync(Duration::from_millis(100));
+    let informer = factory.informer::<ConfigMap>(Some("default"));
+    let mut sub = informer.subscribe();
+    informer.wait_until_ready().await;
+    // Nothing changes, yet the object is announced again (old and new the same).
+    let resynced = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(Notification::Updated(old, new)) = sub.recv().await {
+                if new.metadata.name.as_deref() == Some("steady") {
+                    return Arc::ptr_eq(&old, &new);
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(resynced);
+}
