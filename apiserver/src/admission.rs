@@ -731,26 +731,31 @@ impl AdmissionPlugin for DefaultStorageClass {
             .server
             .list_objects("storage.k8s.io", "storageclasses", None)
             .await?;
-        let default = classes
-            .iter()
-            .filter(|c| {
-                let ann = |k: &str| str_at(c, &["metadata", "annotations", k]) == Some("true");
-                ann("storageclass.kubernetes.io/is-default-class")
-                    || ann("storageclass.beta.kubernetes.io/is-default-class")
-            })
-            .max_by(|a, b| {
-                let ts = |o: &Object| {
-                    str_at(o, &["metadata", "creationTimestamp"])
-                        .unwrap_or("")
-                        .to_owned()
-                };
-                ts(a).cmp(&ts(b))
-            });
+        let default = newest_default_class(&classes);
         if let Some(name) = default.and_then(|c| str_at(c, &["metadata", "name"])) {
             spec_mut(obj).insert("storageClassName".into(), json!(name));
         }
         Ok(())
     }
+}
+
+/// The default StorageClass: among those annotated as default, the newest (upstream 1.28+).
+fn newest_default_class(classes: &[Object]) -> Option<&Object> {
+    classes
+        .iter()
+        .filter(|c| {
+            let ann = |k: &str| str_at(c, &["metadata", "annotations", k]) == Some("true");
+            ann("storageclass.kubernetes.io/is-default-class")
+                || ann("storageclass.beta.kubernetes.io/is-default-class")
+        })
+        .max_by(|a, b| {
+            let ts = |o: &Object| {
+                str_at(o, &["metadata", "creationTimestamp"])
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            ts(a).cmp(&ts(b))
+        })
 }
 
 /// Adds the protection finalizers to new PersistentVolumeClaims and PersistentVolumes, so
@@ -853,6 +858,26 @@ mod tests {
                 "maximum cpu usage per Container is 2, but limit is 3",
             ]
         );
+    }
+
+    #[test]
+    fn the_newest_default_storage_class_wins() {
+        let class = |name: &str, default: bool, ts: &str| -> Object {
+            let mut c = json!({"metadata": {"name": name, "creationTimestamp": ts}});
+            if default {
+                c["metadata"]["annotations"] =
+                    json!({"storageclass.kubernetes.io/is-default-class": "true"});
+            }
+            c.as_object().cloned().unwrap_or_default()
+        };
+        let classes = [
+            class("old", true, "2020-01-01T00:00:00Z"),
+            class("new", true, "2021-01-01T00:00:00Z"),
+            class("newest-but-not-default", false, "2022-01-01T00:00:00Z"),
+        ];
+        let picked = newest_default_class(&classes).and_then(|c| str_at(c, &["metadata", "name"]));
+        assert_eq!(picked, Some("new"));
+        assert!(newest_default_class(&classes[2..]).is_none());
     }
 
     #[test]

@@ -187,11 +187,14 @@ pub struct Api<K> {
     _kind: PhantomData<fn() -> K>,
 }
 
+/// Decodes a protobuf body.
+type ProtoDecode<T> = fn(&[u8]) -> std::result::Result<T, bosun_api_types::proto::ProtoError>;
+
 /// How to read protobuf responses of `K`.
 struct ProtoCodec<K> {
     encode: fn(&K) -> std::result::Result<Vec<u8>, bosun_api_types::proto::ProtoError>,
-    object: fn(&[u8]) -> std::result::Result<K, bosun_api_types::proto::ProtoError>,
-    list: fn(&[u8]) -> std::result::Result<List<K>, bosun_api_types::proto::ProtoError>,
+    object: ProtoDecode<K>,
+    list: ProtoDecode<List<K>>,
 }
 
 impl<K> Clone for ProtoCodec<K> {
@@ -388,31 +391,29 @@ impl<K: Resource> Api<K> {
 
     /// Sends `req` (asking for protobuf when enabled) and decodes the object it returns.
     async fn fetch(&self, req: Request<Full<Bytes>>) -> Result<K> {
-        match self.proto {
-            None => self.client.request(req).await,
-            Some(codec) => {
-                let (proto, body) = self.fetch_bytes(req).await?;
-                if proto {
-                    (codec.object)(&body).map_err(|e| Error::Decode(e.to_string()))
-                } else {
-                    serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()))
-                }
-            }
-        }
+        self.fetch_as(req, self.proto.map(|c| c.object)).await
     }
 
     /// Like [`Api::fetch`], for lists.
     async fn fetch_list(&self, req: Request<Full<Bytes>>) -> Result<List<K>> {
-        match self.proto {
-            None => self.client.request(req).await,
-            Some(codec) => {
-                let (proto, body) = self.fetch_bytes(req).await?;
-                if proto {
-                    (codec.list)(&body).map_err(|e| Error::Decode(e.to_string()))
-                } else {
-                    serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()))
-                }
-            }
+        self.fetch_as(req, self.proto.map(|c| c.list)).await
+    }
+
+    /// Decodes the response as JSON, or with `proto` when it is set and the server answered
+    /// protobuf.
+    async fn fetch_as<T: DeserializeOwned>(
+        &self,
+        req: Request<Full<Bytes>>,
+        proto: Option<ProtoDecode<T>>,
+    ) -> Result<T> {
+        let Some(decode) = proto else {
+            return self.client.request(req).await;
+        };
+        let (is_proto, body) = self.fetch_bytes(req).await?;
+        if is_proto {
+            decode(&body).map_err(|e| Error::Decode(e.to_string()))
+        } else {
+            serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()))
         }
     }
 
