@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod builtin;
 pub mod controller;
 pub mod finalizer;
 pub mod leader;

@@ -256,3 +256,53 @@ async fn leadership_moves_on_release_and_on_expiry() {
     assert_eq!(spec.holder_identity.as_deref(), Some("c"));
     assert_eq!(spec.lease_transitions, Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_namespace_gets_a_default_service_account() {
+    use bosun_api_types::core::v1::{Namespace, ServiceAccount};
+    use bosun_controllers::builtin::serviceaccount::ServiceAccounts;
+    let client = client().await;
+    let factory = Arc::new(InformerFactory::new(client.clone()));
+    let controller = ServiceAccounts::controller(Arc::clone(&factory));
+    let queue = controller.queue();
+    let running = tokio::spawn(controller.run(ServiceAccounts::new(client.clone())));
+
+    // The system namespaces get theirs, and so does a new one.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some("team".into());
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    for name in ["default", "kube-system", "team"] {
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
+        eventually("the default service account", || {
+            let accounts = accounts.clone();
+            async move { accounts.get_opt("default").await.unwrap().is_some() }
+        })
+        .await;
+    }
+    // Deleted, it comes back.
+    let team: Api<ServiceAccount> = Api::namespaced(client.clone(), "team");
+    let first = team.get("default").await.unwrap().metadata.uid;
+    team.delete("default", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("a new default service account", || {
+        let team = team.clone();
+        let first = first.clone();
+        async move {
+            team.get_opt("default")
+                .await
+                .unwrap()
+                .is_some_and(|sa| sa.metadata.uid != first)
+        }
+    })
+    .await;
+    queue.shut_down_with_drain().await;
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .unwrap()
+        .unwrap();
+}

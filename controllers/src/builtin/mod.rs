@@ -1,0 +1,4 @@
+//! The built-in controllers of kube-controller-manager, each a [`crate::Reconciler`] on the
+//! shared runtime.
+
+pub mod serviceaccount;
