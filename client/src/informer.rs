@@ -98,7 +98,10 @@ impl<K: Resource> Informer<K> {
 }
 
 /// Informers by kind and namespace (each an `Informer<K>` behind `Any`).
-type Informers = HashMap<(TypeId, Option<String>), Box<dyn Any + Send + Sync>>;
+type Informers = HashMap<InformerKey, Box<dyn Any + Send + Sync>>;
+
+/// Kind, namespace, and for dynamic objects the resource (`group/version/plural`).
+type InformerKey = (TypeId, Option<String>, Option<String>);
 
 /// Makes and shares informers; the informers' watches run until the factory is dropped.
 pub struct InformerFactory {
@@ -142,9 +145,37 @@ impl InformerFactory {
     }
 
     /// The informer of `K` in `namespace` (all namespaces if `None`): started on first use,
-    /// shared afterwards.
+    /// shared afterwards. For kinds known only at run time, use [`InformerFactory::dynamic`].
     pub fn informer<K: Resource>(&self, namespace: Option<&str>) -> Informer<K> {
-        let key = (TypeId::of::<K>(), namespace.map(str::to_owned));
+        let key = (TypeId::of::<K>(), namespace.map(str::to_owned), None);
+        self.shared(key, || match namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        })
+    }
+
+    /// The informer of a resource found by discovery, as dynamic objects.
+    pub fn dynamic(
+        &self,
+        resource: &crate::discovery::ApiResource,
+        namespace: Option<&str>,
+    ) -> Informer<bosun_api_types::DynamicObject> {
+        let id = format!(
+            "{}/{}/{}",
+            resource.group, resource.version, resource.plural
+        );
+        let key = (
+            TypeId::of::<bosun_api_types::DynamicObject>(),
+            namespace.map(str::to_owned),
+            Some(id),
+        );
+        self.shared(key, || match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
+            None => Api::all_with(self.client.clone(), resource),
+        })
+    }
+
+    fn shared<K: Resource>(&self, key: InformerKey, api: impl FnOnce() -> Api<K>) -> Informer<K> {
         let mut map = self.informers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = map.get(&key).and_then(|b| b.downcast_ref::<Informer<K>>()) {
             return existing.clone();
@@ -153,12 +184,8 @@ impl InformerFactory {
             store: Store::default(),
             notify: broadcast::channel(NOTIFY_BUFFER).0,
         };
-        let api: Api<K> = match namespace {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => Api::all(self.client.clone()),
-        };
         tokio::spawn(run(
-            api,
+            api(),
             self.watcher.clone(),
             informer.clone(),
             self.resync,

@@ -398,6 +398,7 @@ async fn dynamic_objects_through_discovery() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let widgets = found.expect("Widget discovered");
+    let (client_for_informers, client2) = (client.clone(), client.clone());
     assert_eq!(
         (widgets.plural.as_str(), widgets.api_version.as_str()),
         ("widgets", "example.com/v1")
@@ -413,6 +414,19 @@ async fn dynamic_objects_through_discovery() {
         1
     );
     assert_eq!(api.get("w1").await.unwrap().kind, "Widget");
+    // Dynamic informers are kept apart by resource.
+    let factory = bosun_client::informer::InformerFactory::new(client_for_informers);
+    let widget_informer = factory.dynamic(&widgets, Some("default"));
+    let pods = Discovery::run(&client2)
+        .await
+        .unwrap()
+        .resolve("", "Pod")
+        .unwrap();
+    let pod_informer = factory.dynamic(&pods, Some("default"));
+    widget_informer.wait_until_ready().await;
+    pod_informer.wait_until_ready().await;
+    assert_eq!(widget_informer.store().len(), 1);
+    assert_eq!(pod_informer.store().len(), 0);
     api.delete("w1", &DeleteParams::default()).await.unwrap();
     assert!(api.get_opt("w1").await.unwrap().is_none());
 }
