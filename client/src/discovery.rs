@@ -38,6 +38,15 @@ pub struct ApiResource {
     pub plural: String,
     /// Whether objects live in namespaces.
     pub namespaced: bool,
+    /// The verbs it serves (`get`, `list`, `watch`, …).
+    pub verbs: Vec<String>,
+}
+
+impl ApiResource {
+    /// Whether it serves `verb`.
+    pub fn supports(&self, verb: &str) -> bool {
+        self.verbs.iter().any(|v| v == verb)
+    }
 }
 
 /// The served resources.
@@ -81,6 +90,7 @@ impl Discovery {
                             kind,
                             plural: r.resource,
                             namespaced: r.scope == "Namespaced",
+                            verbs: r.verbs,
                         });
                     }
                 }

@@ -306,3 +306,68 @@ async fn every_namespace_gets_a_default_service_account() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_garbage_collector_deletes_what_lost_its_owners() {
+    use bosun_controllers::builtin::garbagecollector::GarbageCollector;
+    let client = client().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let owned_by = |owner: &ConfigMap, name: &str| {
+        let mut c = ConfigMap::default();
+        c.metadata.name = Some(name.into());
+        c.metadata.owner_references = vec![OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: owner.metadata.name.clone().unwrap(),
+            uid: owner.metadata.uid.clone().unwrap(),
+            ..Default::default()
+        }];
+        c
+    };
+    let mut owner = ConfigMap::default();
+    owner.metadata.name = Some("owner".into());
+    let owner = cms.create(&PostParams::default(), &owner).await.unwrap();
+    let child = cms
+        .create(&PostParams::default(), &owned_by(&owner, "child"))
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &owned_by(&child, "grandchild"))
+        .await
+        .unwrap();
+    // A dependent whose owner never existed (a dangling reference).
+    let mut ghost = owner.clone();
+    ghost.metadata.uid = Some("00000000-0000-0000-0000-000000000000".into());
+    ghost.metadata.name = Some("ghost".into());
+    cms.create(&PostParams::default(), &owned_by(&ghost, "orphaned"))
+        .await
+        .unwrap();
+
+    let factory = InformerFactory::new(client.clone());
+    let gc = GarbageCollector::new(client.clone(), &factory)
+        .await
+        .unwrap();
+    let queue = gc.queue();
+    let running = tokio::spawn(gc.run());
+    eventually("the dangling dependent to go", || {
+        let cms = cms.clone();
+        async move { cms.get_opt("orphaned").await.unwrap().is_none() }
+    })
+    .await;
+    // Owners that exist keep their dependents.
+    assert!(cms.get_opt("child").await.unwrap().is_some());
+    // Deleting the owner takes the child, then the grandchild.
+    cms.delete("owner", &DeleteParams::default()).await.unwrap();
+    eventually("the cascade", || {
+        let cms = cms.clone();
+        async move {
+            cms.get_opt("child").await.unwrap().is_none()
+                && cms.get_opt("grandchild").await.unwrap().is_none()
+        }
+    })
+    .await;
+    queue.shut_down_with_drain().await;
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .unwrap()
+        .unwrap();
+}
