@@ -66,6 +66,9 @@ struct ServerArgs {
     /// Append an audit record (`audit.k8s.io/v1` Event, Metadata level) per request to FILE.
     #[arg(long, value_name = "FILE")]
     audit_log_path: Option<PathBuf>,
+    /// Do not run the built-in controllers in this process.
+    #[arg(long)]
+    no_controllers: bool,
 }
 
 #[derive(Subcommand)]
@@ -113,6 +116,7 @@ fn main() -> std::process::ExitCode {
                 service_cluster_ip_range: "10.96.0.0/12".into(),
                 service_node_port_range: "30000-32767".into(),
                 audit_log_path: None,
+                no_controllers: false,
             }
         }
     };
@@ -243,11 +247,55 @@ async fn server(args: ServerArgs) -> Result<(), String> {
         tracing::info!(kubeconfig = %path.display(), "kubeconfig written");
     }
     tracing::info!(%url, "bosun API server ready");
+    if !args.no_controllers {
+        start_controllers(&url);
+    }
     api.serve(listener, shutdown_signal())
         .await
         .map_err(|e| format!("serving: {e}"))?;
     tracing::info!("bosun API server stopped");
     Ok(())
+}
+
+/// Runs the built-in controllers in this process, as clients of the server at `url`.
+fn start_controllers(url: &str) {
+    use bosun_controllers::builtin::{
+        garbagecollector::GarbageCollector, serviceaccount::ServiceAccounts,
+    };
+    let config = match url.parse() {
+        Ok(u) => bosun_client::Config::new(u),
+        Err(e) => {
+            tracing::error!(%url, error = %e, "controllers not started");
+            return;
+        }
+    };
+    let client = match bosun_client::Client::try_from_config(config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "controllers not started");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let factory =
+            std::sync::Arc::new(bosun_client::informer::InformerFactory::new(client.clone()));
+        let accounts = ServiceAccounts::controller(std::sync::Arc::clone(&factory));
+        tokio::spawn(accounts.run(ServiceAccounts::new(client.clone())));
+        // The collector needs discovery: retry until the server answers.
+        loop {
+            match GarbageCollector::new(client.clone(), &factory).await {
+                Ok(gc) => {
+                    tracing::info!("controllers running: serviceaccount, garbagecollector");
+                    gc.run().await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "starting the garbage collector; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

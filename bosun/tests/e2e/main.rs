@@ -136,6 +136,15 @@ fn scenario(k: &Kubectl<'_>, ns: &str, dir: &Path) {
         k.ok(&["create", "namespace", ns]).trim(),
         format!("namespace/{ns} created")
     );
+    // The in-process ServiceAccount controller gives the namespace its default account.
+    eventually(
+        || {
+            k.run(&["get", "serviceaccount", "default", "-n", ns])
+                .status
+                .success()
+        },
+        "the default service account",
+    );
     // kubectl 1.32+ sends `create <generator>` bodies as protobuf.
     k.ok(&["create", "configmap", "cm", "--from-literal=a=b", "-n", ns]);
     let cm = k.json(&["get", "configmap", "cm", "-n", ns]);

@@ -108,8 +108,10 @@ impl GarbageCollector {
             .iter()
             .find(|(x, _)| x.group == group && x.kind == r.kind)
         else {
-            // A kind the server does not serve: the owner cannot exist.
-            return Ok(false);
+            // A kind this collector does not know (a CRD made after it started, say): never
+            // collect on a guess.
+            tracing::debug!(kind = %r.kind, api_version = %r.api_version, "owner of an unknown kind; keeping the dependent");
+            return Ok(true);
         };
         let api: Api<DynamicObject> = if res.namespaced {
             Api::namespaced_with(self.client.clone(), namespace, res)
