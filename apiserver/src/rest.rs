@@ -808,27 +808,23 @@ fn render_list(ctx: &Ctx<'_>, selected: Selected) -> Result<Response<Body>, ApiE
         Ok(obj)
     };
     let converts = crate::crd::converts(ctx.r);
-    if ctx.table() {
+    if ctx.table() || ctx.metadata_only() {
         let items = selected
             .items
             .iter()
             .map(item)
             .collect::<Result<Vec<_>, _>>()?;
-        return json(
-            StatusCode::OK,
-            &crate::printers::table(ctx.r, &items, metadata),
-        );
-    }
-    if ctx.metadata_only() {
-        let items = selected
-            .items
-            .iter()
-            .map(item)
-            .collect::<Result<Vec<_>, _>>()?;
-        return json(
-            StatusCode::OK,
-            &crate::negotiate::partial_list(metadata, &items),
-        );
+        return if ctx.table() {
+            json(
+                StatusCode::OK,
+                &crate::printers::table(ctx.r, &items, metadata),
+            )
+        } else {
+            json(
+                StatusCode::OK,
+                &crate::negotiate::partial_list(metadata, &items),
+            )
+        };
     }
     // Items are spliced from their stored bytes, never parsed, when the layout allows (built-in
     // kinds, whose list items carry no type fields).

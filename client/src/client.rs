@@ -55,43 +55,46 @@ impl Credentials {
                     .encode(format!("{username}:{password}"));
                 HeaderValue::from_str(&format!("Basic {raw}")).ok()
             }
-            Auth::Exec(exec) => {
-                let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((until, v)) = cached.as_ref() {
-                    if Instant::now() < *until {
-                        return Some(v.clone());
-                    }
-                }
-                match run_exec_plugin(exec) {
-                    Ok((token, valid_for)) => {
-                        let v = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
-                        *cached = Some((Instant::now() + valid_for, v.clone()));
-                        Some(v)
-                    }
-                    Err(e) => {
-                        tracing::warn!(command = %exec.command, error = %e, "credential plugin failed");
-                        None
-                    }
-                }
+            Auth::Exec(exec) => self.bearer_cached(|| run_exec_plugin(exec), false),
+            Auth::TokenFile(path) => self.bearer_cached(
+                || {
+                    std::fs::read_to_string(path)
+                        .map(|t| (t.trim().to_owned(), Duration::from_secs(60)))
+                        .map_err(|e| format!("reading the token file {}: {e}", path.display()))
+                },
+                // A token file that cannot be read now keeps its last token (client-go's rule).
+                true,
+            ),
+        }
+    }
+}
+
+impl Credentials {
+    /// A bearer header from `fetch` (a token and how long it holds), reused until then; when
+    /// `fetch` fails, the last token if `keep_stale`.
+    fn bearer_cached(
+        &self,
+        fetch: impl FnOnce() -> std::result::Result<(String, Duration), String>,
+        keep_stale: bool,
+    ) -> Option<HeaderValue> {
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((until, v)) = cached.as_ref() {
+            if Instant::now() < *until {
+                return Some(v.clone());
             }
-            Auth::TokenFile(path) => {
-                let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((at, v)) = cached.as_ref() {
-                    if at.elapsed() < Duration::from_secs(60) {
-                        return Some(v.clone());
-                    }
-                }
-                match std::fs::read_to_string(path) {
-                    Ok(t) => {
-                        let v = HeaderValue::from_str(&format!("Bearer {}", t.trim())).ok()?;
-                        *cached = Some((Instant::now(), v.clone()));
-                        Some(v)
-                    }
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "reading the token file failed");
-                        cached.as_ref().map(|(_, v)| v.clone())
-                    }
-                }
+        }
+        match fetch() {
+            Ok((token, valid_for)) => {
+                let v = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+                *cached = Some((Instant::now() + valid_for, v.clone()));
+                Some(v)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "getting a bearer token failed");
+                cached
+                    .as_ref()
+                    .filter(|_| keep_stale)
+                    .map(|(_, v)| v.clone())
             }
         }
     }
