@@ -1879,6 +1879,10 @@ struct DeleteOptions {
     dry_run: Vec<String>,
     #[serde(default)]
     grace_period_seconds: Option<i64>,
+    #[serde(default)]
+    propagation_policy: Option<String>,
+    #[serde(default)]
+    orphan_dependents: Option<bool>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -1944,10 +1948,18 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
             return Ok(resp);
         }
     }
+    let before = meta.finalizers.clone();
+    let (obj, meta) = gc_finalizers(ctx, &opts, obj, meta)?;
+    let finalizers_changed = meta.finalizers != before;
     if !meta.finalizers.is_empty() {
         // Finalizers hold the object: mark it deleted and let their owners finish.
         if meta.deletion_timestamp.is_some() {
-            return object_response(ctx, StatusCode::OK, &obj);
+            if !finalizers_changed {
+                return object_response(ctx, StatusCode::OK, &obj);
+            }
+            let at = meta.deletion_timestamp.clone().unwrap_or_else(now);
+            let grace = meta.deletion_grace_period_seconds.unwrap_or(0);
+            return mark_deleting(ctx, obj, &kv, at, grace).await;
         }
         return mark_deleting(ctx, obj, &kv, now(), 0).await;
     }
@@ -1958,6 +1970,87 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
     after_delete(ctx.store(), &kv.key, &kv.value).await;
     deleted_response(ctx, &obj)
 }
+
+/// The garbage collector's finalizers for a delete's propagation policy, as upstream's store
+/// sets them: `Orphan` adds `orphan` (the collector removes the dependents' references to the
+/// object first), `Foreground` adds `foregroundDeletion` (the collector deletes the dependents
+/// first), `Background` removes both. The policy comes from the options, then `orphanDependents`,
+/// then the resource's default (`Orphan` for core/v1 ReplicationControllers, else Background).
+fn gc_finalizers(
+    ctx: &Ctx<'_>,
+    opts: &DeleteOptions,
+    mut obj: Object,
+    mut meta: ObjectMeta,
+) -> Result<(Object, ObjectMeta), ApiError> {
+    let explicit = opts
+        .propagation_policy
+        .clone()
+        .or_else(|| ctx.query.propagation_policy.clone());
+    let policy = match (explicit.as_deref(), opts.orphan_dependents) {
+        (Some(p @ ("Orphan" | "Background" | "Foreground")), None) => p,
+        (Some(p), None) => {
+            return Err(ApiError::invalid_kind(
+                "meta.k8s.io",
+                "DeleteOptions",
+                "",
+                &[FieldError::not_supported(
+                    &FieldPath::new("propagationPolicy"),
+                    p,
+                    &["Foreground", "Background", "Orphan"],
+                )],
+            ))
+        }
+        (Some(p), Some(_)) => {
+            return Err(ApiError::invalid_kind(
+                "meta.k8s.io",
+                "DeleteOptions",
+                "",
+                &[FieldError::invalid(
+                    &FieldPath::new("propagationPolicy"),
+                    p,
+                    "orphanDependents and deletionPropagation cannot be both set",
+                )],
+            ))
+        }
+        (None, Some(true)) => "Orphan",
+        (None, Some(false)) => "Background",
+        (None, None) => {
+            // Only a delete that names a policy changes the finalizers of an object already
+            // being deleted.
+            if meta.deletion_timestamp.is_some() {
+                return Ok((obj, meta));
+            }
+            if ctx.r.group.is_empty() && ctx.r.plural == "replicationcontrollers" {
+                "Orphan"
+            } else {
+                "Background"
+            }
+        }
+    };
+    let (add, remove) = match policy {
+        "Orphan" => (Some(ORPHAN_FINALIZER), FOREGROUND_FINALIZER),
+        "Foreground" => (Some(FOREGROUND_FINALIZER), ORPHAN_FINALIZER),
+        _ => (None, ""),
+    };
+    let before = meta.finalizers.clone();
+    meta.finalizers.retain(|f| {
+        f != remove && (add.is_some() || (f != ORPHAN_FINALIZER && f != FOREGROUND_FINALIZER))
+    });
+    if let Some(add) = add {
+        if !meta.finalizers.iter().any(|f| f == add) {
+            meta.finalizers.push(add.to_owned());
+        }
+    }
+    if meta.finalizers != before {
+        object::set_meta(&mut obj, &meta)?;
+    }
+    Ok((obj, meta))
+}
+
+/// The finalizer that has the garbage collector orphan an object's dependents.
+const ORPHAN_FINALIZER: &str = "orphan";
+/// The finalizer that has the garbage collector delete an object's dependents first.
+const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 
 /// What an immediate delete answers: the deleted object for the kinds whose upstream storage
 /// returns it (pods, services, service accounts, storage classes), else a Success `Status`

@@ -324,9 +324,15 @@ async fn the_garbage_collector_deletes_what_lost_its_owners() {
         }];
         c
     };
-    let mut owner = ConfigMap::default();
-    owner.metadata.name = Some("owner".into());
-    let owner = cms.create(&PostParams::default(), &owner).await.unwrap();
+    let named = |name: &str| {
+        let mut c = ConfigMap::default();
+        c.metadata.name = Some(name.into());
+        c
+    };
+    let owner = cms
+        .create(&PostParams::default(), &named("owner"))
+        .await
+        .unwrap();
     let child = cms
         .create(&PostParams::default(), &owned_by(&owner, "child"))
         .await
@@ -365,6 +371,99 @@ async fn the_garbage_collector_deletes_what_lost_its_owners() {
         }
     })
     .await;
+
+    // Foreground: the owner stays (marked, with the foregroundDeletion finalizer) until its
+    // blocking dependents are gone, and they go depth first.
+    let block = |mut c: ConfigMap| {
+        c.metadata.owner_references[0].block_owner_deletion = Some(true);
+        c
+    };
+    let owner = cms
+        .create(&PostParams::default(), &named("fg-owner"))
+        .await
+        .unwrap();
+    let mut held = block(owned_by(&owner, "fg-child"));
+    held.metadata.finalizers = vec!["example.com/hold".into()];
+    let child = cms.create(&PostParams::default(), &held).await.unwrap();
+    cms.create(
+        &PostParams::default(),
+        &block(owned_by(&child, "fg-grandchild")),
+    )
+    .await
+    .unwrap();
+    let fg = DeleteParams {
+        propagation_policy: Some("Foreground".into()),
+        ..Default::default()
+    };
+    match cms.delete("fg-owner", &fg).await.unwrap() {
+        bosun_client::Deleted::Object(o) => {
+            assert!(o.metadata.deletion_timestamp.is_some());
+            assert_eq!(
+                o.metadata.finalizers,
+                vec!["foregroundDeletion".to_string()]
+            );
+        }
+        other => panic!("a foreground delete answers with the marked object: {other:?}"),
+    }
+    eventually("the grandchild to go first", || {
+        let cms = cms.clone();
+        async move { cms.get_opt("fg-grandchild").await.unwrap().is_none() }
+    })
+    .await;
+    let child = cms.get("fg-child").await.unwrap();
+    assert!(child.metadata.deletion_timestamp.is_some(), "{child:?}");
+    let owner = cms.get("fg-owner").await.unwrap();
+    assert!(owner.metadata.deletion_timestamp.is_some());
+    cms.patch(
+        "fg-child",
+        &PatchParams::default(),
+        &Patch::Json(serde_json::json!([{"op": "remove", "path": "/metadata/finalizers/0"}])),
+    )
+    .await
+    .unwrap();
+    eventually("the foreground owner to go last", || {
+        let cms = cms.clone();
+        async move {
+            cms.get_opt("fg-child").await.unwrap().is_none()
+                && cms.get_opt("fg-owner").await.unwrap().is_none()
+        }
+    })
+    .await;
+
+    // Orphan: the owner goes, the dependent stays without its reference.
+    let owner = cms
+        .create(&PostParams::default(), &named("orphan-owner"))
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &owned_by(&owner, "kept"))
+        .await
+        .unwrap();
+    let orphan = DeleteParams {
+        propagation_policy: Some("Orphan".into()),
+        ..Default::default()
+    };
+    cms.delete("orphan-owner", &orphan).await.unwrap();
+    eventually("the orphaning owner to go", || {
+        let cms = cms.clone();
+        async move { cms.get_opt("orphan-owner").await.unwrap().is_none() }
+    })
+    .await;
+    let kept = cms.get("kept").await.unwrap();
+    assert!(kept.metadata.owner_references.is_empty(), "{kept:?}");
+    assert!(kept.metadata.deletion_timestamp.is_none());
+
+    // A policy that does not exist is refused.
+    let bad = DeleteParams {
+        propagation_policy: Some("Sideways".into()),
+        ..Default::default()
+    };
+    let err = cms.delete("kept", &bad).await.unwrap_err();
+    assert_eq!(err.code(), Some(422), "{err}");
+    assert!(
+        err.to_string().contains("Unsupported value: \"Sideways\""),
+        "{err}"
+    );
+
     queue.shut_down_with_drain().await;
     tokio::time::timeout(Duration::from_secs(5), running)
         .await
