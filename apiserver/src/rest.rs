@@ -1957,7 +1957,7 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
             if !finalizers_changed {
                 return object_response(ctx, StatusCode::OK, &obj);
             }
-            let at = meta.deletion_timestamp.clone().unwrap_or_else(now);
+            let at = meta.deletion_timestamp.unwrap_or_else(now);
             let grace = meta.deletion_grace_period_seconds.unwrap_or(0);
             return mark_deleting(ctx, obj, &kv, at, grace).await;
         }
