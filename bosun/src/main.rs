@@ -259,9 +259,6 @@ async fn server(args: ServerArgs) -> Result<(), String> {
 
 /// Runs the built-in controllers in this process, as clients of the server at `url`.
 fn start_controllers(url: &str) {
-    use bosun_controllers::builtin::{
-        garbagecollector::GarbageCollector, serviceaccount::ServiceAccounts,
-    };
     let config = match url.parse() {
         Ok(u) => bosun_client::Config::new(u),
         Err(e) => {
@@ -276,26 +273,7 @@ fn start_controllers(url: &str) {
             return;
         }
     };
-    tokio::spawn(async move {
-        let factory =
-            std::sync::Arc::new(bosun_client::informer::InformerFactory::new(client.clone()));
-        let accounts = ServiceAccounts::controller(std::sync::Arc::clone(&factory));
-        tokio::spawn(accounts.run(ServiceAccounts::new(client.clone())));
-        // The collector needs discovery: retry until the server answers.
-        loop {
-            match GarbageCollector::new(client.clone(), &factory).await {
-                Ok(gc) => {
-                    tracing::info!("controllers running: serviceaccount, garbagecollector");
-                    gc.run().await;
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "starting the garbage collector; retrying");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-            }
-        }
-    });
+    tokio::spawn(bosun_controllers::builtin::manager::run(client));
 }
 
 async fn shutdown_signal() {

@@ -46,11 +46,15 @@ type KeyMap<C> = Arc<dyn Fn(&C) -> Vec<Key> + Send + Sync>;
 
 type Watch = Box<dyn FnOnce(WorkQueue<Key>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
+/// Waits until one informer's cache has its first list.
+type Ready = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Builds and runs a controller for primary kind `K`.
 pub struct Controller<K: Resource> {
     factory: Arc<InformerFactory>,
     namespace: Option<String>,
     watches: Vec<Watch>,
+    ready: Vec<Ready>,
     concurrency: usize,
     queue: WorkQueue<Key>,
     _kind: std::marker::PhantomData<fn() -> K>,
@@ -107,6 +111,7 @@ impl<K: Resource> Controller<K> {
             factory,
             namespace: namespace.map(str::to_owned),
             watches: Vec::new(),
+            ready: Vec::new(),
             concurrency: 2,
             queue: WorkQueue::new(),
             _kind: std::marker::PhantomData,
@@ -145,11 +150,21 @@ impl<K: Resource> Controller<K> {
         let factory = Arc::clone(&self.factory);
         let namespace = self.namespace.clone();
         let map: KeyMap<C> = Arc::new(map);
+        let store = self.factory.informer::<C>(namespace.as_deref()).store();
+        self = self.waits_for(store);
         self.watches.push(Box::new(move |queue| {
             let informer = factory.informer::<C>(namespace.as_deref());
             let rx = informer.subscribe();
             forward(informer.store(), rx, map, queue)
         }));
+        self
+    }
+
+    /// Starts no reconcile before `store` has its first list (a controller reading a kind
+    /// from a cache it does not watch through this builder).
+    pub fn waits_for<C: Resource>(mut self, store: Store<C>) -> Self {
+        self.ready
+            .push(Box::pin(async move { store.wait_until_ready().await }));
         self
     }
 
@@ -170,6 +185,9 @@ impl<K: Resource> Controller<K> {
         for w in self.watches {
             tasks.spawn(w(queue.clone()));
         }
+        // Every cache the reconciler reads is complete before the first reconcile (a partial
+        // cache would look like missing pods, and make them twice).
+        futures_util::future::join_all(self.ready).await;
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..self.concurrency {
             let (queue, reconciler, store) =

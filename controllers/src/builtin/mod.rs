@@ -2,4 +2,23 @@
 //! shared runtime.
 
 pub mod garbagecollector;
+pub mod manager;
+pub mod pods;
+pub mod replicaset;
 pub mod serviceaccount;
+
+/// Why a built-in controller's sync failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request to the API server failed.
+    #[error(transparent)]
+    Client(#[from] bosun_client::Error),
+    /// The sync could not do all it had to (pods not created, say); retried with backoff.
+    #[error("{reason}: {message}")]
+    Sync {
+        /// Upstream's reason (`FailedCreate`, …).
+        reason: String,
+        /// What went wrong.
+        message: String,
+    },
+}

@@ -1,6 +1,9 @@
 //! The controller runtime against an in-process API server.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod agent;
+mod workloads;
+
 use bosun_api_types::core::v1::ConfigMap;
 use bosun_api_types::meta::v1::{ObjectMeta, OwnerReference};
 use bosun_apiserver::ApiServer;

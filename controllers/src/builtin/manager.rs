@@ -1,0 +1,45 @@
+//! Runs the built-in controllers together, as `bosun server` (in process) and
+//! `bosun controller-manager` do.
+
+use super::garbagecollector::GarbageCollector;
+use super::replicaset::ReplicaSets;
+use super::serviceaccount::ServiceAccounts;
+use bosun_api_types::apps::v1::ReplicaSet;
+use bosun_api_types::core::v1::ReplicationController;
+use bosun_client::informer::InformerFactory;
+use bosun_client::Client;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The controllers [`run`] starts, by upstream's names.
+pub const CONTROLLERS: &[&str] = &[
+    "serviceaccount",
+    "garbagecollector",
+    "replicaset",
+    "replicationcontroller",
+];
+
+/// Runs every built-in controller on shared informers until the task is dropped.
+pub async fn run(client: Client) {
+    let factory = Arc::new(InformerFactory::new(client.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    let accounts = ServiceAccounts::controller(Arc::clone(&factory));
+    tasks.spawn(accounts.run(ServiceAccounts::new(client.clone())));
+    let (rs, logic) = ReplicaSets::<ReplicaSet>::new(client.clone(), &factory);
+    tasks.spawn(rs.concurrency(5).run(logic));
+    let (rc, logic) = ReplicaSets::<ReplicationController>::new(client.clone(), &factory);
+    tasks.spawn(rc.concurrency(5).run(logic));
+    // The collector needs discovery: retry until the server answers.
+    let gc = loop {
+        match GarbageCollector::new(client.clone(), &factory).await {
+            Ok(gc) => break gc,
+            Err(e) => {
+                tracing::warn!(error = %e, "starting the garbage collector; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    tasks.spawn(gc.run());
+    tracing::info!(controllers = ?CONTROLLERS, "controllers running");
+    while tasks.join_next().await.is_some() {}
+}

@@ -1,0 +1,328 @@
+//! What the workload controllers share: pod states, controller references, adoption, pods from
+//! templates, and expectations (so a lagging cache never causes double creation).
+
+use bosun_api_types::core::v1::{Pod, PodTemplateSpec};
+use bosun_api_types::meta::v1::{ObjectMeta, OwnerReference};
+use bosun_api_types::selector::Selector;
+use bosun_api_types::{Resource, Time};
+use bosun_client::reflector::Key;
+use bosun_client::{Api, Patch, PatchParams};
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The controller reference (`controller: true`) among `meta`'s owners.
+pub fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .find(|r| r.controller == Some(true))
+}
+
+/// A controller reference to `owner`, as the workload controllers set it.
+pub fn owner_ref<K: Resource>(owner: &K, kind: &str, api_version: &str) -> OwnerReference {
+    let meta = owner.metadata();
+    OwnerReference {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Not finished (Succeeded or Failed) and not being deleted.
+pub fn is_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    pod.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// The pod's phase, `Pending` when it has none yet.
+pub fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+/// Since when the pod's Ready condition has been True (`None`: not ready).
+pub fn ready_since(pod: &Pod) -> Option<Time> {
+    let c = pod
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "Ready")?;
+    (c.status == "True").then(|| {
+        c.last_transition_time
+            .unwrap_or_else(|| Time::from_unix(0, 0))
+    })
+}
+
+/// Whether the pod's Ready condition is True.
+pub fn is_ready(pod: &Pod) -> bool {
+    ready_since(pod).is_some()
+}
+
+/// Ready for at least `min_ready_seconds` at `now`.
+pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: Time) -> bool {
+    match ready_since(pod) {
+        None => false,
+        Some(_) if min_ready_seconds <= 0 => true,
+        Some(t) => t.unix_seconds() + i64::from(min_ready_seconds) <= now.unix_seconds(),
+    }
+}
+
+/// A pod made from `template`, named `<prefix>-<random>` by the server, controlled by `owner`.
+pub fn from_template(template: &PodTemplateSpec, prefix: &str, owner: OwnerReference) -> Pod {
+    let meta = template.metadata.clone().unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{prefix}-")),
+            labels: meta.labels,
+            annotations: meta.annotations,
+            finalizers: meta.finalizers,
+            owner_references: vec![owner],
+            ..Default::default()
+        },
+        spec: template.spec.clone(),
+        ..Default::default()
+    }
+}
+
+/// The pods of `candidates` that `owner` controls once orphans matching `selector` are adopted
+/// and pods it controls that no longer match are released (upstream's ControllerRefManager).
+/// `can_adopt` is asked (once, and only when there is something to adopt) whether the owner is
+/// still live, so a deleted owner never adopts.
+pub async fn claim<F, Fut>(
+    pods: &Api<Pod>,
+    candidates: Vec<std::sync::Arc<Pod>>,
+    owner_uid: &str,
+    owner: &OwnerReference,
+    selector: &Selector,
+    owner_deleting: bool,
+    can_adopt: F,
+) -> bosun_client::Result<Vec<std::sync::Arc<Pod>>>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = bosun_client::Result<bool>>,
+{
+    let mut claimed = Vec::new();
+    let mut adoptable = Vec::new();
+    for pod in candidates {
+        let matches = selector.matches(&pod.metadata.labels);
+        match controller_ref(&pod.metadata) {
+            Some(r) if r.uid == owner_uid => {
+                if matches || owner_deleting {
+                    claimed.push(pod);
+                } else {
+                    release(pods, &pod, owner_uid).await?;
+                }
+            }
+            Some(_) => {}
+            None if matches && !owner_deleting && pod.metadata.deletion_timestamp.is_none() => {
+                adoptable.push(pod);
+            }
+            None => {}
+        }
+    }
+    if adoptable.is_empty() || !can_adopt().await? {
+        return Ok(claimed);
+    }
+    for pod in adoptable {
+        let mut refs = pod.metadata.owner_references.clone();
+        refs.push(owner.clone());
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        match pods
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Json(set_owners(&pod, &refs)),
+            )
+            .await
+        {
+            Ok(p) => claimed.push(std::sync::Arc::new(p)),
+            // Gone, or changed meanwhile: the next sync sees it as it is now.
+            Err(e) if e.is_not_found() || e.is_conflict() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(claimed)
+}
+
+/// A JSON patch that sets `pod`'s owner references to `refs` if its uid and owner references
+/// are still what the cache said (so only a change of ownership, never a status update,
+/// makes it conflict).
+fn set_owners<R: serde::Serialize>(pod: &Pod, refs: &[R]) -> serde_json::Value {
+    let current = &pod.metadata.owner_references;
+    let mut ops = vec![json!({"op": "test", "path": "/metadata/uid", "value": pod.metadata.uid})];
+    if !current.is_empty() {
+        ops.push(json!({"op": "test", "path": "/metadata/ownerReferences", "value": current}));
+    }
+    ops.push(json!({"op": "add", "path": "/metadata/ownerReferences", "value": refs}));
+    serde_json::Value::Array(ops)
+}
+
+/// Drops `owner_uid`'s reference from `pod` (it no longer matches the selector).
+async fn release(pods: &Api<Pod>, pod: &Pod, owner_uid: &str) -> bosun_client::Result<()> {
+    let refs: Vec<&OwnerReference> = pod
+        .metadata
+        .owner_references
+        .iter()
+        .filter(|r| r.uid != owner_uid)
+        .collect();
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    match pods
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Json(set_owners(pod, &refs)),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// How long expectations are waited for before a controller acts anyway (a watch event lost
+/// for good must not wedge it).
+const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug)]
+struct Expected {
+    adds: i64,
+    deletes: HashSet<String>,
+    at: Instant,
+}
+
+/// Creations and deletions a controller has asked for and not yet seen in its cache, per
+/// controller key (upstream's UIDTrackingControllerExpectations). A controller that has
+/// outstanding expectations does not create or delete again.
+#[derive(Debug, Default)]
+pub struct Expectations {
+    inner: Mutex<HashMap<Key, Expected>>,
+}
+
+impl Expectations {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<Key, Expected>) -> T) -> T {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+
+    /// Whether `key` may act: nothing outstanding, or waited too long.
+    pub fn satisfied(&self, key: &Key) -> bool {
+        self.with(|m| match m.get(key) {
+            None => true,
+            Some(e) => {
+                (e.adds <= 0 && e.deletes.is_empty()) || e.at.elapsed() > EXPECTATIONS_TIMEOUT
+            }
+        })
+    }
+
+    /// `key` is about to create `n` pods.
+    pub fn expect_creations(&self, key: &Key, n: usize) {
+        self.with(|m| {
+            m.insert(
+                key.clone(),
+                Expected {
+                    adds: i64::try_from(n).unwrap_or(i64::MAX),
+                    deletes: HashSet::new(),
+                    at: Instant::now(),
+                },
+            );
+        });
+    }
+
+    /// `key` is about to delete these pods (by pod key).
+    pub fn expect_deletions(&self, key: &Key, pods: impl IntoIterator<Item = String>) {
+        self.with(|m| {
+            m.insert(
+                key.clone(),
+                Expected {
+                    adds: 0,
+                    deletes: pods.into_iter().collect(),
+                    at: Instant::now(),
+                },
+            );
+        });
+    }
+
+    /// A creation of `key` was seen (or failed, or was skipped).
+    pub fn creation_observed(&self, key: &Key) {
+        self.with(|m| {
+            if let Some(e) = m.get_mut(key) {
+                e.adds -= 1;
+            }
+        });
+    }
+
+    /// The deletion of pod `pod` of `key` was seen (or failed).
+    pub fn deletion_observed(&self, key: &Key, pod: &str) {
+        self.with(|m| {
+            if let Some(e) = m.get_mut(key) {
+                e.deletes.remove(pod);
+            }
+        });
+    }
+
+    /// Forgets `key` (its object is gone).
+    pub fn forget(&self, key: &Key) {
+        self.with(|m| {
+            m.remove(key);
+        });
+    }
+}
+
+/// `namespace/name` of a pod, as expectations track deletions.
+pub fn pod_key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expectations_hold_until_observed() {
+        let e = Expectations::default();
+        let k = Key::namespaced("ns", "rs");
+        assert!(e.satisfied(&k));
+        e.expect_creations(&k, 2);
+        assert!(!e.satisfied(&k));
+        e.creation_observed(&k);
+        assert!(!e.satisfied(&k));
+        e.creation_observed(&k);
+        assert!(e.satisfied(&k));
+        e.expect_deletions(&k, ["ns/a".to_string(), "ns/b".to_string()]);
+        e.deletion_observed(&k, "ns/a");
+        e.deletion_observed(&k, "ns/a");
+        assert!(!e.satisfied(&k));
+        e.deletion_observed(&k, "ns/b");
+        assert!(e.satisfied(&k));
+    }
+
+    #[test]
+    fn availability_needs_min_ready_seconds() {
+        let mut pod = Pod::default();
+        assert!(!is_ready(&pod));
+        pod.status = Some(bosun_api_types::core::v1::PodStatus {
+            conditions: vec![bosun_api_types::core::v1::PodCondition {
+                r#type: "Ready".into(),
+                status: "True".into(),
+                last_transition_time: Some(Time::from_unix(100, 0)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert!(is_available(&pod, 0, Time::from_unix(100, 0)));
+        assert!(!is_available(&pod, 10, Time::from_unix(105, 0)));
+        assert!(is_available(&pod, 10, Time::from_unix(110, 0)));
+    }
+}

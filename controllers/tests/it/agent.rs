@@ -1,0 +1,128 @@
+//! A simulated node agent: binds unscheduled pods to live nodes round-robin, reports them
+//! Running and Ready, and finishes graceful deletions at once. No container runtime.
+
+use bosun_api_types::core::v1::{Node, Pod, PodCondition, PodStatus};
+use bosun_api_types::Time;
+use bosun_client::informer::InformerFactory;
+use bosun_client::{Api, Client, DeleteParams, PostParams};
+use bosun_controllers::{Action, Controller, Reconciler};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The agent's nodes; those in `alive` get pods.
+#[derive(Clone)]
+pub struct Agent {
+    client: Client,
+    pub alive: Arc<Mutex<Vec<String>>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Agent {
+    /// Registers `nodes` (Ready) and starts the agent.
+    pub async fn start(client: Client, nodes: &[&str]) -> Agent {
+        let api: Api<Node> = Api::all(client.clone());
+        for n in nodes {
+            let node: Node = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": n, "labels": {"kubernetes.io/hostname": n}},
+                "status": {
+                    "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                    "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                    "conditions": [{"type": "Ready", "status": "True",
+                        "lastHeartbeatTime": Time::now(), "lastTransitionTime": Time::now(),
+                        "reason": "KubeletReady", "message": "simulated"}]
+                }
+            }))
+            .unwrap();
+            let created = api.create(&PostParams::default(), &node).await.unwrap();
+            let mut with_status = created.clone();
+            with_status.status = node.status.clone();
+            api.replace_status(n, &PostParams::default(), &with_status)
+                .await
+                .unwrap();
+        }
+        let agent = Agent {
+            client: client.clone(),
+            alive: Arc::new(Mutex::new(nodes.iter().map(|s| s.to_string()).collect())),
+            next: Arc::new(AtomicUsize::new(0)),
+        };
+        let factory = Arc::new(InformerFactory::new(client));
+        let controller = Controller::<Pod>::new(factory, None).concurrency(8);
+        tokio::spawn(controller.run(agent.clone()));
+        agent
+    }
+}
+
+#[async_trait::async_trait]
+impl Reconciler<Pod> for Agent {
+    type Error = bosun_client::Error;
+
+    async fn reconcile(&self, pod: Arc<Pod>) -> Result<Action, Self::Error> {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        if pod.metadata.deletion_timestamp.is_some() {
+            if node.is_some() {
+                let now = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    precondition_uid: pod.metadata.uid.clone(),
+                    ..Default::default()
+                };
+                match api.delete(&name, &now).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() || e.is_conflict() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(Action::Done);
+        }
+        let Some(node) = node else {
+            let target = {
+                let alive = self.alive.lock().unwrap();
+                if alive.is_empty() {
+                    return Ok(Action::Done);
+                }
+                alive[self.next.fetch_add(1, Ordering::Relaxed) % alive.len()].clone()
+            };
+            match api.bind(&name, &target).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() || e.is_conflict() => {}
+                Err(e) => return Err(e),
+            }
+            return Ok(Action::Done);
+        };
+        if !self.alive.lock().unwrap().contains(&node) {
+            return Ok(Action::Done);
+        }
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if phase.is_some_and(|p| p != "Pending") {
+            return Ok(Action::Done);
+        }
+        let mut running = (*pod).clone();
+        let now = Time::now();
+        running.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            pod_ip: Some("10.244.0.10".into()),
+            host_ip: Some("192.168.0.1".into()),
+            start_time: Some(now),
+            conditions: ["PodScheduled", "Initialized", "ContainersReady", "Ready"]
+                .iter()
+                .map(|t| PodCondition {
+                    r#type: (*t).into(),
+                    status: "True".into(),
+                    last_transition_time: Some(now),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+        match api
+            .replace_status(&name, &PostParams::default(), &running)
+            .await
+        {
+            Ok(_) => Ok(Action::Done),
+            Err(e) if e.is_not_found() || e.is_conflict() => Ok(Action::Done),
+            Err(e) => Err(e),
+        }
+    }
+}
