@@ -591,21 +591,11 @@ fn inspect_edit_wait_delete(k: &Kubectl<'_>, ns: &str, dir: &Path) {
         "--timeout=10s",
     ]);
     assert!(waited.contains("condition met"), "{waited}");
-    // wait --for=condition, with the condition a controller would set written through the
-    // status subresource.
-    let status = r#"{"status":{"conditions":[{"type":"Available","status":"True","reason":"MinimumReplicasAvailable","message":"Deployment has minimum availability."}]}}"#;
-    run(&[
-        "patch",
-        "deployment",
-        "ed",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        status,
-    ]);
+    // wait --for=condition: the deployment controller reports the rollout Progressing (no
+    // kubelet runs its pods yet, so it is not Available).
     let waited = run(&[
         "wait",
-        "--for=condition=Available",
+        "--for=condition=Progressing",
         "deployment/ed",
         "--timeout=10s",
     ]);

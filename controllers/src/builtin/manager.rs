@@ -1,6 +1,7 @@
 //! Runs the built-in controllers together, as `bosun server` (in process) and
 //! `bosun controller-manager` do.
 
+use super::deployment::Deployments;
 use super::garbagecollector::GarbageCollector;
 use super::replicaset::ReplicaSets;
 use super::serviceaccount::ServiceAccounts;
@@ -17,6 +18,7 @@ pub const CONTROLLERS: &[&str] = &[
     "garbagecollector",
     "replicaset",
     "replicationcontroller",
+    "deployment",
 ];
 
 /// Runs every built-in controller on shared informers until the task is dropped.
@@ -29,6 +31,8 @@ pub async fn run(client: Client) {
     tasks.spawn(rs.concurrency(5).run(logic));
     let (rc, logic) = ReplicaSets::<ReplicationController>::new(client.clone(), &factory);
     tasks.spawn(rc.concurrency(5).run(logic));
+    let (deployments, logic) = Deployments::new(client.clone(), &factory);
+    tasks.spawn(deployments.concurrency(5).run(logic));
     // The collector needs discovery: retry until the server answers.
     let gc = loop {
         match GarbageCollector::new(client.clone(), &factory).await {

@@ -1,6 +1,7 @@
 //! The built-in controllers of kube-controller-manager, each a [`crate::Reconciler`] on the
 //! shared runtime.
 
+pub mod deployment;
 pub mod garbagecollector;
 pub mod manager;
 pub mod pods;

@@ -91,38 +91,45 @@ pub fn from_template(template: &PodTemplateSpec, prefix: &str, owner: OwnerRefer
     }
 }
 
-/// The pods of `candidates` that `owner` controls once orphans matching `selector` are adopted
-/// and pods it controls that no longer match are released (upstream's ControllerRefManager).
-/// `can_adopt` is asked (once, and only when there is something to adopt) whether the owner is
-/// still live, so a deleted owner never adopts.
-pub async fn claim<F, Fut>(
-    pods: &Api<Pod>,
-    candidates: Vec<std::sync::Arc<Pod>>,
-    owner_uid: &str,
+/// The objects of `candidates` (pods, or ReplicaSets of a Deployment) that `owner` controls
+/// once orphans matching `selector` are adopted and objects it controls that no longer match
+/// are released (upstream's ControllerRefManager). `can_adopt` is asked (once, and only when
+/// there is something to adopt) whether the owner is still live, so a deleted owner never
+/// adopts.
+pub async fn claim<K, F, Fut>(
+    api: &Api<K>,
+    candidates: Vec<std::sync::Arc<K>>,
     owner: &OwnerReference,
     selector: &Selector,
     owner_deleting: bool,
     can_adopt: F,
-) -> bosun_client::Result<Vec<std::sync::Arc<Pod>>>
+) -> bosun_client::Result<Vec<std::sync::Arc<K>>>
 where
+    K: Resource,
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = bosun_client::Result<bool>>,
 {
     let mut claimed = Vec::new();
     let mut adoptable = Vec::new();
-    for pod in candidates {
-        let matches = selector.matches(&pod.metadata.labels);
-        match controller_ref(&pod.metadata) {
-            Some(r) if r.uid == owner_uid => {
+    for obj in candidates {
+        let meta = obj.metadata();
+        let matches = selector.matches(&meta.labels);
+        match controller_ref(meta) {
+            Some(r) if r.uid == owner.uid => {
                 if matches || owner_deleting {
-                    claimed.push(pod);
+                    claimed.push(obj);
                 } else {
-                    release(pods, &pod, owner_uid).await?;
+                    let refs: Vec<&OwnerReference> = meta
+                        .owner_references
+                        .iter()
+                        .filter(|r| r.uid != owner.uid)
+                        .collect();
+                    set_owners(api, meta, &refs).await?;
                 }
             }
             Some(_) => {}
-            None if matches && !owner_deleting && pod.metadata.deletion_timestamp.is_none() => {
-                adoptable.push(pod);
+            None if matches && !owner_deleting && meta.deletion_timestamp.is_none() => {
+                adoptable.push(obj);
             }
             None => {}
         }
@@ -130,59 +137,41 @@ where
     if adoptable.is_empty() || !can_adopt().await? {
         return Ok(claimed);
     }
-    for pod in adoptable {
-        let mut refs = pod.metadata.owner_references.clone();
+    for obj in adoptable {
+        let mut refs = obj.metadata().owner_references.clone();
         refs.push(owner.clone());
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
-        match pods
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Json(set_owners(&pod, &refs)),
-            )
-            .await
-        {
-            Ok(p) => claimed.push(std::sync::Arc::new(p)),
-            // Gone, or changed meanwhile: the next sync sees it as it is now.
-            Err(e) if e.is_not_found() || e.is_conflict() => {}
-            Err(e) => return Err(e),
+        if let Some(adopted) = set_owners(api, obj.metadata(), &refs).await? {
+            claimed.push(std::sync::Arc::new(adopted));
         }
     }
     Ok(claimed)
 }
 
-/// A JSON patch that sets `pod`'s owner references to `refs` if its uid and owner references
-/// are still what the cache said (so only a change of ownership, never a status update,
-/// makes it conflict).
-fn set_owners<R: serde::Serialize>(pod: &Pod, refs: &[R]) -> serde_json::Value {
-    let current = &pod.metadata.owner_references;
-    let mut ops = vec![json!({"op": "test", "path": "/metadata/uid", "value": pod.metadata.uid})];
+/// Sets an object's owner references to `refs` if its uid and owner references are still what
+/// the cache said (a JSON patch with tests, so only a change of ownership, never a status
+/// update, makes it fail). `None`: gone or changed meanwhile (the next sync sees it as it is).
+async fn set_owners<K: Resource, R: serde::Serialize>(
+    api: &Api<K>,
+    meta: &ObjectMeta,
+    refs: &[R],
+) -> bosun_client::Result<Option<K>> {
+    let current = &meta.owner_references;
+    let mut ops = vec![json!({"op": "test", "path": "/metadata/uid", "value": meta.uid})];
     if !current.is_empty() {
         ops.push(json!({"op": "test", "path": "/metadata/ownerReferences", "value": current}));
     }
     ops.push(json!({"op": "add", "path": "/metadata/ownerReferences", "value": refs}));
-    serde_json::Value::Array(ops)
-}
-
-/// Drops `owner_uid`'s reference from `pod` (it no longer matches the selector).
-async fn release(pods: &Api<Pod>, pod: &Pod, owner_uid: &str) -> bosun_client::Result<()> {
-    let refs: Vec<&OwnerReference> = pod
-        .metadata
-        .owner_references
-        .iter()
-        .filter(|r| r.uid != owner_uid)
-        .collect();
-    let name = pod.metadata.name.as_deref().unwrap_or_default();
-    match pods
+    let name = meta.name.as_deref().unwrap_or_default();
+    match api
         .patch(
             name,
             &PatchParams::default(),
-            &Patch::Json(set_owners(pod, &refs)),
+            &Patch::Json(serde_json::Value::Array(ops)),
         )
         .await
     {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_not_found() || e.is_conflict() => Ok(()),
+        Ok(o) => Ok(Some(o)),
+        Err(e) if e.is_not_found() || e.is_conflict() || e.code() == Some(422) => Ok(None),
         Err(e) => Err(e),
     }
 }

@@ -549,7 +549,6 @@ impl<K: ReplicaSetLike> Reconciler<K> for ReplicaSets<K> {
         let claimed = pods::claim(
             &pod_api,
             active,
-            &uid,
             &owner_ref,
             &selector,
             deleting,

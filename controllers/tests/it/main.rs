@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod agent;
+mod deployments;
 mod workloads;
 
 use bosun_api_types::core::v1::ConfigMap;
@@ -18,12 +19,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 async fn client() -> Client {
+    serve().await.0
+}
+
+/// An in-process API server on the memory store: a client of it and its URL.
+async fn serve() -> (Client, String) {
     let s = ApiServer::new(Arc::new(MemoryStore::new()));
     s.bootstrap().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(s.serve(listener, std::future::pending()));
-    Client::try_from_config(Config::new(url.parse().unwrap())).unwrap()
+    let client = Client::try_from_config(Config::new(url.parse().unwrap())).unwrap();
+    (client, url)
 }
 
 /// Keeps `<name>-copy` equal to every ConfigMap labelled `mirror=yes`, and removes the copy
