@@ -1612,6 +1612,7 @@ async fn write_update_obj(
     if new_meta.finalizers.is_empty()
         && new_meta.deletion_timestamp.is_some()
         && old_meta_grace_zero(old)
+        && (!is_namespace(ctx.r) || spec_finalizers(&new).is_empty())
     {
         let key = ctx.key(&name);
         match ctx.store().delete(&key, Some(rev)).await {
@@ -1642,6 +1643,9 @@ async fn write_update(
 }
 
 pub(crate) async fn update(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    if is_namespace(ctx.r) && ctx.subresource == Some("finalize") {
+        return finalize_namespace(ctx, body).await;
+    }
     ctx.check_subresource(&["status", "scale"])?;
     ctx.check_verb("update")?;
     let format = object::body_format(ctx.content_type)?;
@@ -1942,33 +1946,62 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
     if is_namespace {
         return delete_namespace(ctx, obj, &kv).await;
     }
+    match delete_object(ctx, &opts, obj, &kv).await? {
+        Deletion::Marked(obj) => object_response(ctx, StatusCode::OK, &obj),
+        Deletion::Gone(obj) => deleted_response(ctx, &obj),
+    }
+}
+
+/// What deleting one object did.
+enum Deletion {
+    /// It stays, marked for deletion (finalizers, or a pod's grace period): as it is now.
+    Marked(Object),
+    /// It is gone: as it was.
+    Gone(Object),
+}
+
+/// Deletes `obj` (at `kv`) the way upstream's store does: a pod on a node gets its grace
+/// period, finalizers (including the collector's, from the propagation policy) keep the
+/// object marked, anything else goes at once. Preconditions and admission are the caller's.
+async fn delete_object(
+    ctx: &Ctx<'_>,
+    opts: &DeleteOptions,
+    obj: Object,
+    kv: &KeyValue,
+) -> Result<Deletion, ApiError> {
+    let name = ctx.name().to_owned();
+    let meta = object::meta(&obj)?;
     if ctx.r.group.is_empty() && ctx.r.kind == "Pod" {
         let grace = opts.grace_period_seconds.or(ctx.query.grace_period_seconds);
-        if let Some(resp) = graceful_pod_delete(ctx, &obj, &kv, grace).await? {
-            return Ok(resp);
+        if let Some(marked) = graceful_pod_delete(ctx, &obj, kv, grace).await? {
+            return Ok(Deletion::Marked(marked));
         }
     }
     let before = meta.finalizers.clone();
-    let (obj, meta) = gc_finalizers(ctx, &opts, obj, meta)?;
+    let (obj, meta) = gc_finalizers(ctx, opts, obj, meta)?;
     let finalizers_changed = meta.finalizers != before;
     if !meta.finalizers.is_empty() {
         // Finalizers hold the object: mark it deleted and let their owners finish.
         if meta.deletion_timestamp.is_some() {
             if !finalizers_changed {
-                return object_response(ctx, StatusCode::OK, &obj);
+                return Ok(Deletion::Marked(obj));
             }
             let at = meta.deletion_timestamp.unwrap_or_else(now);
             let grace = meta.deletion_grace_period_seconds.unwrap_or(0);
-            return mark_deleting(ctx, obj, &kv, at, grace).await;
+            return store_deleting(ctx, obj, kv, at, grace)
+                .await
+                .map(Deletion::Marked);
         }
-        return mark_deleting(ctx, obj, &kv, now(), 0).await;
+        return store_deleting(ctx, obj, kv, now(), 0)
+            .await
+            .map(Deletion::Marked);
     }
     ctx.store()
         .delete(&ctx.key(&name), Some(kv.mod_revision))
         .await
         .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
     after_delete(ctx.store(), &kv.key, &kv.value).await;
-    deleted_response(ctx, &obj)
+    Ok(Deletion::Gone(obj))
 }
 
 /// The garbage collector's finalizers for a delete's propagation policy, as upstream's store
@@ -2089,7 +2122,7 @@ async fn graceful_pod_delete(
     obj: &Object,
     kv: &KeyValue,
     grace: Option<i64>,
-) -> Result<Option<Response<Body>>, ApiError> {
+) -> Result<Option<Object>, ApiError> {
     let on_node = object::field(obj, "spec.nodeName").is_some_and(|n| !n.is_empty());
     let phase = object::field(obj, "status.phase").unwrap_or_default();
     if !on_node || phase == "Succeeded" || phase == "Failed" {
@@ -2108,26 +2141,13 @@ async fn graceful_pod_delete(
     if let Some(current) = meta.deletion_grace_period_seconds {
         if meta.deletion_timestamp.is_some() && current <= grace {
             // Already terminating at least this soon.
-            return object_response(ctx, StatusCode::OK, obj).map(Some);
+            return Ok(Some(obj.clone()));
         }
     }
     let at = Time::from_unix(now().unix_seconds() + grace, 0);
-    mark_deleting(ctx, obj.clone(), kv, at, grace)
+    store_deleting(ctx, obj.clone(), kv, at, grace)
         .await
         .map(Some)
-}
-
-/// Sets `deletionTimestamp` and `deletionGracePeriodSeconds` (the object stays until its
-/// finalizers or its kubelet are done) and answers with the object.
-async fn mark_deleting(
-    ctx: &Ctx<'_>,
-    obj: Object,
-    kv: &KeyValue,
-    at: Time,
-    grace: i64,
-) -> Result<Response<Body>, ApiError> {
-    let obj = store_deleting(ctx, obj, kv, at, grace).await?;
-    object_response(ctx, StatusCode::OK, &obj)
 }
 
 /// Writes `obj` with `deletionTimestamp` and `deletionGracePeriodSeconds` set (CAS on `kv`).
@@ -2156,15 +2176,26 @@ async fn store_deleting(
     Ok(obj)
 }
 
-/// Namespace deletion: the namespace turns Terminating, its content is deleted, then the
-/// namespace itself (the work of upstream's namespace controller, done in process).
+/// Namespace deletion: the namespace turns Terminating (deletionTimestamp, `status.phase`);
+/// the namespace controller deletes its content, then takes `kubernetes` out of
+/// `spec.finalizers` through `/finalize`, and the namespace goes once no finalizer of either
+/// kind is left. A namespace with no finalizers at all goes at once.
 async fn delete_namespace(
     ctx: &Ctx<'_>,
     mut obj: Object,
     kv: &KeyValue,
 ) -> Result<Response<Body>, ApiError> {
     let name = ctx.name().to_owned();
-    if object::meta(&obj)?.deletion_timestamp.is_none() {
+    let meta = object::meta(&obj)?;
+    if meta.finalizers.is_empty() && spec_finalizers(&obj).is_empty() {
+        ctx.store()
+            .delete(&ctx.key(&name), Some(kv.mod_revision))
+            .await
+            .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
+        after_delete(ctx.store(), &kv.key, &kv.value).await;
+        return object_response(ctx, StatusCode::OK, &obj);
+    }
+    if meta.deletion_timestamp.is_none() {
         if let Some(Value::Object(status)) = obj.get_mut("status") {
             status.insert("phase".into(), json!("Terminating"));
         } else {
@@ -2172,37 +2203,57 @@ async fn delete_namespace(
         }
         obj = store_deleting(ctx, obj, kv, now(), 0).await?;
     }
-    let server = ctx.server.clone();
-    tokio::spawn(async move {
-        if let Err(e) = finish_namespace(&server, &name).await {
-            tracing::warn!(namespace = %name, error = %e, "namespace cleanup failed");
-        }
-    });
     object_response(ctx, StatusCode::OK, &obj)
 }
 
-async fn finish_namespace(server: &ApiServer, ns: &str) -> Result<(), ApiError> {
-    let store = server.store();
-    let table = server.resources();
-    for r in table.iter().filter(|r| r.namespaced) {
-        let prefix = r.list_prefix(Some(ns));
-        let page = store
-            .range(RangeRequest::prefix(prefix))
-            .await
-            .map_err(ApiError::internal)?;
-        for kv in page.kvs {
-            match store.delete(&kv.key, None).await {
-                Ok(_) => after_delete(store, &kv.key, &kv.value).await,
-                Err(bosun_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(ApiError::internal(e)),
-            }
+fn is_namespace(r: &ApiResource) -> bool {
+    r.group.is_empty() && r.plural == "namespaces"
+}
+
+/// A namespace's `spec.finalizers`.
+fn spec_finalizers(obj: &Object) -> Vec<String> {
+    obj.get("spec")
+        .and_then(|s| s.get("finalizers"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `PUT namespaces/{name}/finalize`: only `spec.finalizers` changes (the namespace
+/// controller's last step).
+async fn finalize_namespace(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let format = object::body_format(ctx.content_type)?;
+    let new = object::decode_body(body, format)?;
+    let (old, old_kv) = ctx.current(ctx.name()).await?;
+    let mut merged = old.clone();
+    let finalizers = new
+        .get("spec")
+        .and_then(|s| s.get("finalizers"))
+        .cloned()
+        .unwrap_or_else(|| json!([]));
+    match merged.get_mut("spec") {
+        Some(Value::Object(spec)) => {
+            spec.insert("finalizers".into(), finalizers);
+        }
+        _ => {
+            merged.insert("spec".into(), json!({ "finalizers": finalizers }));
         }
     }
-    let key = format!("/registry/core/namespaces/{ns}");
-    match store.delete(&key, None).await {
-        Ok(_) | Err(bosun_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(ApiError::internal(e)),
+    if let Some(rv) = new
+        .get("metadata")
+        .and_then(|m| m.get("resourceVersion"))
+        .cloned()
+    {
+        if let Some(Value::Object(m)) = merged.get_mut("metadata") {
+            m.insert("resourceVersion".into(), rv);
+        }
     }
+    let written = write_update_obj(ctx, merged, &old, &old_kv, Fields::Track).await?;
+    object_response(ctx, StatusCode::OK, &written)
 }
 
 pub(crate) async fn delete_collection(
@@ -2211,7 +2262,8 @@ pub(crate) async fn delete_collection(
 ) -> Result<Response<Body>, ApiError> {
     ctx.check_subresource(&[])?;
     ctx.check_verb("deletecollection")?;
-    let _ = delete_options(ctx, body)?;
+    let opts = delete_options(ctx, body)?;
+    let dry_run = ctx.query.dry_run || opts.dry_run.iter().any(|d| d == "All");
     let filter = Filter::new(ctx)?;
     let prefix = ctx.r.list_prefix(ctx.namespace);
     let page = ctx
@@ -2221,20 +2273,34 @@ pub(crate) async fn delete_collection(
         .map_err(|e| ApiError::from_store(e, ctx.r, ""))?;
     let mut items = Vec::new();
     for kv in page.kvs {
-        let mut obj = object::from_stored(&kv.value)?;
+        let obj = object::from_stored(&kv.value)?;
         if !filter.matches(&obj) {
             continue;
         }
-        if !ctx.query.dry_run {
-            match ctx.store().delete(&kv.key, Some(kv.mod_revision)).await {
-                Ok(_) => after_delete(ctx.store(), &kv.key, &kv.value).await,
-                Err(bosun_store::Error::NotFound { .. } | bosun_store::Error::Conflict { .. }) => {
-                    continue
-                }
-                Err(e) => return Err(ApiError::internal(e)),
+        let name = object::meta(&obj)?.name.unwrap_or_default();
+        // Each object is deleted as a delete of it alone would (admission, grace periods,
+        // finalizers, propagation).
+        let item_ctx = Ctx {
+            name: Some(&name),
+            warnings: std::sync::Mutex::new(Vec::new()),
+            ..*ctx
+        };
+        item_ctx
+            .admit_validate(crate::auth::Operation::Delete, &name, Some(&obj), &obj)
+            .await?;
+        let mut obj = if dry_run {
+            obj
+        } else {
+            match delete_object(&item_ctx, &opts, obj, &kv).await {
+                Ok(Deletion::Marked(o) | Deletion::Gone(o)) => o,
+                // Changed or gone meanwhile: the next call sees it as it is.
+                Err(e) if e.code == 404 || e.code == 409 => continue,
+                Err(e) => return Err(e),
             }
+        };
+        if object::field(&obj, "metadata.resourceVersion").is_none() {
+            object::set_resource_version(&mut obj, kv.mod_revision);
         }
-        object::set_resource_version(&mut obj, kv.mod_revision);
         object::strip_type(&mut obj);
         items.push(obj);
     }

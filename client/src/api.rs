@@ -538,6 +538,18 @@ impl<K: Resource> Api<K> {
         self.replace_at(name, Some("status"), params, obj).await
     }
 
+    /// Replaces an object through a subresource that takes the whole object
+    /// (`namespaces/{name}/finalize`, say).
+    pub async fn replace_subresource(
+        &self,
+        subresource: &str,
+        name: &str,
+        params: &PostParams,
+        obj: &K,
+    ) -> Result<K> {
+        self.replace_at(name, Some(subresource), params, obj).await
+    }
+
     async fn replace_at(
         &self,
         name: &str,

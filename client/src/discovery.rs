@@ -24,7 +24,7 @@ use http::{header, Request};
 use http_body_util::Full;
 
 /// A resource as the server serves it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ApiResource {
     /// API group (empty for core).
     pub group: String,

@@ -52,7 +52,8 @@ fn bench(c: &mut Criterion) {
                 for _ in 0..iters {
                     let client = serve().await;
                     let factory = Arc::new(InformerFactory::new(client.clone()));
-                    let (controller, logic) = ReplicaSets::<ReplicaSet>::new(client.clone(), &factory);
+                    let (controller, logic) =
+                        ReplicaSets::<ReplicaSet>::new(client.clone(), &factory);
                     let queue = controller.queue();
                     tokio::spawn(controller.concurrency(5).run(logic));
                     let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
@@ -66,7 +67,11 @@ fn bench(c: &mut Criterion) {
                     let start = Instant::now();
                     sets.create(&PostParams::default(), &rs).await.unwrap();
                     wait_for("10k pods", async || {
-                        sets.get("big").await.unwrap().status.is_some_and(|s| s.replicas == 10_000)
+                        sets.get("big")
+                            .await
+                            .unwrap()
+                            .status
+                            .is_some_and(|s| s.replicas == 10_000)
                     })
                     .await;
                     total += start.elapsed();

@@ -3,6 +3,7 @@
 
 use super::deployment::Deployments;
 use super::garbagecollector::GarbageCollector;
+use super::namespace::Namespaces;
 use super::replicaset::ReplicaSets;
 use super::serviceaccount::ServiceAccounts;
 use bosun_api_types::apps::v1::ReplicaSet;
@@ -19,6 +20,7 @@ pub const CONTROLLERS: &[&str] = &[
     "replicaset",
     "replicationcontroller",
     "deployment",
+    "namespace",
 ];
 
 /// Runs every built-in controller on shared informers until the task is dropped.
@@ -31,6 +33,8 @@ pub async fn run(client: Client) {
     tasks.spawn(rs.concurrency(5).run(logic));
     let (rc, logic) = ReplicaSets::<ReplicationController>::new(client.clone(), &factory);
     tasks.spawn(rc.concurrency(5).run(logic));
+    let (namespaces, logic) = Namespaces::new(client.clone(), &factory);
+    tasks.spawn(namespaces.concurrency(2).run(logic));
     let (deployments, logic) = Deployments::new(client.clone(), &factory);
     tasks.spawn(deployments.concurrency(5).run(logic));
     // The collector needs discovery: retry until the server answers.

@@ -4,6 +4,7 @@
 pub mod deployment;
 pub mod garbagecollector;
 pub mod manager;
+pub mod namespace;
 pub mod pods;
 pub mod replicaset;
 pub mod serviceaccount;

@@ -3,6 +3,7 @@
 
 mod agent;
 mod deployments;
+mod namespaces;
 mod workloads;
 
 use bosun_api_types::core::v1::ConfigMap;
