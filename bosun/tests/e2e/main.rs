@@ -501,6 +501,28 @@ spec:
     );
 }
 
+/// A key that orders strings as kubectl's `--sort-by` does: digit runs by their value.
+fn natural(s: &str) -> Vec<(bool, u128, String)> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        let digit = c.is_ascii_digit();
+        let mut run = String::new();
+        while let Some(&c) = chars.peek().filter(|c| c.is_ascii_digit() == digit) {
+            run.push(c);
+            chars.next();
+        }
+        let value = if digit {
+            run.parse().unwrap_or(u128::MAX)
+        } else {
+            0
+        };
+        // Digits sort before other characters, as in sortorder.NaturalLess.
+        out.push((!digit, value, if digit { String::new() } else { run }));
+    }
+    out
+}
+
 /// Waits (up to 10 s) for `cond`, failing with `what` otherwise.
 fn eventually(mut cond: impl FnMut() -> bool, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -549,8 +571,9 @@ fn inspect_edit_wait_delete(k: &Kubectl<'_>, ns: &str, dir: &Path) {
         .filter(|l| !l.starts_with("NAME"))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
+    // kubectl sorts strings naturally: runs of digits compare as numbers ("9" < "67").
     let mut sorted = names.clone();
-    sorted.sort_unstable();
+    sorted.sort_by_key(|a| natural(a));
     assert_eq!(names, sorted, "{cols}");
     let yaml = run(&["get", "deployment", "ed", "-o", "yaml"]);
     assert!(

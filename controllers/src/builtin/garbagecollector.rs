@@ -211,6 +211,29 @@ impl GarbageCollector {
         }
     }
 
+    /// Whether `obj` has a live owner, which owners are gone or waiting for their dependents
+    /// (by uid), and whether any owner is waiting.
+    async fn classify(
+        &self,
+        obj: &DynamicObject,
+        namespace: &str,
+    ) -> bosun_client::Result<(bool, Vec<String>, bool)> {
+        let mut solid = false;
+        let mut gone = Vec::new();
+        let mut waiting = false;
+        for owner in &obj.metadata.owner_references {
+            match self.owner_state(owner, namespace).await? {
+                OwnerState::Solid => solid = true,
+                OwnerState::Waiting => {
+                    waiting = true;
+                    gone.push(owner.uid.clone());
+                }
+                OwnerState::Dangling => gone.push(owner.uid.clone()),
+            }
+        }
+        Ok((solid, gone, waiting))
+    }
+
     /// Processes queued objects until the queue shuts down.
     pub async fn run(self) {
         for (_, store) in &self.resources {
@@ -257,17 +280,23 @@ impl GarbageCollector {
         if obj.metadata.owner_references.is_empty() {
             return Ok(());
         }
-        let mut solid = false;
-        let mut gone = Vec::new();
-        let mut waiting = false;
-        for owner in &obj.metadata.owner_references {
-            match self.owner_state(owner, &key.namespace).await? {
-                OwnerState::Solid => solid = true,
-                OwnerState::Waiting => {
-                    waiting = true;
-                    gone.push(owner.uid.clone());
-                }
-                OwnerState::Dangling => gone.push(owner.uid.clone()),
+        let (mut solid, mut gone, mut waiting) = self.classify(&obj, &key.namespace).await?;
+        if !solid {
+            // About to act: on the object as it is now, not as the cache last saw it (its
+            // references may have just been removed by an orphaning owner, say).
+            let Some(latest) = api.get_opt(&key.name).await? else {
+                return Ok(());
+            };
+            if latest.metadata.uid != obj.metadata.uid
+                || latest.metadata.deletion_timestamp.is_some()
+                || latest.metadata.owner_references.is_empty()
+            {
+                return Ok(());
+            }
+            (solid, gone, waiting) = self.classify(&latest, &key.namespace).await?;
+            if latest.metadata.owner_references != obj.metadata.owner_references {
+                // Changed since: the cache will bring the change, and this object again.
+                return Ok(());
             }
         }
         if solid {

@@ -1,11 +1,14 @@
 //! Runs the built-in controllers together, as `bosun server` (in process) and
 //! `bosun controller-manager` do.
 
+use super::cronjob::CronJobs;
 use super::deployment::Deployments;
 use super::garbagecollector::GarbageCollector;
+use super::job::Jobs;
 use super::namespace::Namespaces;
 use super::replicaset::ReplicaSets;
 use super::serviceaccount::ServiceAccounts;
+use super::ttl::TtlAfterFinished;
 use bosun_api_types::apps::v1::ReplicaSet;
 use bosun_api_types::core::v1::ReplicationController;
 use bosun_client::informer::InformerFactory;
@@ -21,6 +24,9 @@ pub const CONTROLLERS: &[&str] = &[
     "replicationcontroller",
     "deployment",
     "namespace",
+    "job",
+    "cronjob",
+    "ttl-after-finished",
 ];
 
 /// Runs every built-in controller on shared informers until the task is dropped.
@@ -35,6 +41,12 @@ pub async fn run(client: Client) {
     tasks.spawn(rc.concurrency(5).run(logic));
     let (namespaces, logic) = Namespaces::new(client.clone(), &factory);
     tasks.spawn(namespaces.concurrency(2).run(logic));
+    let (jobs, logic) = Jobs::new(client.clone(), &factory);
+    tasks.spawn(jobs.concurrency(5).run(logic));
+    let (cronjobs, logic) = CronJobs::new(client.clone(), &factory);
+    tasks.spawn(cronjobs.concurrency(2).run(logic));
+    let (ttl, logic) = TtlAfterFinished::new(client.clone(), &factory);
+    tasks.spawn(ttl.concurrency(2).run(logic));
     let (deployments, logic) = Deployments::new(client.clone(), &factory);
     tasks.spawn(deployments.concurrency(5).run(logic));
     // The collector needs discovery: retry until the server answers.

@@ -1,13 +1,17 @@
 //! The built-in controllers of kube-controller-manager, each a [`crate::Reconciler`] on the
 //! shared runtime.
 
+pub mod cron;
+pub mod cronjob;
 pub mod deployment;
 pub mod garbagecollector;
+pub mod job;
 pub mod manager;
 pub mod namespace;
 pub mod pods;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod ttl;
 
 /// Why a built-in controller's sync failed.
 #[derive(Debug, thiserror::Error)]

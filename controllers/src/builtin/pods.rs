@@ -1,14 +1,17 @@
 //! What the workload controllers share: pod states, controller references, adoption, pods from
 //! templates, and expectations (so a lagging cache never causes double creation).
 
+use crate::workqueue::WorkQueue;
 use bosun_api_types::core::v1::{Pod, PodTemplateSpec};
 use bosun_api_types::meta::v1::{ObjectMeta, OwnerReference};
 use bosun_api_types::selector::Selector;
 use bosun_api_types::{Resource, Time};
+use bosun_client::informer::{Informer, Notification};
 use bosun_client::reflector::Key;
 use bosun_client::{Api, Patch, PatchParams};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -174,6 +177,80 @@ async fn set_owners<K: Resource, R: serde::Serialize>(
         Err(e) if e.is_not_found() || e.is_conflict() || e.code() == Some(422) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Feeds a controller's queue and expectations from the pod informer: a pod maps to its
+/// controller (`owner_of`, lowering its expectations as creations and deletions are seen), an
+/// orphan whose labels change to the owners `orphan_keys` names (candidate adopters). Runs
+/// until the queue shuts down.
+pub fn track_owned(
+    pods: &Informer<Pod>,
+    expectations: Arc<Expectations>,
+    queue: WorkQueue<Key>,
+    owner_of: impl Fn(&Pod) -> Option<Key> + Send + 'static,
+    orphan_keys: impl Fn(&Pod) -> Vec<Key> + Send + 'static,
+) {
+    let mut rx = pods.subscribe();
+    let exp = expectations;
+    tokio::spawn(async move {
+        loop {
+            let n = match rx.recv().await {
+                Ok(n) => n,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let mut keys = Vec::new();
+            match &n {
+                Notification::Added(pod) => {
+                    if let Some(k) = owner_of(pod) {
+                        if pod.metadata.deletion_timestamp.is_some() {
+                            exp.deletion_observed(&k, &pod_key(pod));
+                        } else {
+                            exp.creation_observed(&k);
+                        }
+                        keys.push(k);
+                    } else {
+                        keys.extend(orphan_keys(pod));
+                    }
+                }
+                Notification::Updated(old, new) => {
+                    let (ok, nk) = (owner_of(old), owner_of(new));
+                    if let Some(k) = &nk {
+                        if new.metadata.deletion_timestamp.is_some()
+                            && old.metadata.deletion_timestamp.is_none()
+                        {
+                            exp.deletion_observed(k, &pod_key(new));
+                        }
+                    }
+                    if ok != nk {
+                        keys.extend(ok);
+                    }
+                    match nk {
+                        Some(k) => keys.push(k),
+                        None => {
+                            if old.metadata.labels != new.metadata.labels
+                                || old.metadata.owner_references != new.metadata.owner_references
+                            {
+                                keys.extend(orphan_keys(new));
+                            }
+                        }
+                    }
+                }
+                Notification::Deleted(pod) => {
+                    if let Some(k) = owner_of(pod) {
+                        exp.deletion_observed(&k, &pod_key(pod));
+                        keys.push(k);
+                    }
+                }
+            }
+            for k in keys {
+                queue.add(k);
+            }
+            if queue.is_shutting_down() {
+                return;
+            }
+        }
+    });
 }
 
 /// How long expectations are waited for before a controller acts anyway (a watch event lost

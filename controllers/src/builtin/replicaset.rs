@@ -31,7 +31,7 @@ use bosun_api_types::meta::v1::LabelSelector;
 use bosun_api_types::selector::{LabelSelectorExt, Selector};
 use bosun_api_types::{Resource, Time};
 use bosun_client::events::{EventType, Recorder};
-use bosun_client::informer::{InformerFactory, Notification};
+use bosun_client::informer::InformerFactory;
 use bosun_client::reflector::{Key, Store};
 use bosun_client::{Api, Client, DeleteParams, PostParams};
 use std::cmp::Ordering;
@@ -164,79 +164,23 @@ impl<K: ReplicaSetLike> ReplicaSets<K> {
         let owners = factory.informer::<K>(None).store();
         let expectations = Arc::new(Expectations::default());
         let queue = controller.queue();
-        let mut rx = pod_informer.subscribe();
-        let (exp, owner_store) = (Arc::clone(&expectations), owners.clone());
-        tokio::spawn(async move {
-            // Pods map to their controller (lowering its expectations), orphans to every set
-            // whose selector matches them (a candidate adopter).
-            let matching = |pod: &Pod| -> Vec<Key> {
-                let ns = pod.metadata.namespace.as_deref().unwrap_or("");
-                owner_store
-                    .by_index("namespace", ns)
-                    .iter()
-                    .filter(|o| o.selector().is_ok_and(|s| s.matches(&pod.metadata.labels)))
-                    .map(|o| Key::of(&**o))
-                    .collect()
-            };
-            loop {
-                let n = match rx.recv().await {
-                    Ok(n) => n,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                };
-                let mut keys = Vec::new();
-                match &n {
-                    Notification::Added(pod) => {
-                        if let Some(k) = owner_key::<K>(pod) {
-                            if pod.metadata.deletion_timestamp.is_some() {
-                                exp.deletion_observed(&k, &pods::pod_key(pod));
-                            } else {
-                                exp.creation_observed(&k);
-                            }
-                            keys.push(k);
-                        } else {
-                            keys.extend(matching(pod));
-                        }
-                    }
-                    Notification::Updated(old, new) => {
-                        let (ok, nk) = (owner_key::<K>(old), owner_key::<K>(new));
-                        if let Some(k) = &nk {
-                            if new.metadata.deletion_timestamp.is_some()
-                                && old.metadata.deletion_timestamp.is_none()
-                            {
-                                exp.deletion_observed(k, &pods::pod_key(new));
-                            }
-                        }
-                        if ok != nk {
-                            keys.extend(ok);
-                        }
-                        match nk {
-                            Some(k) => keys.push(k),
-                            None => {
-                                if old.metadata.labels != new.metadata.labels
-                                    || old.metadata.owner_references
-                                        != new.metadata.owner_references
-                                {
-                                    keys.extend(matching(new));
-                                }
-                            }
-                        }
-                    }
-                    Notification::Deleted(pod) => {
-                        if let Some(k) = owner_key::<K>(pod) {
-                            exp.deletion_observed(&k, &pods::pod_key(pod));
-                            keys.push(k);
-                        }
-                    }
-                }
-                for k in keys {
-                    queue.add(k);
-                }
-                if queue.is_shutting_down() {
-                    return;
-                }
-            }
-        });
+        // Orphans map to every set whose selector matches them (a candidate adopter).
+        let matching = move |pod: &Pod| -> Vec<Key> {
+            let ns = pod.metadata.namespace.as_deref().unwrap_or("");
+            owners
+                .by_index("namespace", ns)
+                .iter()
+                .filter(|o| o.selector().is_ok_and(|s| s.matches(&pod.metadata.labels)))
+                .map(|o| Key::of(&**o))
+                .collect()
+        };
+        pods::track_owned(
+            &pod_informer,
+            Arc::clone(&expectations),
+            queue,
+            owner_key::<K>,
+            matching,
+        );
         let component = if K::INFO.kind == "ReplicaSet" {
             "replicaset-controller"
         } else {

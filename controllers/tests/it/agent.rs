@@ -95,6 +95,46 @@ impl Reconciler<Pod> for Agent {
             return Ok(Action::Done);
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        let restart = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.as_deref())
+            .unwrap_or("Always");
+        // Pods that run to completion finish with the exit code their annotation names (0 by
+        // default; "never" keeps them running).
+        let exit = pod
+            .metadata
+            .annotations
+            .get("simulated/exit-code")
+            .cloned()
+            .unwrap_or_else(|| "0".into());
+        if phase == Some("Running") && restart != "Always" && exit != "never" {
+            let code: i32 = exit.parse().unwrap_or(1);
+            let mut done = (*pod).clone();
+            let now = Time::now();
+            let status = done.status.get_or_insert_with(Default::default);
+            status.phase = Some(if code == 0 { "Succeeded" } else { "Failed" }.into());
+            for c in status.conditions.iter_mut() {
+                if c.r#type == "Ready" || c.r#type == "ContainersReady" {
+                    c.status = "False".into();
+                    c.last_transition_time = Some(now);
+                }
+            }
+            status.container_statuses = vec![serde_json::from_value(serde_json::json!({
+                "name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": code, "finishedAt": now,
+                    "reason": if code == 0 { "Completed" } else { "Error" }}}
+            }))
+            .unwrap()];
+            return match api
+                .replace_status(&name, &PostParams::default(), &done)
+                .await
+            {
+                Ok(_) => Ok(Action::Done),
+                Err(e) if e.is_not_found() || e.is_conflict() => Ok(Action::Done),
+                Err(e) => Err(e),
+            };
+        }
         if phase.is_some_and(|p| p != "Pending") {
             return Ok(Action::Done);
         }

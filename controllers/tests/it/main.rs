@@ -3,6 +3,7 @@
 
 mod agent;
 mod deployments;
+mod jobs;
 mod namespaces;
 mod workloads;
 
