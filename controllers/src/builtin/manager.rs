@@ -6,6 +6,7 @@ use super::deployment::Deployments;
 use super::garbagecollector::GarbageCollector;
 use super::job::Jobs;
 use super::namespace::Namespaces;
+use super::nodelifecycle::{self, NodeLifecycle};
 use super::replicaset::ReplicaSets;
 use super::serviceaccount::ServiceAccounts;
 use super::ttl::TtlAfterFinished;
@@ -27,6 +28,8 @@ pub const CONTROLLERS: &[&str] = &[
     "job",
     "cronjob",
     "ttl-after-finished",
+    "node-lifecycle",
+    "node-ipam",
 ];
 
 /// Runs every built-in controller on shared informers until the task is dropped.
@@ -41,6 +44,9 @@ pub async fn run(client: Client) {
     tasks.spawn(rc.concurrency(5).run(logic));
     let (namespaces, logic) = Namespaces::new(client.clone(), &factory);
     tasks.spawn(namespaces.concurrency(2).run(logic));
+    tasks.spawn(
+        NodeLifecycle::new(client.clone(), &factory, nodelifecycle::Config::default()).run(),
+    );
     let (jobs, logic) = Jobs::new(client.clone(), &factory);
     tasks.spawn(jobs.concurrency(5).run(logic));
     let (cronjobs, logic) = CronJobs::new(client.clone(), &factory);

@@ -8,6 +8,7 @@ pub mod garbagecollector;
 pub mod job;
 pub mod manager;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
 pub mod serviceaccount;

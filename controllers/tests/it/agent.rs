@@ -1,6 +1,7 @@
 //! A simulated node agent: binds unscheduled pods to live nodes round-robin, reports them
 //! Running and Ready, and finishes graceful deletions at once. No container runtime.
 
+use bosun_api_types::coordination::v1::Lease;
 use bosun_api_types::core::v1::{Node, Pod, PodCondition, PodStatus};
 use bosun_api_types::Time;
 use bosun_client::informer::InformerFactory;
@@ -48,7 +49,51 @@ impl Agent {
         let factory = Arc::new(InformerFactory::new(client));
         let controller = Controller::<Pod>::new(factory, None).concurrency(8);
         tokio::spawn(controller.run(agent.clone()));
+        tokio::spawn(agent.clone().heartbeat());
         agent
+    }
+
+    /// Renews each live node's Lease (and reports it Ready again after an outage), as a
+    /// kubelet does, every 200 ms.
+    async fn heartbeat(self) {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        loop {
+            let alive = self.alive.lock().unwrap().clone();
+            for n in alive {
+                let lease: Lease = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": n},
+                    "spec": {"holderIdentity": n, "leaseDurationSeconds": 40,
+                        "renewTime": bosun_api_types::MicroTime::now()}
+                }))
+                .unwrap();
+                match leases.get_opt(&n).await {
+                    Ok(Some(mut old)) => {
+                        old.spec = lease.spec;
+                        let _ = leases.replace(&n, &PostParams::default(), &old).await;
+                    }
+                    Ok(None) => {
+                        let _ = leases.create(&PostParams::default(), &lease).await;
+                    }
+                    Err(_) => {}
+                }
+                if let Ok(mut node) = nodes.get(&n).await {
+                    let status = node.status.get_or_insert_with(Default::default);
+                    if let Some(c) = status.conditions.iter_mut().find(|c| c.r#type == "Ready") {
+                        if c.status != "True" {
+                            c.status = "True".into();
+                            c.reason = Some("KubeletReady".into());
+                            c.last_heartbeat_time = Some(Time::now());
+                            c.last_transition_time = Some(Time::now());
+                            let _ = nodes
+                                .replace_status(&n, &PostParams::default(), &node)
+                                .await;
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 }
 
@@ -62,7 +107,11 @@ impl Reconciler<Pod> for Agent {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         if pod.metadata.deletion_timestamp.is_some() {
-            if node.is_some() {
+            // Only a live node's kubelet finishes a deletion.
+            if node
+                .as_ref()
+                .is_some_and(|n| self.alive.lock().unwrap().contains(n))
+            {
                 let now = DeleteParams {
                     grace_period_seconds: Some(0),
                     precondition_uid: pod.metadata.uid.clone(),

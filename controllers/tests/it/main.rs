@@ -5,6 +5,7 @@ mod agent;
 mod deployments;
 mod jobs;
 mod namespaces;
+mod nodes;
 mod workloads;
 
 use bosun_api_types::core::v1::ConfigMap;
