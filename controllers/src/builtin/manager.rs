@@ -3,6 +3,7 @@
 
 use super::cronjob::CronJobs;
 use super::deployment::Deployments;
+use super::endpoints::EndpointControllers;
 use super::garbagecollector::GarbageCollector;
 use super::job::Jobs;
 use super::namespace::Namespaces;
@@ -30,6 +31,8 @@ pub const CONTROLLERS: &[&str] = &[
     "ttl-after-finished",
     "node-lifecycle",
     "node-ipam",
+    "endpointslice",
+    "endpoints",
 ];
 
 /// Runs every built-in controller on shared informers until the task is dropped.
@@ -47,6 +50,8 @@ pub async fn run(client: Client) {
     tasks.spawn(
         NodeLifecycle::new(client.clone(), &factory, nodelifecycle::Config::default()).run(),
     );
+    let (endpoints, logic) = EndpointControllers::new(client.clone(), &factory);
+    tasks.spawn(endpoints.concurrency(5).run(logic));
     let (jobs, logic) = Jobs::new(client.clone(), &factory);
     tasks.spawn(jobs.concurrency(5).run(logic));
     let (cronjobs, logic) = CronJobs::new(client.clone(), &factory);

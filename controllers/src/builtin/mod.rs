@@ -4,6 +4,7 @@
 pub mod cron;
 pub mod cronjob;
 pub mod deployment;
+pub mod endpoints;
 pub mod garbagecollector;
 pub mod job;
 pub mod manager;

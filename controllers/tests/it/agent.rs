@@ -191,7 +191,10 @@ impl Reconciler<Pod> for Agent {
         let now = Time::now();
         running.status = Some(PodStatus {
             phase: Some("Running".into()),
-            pod_ip: Some("10.244.0.10".into()),
+            pod_ip: Some({
+                let n = self.next.fetch_add(1, Ordering::Relaxed) as u32 + 2;
+                format!("10.244.{}.{}", n / 250, n % 250 + 2)
+            }),
             host_ip: Some("192.168.0.1".into()),
             start_time: Some(now),
             conditions: ["PodScheduled", "Initialized", "ContainersReady", "Ready"]

@@ -6,6 +6,7 @@ mod deployments;
 mod jobs;
 mod namespaces;
 mod nodes;
+mod services;
 mod workloads;
 
 use bosun_api_types::core::v1::ConfigMap;
