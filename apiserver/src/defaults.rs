@@ -101,7 +101,6 @@ pub fn apply(r: &ApiResource, o: &mut Object) {
         }
         ("", "PersistentVolumeClaim") => {
             pvc_spec(obj(o, "spec"));
-            add_finalizer(o, "kubernetes.io/pvc-protection");
             or(obj(o, "status"), "phase", json!("Pending"));
         }
         ("", "PersistentVolume") => {
@@ -109,7 +108,6 @@ pub fn apply(r: &ApiResource, o: &mut Object) {
             or(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
             or(spec, "volumeMode", json!("Filesystem"));
             volume_source(spec);
-            add_finalizer(o, "kubernetes.io/pv-protection");
             or(obj(o, "status"), "phase", json!("Pending"));
         }
         ("", "Secret") => {
@@ -239,16 +237,6 @@ pub fn apply(r: &ApiResource, o: &mut Object) {
             }
         }
         _ => {}
-    }
-}
-
-fn add_finalizer(o: &mut Object, f: &str) {
-    let meta = obj(o, "metadata");
-    let list = meta.entry("finalizers").or_insert_with(|| json!([]));
-    if let Value::Array(a) = list {
-        if !a.iter().any(|x| x == f) {
-            a.push(json!(f));
-        }
     }
 }
 

@@ -8,8 +8,10 @@ use super::garbagecollector::GarbageCollector;
 use super::job::Jobs;
 use super::namespace::Namespaces;
 use super::nodelifecycle::{self, NodeLifecycle};
+use super::protection::{PvProtection, PvcProtection};
 use super::replicaset::ReplicaSets;
 use super::serviceaccount::ServiceAccounts;
+use super::statefulset::StatefulSets;
 use super::ttl::TtlAfterFinished;
 use bosun_api_types::apps::v1::ReplicaSet;
 use bosun_api_types::core::v1::ReplicationController;
@@ -33,6 +35,9 @@ pub const CONTROLLERS: &[&str] = &[
     "node-ipam",
     "endpointslice",
     "endpoints",
+    "statefulset",
+    "pvc-protection",
+    "pv-protection",
 ];
 
 /// Runs every built-in controller on shared informers until the task is dropped.
@@ -52,6 +57,12 @@ pub async fn run(client: Client) {
     );
     let (endpoints, logic) = EndpointControllers::new(client.clone(), &factory);
     tasks.spawn(endpoints.concurrency(5).run(logic));
+    let (sets, logic) = StatefulSets::new(client.clone(), &factory);
+    tasks.spawn(sets.concurrency(5).run(logic));
+    let (pvcs, logic) = PvcProtection::new(client.clone(), &factory);
+    tasks.spawn(pvcs.run(logic));
+    let (pvs, logic) = PvProtection::new(client.clone(), &factory);
+    tasks.spawn(pvs.run(logic));
     let (jobs, logic) = Jobs::new(client.clone(), &factory);
     tasks.spawn(jobs.concurrency(5).run(logic));
     let (cronjobs, logic) = CronJobs::new(client.clone(), &factory);

@@ -11,8 +11,10 @@ pub mod manager;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod pods;
+pub mod protection;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod ttl;
 
 /// Why a built-in controller's sync failed.

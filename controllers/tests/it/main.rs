@@ -7,6 +7,7 @@ mod jobs;
 mod namespaces;
 mod nodes;
 mod services;
+mod statefulsets;
 mod workloads;
 
 use bosun_api_types::core::v1::ConfigMap;
