@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "../tests/it/agent.rs"]
+#[allow(dead_code)]
 mod agent;
 
 use bosun_api_types::apps::v1::{Deployment, ReplicaSet};

@@ -2,6 +2,7 @@
 //! `bosun controller-manager` do.
 
 use super::cronjob::CronJobs;
+use super::daemonset::DaemonSets;
 use super::deployment::Deployments;
 use super::endpoints::EndpointControllers;
 use super::garbagecollector::GarbageCollector;
@@ -36,6 +37,7 @@ pub const CONTROLLERS: &[&str] = &[
     "endpointslice",
     "endpoints",
     "statefulset",
+    "daemonset",
     "pvc-protection",
     "pv-protection",
 ];
@@ -59,6 +61,8 @@ pub async fn run(client: Client) {
     tasks.spawn(endpoints.concurrency(5).run(logic));
     let (sets, logic) = StatefulSets::new(client.clone(), &factory);
     tasks.spawn(sets.concurrency(5).run(logic));
+    let (daemons, logic) = DaemonSets::new(client.clone(), &factory);
+    tasks.spawn(daemons.concurrency(2).run(logic));
     let (pvcs, logic) = PvcProtection::new(client.clone(), &factory);
     tasks.spawn(pvcs.run(logic));
     let (pvs, logic) = PvProtection::new(client.clone(), &factory);

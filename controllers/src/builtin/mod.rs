@@ -3,6 +3,7 @@
 
 pub mod cron;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod garbagecollector;
@@ -13,6 +14,7 @@ pub mod nodelifecycle;
 pub mod pods;
 pub mod protection;
 pub mod replicaset;
+pub mod revisions;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod ttl;

@@ -14,12 +14,12 @@
 //!   (`whenDeleted: Delete`);
 //! - status carries replicas, ready, available, current and updated counts and revisions.
 
-use super::pods;
+use super::{pods, revisions};
 use crate::controller::{Action, Controller, Reconciler};
 use bosun_api_types::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use bosun_api_types::core::v1::{PersistentVolumeClaim, Pod, Volume};
 use bosun_api_types::selector::LabelSelectorExt;
-use bosun_api_types::{RawExtension, Time};
+use bosun_api_types::Time;
 use bosun_client::events::{EventType, Recorder};
 use bosun_client::informer::InformerFactory;
 use bosun_client::reflector::{Key, Store};
@@ -67,48 +67,6 @@ fn healthy(pod: &Pod, min_ready: i32) -> bool {
         && pods::is_available(pod, min_ready, Time::now())
 }
 
-/// A revision's data: the template, replacing the set's on a strategic merge patch.
-fn revision_data(set: &StatefulSet) -> serde_json::Value {
-    let template = set
-        .spec
-        .as_ref()
-        .map(|s| serde_json::to_value(&s.template).unwrap_or_default())
-        .unwrap_or_default();
-    let mut t = template;
-    if let Some(o) = t.as_object_mut() {
-        o.insert("$patch".into(), "replace".into());
-    }
-    serde_json::json!({"spec": {"template": t}})
-}
-
-fn hash(data: &serde_json::Value, collision: Option<i32>) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u32::from(*b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-    };
-    feed(&serde_json::to_vec(data).unwrap_or_default());
-    if let Some(c) = collision {
-        feed(&c.to_le_bytes());
-    }
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    h.to_string()
-        .bytes()
-        .map(|b| char::from(ALPHABET[usize::from(b) % ALPHABET.len()]))
-        .collect()
-}
-
-/// The set's template as recorded in `rev`.
-fn template_of(rev: &ControllerRevision) -> Option<bosun_api_types::core::v1::PodTemplateSpec> {
-    let mut t = rev.data.as_ref()?.0.get("spec")?.get("template")?.clone();
-    if let Some(o) = t.as_object_mut() {
-        o.remove("$patch");
-    }
-    serde_json::from_value(t).ok()
-}
-
 impl StatefulSets {
     /// The controller (on `factory`'s informers) and its logic; run one with the other.
     pub fn new(client: Client, factory: &Arc<InformerFactory>) -> (Controller<StatefulSet>, Self) {
@@ -147,69 +105,22 @@ impl StatefulSets {
     async fn revisions(
         &self,
         set: &StatefulSet,
-        key: &Key,
     ) -> bosun_client::Result<(
         ControllerRevision,
         ControllerRevision,
         Vec<Arc<ControllerRevision>>,
     )> {
-        let uid = set.metadata.uid.clone().unwrap_or_default();
-        let mut owned: Vec<Arc<ControllerRevision>> = self
-            .revisions
-            .by_index("namespace", &key.namespace)
-            .into_iter()
-            .filter(|r| pods::controller_ref(&r.metadata).is_some_and(|o| o.uid == uid))
-            .collect();
-        owned.sort_by_key(|r| r.revision);
-        let api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), &key.namespace);
-        let data = revision_data(set);
-        let max = owned.last().map_or(0, |r| r.revision);
-        let existing = owned
-            .iter()
-            .find(|r| r.data.as_ref().map(|d| &d.0) == Some(&data))
-            .cloned();
-        let update = match existing {
-            Some(r) if r.revision == max => (*r).clone(),
-            Some(r) => {
-                // An older template again (a rollback): it becomes the newest revision.
-                let mut bumped = (*r).clone();
-                bumped.revision = max + 1;
-                api.replace(
-                    r.metadata.name.as_deref().unwrap_or_default(),
-                    &PostParams::default(),
-                    &bumped,
-                )
-                .await?
-            }
-            None => {
-                let collision = set.status.as_ref().and_then(|s| s.collision_count);
-                let h = hash(&data, collision);
-                let mut rev = ControllerRevision {
-                    data: Some(RawExtension(data)),
-                    revision: max + 1,
-                    ..Default::default()
-                };
-                rev.metadata.name = Some(format!("{}-{h}", key.name));
-                rev.metadata.labels = set
-                    .spec
-                    .as_ref()
-                    .map(|s| s.selector.match_labels.clone())
-                    .unwrap_or_default();
-                rev.metadata
-                    .labels
-                    .insert("controller.kubernetes.io/hash".into(), h);
-                rev.metadata.owner_references =
-                    vec![pods::owner_ref(set, "StatefulSet", "apps/v1")];
-                match api.create(&PostParams::default(), &rev).await {
-                    Ok(r) => r,
-                    Err(e) if e.code() == Some(409) => {
-                        api.get(rev.metadata.name.as_deref().unwrap_or_default())
-                            .await?
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        };
+        let spec = set.spec.clone().unwrap_or_default();
+        let (update, owned) = revisions::sync(
+            &self.client,
+            &self.revisions,
+            set,
+            "StatefulSet",
+            &spec.template,
+            set.status.as_ref().and_then(|s| s.collision_count),
+            spec.selector.match_labels.clone(),
+        )
+        .await?;
         let current_name = set.status.as_ref().and_then(|s| s.current_revision.clone());
         let current = current_name
             .and_then(|n| {
@@ -232,7 +143,7 @@ impl StatefulSets {
         let Some(spec) = set.spec.as_ref() else {
             return Ok(());
         };
-        let template = template_of(rev).unwrap_or_else(|| spec.template.clone());
+        let template = revisions::template_of(rev).unwrap_or_else(|| spec.template.clone());
         let name = format!("{}-{ord}", key.name);
         // Claims first.
         let claims: Api<PersistentVolumeClaim> =
@@ -404,7 +315,7 @@ impl Reconciler<StatefulSet> for StatefulSets {
             },
         )
         .await?;
-        let (current, update, owned) = self.revisions(&set, &key).await?;
+        let (current, update, owned) = self.revisions(&set).await?;
         let current_name = current.metadata.name.clone().unwrap_or_default();
         let update_name = update.metadata.name.clone().unwrap_or_default();
         let replicas = spec.replicas.unwrap_or(1).max(0);

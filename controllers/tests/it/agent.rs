@@ -53,6 +53,24 @@ impl Agent {
         agent
     }
 
+    /// Registers one more node (Ready, with `labels`) and brings it up.
+    pub async fn add_node(&self, name: &str, labels: serde_json::Value) {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": labels},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                "lastHeartbeatTime": Time::now(), "lastTransitionTime": Time::now()}]}
+        }))
+        .unwrap();
+        let created = api.create(&PostParams::default(), &node).await.unwrap();
+        let mut with_status = created;
+        with_status.status = node.status;
+        api.replace_status(name, &PostParams::default(), &with_status)
+            .await
+            .unwrap();
+        self.alive.lock().unwrap().push(name.into());
+    }
+
     /// Renews each live node's Lease (and reports it Ready again after an outage), as a
     /// kubelet does, every 200 ms.
     async fn heartbeat(self) {
@@ -126,12 +144,35 @@ impl Reconciler<Pod> for Agent {
             return Ok(Action::Done);
         }
         let Some(node) = node else {
+            // A pod pinned to a node by affinity on its name (DaemonSet pods) goes there.
+            let pinned = pod
+                .spec
+                .as_ref()
+                .and_then(|s| {
+                    s.affinity
+                        .as_ref()?
+                        .node_affinity
+                        .as_ref()?
+                        .required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
+                .and_then(|r| {
+                    r.node_selector_terms
+                        .iter()
+                        .flat_map(|t| t.match_fields.iter())
+                        .find(|f| f.key == "metadata.name")
+                        .and_then(|f| f.values.first().cloned())
+                });
             let target = {
                 let alive = self.alive.lock().unwrap();
                 if alive.is_empty() {
                     return Ok(Action::Done);
                 }
-                alive[self.next.fetch_add(1, Ordering::Relaxed) % alive.len()].clone()
+                match pinned {
+                    Some(n) if alive.contains(&n) => n,
+                    Some(_) => return Ok(Action::Done),
+                    None => alive[self.next.fetch_add(1, Ordering::Relaxed) % alive.len()].clone(),
+                }
             };
             match api.bind(&name, &target).await {
                 Ok(_) => {}
