@@ -71,10 +71,23 @@ struct ServerArgs {
     no_controllers: bool,
 }
 
+#[derive(clap::Args, Clone)]
+struct ControllerManagerArgs {
+    /// Kubeconfig of the cluster (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Run only while holding the `kube-system/kube-controller-manager` Lease, so several
+    /// replicas can run and one works.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the API server.
     Server(ServerArgs),
+    /// Run the built-in controllers against a cluster (with leader election).
+    ControllerManager(ControllerManagerArgs),
     /// Start a cluster on the embedded defaults (data in ~/.local/share/bosun unless
     /// --data-dir), writing its kubeconfig into the data directory.
     Up {
@@ -98,6 +111,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Command::Server(a) => a,
+        Command::ControllerManager(a) => return run(controller_manager(a)),
         Command::Up { data_dir, port } => {
             let data_dir = data_dir.unwrap_or_else(|| {
                 std::env::var_os("HOME")
@@ -120,6 +134,11 @@ fn main() -> std::process::ExitCode {
             }
         }
     };
+    run(server(args))
+}
+
+/// Runs `main` on a multi-threaded runtime; an error is one line on stderr.
+fn run(main: impl std::future::Future<Output = Result<(), String>>) -> std::process::ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -130,11 +149,56 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(server(args)) {
+    match rt.block_on(main) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bosun: {e}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `bosun controller-manager`: the built-in controllers as a client of a cluster, working
+/// only while it holds the leader Lease (and exiting if it loses it, as upstream does).
+async fn controller_manager(args: ControllerManagerArgs) -> Result<(), String> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = bosun_client::config::Kubeconfig::read(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            bosun_client::Config::from_kubeconfig(&kubeconfig, &Default::default())
+                .map_err(|e| format!("using {}: {e}", path.display()))?
+        }
+        None => bosun_client::Config::infer().map_err(|e| format!("finding a cluster: {e}"))?,
+    };
+    let client = bosun_client::Client::try_from_config(config).map_err(|e| e.to_string())?;
+    if !args.leader_elect {
+        tokio::select! {
+            () = bosun_controllers::builtin::manager::run(client) => {}
+            () = shutdown_signal() => {}
+        }
+        return Ok(());
+    }
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "bosun".into());
+    let identity = format!("{host}_{}", uuid::Uuid::new_v4());
+    let election = bosun_controllers::leader::LeaderElection::new(
+        client.clone(),
+        "kube-system",
+        "kube-controller-manager",
+        &identity,
+    );
+    tracing::info!(%identity, "waiting to lead kube-system/kube-controller-manager");
+    let leadership = tokio::select! {
+        l = election.acquire() => l,
+        () = shutdown_signal() => return Ok(()),
+    };
+    tokio::select! {
+        () = bosun_controllers::builtin::manager::run(client) => Ok(()),
+        () = leadership.lost() => Err("leadership lost; exiting".into()),
+        () = shutdown_signal() => {
+            leadership.release().await;
+            Ok(())
         }
     }
 }

@@ -842,3 +842,102 @@ fn state_survives_a_restart_on_the_embedded_store() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// `bosun controller-manager`: two replicas against a server that runs no controllers; one
+/// leads and works, and on SIGTERM hands the Lease over to the other.
+#[test]
+fn controller_manager_leads_and_hands_over() {
+    let data = tempfile::tempdir().unwrap();
+    let kubeconfig = data.path().join("kubeconfig");
+    let port = free_port();
+    let mut server = Command::new(bosun_bin())
+        .args(["server", "--no-controllers", "--data-dir"])
+        .arg(data.path())
+        .args(["--port", &port.to_string(), "--write-kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("bosun binary");
+    let started = Instant::now();
+    while !kubeconfig.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "bosun did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cluster = Cluster {
+        child: Command::new("true").spawn().unwrap(),
+        kubeconfig: kubeconfig.clone(),
+        home: tempfile::tempdir().unwrap(),
+        _data: tempfile::tempdir().unwrap(),
+    };
+    let k = Kubectl {
+        bin: kubectl_dir().join("kubectl.1.33"),
+        cluster: &cluster,
+    };
+    let manager = || {
+        Command::new(bosun_bin())
+            .args(["controller-manager", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bosun binary")
+    };
+    let mut managers = vec![manager(), manager()];
+    let holder = || {
+        let out = k.run(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-system",
+            "kube-controller-manager",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting: {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("a leader", &|| !holder().is_empty());
+    let first = holder();
+    k.ok(&["create", "deployment", "one", "--image=nginx"]);
+    wait("one's ReplicaSet", &|| {
+        k.ok(&["get", "rs", "-l", "app=one", "-o", "name"])
+            .contains("replicaset")
+    });
+    // SIGTERM to both, one at a time: the leader releases, the other takes over.
+    for m in &managers {
+        let _ = Command::new("kill")
+            .args(["-TERM", &m.id().to_string()])
+            .status();
+        std::thread::sleep(Duration::from_millis(300));
+        if holder() != first {
+            break;
+        }
+    }
+    // Whoever is left (a fresh replica if both went) leads next.
+    managers.push(manager());
+    wait("a new leader", &|| {
+        let h = holder();
+        !h.is_empty() && h != first
+    });
+    k.ok(&["create", "deployment", "two", "--image=nginx"]);
+    wait("two's ReplicaSet", &|| {
+        k.ok(&["get", "rs", "-l", "app=two", "-o", "name"])
+            .contains("replicaset")
+    });
+    for mut m in managers {
+        let _ = m.kill();
+        let _ = m.wait();
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}
