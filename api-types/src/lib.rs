@@ -45,6 +45,7 @@ pub mod patch;
 pub mod patch_meta;
 pub mod proto;
 mod quantity;
+pub mod quota;
 mod resource;
 pub mod selector;
 mod serde_util;

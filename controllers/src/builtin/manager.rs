@@ -4,6 +4,7 @@
 use super::cronjob::CronJobs;
 use super::daemonset::DaemonSets;
 use super::deployment::Deployments;
+use super::disruption::Disruption;
 use super::endpoints::EndpointControllers;
 use super::garbagecollector::GarbageCollector;
 use super::job::Jobs;
@@ -11,6 +12,7 @@ use super::namespace::Namespaces;
 use super::nodelifecycle::{self, NodeLifecycle};
 use super::protection::{PvProtection, PvcProtection};
 use super::replicaset::ReplicaSets;
+use super::resourcequota::ResourceQuotas;
 use super::serviceaccount::ServiceAccounts;
 use super::statefulset::StatefulSets;
 use super::ttl::TtlAfterFinished;
@@ -40,6 +42,8 @@ pub const CONTROLLERS: &[&str] = &[
     "daemonset",
     "pvc-protection",
     "pv-protection",
+    "resourcequota",
+    "disruption",
 ];
 
 /// Runs every built-in controller on shared informers until the task is dropped.
@@ -67,6 +71,10 @@ pub async fn run(client: Client) {
     tasks.spawn(pvcs.run(logic));
     let (pvs, logic) = PvProtection::new(client.clone(), &factory);
     tasks.spawn(pvs.run(logic));
+    let (quotas, logic) = ResourceQuotas::new(client.clone(), &factory);
+    tasks.spawn(quotas.concurrency(2).run(logic));
+    let (budgets, logic) = Disruption::new(client.clone(), &factory);
+    tasks.spawn(budgets.concurrency(2).run(logic));
     let (jobs, logic) = Jobs::new(client.clone(), &factory);
     tasks.spawn(jobs.concurrency(5).run(logic));
     let (cronjobs, logic) = CronJobs::new(client.clone(), &factory);

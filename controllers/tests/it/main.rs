@@ -7,6 +7,7 @@ mod deployments;
 mod jobs;
 mod namespaces;
 mod nodes;
+mod quotas;
 mod services;
 mod statefulsets;
 mod workloads;
