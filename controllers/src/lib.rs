@@ -1,6 +1,6 @@
 //! The controller runtime: a client-go work queue, the [`Reconciler`] trait, a [`Controller`]
-//! that runs one on shared informers, and a finalizer helper. (The built-in controllers of
-//! kube-controller-manager will live here too.)
+//! that runs one on shared informers, a finalizer helper, leader election, and (in
+//! [`builtin`]) the built-in controllers of kube-controller-manager.
 //!
 //! ```no_run
 //! use bosun_controllers::{Action, Controller, Reconciler};

@@ -111,16 +111,7 @@ impl CronJobs {
     }
 
     fn event(&self, cj: &CronJob, event_type: EventType, reason: &str, note: String) {
-        let (recorder, regarding) = (Arc::clone(&self.recorder), Recorder::reference_to(cj));
-        let reason = reason.to_owned();
-        tokio::spawn(async move {
-            if let Err(e) = recorder
-                .publish(&regarding, event_type, &reason, &reason, &note)
-                .await
-            {
-                tracing::debug!(error = %e, "event not recorded");
-            }
-        });
+        super::pods::emit(&self.recorder, cj, event_type, reason, note);
     }
 
     /// Deletes the oldest finished Jobs beyond the history limits.

@@ -192,22 +192,10 @@ fn created(rs: &ReplicaSet) -> (Option<Time>, String) {
 /// The hash of a pod template (with a collision count), in upstream's alphabet: FNV-1a over
 /// the template's JSON.
 pub fn template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u32::from(*b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-    };
-    feed(&serde_json::to_vec(template).unwrap_or_default());
-    if let Some(c) = collision_count {
-        feed(&c.to_le_bytes());
-    }
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    h.to_string()
-        .bytes()
-        .map(|b| char::from(ALPHABET[usize::from(b) % ALPHABET.len()]))
-        .collect()
+    super::revisions::hash_bytes(
+        &serde_json::to_vec(template).unwrap_or_default(),
+        collision_count,
+    )
 }
 
 /// Whether two templates are the same but for the `pod-template-hash` label.
@@ -452,16 +440,7 @@ impl Deployments {
     }
 
     fn event(&self, d: &Deployment, event_type: EventType, reason: &str, note: String) {
-        let (recorder, regarding) = (Arc::clone(&self.recorder), Recorder::reference_to(d));
-        let reason = reason.to_owned();
-        tokio::spawn(async move {
-            if let Err(e) = recorder
-                .publish(&regarding, event_type, &reason, &reason, &note)
-                .await
-            {
-                tracing::debug!(error = %e, "event not recorded");
-            }
-        });
+        super::pods::emit(&self.recorder, d, event_type, reason, note);
     }
 
     fn sets_api(&self, ns: &str) -> Api<ReplicaSet> {

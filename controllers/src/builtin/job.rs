@@ -216,16 +216,7 @@ impl Jobs {
     }
 
     fn event(&self, job: &Job, event_type: EventType, reason: &str, note: String) {
-        let (recorder, regarding) = (Arc::clone(&self.recorder), Recorder::reference_to(job));
-        let reason = reason.to_owned();
-        tokio::spawn(async move {
-            if let Err(e) = recorder
-                .publish(&regarding, event_type, &reason, &reason, &note)
-                .await
-            {
-                tracing::debug!(error = %e, "event not recorded");
-            }
-        });
+        super::pods::emit(&self.recorder, job, event_type, reason, note);
     }
 
     async fn delete_pods(

@@ -342,6 +342,30 @@ impl Expectations {
     }
 }
 
+/// Records an event about `obj` without holding up the caller (as client-go's broadcaster
+/// does); a failure to record is only logged.
+pub fn emit<K: Resource>(
+    recorder: &Arc<bosun_client::events::Recorder>,
+    obj: &K,
+    event_type: bosun_client::events::EventType,
+    reason: &str,
+    note: String,
+) {
+    let (recorder, regarding) = (
+        Arc::clone(recorder),
+        bosun_client::events::Recorder::reference_to(obj),
+    );
+    let reason = reason.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = recorder
+            .publish(&regarding, event_type, &reason, &reason, &note)
+            .await
+        {
+            tracing::debug!(error = %e, "event not recorded");
+        }
+    });
+}
+
 /// `namespace/name` of a pod, as expectations track deletions.
 pub fn pod_key(pod: &Pod) -> String {
     format!(

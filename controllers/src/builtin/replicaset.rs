@@ -197,16 +197,7 @@ impl<K: ReplicaSetLike> ReplicaSets<K> {
     }
 
     fn event(&self, owner: &K, event_type: EventType, reason: &str, note: String) {
-        let (recorder, regarding) = (Arc::clone(&self.recorder), Recorder::reference_to(owner));
-        let reason = reason.to_owned();
-        tokio::spawn(async move {
-            if let Err(e) = recorder
-                .publish(&regarding, event_type, &reason, &reason, &note)
-                .await
-            {
-                tracing::debug!(error = %e, "event not recorded");
-            }
-        });
+        super::pods::emit(&self.recorder, owner, event_type, reason, note);
     }
 
     /// Creates `n` pods from the template in slow-start batches; stops at the first failure.

@@ -21,6 +21,12 @@ pub fn data(template: &PodTemplateSpec) -> serde_json::Value {
 
 /// FNV-1a of the data (and collision count) in upstream's alphabet.
 pub fn hash(data: &serde_json::Value, collision: Option<i32>) -> String {
+    hash_bytes(&serde_json::to_vec(data).unwrap_or_default(), collision)
+}
+
+/// FNV-1a of `bytes` (then the collision count's little-endian bytes), written as upstream's
+/// `SafeEncodeString` of the decimal value (no vowels, no look-alike characters).
+pub fn hash_bytes(bytes: &[u8], collision: Option<i32>) -> String {
     let mut h: u32 = 0x811c_9dc5;
     let mut feed = |bytes: &[u8]| {
         for b in bytes {
@@ -28,7 +34,7 @@ pub fn hash(data: &serde_json::Value, collision: Option<i32>) -> String {
             h = h.wrapping_mul(0x0100_0193);
         }
     };
-    feed(&serde_json::to_vec(data).unwrap_or_default());
+    feed(bytes);
     if let Some(c) = collision {
         feed(&c.to_le_bytes());
     }

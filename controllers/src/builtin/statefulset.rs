@@ -89,16 +89,7 @@ impl StatefulSets {
     }
 
     fn event(&self, set: &StatefulSet, event_type: EventType, reason: &str, note: String) {
-        let (recorder, regarding) = (Arc::clone(&self.recorder), Recorder::reference_to(set));
-        let reason = reason.to_owned();
-        tokio::spawn(async move {
-            if let Err(e) = recorder
-                .publish(&regarding, event_type, &reason, &reason, &note)
-                .await
-            {
-                tracing::debug!(error = %e, "event not recorded");
-            }
-        });
+        super::pods::emit(&self.recorder, set, event_type, reason, note);
     }
 
     /// The set's revisions, the current and the update one (made or renumbered as needed).
