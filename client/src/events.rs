@@ -76,6 +76,7 @@ pub struct Recorder {
     client: Client,
     controller: String,
     instance: String,
+    core: bool,
     seen: Mutex<HashMap<EventKey, Seen>>,
 }
 
@@ -103,7 +104,19 @@ impl Recorder {
             client,
             controller: controller.to_owned(),
             instance: instance.to_owned(),
+            core: false,
             seen: Mutex::default(),
+        }
+    }
+
+    /// A recorder writing core/v1 Events instead, as client-go's older `record` package (used
+    /// by kube-controller-manager's workload controllers) does: `source.component`,
+    /// `firstTimestamp`/`lastTimestamp` and `count` for repeats. `kubectl describe` lists
+    /// these.
+    pub fn core(client: Client, component: &str, host: &str) -> Self {
+        Recorder {
+            core: true,
+            ..Recorder::new(client, component, host)
         }
     }
 
@@ -180,6 +193,13 @@ impl Recorder {
                 }
             }
         };
+        if self.core {
+            return self
+                .send_core(
+                    decision, key, regarding, event_type, reason, action, note, &namespace, now,
+                )
+                .await;
+        }
         let events: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         match decision {
             Send::Nothing => Ok(()),
@@ -215,6 +235,80 @@ impl Recorder {
                     regarding.name.clone().unwrap_or_default()
                 ));
                 event.metadata.namespace = Some(namespace.clone());
+                let created = events.create(&PostParams::default(), &event).await?;
+                let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                seen.insert(
+                    key,
+                    Seen {
+                        name: created.metadata.name.unwrap_or_default(),
+                        last: now,
+                        count: 1,
+                        flushed_count: 1,
+                        flushed_at: now,
+                        tokens: BURST - 1.0,
+                        refilled: now,
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Recorder {
+    /// The core/v1 form of [`Recorder::publish`]'s decision.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_core(
+        &self,
+        decision: Send,
+        key: EventKey,
+        regarding: &ObjectReference,
+        event_type: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+        namespace: &str,
+        now: Instant,
+    ) -> Result<()> {
+        use bosun_api_types::core::v1::{Event as CoreEvent, EventSource};
+        let events: Api<CoreEvent> = Api::namespaced(self.client.clone(), namespace);
+        match decision {
+            Send::Nothing => Ok(()),
+            Send::Series { name, count } => {
+                let patch = serde_json::json!({"count": count, "lastTimestamp": bosun_api_types::Time::now()});
+                events
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(|_| ())
+            }
+            Send::Create => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                let t = bosun_api_types::Time::now();
+                let mut event = CoreEvent {
+                    involved_object: regarding.clone(),
+                    reason: Some(reason.to_owned()),
+                    message: Some(note.to_owned()),
+                    source: Some(EventSource {
+                        component: Some(self.controller.clone()),
+                        host: None,
+                    }),
+                    first_timestamp: Some(t),
+                    last_timestamp: Some(t),
+                    count: Some(1),
+                    r#type: Some(event_type.as_str().to_owned()),
+                    action: Some(action.to_owned()).filter(|a| !a.is_empty()),
+                    reporting_component: Some(self.controller.clone()),
+                    reporting_instance: Some(self.instance.clone()),
+                    ..Default::default()
+                };
+                event.metadata.name = Some(format!(
+                    "{}.{stamp:x}",
+                    regarding.name.clone().unwrap_or_default()
+                ));
+                event.metadata.namespace = Some(namespace.to_owned());
                 let created = events.create(&PostParams::default(), &event).await?;
                 let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
                 seen.insert(

@@ -92,7 +92,7 @@ impl CronJobs {
         let controller = Controller::<CronJob>::new(Arc::clone(factory), None)
             .watches_with::<Job>(|j| job_owner(j).into_iter().collect());
         let logic = CronJobs {
-            recorder: Arc::new(Recorder::new(
+            recorder: Arc::new(Recorder::core(
                 client.clone(),
                 "cronjob-controller",
                 "cronjob-controller",

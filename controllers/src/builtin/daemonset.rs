@@ -189,7 +189,7 @@ impl DaemonSets {
             .watches_with::<Node>(move |_| sets.list().iter().map(|s| Key::of(&**s)).collect())
             .waits_for(revisions.clone());
         let logic = DaemonSets {
-            recorder: Arc::new(Recorder::new(
+            recorder: Arc::new(Recorder::core(
                 client.clone(),
                 "daemonset-controller",
                 "daemonset-controller",

@@ -427,7 +427,7 @@ impl Deployments {
                     .collect()
             });
         let logic = Deployments {
-            recorder: Arc::new(Recorder::new(
+            recorder: Arc::new(Recorder::core(
                 client.clone(),
                 "deployment-controller",
                 "deployment-controller",

@@ -195,7 +195,7 @@ impl Jobs {
             |_| Vec::new(),
         );
         let logic = Jobs {
-            recorder: Arc::new(Recorder::new(
+            recorder: Arc::new(Recorder::core(
                 client.clone(),
                 "job-controller",
                 "job-controller",

@@ -187,7 +187,7 @@ impl<K: ReplicaSetLike> ReplicaSets<K> {
             "replication-controller"
         };
         let logic = ReplicaSets {
-            recorder: Arc::new(Recorder::new(client.clone(), component, component)),
+            recorder: Arc::new(Recorder::core(client.clone(), component, component)),
             client,
             pods: pod_informer.store(),
             _kind: std::marker::PhantomData,

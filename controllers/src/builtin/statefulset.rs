@@ -76,7 +76,7 @@ impl StatefulSets {
             .watches_with::<Pod>(|p| owner_key(&p.metadata).into_iter().collect())
             .waits_for(revisions.clone());
         let logic = StatefulSets {
-            recorder: Arc::new(Recorder::new(
+            recorder: Arc::new(Recorder::core(
                 client.clone(),
                 "statefulset-controller",
                 "statefulset-controller",

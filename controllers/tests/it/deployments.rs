@@ -197,6 +197,13 @@ async fn a_rolling_update_stays_within_its_bounds_and_rolls_back() {
     }
     let (ok, out) = kubectl(&url, &["rollout", "history", "deployment/web"]);
     assert!(ok && out.contains("to v2"), "{out}");
+    // The controller's events are core/v1 Events, which kubectl describe lists.
+    let (ok, out) = kubectl(&url, &["describe", "deployment", "web"]);
+    assert!(
+        ok && out.contains("ScalingReplicaSet") && out.contains("Scaled up replica set web-"),
+        "{out}"
+    );
+    assert!(out.contains("deployment-controller"), "{out}");
 
     // kubectl rollout undo: revision 1's template comes back as revision 3.
     let (ok, out) = kubectl(&url, &["rollout", "undo", "deployment/web"]);

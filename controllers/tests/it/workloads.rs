@@ -168,8 +168,7 @@ async fn a_replicaset_keeps_its_pods_adopts_releases_and_reports() {
     );
 
     // The set's events say what it did, as kubectl describe shows them.
-    let events: Api<bosun_api_types::events::v1::Event> =
-        Api::namespaced(client.clone(), "default");
+    let events: Api<bosun_api_types::core::v1::Event> = Api::namespaced(client.clone(), "default");
     eventually("SuccessfulCreate and SuccessfulDelete events", || {
         let events = events.clone();
         async move {
