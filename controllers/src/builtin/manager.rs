@@ -16,6 +16,7 @@ use super::resourcequota::ResourceQuotas;
 use super::serviceaccount::ServiceAccounts;
 use super::statefulset::StatefulSets;
 use super::ttl::TtlAfterFinished;
+use super::volume::Volumes;
 use bosun_api_types::apps::v1::ReplicaSet;
 use bosun_api_types::core::v1::ReplicationController;
 use bosun_client::informer::InformerFactory;
@@ -44,6 +45,8 @@ pub const CONTROLLERS: &[&str] = &[
     "pv-protection",
     "resourcequota",
     "disruption",
+    "persistentvolume-binder",
+    "local-path-provisioner",
 ];
 
 /// Runs every built-in controller on shared informers until the task is dropped.
@@ -71,6 +74,11 @@ pub async fn run(client: Client) {
     tasks.spawn(pvcs.run(logic));
     let (pvs, logic) = PvProtection::new(client.clone(), &factory);
     tasks.spawn(pvs.run(logic));
+    let (volumes, logic) = Volumes::new(client.clone(), &factory);
+    if let Err(e) = logic.ensure_default_class().await {
+        tracing::warn!(error = %e, "making the local-path StorageClass");
+    }
+    tasks.spawn(volumes.concurrency(2).run(logic));
     let (quotas, logic) = ResourceQuotas::new(client.clone(), &factory);
     tasks.spawn(quotas.concurrency(2).run(logic));
     let (budgets, logic) = Disruption::new(client.clone(), &factory);

@@ -20,6 +20,7 @@ pub mod revisions;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod ttl;
+pub mod volume;
 
 /// Why a built-in controller's sync failed.
 #[derive(Debug, thiserror::Error)]

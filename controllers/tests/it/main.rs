@@ -10,6 +10,7 @@ mod nodes;
 mod quotas;
 mod services;
 mod statefulsets;
+mod volumes;
 mod workloads;
 
 use bosun_api_types::core::v1::ConfigMap;
