@@ -7,6 +7,7 @@ use super::deployment::Deployments;
 use super::disruption::Disruption;
 use super::endpoints::EndpointControllers;
 use super::garbagecollector::GarbageCollector;
+use super::hpa::Autoscalers;
 use super::job::Jobs;
 use super::namespace::Namespaces;
 use super::nodelifecycle::{self, NodeLifecycle};
@@ -47,6 +48,7 @@ pub const CONTROLLERS: &[&str] = &[
     "disruption",
     "persistentvolume-binder",
     "local-path-provisioner",
+    "horizontalpodautoscaling",
 ];
 
 /// Runs every built-in controller on shared informers until the task is dropped.
@@ -79,6 +81,8 @@ pub async fn run(client: Client) {
         tracing::warn!(error = %e, "making the local-path StorageClass");
     }
     tasks.spawn(volumes.concurrency(2).run(logic));
+    let (hpas, logic) = Autoscalers::new(client.clone(), &factory);
+    tasks.spawn(hpas.concurrency(2).run(logic));
     let (quotas, logic) = ResourceQuotas::new(client.clone(), &factory);
     tasks.spawn(quotas.concurrency(2).run(logic));
     let (budgets, logic) = Disruption::new(client.clone(), &factory);

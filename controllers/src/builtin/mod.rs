@@ -8,6 +8,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod garbagecollector;
+pub mod hpa;
 pub mod job;
 pub mod manager;
 pub mod namespace;
