@@ -236,19 +236,7 @@ impl Recorder {
                 ));
                 event.metadata.namespace = Some(namespace.clone());
                 let created = events.create(&PostParams::default(), &event).await?;
-                let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-                seen.insert(
-                    key,
-                    Seen {
-                        name: created.metadata.name.unwrap_or_default(),
-                        last: now,
-                        count: 1,
-                        flushed_count: 1,
-                        flushed_at: now,
-                        tokens: BURST - 1.0,
-                        refilled: now,
-                    },
-                );
+                self.remember(key, created.metadata.name.unwrap_or_default(), now);
                 Ok(())
             }
         }
@@ -256,6 +244,23 @@ impl Recorder {
 }
 
 impl Recorder {
+    /// Notes that the event `key` was created as `name`: its repeats become a series of it.
+    fn remember(&self, key: EventKey, name: String, now: Instant) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.insert(
+            key,
+            Seen {
+                name,
+                last: now,
+                count: 1,
+                flushed_count: 1,
+                flushed_at: now,
+                tokens: BURST - 1.0,
+                refilled: now,
+            },
+        );
+    }
+
     /// The core/v1 form of [`Recorder::publish`]'s decision.
     #[allow(clippy::too_many_arguments)]
     async fn send_core(
@@ -310,19 +315,7 @@ impl Recorder {
                 ));
                 event.metadata.namespace = Some(namespace.to_owned());
                 let created = events.create(&PostParams::default(), &event).await?;
-                let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-                seen.insert(
-                    key,
-                    Seen {
-                        name: created.metadata.name.unwrap_or_default(),
-                        last: now,
-                        count: 1,
-                        flushed_count: 1,
-                        flushed_at: now,
-                        tokens: BURST - 1.0,
-                        refilled: now,
-                    },
-                );
+                self.remember(key, created.metadata.name.unwrap_or_default(), now);
                 Ok(())
             }
         }

@@ -41,8 +41,9 @@ pub trait Reconciler<K: Resource>: Send + Sync + 'static {
     async fn deleted(&self, _key: &Key) {}
 }
 
-/// Maps a changed object to the keys of the primary objects to reconcile.
-type KeyMap<C> = Arc<dyn Fn(&C) -> Vec<Key> + Send + Sync>;
+/// Maps a change (the object before, if it was updated, and after) to the keys of the primary
+/// objects to reconcile.
+type KeyMap<C> = Arc<dyn Fn(Option<&C>, &C) -> Vec<Key> + Send + Sync>;
 
 type Watch = Box<dyn FnOnce(WorkQueue<Key>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
@@ -71,26 +72,24 @@ fn forward<C: Resource>(
     Box::pin(async move {
         store.wait_until_ready().await;
         for o in store.list() {
-            for k in map(&o) {
+            for k in map(None, &o) {
                 queue.add(k);
             }
         }
         loop {
             match rx.recv().await {
                 Ok(n) => {
-                    if let Notification::Updated(old, _) = &n {
-                        // A change can move an object to another owner: both hear of it.
-                        for k in map(old) {
-                            queue.add(k);
-                        }
-                    }
-                    for k in map(n.object()) {
+                    let old = match &n {
+                        Notification::Updated(old, _) => Some(&**old),
+                        _ => None,
+                    };
+                    for k in map(old, n.object()) {
                         queue.add(k);
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     for o in store.list() {
-                        for k in map(&o) {
+                        for k in map(None, &o) {
                             queue.add(k);
                         }
                     }
@@ -144,8 +143,23 @@ impl<K: Resource> Controller<K> {
 
     /// Also reconcile the `K` keys `map` names for every changed `C`.
     pub fn watches_with<C: Resource>(
-        mut self,
+        self,
         map: impl Fn(&C) -> Vec<Key> + Send + Sync + 'static,
+    ) -> Self {
+        // A change can move an object to another owner: both hear of it.
+        self.watches_changes_with::<C>(move |old, new| {
+            let mut keys = old.map(&map).unwrap_or_default();
+            keys.extend(map(new));
+            keys
+        })
+    }
+
+    /// Also reconcile the `K` keys `map` names for every change of a `C`, given the object
+    /// before (for an update) and after; returning nothing for updates that do not matter
+    /// (a node's heartbeat, say) keeps the queue quiet.
+    pub fn watches_changes_with<C: Resource>(
+        mut self,
+        map: impl Fn(Option<&C>, &C) -> Vec<Key> + Send + Sync + 'static,
     ) -> Self {
         let factory = Arc::clone(&self.factory);
         let namespace = self.namespace.clone();

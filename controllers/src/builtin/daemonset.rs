@@ -159,6 +159,15 @@ fn fits_with(spec: &PodSpec, node: &Node, no_schedule_counts: bool) -> bool {
         })
 }
 
+fn ready_status(node: &Node) -> Option<String> {
+    node.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "Ready")
+        .map(|c| c.status.clone())
+}
+
 /// The node a DaemonSet pod is pinned to (its `metadata.name` affinity), or its nodeName.
 fn pod_node(pod: &Pod) -> Option<String> {
     let spec = pod.spec.as_ref()?;
@@ -185,8 +194,20 @@ impl DaemonSets {
         let revisions = factory.informer::<ControllerRevision>(None).store();
         let controller = Controller::<DaemonSet>::new(Arc::clone(factory), None)
             .watches_with::<Pod>(|p| owner_key(&p.metadata).into_iter().collect())
-            // Any node change may concern any DaemonSet.
-            .watches_with::<Node>(move |_| sets.list().iter().map(|s| Key::of(&**s)).collect())
+            // A node joining, leaving, or changing what decides eligibility (labels, taints,
+            // unschedulable, readiness) concerns every DaemonSet; a heartbeat does not.
+            .watches_changes_with::<Node>(move |old, new| {
+                let relevant = old.is_none_or(|old| {
+                    old.metadata.labels != new.metadata.labels
+                        || old.spec != new.spec
+                        || ready_status(old) != ready_status(new)
+                });
+                if relevant {
+                    sets.list().iter().map(|s| Key::of(&**s)).collect()
+                } else {
+                    Vec::new()
+                }
+            })
             .waits_for(revisions.clone());
         let logic = DaemonSets {
             recorder: Arc::new(Recorder::core(
@@ -549,7 +570,6 @@ impl Reconciler<DaemonSet> for DaemonSets {
             }
         }
         // Old revisions beyond the history limit that no pod uses.
-        let limit = usize::try_from(spec.revision_history_limit.unwrap_or(10).max(0)).unwrap_or(10);
         let live: Vec<String> = claimed
             .iter()
             .filter_map(|p| {
@@ -560,21 +580,14 @@ impl Reconciler<DaemonSet> for DaemonSets {
             })
             .chain([update_name.clone()])
             .collect();
-        let history: Vec<&Arc<ControllerRevision>> = owned
-            .iter()
-            .filter(|r| !live.contains(r.metadata.name.as_ref().unwrap_or(&String::new())))
-            .collect();
-        if history.len() > limit {
-            let api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), &key.namespace);
-            for r in &history[..history.len() - limit] {
-                let _ = api
-                    .delete(
-                        r.metadata.name.as_deref().unwrap_or_default(),
-                        &DeleteParams::default(),
-                    )
-                    .await;
-            }
-        }
+        revisions::prune(
+            &self.client,
+            &key.namespace,
+            &owned,
+            &live,
+            spec.revision_history_limit,
+        )
+        .await;
         if min_ready > 0 && status.number_ready != status.number_available.unwrap_or(0) {
             return Ok(Action::Requeue(Duration::from_secs(
                 u64::try_from(min_ready).unwrap_or(1),

@@ -119,3 +119,32 @@ pub async fn sync<K: Resource>(
     };
     Ok((update, owned))
 }
+
+/// Deletes the oldest of `owned` beyond `limit` that are not in `live` (revisions a pod or the
+/// owner's status still names).
+pub async fn prune(
+    client: &Client,
+    namespace: &str,
+    owned: &[Arc<ControllerRevision>],
+    live: &[String],
+    limit: Option<i32>,
+) {
+    let limit = usize::try_from(limit.unwrap_or(10).max(0)).unwrap_or(10);
+    let history: Vec<&Arc<ControllerRevision>> = owned
+        .iter()
+        .filter(|r| r.metadata.name.as_ref().is_none_or(|n| !live.contains(n)))
+        .collect();
+    if history.len() <= limit {
+        return;
+    }
+    let api: Api<ControllerRevision> = Api::namespaced(client.clone(), namespace);
+    for r in &history[..history.len() - limit] {
+        let name = r.metadata.name.as_deref().unwrap_or_default();
+        if let Err(e) = api
+            .delete(name, &bosun_client::DeleteParams::default())
+            .await
+        {
+            tracing::debug!(revision = name, error = %e, "pruning a revision");
+        }
+    }
+}

@@ -482,27 +482,19 @@ impl Reconciler<StatefulSet> for StatefulSets {
             }
         }
         // Old revisions beyond the history limit, not used by any pod.
-        let limit = usize::try_from(spec.revision_history_limit.unwrap_or(10).max(0)).unwrap_or(10);
         let live: Vec<String> = by_ordinal
             .values()
             .filter_map(|p| p.metadata.labels.get(REVISION_LABEL).cloned())
             .chain([current_name.clone(), update_name.clone()])
             .collect();
-        let history: Vec<&Arc<ControllerRevision>> = owned
-            .iter()
-            .filter(|r| !live.contains(r.metadata.name.as_ref().unwrap_or(&String::new())))
-            .collect();
-        if history.len() > limit {
-            let api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), &key.namespace);
-            for r in &history[..history.len() - limit] {
-                let _ = api
-                    .delete(
-                        r.metadata.name.as_deref().unwrap_or_default(),
-                        &DeleteParams::default(),
-                    )
-                    .await;
-            }
-        }
+        revisions::prune(
+            &self.client,
+            &key.namespace,
+            &owned,
+            &live,
+            spec.revision_history_limit,
+        )
+        .await;
         if min_ready > 0 && status.ready_replicas != status.available_replicas {
             return Ok(Action::Requeue(Duration::from_secs(
                 u64::try_from(min_ready).unwrap_or(1),
