@@ -80,6 +80,12 @@ struct ControllerManagerArgs {
     /// replicas can run and one works.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
+    /// Seconds a node's kubelet may stay silent before its node is marked Unknown and tainted.
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period: u64,
+    /// The pod network cut into one /24 per node (node IPAM).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
 }
 
 #[derive(Subcommand)]
@@ -171,9 +177,23 @@ async fn controller_manager(args: ControllerManagerArgs) -> Result<(), String> {
         None => bosun_client::Config::infer().map_err(|e| format!("finding a cluster: {e}"))?,
     };
     let client = bosun_client::Client::try_from_config(config).map_err(|e| e.to_string())?;
+    let cidr = bosun_controllers::builtin::nodelifecycle::parse_cidr(&args.cluster_cidr)
+        .ok_or_else(|| {
+            format!(
+                "--cluster-cidr {:?} is not an IPv4 CIDR (a.b.c.d/n)",
+                args.cluster_cidr
+            )
+        })?;
+    let options = bosun_controllers::builtin::manager::Options {
+        node_lifecycle: bosun_controllers::builtin::nodelifecycle::Config {
+            grace_period: std::time::Duration::from_secs(args.node_monitor_grace_period),
+            cluster_cidr: Some(cidr),
+            ..Default::default()
+        },
+    };
     if !args.leader_elect {
         tokio::select! {
-            () = bosun_controllers::builtin::manager::run(client) => {}
+            () = bosun_controllers::builtin::manager::run_with(client, options) => {}
             () = shutdown_signal() => {}
         }
         return Ok(());
@@ -194,7 +214,7 @@ async fn controller_manager(args: ControllerManagerArgs) -> Result<(), String> {
         () = shutdown_signal() => return Ok(()),
     };
     tokio::select! {
-        () = bosun_controllers::builtin::manager::run(client) => Ok(()),
+        () = bosun_controllers::builtin::manager::run_with(client, options) => Ok(()),
         () = leadership.lost() => Err("leadership lost; exiting".into()),
         () = shutdown_signal() => {
             leadership.release().await;

@@ -51,8 +51,20 @@ pub const CONTROLLERS: &[&str] = &[
     "horizontalpodautoscaling",
 ];
 
+/// How the controllers run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The node lifecycle monitor's settings (grace period, pod CIDRs).
+    pub node_lifecycle: nodelifecycle::Config,
+}
+
 /// Runs every built-in controller on shared informers until the task is dropped.
 pub async fn run(client: Client) {
+    run_with(client, Options::default()).await;
+}
+
+/// [`run`] with `options`.
+pub async fn run_with(client: Client, options: Options) {
     let factory = Arc::new(InformerFactory::new(client.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     let accounts = ServiceAccounts::controller(Arc::clone(&factory));
@@ -63,9 +75,7 @@ pub async fn run(client: Client) {
     tasks.spawn(rc.concurrency(5).run(logic));
     let (namespaces, logic) = Namespaces::new(client.clone(), &factory);
     tasks.spawn(namespaces.concurrency(2).run(logic));
-    tasks.spawn(
-        NodeLifecycle::new(client.clone(), &factory, nodelifecycle::Config::default()).run(),
-    );
+    tasks.spawn(NodeLifecycle::new(client.clone(), &factory, options.node_lifecycle).run());
     let (endpoints, logic) = EndpointControllers::new(client.clone(), &factory);
     tasks.spawn(endpoints.concurrency(5).run(logic));
     let (sets, logic) = StatefulSets::new(client.clone(), &factory);
