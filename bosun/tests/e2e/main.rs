@@ -914,11 +914,19 @@ fn controller_manager_leads_and_hands_over() {
             .contains("replicaset")
     });
     // SIGTERM to both, one at a time: the leader releases, the other takes over.
-    for m in &managers {
+    for m in &mut managers {
         let _ = Command::new("kill")
             .args(["-TERM", &m.id().to_string()])
             .status();
-        std::thread::sleep(Duration::from_millis(300));
+        // It has released the Lease (if it held it) once it has exited.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while m.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the manager did not exit on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if holder() != first {
             break;
         }

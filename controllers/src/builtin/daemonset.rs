@@ -327,22 +327,15 @@ impl Reconciler<DaemonSet> for DaemonSets {
             return Ok(Action::Done);
         };
         let owner = pods::owner_ref(&ds, "DaemonSet", "apps/v1");
-        let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
         let ds_api: Api<DaemonSet> = Api::namespaced(self.client.clone(), &key.namespace);
-        let (name, uid) = (key.name.clone(), owner.uid.clone());
         let deleting = ds.metadata.deletion_timestamp.is_some();
         let claimed = pods::claim(
-            &pod_api,
-            self.pods.by_index("namespace", &key.namespace),
+            &self.client,
+            &ds,
             &owner,
+            self.pods.by_index("namespace", &key.namespace),
             &selector,
-            deleting,
-            || async {
-                Ok(ds_api.get_opt(&name).await?.is_some_and(|s| {
-                    s.metadata.uid.as_deref() == Some(uid.as_str())
-                        && s.metadata.deletion_timestamp.is_none()
-                }))
-            },
+            false,
         )
         .await?;
         let (update, owned) = revisions::sync(

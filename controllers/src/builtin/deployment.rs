@@ -1208,19 +1208,9 @@ impl Reconciler<Deployment> for Deployments {
             }
         };
         let owner = pods::owner_ref(&d, "Deployment", "apps/v1");
-        let uid = owner.uid.clone();
         let deleting = d.metadata.deletion_timestamp.is_some();
-        let api = self.sets_api(&ns);
-        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &ns);
-        let name = d.metadata.name.clone().unwrap_or_default();
         let candidates = self.sets.by_index("namespace", &ns);
-        let claimed = pods::claim(&api, candidates, &owner, &selector, deleting, || async {
-            Ok(deployments.get_opt(&name).await?.is_some_and(|o| {
-                o.metadata.uid.as_deref() == Some(uid.as_str())
-                    && o.metadata.deletion_timestamp.is_none()
-            }))
-        })
-        .await?;
+        let claimed = pods::claim(&self.client, &d, &owner, candidates, &selector, false).await?;
         let sets: Vec<ReplicaSet> = claimed.iter().map(|rs| (**rs).clone()).collect();
         if deleting {
             let (new, old) = self.new_and_old(&mut d, sets, false).await?;

@@ -374,25 +374,9 @@ impl Reconciler<Job> for Jobs {
             _ => return Ok(Action::Done),
         };
         let owner = pods::owner_ref(&*job, "Job", "batch/v1");
-        let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
-        let job_api: Api<Job> = Api::namespaced(self.client.clone(), &key.namespace);
-        let (name, uid) = (key.name.clone(), owner.uid.clone());
-        let deleting = job.metadata.deletion_timestamp.is_some();
         let all = self.pods.by_index("namespace", &key.namespace);
-        let claimed = pods::claim(
-            &pod_api,
-            all,
-            &owner,
-            &selector,
-            deleting || finished(&job),
-            || async {
-                Ok(job_api.get_opt(&name).await?.is_some_and(|j| {
-                    j.metadata.uid.as_deref() == Some(uid.as_str())
-                        && j.metadata.deletion_timestamp.is_none()
-                }))
-            },
-        )
-        .await?;
+        let claimed =
+            pods::claim(&self.client, &*job, &owner, all, &selector, finished(&job)).await?;
         let active: Vec<Arc<Pod>> = claimed
             .iter()
             .filter(|p| pods::is_active(p))

@@ -8,7 +8,7 @@ use bosun_api_types::selector::Selector;
 use bosun_api_types::{Resource, Time};
 use bosun_client::informer::{Informer, Notification};
 use bosun_client::reflector::Key;
-use bosun_client::{Api, Patch, PatchParams};
+use bosun_client::{Api, Client, Patch, PatchParams};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -96,22 +96,34 @@ pub fn from_template(template: &PodTemplateSpec, prefix: &str, owner: OwnerRefer
 
 /// The objects of `candidates` (pods, or ReplicaSets of a Deployment) that `owner` controls
 /// once orphans matching `selector` are adopted and objects it controls that no longer match
-/// are released (upstream's ControllerRefManager). `can_adopt` is asked (once, and only when
-/// there is something to adopt) whether the owner is still live, so a deleted owner never
-/// adopts.
-pub async fn claim<K, F, Fut>(
-    api: &Api<K>,
+/// are released (upstream's ControllerRefManager). Nothing is adopted or released while the
+/// owner is being deleted or `frozen` (a finished Job); before adopting, the owner is read
+/// fresh from the server, so a deleted owner never adopts.
+pub async fn claim<O, K>(
+    client: &Client,
+    owner: &O,
+    owner_ref: &OwnerReference,
     candidates: Vec<std::sync::Arc<K>>,
-    owner: &OwnerReference,
     selector: &Selector,
-    owner_deleting: bool,
-    can_adopt: F,
+    frozen: bool,
 ) -> bosun_client::Result<Vec<std::sync::Arc<K>>>
 where
+    O: Resource,
     K: Resource,
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = bosun_client::Result<bool>>,
 {
+    let meta = owner.metadata();
+    let ns = meta.namespace.clone().unwrap_or_default();
+    let owner_deleting = frozen || meta.deletion_timestamp.is_some();
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    let owners: Api<O> = Api::namespaced(client.clone(), &ns);
+    let name = meta.name.clone().unwrap_or_default();
+    let owner = owner_ref;
+    let can_adopt = || async {
+        Ok::<_, bosun_client::Error>(owners.get_opt(&name).await?.is_some_and(|o| {
+            o.metadata().uid.as_deref() == Some(owner.uid.as_str())
+                && o.metadata().deletion_timestamp.is_none()
+        }))
+    };
     let mut claimed = Vec::new();
     let mut adoptable = Vec::new();
     for obj in candidates {
@@ -127,7 +139,7 @@ where
                         .iter()
                         .filter(|r| r.uid != owner.uid)
                         .collect();
-                    set_owners(api, meta, &refs).await?;
+                    set_owners(&api, meta, &refs).await?;
                 }
             }
             Some(_) => {}
@@ -143,7 +155,7 @@ where
     for obj in adoptable {
         let mut refs = obj.metadata().owner_references.clone();
         refs.push(owner.clone());
-        if let Some(adopted) = set_owners(api, obj.metadata(), &refs).await? {
+        if let Some(adopted) = set_owners(&api, obj.metadata(), &refs).await? {
             claimed.push(std::sync::Arc::new(adopted));
         }
     }

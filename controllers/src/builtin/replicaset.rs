@@ -476,26 +476,9 @@ impl<K: ReplicaSetLike> Reconciler<K> for ReplicaSets<K> {
             .filter(|p| pods::is_active(p))
             .collect();
         let owner_ref = pods::owner_ref(&*owner, K::INFO.kind, K::INFO.api_version);
-        let uid = meta.uid.clone().unwrap_or_default();
         let deleting = meta.deletion_timestamp.is_some();
-        let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
-        let owner_api: Api<K> = Api::namespaced(self.client.clone(), &key.namespace);
-        let name = key.name.clone();
-        let claimed = pods::claim(
-            &pod_api,
-            active,
-            &owner_ref,
-            &selector,
-            deleting,
-            || async {
-                // Adopt only for an owner that is live (read fresh, not from the cache).
-                Ok(owner_api.get_opt(&name).await?.is_some_and(|o| {
-                    o.metadata().uid.as_deref() == Some(uid.as_str())
-                        && o.metadata().deletion_timestamp.is_none()
-                }))
-            },
-        )
-        .await?;
+        let claimed =
+            pods::claim(&self.client, &*owner, &owner_ref, active, &selector, false).await?;
 
         let mut manage_error = None;
         if satisfied && !deleting {

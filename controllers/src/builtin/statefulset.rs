@@ -288,22 +288,15 @@ impl Reconciler<StatefulSet> for StatefulSets {
             return Ok(Action::Done);
         }
         let owner = pods::owner_ref(&set, "StatefulSet", "apps/v1");
-        let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
         let set_api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &key.namespace);
-        let (name, uid) = (key.name.clone(), owner.uid.clone());
         let deleting = set.metadata.deletion_timestamp.is_some();
         let claimed = pods::claim(
-            &pod_api,
-            self.pods.by_index("namespace", &key.namespace),
+            &self.client,
+            &set,
             &owner,
+            self.pods.by_index("namespace", &key.namespace),
             &selector,
-            deleting,
-            || async {
-                Ok(set_api.get_opt(&name).await?.is_some_and(|s| {
-                    s.metadata.uid.as_deref() == Some(uid.as_str())
-                        && s.metadata.deletion_timestamp.is_none()
-                }))
-            },
+            false,
         )
         .await?;
         let (current, update, owned) = self.revisions(&set).await?;
