@@ -43,6 +43,7 @@ mod meta_ext;
 pub mod openapi;
 pub mod patch;
 pub mod patch_meta;
+pub mod placement;
 pub mod proto;
 mod quantity;
 pub mod quota;

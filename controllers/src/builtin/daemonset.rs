@@ -13,7 +13,8 @@
 use super::{pods, revisions};
 use crate::controller::{Action, Controller, Reconciler};
 use bosun_api_types::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
-use bosun_api_types::core::v1::{Node, NodeSelectorRequirement, Pod, PodSpec, Toleration};
+use bosun_api_types::core::v1::{Node, Pod, PodSpec, Toleration};
+use bosun_api_types::placement;
 use bosun_api_types::selector::LabelSelectorExt;
 use bosun_api_types::{IntOrString, Time};
 use bosun_client::events::{EventType, Recorder};
@@ -61,29 +62,6 @@ fn automatic_tolerations(spec: &PodSpec) -> Vec<Toleration> {
     out
 }
 
-fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| r.values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !r.values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                r.values.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
-}
-
 /// Whether a pod with `spec` may run on `node`: selector, required affinity, taints.
 pub fn fits(spec: &PodSpec, node: &Node) -> bool {
     fits_with(spec, node, true)
@@ -95,68 +73,20 @@ pub fn may_stay(spec: &PodSpec, node: &Node) -> bool {
 }
 
 fn fits_with(spec: &PodSpec, node: &Node, no_schedule_counts: bool) -> bool {
-    let labels = &node.metadata.labels;
-    if !spec
-        .node_selector
-        .iter()
-        .all(|(k, v)| labels.get(k) == Some(v))
-    {
+    if !placement::required_affinity_matches(spec, node) {
         return false;
-    }
-    let terms = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| {
-            n.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        .map(|r| r.node_selector_terms.clone())
-        .unwrap_or_default();
-    if !terms.is_empty() {
-        let name = node.metadata.name.as_deref();
-        let any = terms.iter().any(|t| {
-            (!t.match_expressions.is_empty() || !t.match_fields.is_empty())
-                && t.match_expressions
-                    .iter()
-                    .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-                && t.match_fields
-                    .iter()
-                    .all(|r| r.key == "metadata.name" && requirement_matches(r, name))
-        });
-        if !any {
-            return false;
-        }
     }
     let mut tolerations = spec.tolerations.clone();
     tolerations.extend(automatic_tolerations(spec));
-    node.spec
+    let taints = node
+        .spec
         .as_ref()
-        .map(|s| s.taints.clone())
-        .unwrap_or_default()
-        .iter()
-        .all(|taint| {
-            taint.effect == "PreferNoSchedule"
-                || (!no_schedule_counts && taint.effect == "NoSchedule")
-                || tolerations.iter().any(|t| {
-                    let effect_ok = t
-                        .effect
-                        .as_deref()
-                        .is_none_or(|e| e.is_empty() || e == taint.effect);
-                    let key_ok = match t.operator.as_deref() {
-                        Some("Exists") => t
-                            .key
-                            .as_deref()
-                            .is_none_or(|k| k.is_empty() || k == taint.key),
-                        _ => {
-                            t.key.as_deref() == Some(taint.key.as_str())
-                                && t.value.as_deref().unwrap_or("")
-                                    == taint.value.as_deref().unwrap_or("")
-                        }
-                    };
-                    effect_ok && key_ok
-                })
-        })
+        .map(|s| s.taints.as_slice())
+        .unwrap_or(&[]);
+    placement::untolerated(taints, &tolerations, |t| {
+        t.effect != "PreferNoSchedule" && (no_schedule_counts || t.effect != "NoSchedule")
+    })
+    .is_none()
 }
 
 fn ready_status(node: &Node) -> Option<String> {
