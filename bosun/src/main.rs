@@ -69,6 +69,25 @@ struct ServerArgs {
     /// Do not run the built-in controllers in this process.
     #[arg(long)]
     no_controllers: bool,
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    no_scheduler: bool,
+}
+
+#[derive(clap::Args, Clone)]
+struct SchedulerArgs {
+    /// Kubeconfig of the cluster (default: the configuration's clientConnection.kubeconfig,
+    /// $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// A kubescheduler.config.k8s.io/v1 KubeSchedulerConfiguration (profiles, plugins,
+    /// weights, percentageOfNodesToScore, leaderElection).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Run only while holding the `kube-system/kube-scheduler` Lease (overrides the
+    /// configuration's leaderElection.leaderElect).
+    #[arg(long, action = clap::ArgAction::Set)]
+    leader_elect: Option<bool>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -94,6 +113,8 @@ enum Command {
     Server(ServerArgs),
     /// Run the built-in controllers against a cluster (with leader election).
     ControllerManager(ControllerManagerArgs),
+    /// Run the scheduler against a cluster (with leader election).
+    Scheduler(SchedulerArgs),
     /// Start a cluster on the embedded defaults (data in ~/.local/share/bosun unless
     /// --data-dir), writing its kubeconfig into the data directory.
     Up {
@@ -118,6 +139,7 @@ fn main() -> std::process::ExitCode {
     let args = match cli.command {
         Command::Server(a) => a,
         Command::ControllerManager(a) => return run(controller_manager(a)),
+        Command::Scheduler(a) => return run(scheduler(a)),
         Command::Up { data_dir, port } => {
             let data_dir = data_dir.unwrap_or_else(|| {
                 std::env::var_os("HOME")
@@ -137,6 +159,7 @@ fn main() -> std::process::ExitCode {
                 service_node_port_range: "30000-32767".into(),
                 audit_log_path: None,
                 no_controllers: false,
+                no_scheduler: false,
             }
         }
     };
@@ -167,16 +190,7 @@ fn run(main: impl std::future::Future<Output = Result<(), String>>) -> std::proc
 /// `bosun controller-manager`: the built-in controllers as a client of a cluster, working
 /// only while it holds the leader Lease (and exiting if it loses it, as upstream does).
 async fn controller_manager(args: ControllerManagerArgs) -> Result<(), String> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = bosun_client::config::Kubeconfig::read(path)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
-            bosun_client::Config::from_kubeconfig(&kubeconfig, &Default::default())
-                .map_err(|e| format!("using {}: {e}", path.display()))?
-        }
-        None => bosun_client::Config::infer().map_err(|e| format!("finding a cluster: {e}"))?,
-    };
-    let client = bosun_client::Client::try_from_config(config).map_err(|e| e.to_string())?;
+    let client = client_from(args.kubeconfig.as_deref())?;
     let cidr = bosun_controllers::builtin::nodelifecycle::parse_cidr(&args.cluster_cidr)
         .ok_or_else(|| {
             format!(
@@ -334,6 +348,9 @@ async fn server(args: ServerArgs) -> Result<(), String> {
     if !args.no_controllers {
         start_controllers(&url);
     }
+    if !args.no_scheduler {
+        start_scheduler(&url);
+    }
     api.serve(listener, shutdown_signal())
         .await
         .map_err(|e| format!("serving: {e}"))?;
@@ -358,6 +375,101 @@ fn start_controllers(url: &str) {
         }
     };
     tokio::spawn(bosun_controllers::builtin::manager::run(client));
+}
+
+/// Runs the scheduler (default profile) in this process, as a client of the server at `url`.
+fn start_scheduler(url: &str) {
+    let client = match url.parse().map_err(|e| format!("{e}")).and_then(|u| {
+        bosun_client::Client::try_from_config(bosun_client::Config::new(u))
+            .map_err(|e| e.to_string())
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "scheduler not started");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(e) = bosun_scheduler_framework::runner::run(client, Default::default()).await {
+            tracing::error!(error = %e, "scheduler stopped");
+        }
+    });
+}
+
+/// A client from `--kubeconfig FILE`, or the usual places.
+fn client_from(kubeconfig: Option<&Path>) -> Result<bosun_client::Client, String> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = bosun_client::config::Kubeconfig::read(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            bosun_client::Config::from_kubeconfig(&kubeconfig, &Default::default())
+                .map_err(|e| format!("using {}: {e}", path.display()))?
+        }
+        None => bosun_client::Config::infer().map_err(|e| format!("finding a cluster: {e}"))?,
+    };
+    bosun_client::Client::try_from_config(config).map_err(|e| e.to_string())
+}
+
+/// `bosun scheduler`: the scheduler as a client of a cluster, working only while it holds
+/// the leader Lease when leader election is on (the default, as upstream).
+async fn scheduler(args: SchedulerArgs) -> Result<(), String> {
+    use bosun_scheduler_framework::{runner, SchedulerConfig};
+    let config = match &args.config {
+        Some(path) => {
+            let text =
+                std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            SchedulerConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => SchedulerConfig::default(),
+    };
+    let kubeconfig = args.kubeconfig.clone().or_else(|| {
+        config
+            .client_connection
+            .as_ref()
+            .and_then(|c| c.kubeconfig.clone())
+            .filter(|k| !k.is_empty())
+            .map(PathBuf::from)
+    });
+    let client = client_from(kubeconfig.as_deref())?;
+    let le = config.leader_election.clone().unwrap_or_default();
+    let leader_elect = args.leader_elect.or(le.leader_elect).unwrap_or(true);
+    let options = runner::Options {
+        config,
+        registry: None,
+    };
+    if !leader_elect {
+        return tokio::select! {
+            r = runner::run(client, options) => r.map_err(|e| e.to_string()),
+            () = shutdown_signal() => Ok(()),
+        };
+    }
+    let namespace = le
+        .resource_namespace
+        .unwrap_or_else(|| "kube-system".into());
+    let name = le.resource_name.unwrap_or_else(|| "kube-scheduler".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "bosun".into());
+    let identity = format!("{host}_{}", uuid::Uuid::new_v4());
+    let election = bosun_controllers::leader::LeaderElection::new(
+        client.clone(),
+        &namespace,
+        &name,
+        &identity,
+    );
+    tracing::info!(%identity, "waiting to lead {namespace}/{name}");
+    let leadership = tokio::select! {
+        l = election.acquire() => l,
+        () = shutdown_signal() => return Ok(()),
+    };
+    tokio::select! {
+        r = runner::run(client, options) => r.map_err(|e| e.to_string()),
+        () = leadership.lost() => Err("leadership lost; exiting".into()),
+        () = shutdown_signal() => {
+            leadership.release().await;
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown_signal() {

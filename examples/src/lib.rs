@@ -4,5 +4,11 @@
 //! typed client: every Greeting gets a ConfigMap it owns holding its message, and its status
 //! records what was written. Run it against a cluster with
 //! `cargo run -p bosun-examples --bin greeting-controller` (it installs its CRD first).
+//!
+//! [`label_score`]: an out-of-tree Score plugin (prefer nodes by a numeric label) in a custom
+//! scheduler profile. [`coscheduling`]: a Permit plugin that holds the pods of a group until
+//! enough of them have a node, then lets them all bind (gang scheduling).
 
+pub mod coscheduling;
 pub mod greeting;
+pub mod label_score;

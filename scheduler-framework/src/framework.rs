@@ -4,7 +4,7 @@
 
 use crate::cache::Snapshot;
 use crate::cycle_state::CycleState;
-use crate::interface::{NodeScore, NodeStatusMap, Plugin, PostFilterResult};
+use crate::interface::{FilterPlugin, NodeScore, NodeStatusMap, Plugin, PostFilterResult};
 use crate::status::{Code, Status};
 use crate::types::{NodeInfo, PodInfo};
 use rayon::prelude::*;
@@ -344,15 +344,31 @@ impl Framework {
 
     /// Runs every Filter plugin on one node; the first failure wins.
     pub fn run_filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
-        for p in &self.plugins.filter {
-            if state.skip_filter.contains(p.name()) {
-                continue;
-            }
-            if let Some(f) = p.as_filter() {
-                let s = f.filter(state, pod, node);
-                if !s.is_success() {
-                    return s.with_plugin(p.name());
-                }
+        self.filter_with(&self.active_filters(state), state, pod, node)
+    }
+
+    /// The Filter plugins not skipped by their PreFilter (looked up once per cycle rather
+    /// than once per node).
+    fn active_filters(&self, state: &CycleState) -> Vec<(&str, &dyn FilterPlugin)> {
+        self.plugins
+            .filter
+            .iter()
+            .filter(|p| !state.skip_filter.contains(p.name()))
+            .filter_map(|p| Some((p.name(), p.as_filter()?)))
+            .collect()
+    }
+
+    fn filter_with(
+        &self,
+        active: &[(&str, &dyn FilterPlugin)],
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+    ) -> Status {
+        for (name, f) in active {
+            let s = f.filter(state, pod, node);
+            if !s.is_success() {
+                return s.with_plugin(name);
             }
         }
         Status::success()
@@ -411,14 +427,18 @@ impl Framework {
         }
         let to_find = self.num_feasible_nodes_to_find(n);
         let found = AtomicUsize::new(0);
-        let order: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
-        let results = par_map(&self.pool, &order, |&i| {
+        let active = self.active_filters(state);
+        let check = |i: usize| {
             if found.load(Ordering::Relaxed) >= to_find {
                 return None;
             }
             let node = &nodes[i];
             let nominated = nominated(&node.name);
-            let s = self.run_filter_with_nominated(state, pod, node, &nominated);
+            let s = if nominated.is_empty() {
+                self.filter_with(&active, state, pod, node)
+            } else {
+                self.run_filter_with_nominated(state, pod, node, &nominated)
+            };
             if s.is_success() {
                 if found.fetch_add(1, Ordering::Relaxed) >= to_find {
                     return None;
@@ -427,13 +447,25 @@ impl Framework {
             } else {
                 Some(Err((i, s)))
             }
-        });
+        };
+        // Only evaluated nodes produce an entry, in round-robin order from `start`.
+        let results: Vec<Result<usize, (usize, Status)>> = if n < 32 {
+            (0..n).filter_map(|i| check((start + i) % n)).collect()
+        } else {
+            self.pool.install(|| {
+                (0..n)
+                    .into_par_iter()
+                    .with_min_len(16)
+                    .filter_map(|i| check((start + i) % n))
+                    .collect()
+            })
+        };
         let mut out = Feasible {
             nodes: Vec::with_capacity(to_find.min(n)),
             statuses: NodeStatusMap::new(),
             processed: 0,
         };
-        for r in results.into_iter().flatten() {
+        for r in results {
             out.processed += 1;
             match r {
                 Ok(i) => out.nodes.push(nodes[i].clone()),

@@ -34,6 +34,7 @@ pub mod interface;
 pub mod metrics;
 pub mod plugins;
 pub mod queue;
+pub mod runner;
 pub mod scheduler;
 pub mod sim;
 pub mod status;

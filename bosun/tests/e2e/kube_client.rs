@@ -15,10 +15,12 @@ fn client(port: u16) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
+/// A pod no scheduler serves (so nothing but the test writes it, and optimistic-concurrency
+/// checks are deterministic).
 fn pod(name: &str) -> Pod {
     serde_json::from_value(serde_json::json!({
         "metadata": {"name": name, "labels": {"app": "kube-test"}},
-        "spec": {"containers": [{"name": "main", "image": "busybox:1.36"}]}
+        "spec": {"schedulerName": "nobody", "containers": [{"name": "main", "image": "busybox:1.36"}]}
     }))
     .unwrap()
 }

@@ -949,3 +949,136 @@ fn controller_manager_leads_and_hands_over() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// `bosun scheduler --config`: a profile with its own schedulerName binds the pods that ask
+/// for it (and only those), under leader election, with upstream's Scheduled event.
+#[test]
+fn scheduler_binds_pods_for_its_profile() {
+    let data = tempfile::tempdir().unwrap();
+    let kubeconfig = data.path().join("kubeconfig");
+    let port = free_port();
+    let mut server = Command::new(bosun_bin())
+        .args(["server", "--no-controllers", "--no-scheduler", "--data-dir"])
+        .arg(data.path())
+        .args(["--port", &port.to_string(), "--write-kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("bosun binary");
+    let started = Instant::now();
+    while !kubeconfig.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "bosun did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cluster = Cluster {
+        child: Command::new("true").spawn().unwrap(),
+        kubeconfig: kubeconfig.clone(),
+        home: tempfile::tempdir().unwrap(),
+        _data: tempfile::tempdir().unwrap(),
+    };
+    let k = Kubectl {
+        bin: kubectl_dir().join("kubectl.1.33"),
+        cluster: &cluster,
+    };
+    let config = data.path().join("scheduler.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+leaderElection:
+  leaderElect: true
+profiles:
+- schedulerName: my-scheduler
+  plugins:
+    score:
+      disabled:
+      - name: ImageLocality
+",
+    )
+    .unwrap();
+    let mut sched = Command::new(bosun_bin())
+        .args(["scheduler", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("bosun binary");
+    let node = data.path().join("node.yaml");
+    std::fs::write(&node, "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n  labels:\n    kubernetes.io/hostname: n1\n").unwrap();
+    k.ok(&["create", "-f", node.to_str().unwrap()]);
+    k.ok(&[
+        "patch", "node", "n1", "--subresource=status", "--type=merge", "-p",
+        r#"{"status":{"allocatable":{"cpu":"4","memory":"8Gi","pods":"110"},"capacity":{"cpu":"4","memory":"8Gi","pods":"110"}}}"#,
+    ]);
+    // No node lifecycle controller here to lift the not-ready taint admission added.
+    let _ = k.run(&[
+        "taint",
+        "nodes",
+        "n1",
+        "node.kubernetes.io/not-ready:NoSchedule-",
+    ]);
+    let pods = data.path().join("pods.yaml");
+    std::fs::write(
+        &pods,
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: mine
+spec:
+  schedulerName: my-scheduler
+  containers:
+  - name: c
+    image: busybox
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: theirs
+spec:
+  containers:
+  - name: c
+    image: busybox
+",
+    )
+    .unwrap();
+    k.ok(&["create", "-f", pods.to_str().unwrap()]);
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting: {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("mine to be bound to n1", &|| {
+        k.ok(&["get", "pod", "mine", "-o", "jsonpath={.spec.nodeName}"]) == "n1"
+    });
+    wait("the Scheduled event", &|| {
+        k.ok(&["describe", "pod", "mine"])
+            .contains("Successfully assigned default/mine to n1")
+    });
+    let holder = k.ok(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-system",
+        "kube-scheduler",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert!(!holder.is_empty());
+    // No profile serves default-scheduler here.
+    assert_eq!(
+        k.ok(&["get", "pod", "theirs", "-o", "jsonpath={.spec.nodeName}"]),
+        ""
+    );
+    let _ = sched.kill();
+    let _ = sched.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+}

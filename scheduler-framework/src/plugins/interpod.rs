@@ -9,6 +9,7 @@ use crate::cycle_state::CycleState;
 use crate::interface::*;
 use crate::status::Status;
 use crate::types::{AffinityTerm, NodeInfo, PodInfo};
+use rayon::prelude::*;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -63,6 +64,21 @@ struct FilterState {
     pod_ns_labels: Option<BTreeMap<String, String>>,
 }
 
+impl FilterState {
+    fn merge(mut self, other: FilterState) -> FilterState {
+        for (mine, theirs) in [
+            (&mut self.existing_anti, other.existing_anti),
+            (&mut self.affinity, other.affinity),
+            (&mut self.anti_affinity, other.anti_affinity),
+        ] {
+            for (k, v) in theirs {
+                *mine.entry(k).or_default() += v;
+            }
+        }
+        self
+    }
+}
+
 fn bump(map: &mut TopologyCounts, term: &AffinityTerm, node: &NodeInfo, delta: i64) {
     if let Some(v) = node.labels().get(&term.topology_key) {
         let e = map
@@ -92,7 +108,17 @@ impl InterPodAffinity {
         if pod.required_affinity.is_empty() && pod.required_anti_affinity.is_empty() {
             return;
         }
-        let other_ns = self.listers.namespace_labels(other.namespace());
+        // Namespace labels only matter to terms with a namespace selector.
+        let other_ns = if pod
+            .required_affinity
+            .iter()
+            .chain(&pod.required_anti_affinity)
+            .any(|t| t.namespace_selector.is_some())
+        {
+            self.listers.namespace_labels(other.namespace())
+        } else {
+            None
+        };
         // An affinity term counts an existing pod only if that pod matches every term.
         if !pod.required_affinity.is_empty()
             && pod
@@ -161,11 +187,22 @@ impl PreFilterPlugin for InterPodAffinity {
         let own_terms =
             !(pod.required_affinity.is_empty() && pod.required_anti_affinity.is_empty());
         if own_terms {
-            for node in snapshot.nodes() {
-                for other in &node.pods {
-                    self.account(&mut s, pod, other, node, 1);
-                }
-            }
+            // Every pod in the cluster is a candidate: count in parallel over nodes.
+            let base = s.clone();
+            s = snapshot
+                .nodes()
+                .par_iter()
+                .with_min_len(256)
+                .fold(
+                    || base.clone(),
+                    |mut acc, node| {
+                        for other in &node.pods {
+                            self.account(&mut acc, pod, other, node, 1);
+                        }
+                        acc
+                    },
+                )
+                .reduce(|| base.clone(), FilterState::merge);
         } else {
             for node in snapshot.with_required_anti_affinity() {
                 for other in &node.pods_with_required_anti_affinity {
@@ -219,27 +256,6 @@ impl FilterPlugin for InterPodAffinity {
             return Status::success();
         };
         let labels = node.labels();
-        if !s.existing_anti.is_empty()
-            && labels.iter().any(|(k, v)| {
-                s.existing_anti
-                    .get(&(k.clone(), v.clone()))
-                    .is_some_and(|c| *c > 0)
-            })
-        {
-            return Status::unschedulable(
-                "node(s) didn't satisfy existing pods anti-affinity rules",
-            );
-        }
-        for t in &pod.required_anti_affinity {
-            if let Some(v) = labels.get(&t.topology_key) {
-                if s.anti_affinity
-                    .get(&(t.topology_key.clone(), v.clone()))
-                    .is_some_and(|c| *c > 0)
-                {
-                    return Status::unschedulable("node(s) didn't match pod anti-affinity rules");
-                }
-            }
-        }
         if !pod.required_affinity.is_empty() {
             let all = pod.required_affinity.iter().all(|t| {
                 labels.get(&t.topology_key).is_some_and(|v| {
@@ -259,6 +275,27 @@ impl FilterPlugin for InterPodAffinity {
                     return Status::unresolvable("node(s) didn't match pod affinity rules");
                 }
             }
+        }
+        for t in &pod.required_anti_affinity {
+            if let Some(v) = labels.get(&t.topology_key) {
+                if s.anti_affinity
+                    .get(&(t.topology_key.clone(), v.clone()))
+                    .is_some_and(|c| *c > 0)
+                {
+                    return Status::unschedulable("node(s) didn't match pod anti-affinity rules");
+                }
+            }
+        }
+        if !s.existing_anti.is_empty()
+            && labels.iter().any(|(k, v)| {
+                s.existing_anti
+                    .get(&(k.clone(), v.clone()))
+                    .is_some_and(|c| *c > 0)
+            })
+        {
+            return Status::unschedulable(
+                "node(s) didn't satisfy existing pods anti-affinity rules",
+            );
         }
         Status::success()
     }
@@ -286,7 +323,17 @@ impl PreScorePlugin for InterPodAffinity {
         let pod_ns = self.ns_labels(pod);
         let mut s = ScoreState::default();
         let mut process = |node: &NodeInfo, other: &PodInfo| {
-            let other_ns = self.listers.namespace_labels(other.namespace());
+            // Namespace labels only matter to terms with a namespace selector.
+            let other_ns = if pod
+                .required_affinity
+                .iter()
+                .chain(&pod.required_anti_affinity)
+                .any(|t| t.namespace_selector.is_some())
+            {
+                self.listers.namespace_labels(other.namespace())
+            } else {
+                None
+            };
             for w in &pod.preferred_affinity {
                 if w.term.matches(&other.pod, other_ns.as_ref()) {
                     bump(&mut s.topology, &w.term, node, w.weight as i64);

@@ -158,6 +158,11 @@ impl DefaultPreemption {
             .filter(|p| p.priority() < pod.priority())
             .cloned()
             .collect();
+        if potential.is_empty() {
+            return Err(Status::unresolvable(
+                "No preemption victims found for incoming pod",
+            ));
+        }
         for v in &potential {
             node.remove_pod(v.uid());
             let s = fw.run_pre_filter_remove_pod(&mut state, pod, v, &node);

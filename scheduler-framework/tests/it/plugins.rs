@@ -1,0 +1,209 @@
+//! Table tests of the default plugins through the in-memory simulator: upstream's semantics
+//! observed as placements.
+
+use bosun_api_types::core::v1::{Node, Pod};
+use bosun_scheduler_framework::sim::Simulator;
+use bosun_scheduler_framework::Attempt;
+use serde_json::{json, Value};
+
+fn node(name: &str, cpu: &str, extra: Value) -> Node {
+    let mut v = json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "status": {"allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"}}});
+    super::merge(&mut v, extra);
+    serde_json::from_value(v).unwrap()
+}
+
+fn pod(name: &str, extra: Value) -> Pod {
+    let mut v = json!({"metadata": {"name": name, "namespace": "d", "uid": name, "labels": {"app": "x"}},
+        "spec": {"containers": [{"name": "c", "image": "nginx", "resources": {"requests": {"cpu": "100m"}}}]}});
+    super::merge(&mut v, extra);
+    serde_json::from_value(v).unwrap()
+}
+
+async fn place(nodes: Vec<Node>, existing: Vec<Pod>, incoming: Pod) -> Result<String, String> {
+    let mut sim = Simulator::new().unwrap();
+    for n in nodes {
+        sim.add_node(n);
+    }
+    for p in existing {
+        sim.add_pod(p);
+    }
+    let uid = incoming.metadata.uid.clone().unwrap();
+    sim.add_pod(incoming);
+    match sim.scheduler.try_schedule_one().await {
+        Some(Attempt::Assumed(n)) => {
+            assert_eq!(sim.node_of(&uid), None, "bound later, by the binding cycle");
+            Ok(n)
+        }
+        Some(Attempt::Unschedulable(m)) => Err(m),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unschedulable_nodes_and_host_ports() {
+    let nodes = || {
+        vec![
+            node("a", "4", json!({"metadata": {"labels": {"pool": "x"}}})),
+            node(
+                "b",
+                "4",
+                json!({"metadata": {"labels": {"pool": "y"}}, "spec": {"unschedulable": true}}),
+            ),
+        ]
+    };
+    assert_eq!(
+        place(nodes(), vec![], pod("p", json!({}))).await,
+        Ok("a".into())
+    );
+    let err = place(
+        nodes(),
+        vec![],
+        pod("p", json!({"spec": {"nodeSelector": {"pool": "y"}}})),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("1 node(s) didn't match Pod's node affinity/selector"),
+        "{err}"
+    );
+    assert!(err.contains("1 node(s) were unschedulable"), "{err}");
+    // A pod tolerating the unschedulable taint may go to the cordoned node.
+    let tolerant = pod(
+        "p",
+        json!({"spec": {"nodeSelector": {"pool": "y"}, "tolerations": [
+        {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]}}),
+    );
+    assert_eq!(place(nodes(), vec![], tolerant).await, Ok("b".into()));
+    let with_port = |n: &str, at: Option<&str>| {
+        pod(
+            n,
+            json!({"spec": {"nodeName": at, "containers": [{"name": "c", "image": "x",
+        "ports": [{"containerPort": 80, "hostPort": 8080}]}]}}),
+        )
+    };
+    let err = place(
+        vec![node("a", "4", json!({}))],
+        vec![with_port("old", Some("a"))],
+        with_port("new", None),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err, "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.");
+}
+
+#[tokio::test]
+async fn resources_fit_and_least_allocated_scoring() {
+    let nodes = vec![node("small", "1", json!({})), node("big", "8", json!({}))];
+    // LeastAllocated prefers the emptier node.
+    assert_eq!(
+        place(nodes.clone(), vec![], pod("p", json!({}))).await,
+        Ok("big".into())
+    );
+    let huge = pod(
+        "p",
+        json!({"spec": {"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "16", "example.com/gpu": "1"}}}]}}),
+    );
+    let err = place(nodes, vec![], huge).await.unwrap_err();
+    assert!(
+        err.starts_with(
+            "0/2 nodes are available: 2 Insufficient cpu, 2 Insufficient example.com/gpu."
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn prefer_no_schedule_taints_lower_the_score() {
+    let nodes = vec![
+        node(
+            "tainted",
+            "4",
+            json!({"spec": {"taints": [{"key": "k", "effect": "PreferNoSchedule"}]}}),
+        ),
+        node("clean", "4", json!({})),
+    ];
+    assert_eq!(
+        place(nodes, vec![], pod("p", json!({}))).await,
+        Ok("clean".into())
+    );
+}
+
+#[tokio::test]
+async fn pod_affinity_follows_existing_pods_and_admits_the_first() {
+    let zone = |n: &str, z: &str| node(n, "4", json!({"metadata": {"labels": {"zone": z}}}));
+    let affinity = json!({"metadata": {"labels": {"app": "cache"}}, "spec": {"affinity": {"podAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "zone"}]}}}});
+    let existing = pod(
+        "db",
+        json!({"metadata": {"labels": {"app": "cache"}}, "spec": {"nodeName": "z2a"}}),
+    );
+    let nodes = vec![zone("z1a", "1"), zone("z2a", "2"), zone("z2b", "2")];
+    for _ in 0..5 {
+        let n = place(
+            nodes.clone(),
+            vec![existing.clone()],
+            pod("p", affinity.clone()),
+        )
+        .await
+        .unwrap();
+        assert!(n.starts_with("z2"), "{n}");
+    }
+    // The first pod of a group that selects itself is admitted anywhere.
+    assert!(place(nodes, vec![], pod("p", affinity)).await.is_ok());
+}
+
+#[tokio::test]
+async fn existing_pods_anti_affinity_is_symmetric() {
+    let guard = pod(
+        "guard",
+        json!({"metadata": {"labels": {"app": "guard"}}, "spec": {"nodeName": "a", "affinity": {"podAntiAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "x"}}, "topologyKey": "kubernetes.io/hostname"}]}}}}),
+    );
+    let nodes = vec![node("a", "8", json!({})), node("b", "1", json!({}))];
+    for _ in 0..5 {
+        assert_eq!(
+            place(nodes.clone(), vec![guard.clone()], pod("p", json!({}))).await,
+            Ok("b".into())
+        );
+    }
+}
+
+#[tokio::test]
+async fn scheduling_gates_hold_pods_until_removed() {
+    let mut sim = Simulator::new().unwrap();
+    sim.add_node(node("a", "4", json!({})));
+    sim.add_pod(pod(
+        "gated",
+        json!({"spec": {"schedulingGates": [{"name": "example.com/wait"}]}}),
+    ));
+    assert_eq!(sim.scheduler.try_schedule_one().await, None);
+    assert_eq!(
+        sim.scheduler.shared().queue.location("gated"),
+        Some("gated")
+    );
+    let stats = sim.run().await;
+    assert_eq!(stats.bound, 0);
+}
+
+#[tokio::test]
+async fn the_simulator_schedules_and_preempts_to_completion() {
+    let mut sim = Simulator::new().unwrap();
+    for i in 0..10 {
+        sim.add_node(node(&format!("n{i}"), "1", json!({})));
+    }
+    for i in 0..10 {
+        sim.add_pod(pod(&format!("low{i}"), json!({"spec": {"priority": 1, "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "700m"}}}]}})));
+    }
+    assert_eq!(sim.run().await.bound, 10);
+    for i in 0..3 {
+        sim.add_pod(pod(&format!("high{i}"), json!({"spec": {"priority": 100, "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "700m"}}}]}})));
+    }
+    let stats = sim.run().await;
+    assert_eq!((stats.bound, stats.preempted), (3, 3));
+    for i in 0..3 {
+        assert!(sim.node_of(&format!("high{i}")).is_some());
+    }
+}
