@@ -88,6 +88,10 @@ struct SchedulerArgs {
     /// configuration's leaderElection.leaderElect).
     #[arg(long, action = clap::ArgAction::Set)]
     leader_elect: Option<bool>,
+    /// Serve `/metrics` (Prometheus text) and `/healthz` over plain HTTP on this address,
+    /// e.g. 127.0.0.1:10259.
+    #[arg(long, value_name = "ADDR")]
+    metrics_bind_address: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -433,15 +437,24 @@ async fn scheduler(args: SchedulerArgs) -> Result<(), String> {
     let client = client_from(kubeconfig.as_deref())?;
     let le = config.leader_election.clone().unwrap_or_default();
     let leader_elect = args.leader_elect.or(le.leader_elect).unwrap_or(true);
-    let options = runner::Options {
-        config,
-        registry: None,
-    };
+    let scheduler = bosun_scheduler_framework::Scheduler::builder(Arc::new(
+        runner::ApiCluster::new(client.clone()),
+    ))
+    .config(config)
+    .build()
+    .map_err(|e| e.to_string())?;
+    if let Some(addr) = args.metrics_bind_address {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("--metrics-bind-address {addr}: {e}"))?;
+        tokio::spawn(serve_metrics(listener, scheduler.shared().clone()));
+    }
     if !leader_elect {
-        return tokio::select! {
-            r = runner::run(client, options) => r.map_err(|e| e.to_string()),
-            () = shutdown_signal() => Ok(()),
-        };
+        tokio::select! {
+            () = runner::run_scheduler(client, scheduler) => {}
+            () = shutdown_signal() => {}
+        }
+        return Ok(());
     }
     let namespace = le
         .resource_namespace
@@ -463,12 +476,49 @@ async fn scheduler(args: SchedulerArgs) -> Result<(), String> {
         () = shutdown_signal() => return Ok(()),
     };
     tokio::select! {
-        r = runner::run(client, options) => r.map_err(|e| e.to_string()),
+        () = runner::run_scheduler(client, scheduler) => Ok(()),
         () = leadership.lost() => Err("leadership lost; exiting".into()),
         () = shutdown_signal() => {
             leadership.release().await;
             Ok(())
         }
+    }
+}
+
+/// Serves the scheduler's `/metrics` and `/healthz`.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    shared: Arc<bosun_scheduler_framework::scheduler::Shared>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (status, body) = match req.uri().path() {
+                        "/metrics" => (
+                            hyper::StatusCode::OK,
+                            shared.metrics.render(shared.queue.pending()),
+                        ),
+                        "/healthz" => (hyper::StatusCode::OK, "ok".to_string()),
+                        _ => (hyper::StatusCode::NOT_FOUND, "not found\n".to_string()),
+                    };
+                    let mut resp =
+                        hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                    *resp.status_mut() = status;
+                    async move { Ok::<_, std::convert::Infallible>(resp) }
+                });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!(error = %e, "metrics connection");
+            }
+        });
     }
 }
 

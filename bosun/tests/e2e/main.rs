@@ -1000,11 +1000,16 @@ profiles:
 ",
     )
     .unwrap();
+    let metrics_port = free_port();
     let mut sched = Command::new(bosun_bin())
         .args(["scheduler", "--kubeconfig"])
         .arg(&kubeconfig)
         .arg("--config")
         .arg(&config)
+        .args([
+            "--metrics-bind-address",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -1076,6 +1081,29 @@ spec:
     assert_eq!(
         k.ok(&["get", "pod", "theirs", "-o", "jsonpath={.spec.nodeName}"]),
         ""
+    );
+    // Upstream's metric names, over plain HTTP.
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("scheduler_schedule_attempts_total{result=\"scheduled\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("scheduler_pending_pods{queue=\"active\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("scheduler_pod_scheduling_sli_duration_seconds_count{} 1"),
+        "{metrics}"
     );
     let _ = sched.kill();
     let _ = sched.wait();

@@ -186,6 +186,21 @@ async fn scheduling_gates_hold_pods_until_removed() {
     );
     let stats = sim.run().await;
     assert_eq!(stats.bound, 0);
+    // Removing the gate (an update) lets it in.
+    let old = std::sync::Arc::new(pod(
+        "gated",
+        json!({"spec": {"schedulingGates": [{"name": "example.com/wait"}]}}),
+    ));
+    let new = std::sync::Arc::new(pod("gated", json!({})));
+    sim.scheduler.events().pod_updated(old, new);
+    assert_eq!(
+        sim.scheduler.shared().queue.location("gated"),
+        Some("active")
+    );
+    assert_eq!(
+        sim.scheduler.try_schedule_one().await,
+        Some(Attempt::Assumed("a".into()))
+    );
 }
 
 #[tokio::test]
@@ -206,4 +221,130 @@ async fn the_simulator_schedules_and_preempts_to_completion() {
     for i in 0..3 {
         assert!(sim.node_of(&format!("high{i}")).is_some());
     }
+}
+
+fn listers_with_storage() -> std::sync::Arc<bosun_scheduler_framework::cluster::Listers> {
+    use bosun_api_types::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    use bosun_api_types::storage::v1::StorageClass;
+    let l = std::sync::Arc::new(bosun_scheduler_framework::cluster::Listers::default());
+    let sc = |name: &str, provisioner: &str| -> StorageClass {
+        serde_json::from_value(
+            json!({"metadata": {"name": name}, "provisioner": provisioner,
+            "volumeBindingMode": "WaitForFirstConsumer"}),
+        )
+        .unwrap()
+    };
+    l.storage_classes.insert(
+        "local-path",
+        std::sync::Arc::new(sc("local-path", "bosun.dev/local-path")),
+    );
+    l.storage_classes.insert(
+        "manual",
+        std::sync::Arc::new(sc("manual", "kubernetes.io/no-provisioner")),
+    );
+    let pvc = |name: &str, class: &str| -> PersistentVolumeClaim {
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "namespace": "d", "uid": name},
+            "spec": {"storageClassName": class, "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}}}}),
+        )
+        .unwrap()
+    };
+    l.pvcs.insert(
+        "d/dynamic",
+        std::sync::Arc::new(pvc("dynamic", "local-path")),
+    );
+    l.pvcs
+        .insert("d/static", std::sync::Arc::new(pvc("static", "manual")));
+    let pv: PersistentVolume = serde_json::from_value(json!({"metadata": {"name": "pv-b"},
+        "spec": {"storageClassName": "manual", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "5Gi"},
+            "hostPath": {"path": "/data"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["b"]}]}]}}},
+        "status": {"phase": "Available"}}))
+    .unwrap();
+    l.pvs.insert("pv-b", std::sync::Arc::new(pv));
+    l
+}
+
+fn with_claim(name: &str, claim: &str) -> Pod {
+    pod(
+        name,
+        json!({"spec": {"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]}}),
+    )
+}
+
+#[tokio::test]
+async fn volume_binding_follows_static_pvs_and_provisions_dynamic_ones() {
+    use bosun_scheduler_framework::cluster::Recorded;
+    use bosun_scheduler_framework::config::SchedulerConfig;
+    use bosun_scheduler_framework::plugins::Registry;
+    let listers = listers_with_storage();
+    let config = SchedulerConfig::parse(
+        b"apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nprofiles:\n- pluginConfig:\n  - name: VolumeBinding\n    args:\n      bindTimeoutSeconds: 5\n",
+    )
+    .unwrap();
+    let mut sim = Simulator::with(config, Registry::default(), listers.clone()).unwrap();
+    for n in ["a", "b", "c"] {
+        sim.add_node(node(n, "4", json!({})));
+    }
+    // The only PV for the static claim is pinned to node b.
+    sim.add_pod(with_claim("s", "static"));
+    assert_eq!(
+        sim.scheduler.try_schedule_one().await,
+        Some(Attempt::Assumed("b".into()))
+    );
+    // A missing claim is unresolvable.
+    sim.add_pod(with_claim("m", "missing"));
+    match sim.scheduler.try_schedule_one().await {
+        Some(Attempt::Unschedulable(m)) => assert!(
+            m.contains("persistentvolumeclaim \"missing\" not found"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // A dynamic claim goes anywhere; PreBind marks the chosen node for the provisioner, then
+    // waits for the claim to be bound.
+    sim.add_pod(with_claim("d", "dynamic"));
+    let Some(Attempt::Assumed(node)) = sim.scheduler.try_schedule_one().await else {
+        panic!("not assumed")
+    };
+    let annotated = || {
+        sim.cluster().log().into_iter().any(|r| {
+            r == Recorded::AnnotatedPvc(
+                "d/dynamic".into(),
+                "volume.kubernetes.io/selected-node".into(),
+                node.clone(),
+            )
+        })
+    };
+    for _ in 0..50 {
+        if annotated() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(annotated(), "{:?}", sim.cluster().log());
+    assert!(sim
+        .cluster()
+        .log()
+        .contains(&Recorded::BoundPv("pv-b".into(), "d/static".into())));
+    let bound_d = || {
+        sim.cluster()
+            .log()
+            .iter()
+            .any(|r| matches!(r, Recorded::Bound(p, _) if p == "d/d"))
+    };
+    assert!(!bound_d(), "binding waits for the claim");
+    // The provisioner binds the claim; the pod binds.
+    let mut pvc = (*listers.pvcs.get("d/dynamic").unwrap()).clone();
+    pvc.spec.as_mut().unwrap().volume_name = Some("pvc-dynamic".into());
+    listers.pvcs.insert("d/dynamic", std::sync::Arc::new(pvc));
+    for _ in 0..50 {
+        if bound_d() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(bound_d());
 }
