@@ -8,7 +8,8 @@ use bosun_scheduler_framework::config::ConfigError;
 use bosun_scheduler_framework::framework::{Handle, WaitingPods};
 use bosun_scheduler_framework::plugins::Registry;
 use bosun_scheduler_framework::{
-    CycleState, PermitPlugin, Plugin, PodInfo, ReservePlugin, SchedulerConfig, Status,
+    extension_points, CycleState, PermitPlugin, Plugin, PodInfo, ReservePlugin, SchedulerConfig,
+    Status,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -54,12 +55,7 @@ impl Plugin for Coscheduling {
     fn name(&self) -> &str {
         NAME
     }
-    fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
-        Some(self)
-    }
-    fn as_permit(&self) -> Option<&dyn PermitPlugin> {
-        Some(self)
-    }
+    extension_points!(reserve, permit);
 }
 
 impl ReservePlugin for Coscheduling {

@@ -11,8 +11,8 @@
 use bosun_scheduler_framework::config::ConfigError;
 use bosun_scheduler_framework::plugins::{default_normalize, Registry};
 use bosun_scheduler_framework::{
-    CycleState, NodeInfo, NodeScore, Plugin, PodInfo, SchedulerConfig, ScorePlugin, Status,
-    MAX_NODE_SCORE,
+    extension_points, CycleState, NodeInfo, NodeScore, Plugin, PodInfo, SchedulerConfig,
+    ScorePlugin, Status, MAX_NODE_SCORE,
 };
 use serde::Deserialize;
 use std::sync::Arc;
@@ -42,9 +42,7 @@ impl Plugin for LabelScore {
     fn name(&self) -> &str {
         NAME
     }
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
+    extension_points!(score);
 }
 
 impl ScorePlugin for LabelScore {

@@ -4,7 +4,9 @@
 
 use crate::cache::Snapshot;
 use crate::cycle_state::CycleState;
-use crate::interface::{FilterPlugin, NodeScore, NodeStatusMap, Plugin, PostFilterResult};
+use crate::interface::{
+    FilterPlugin, NodeScore, NodeStatusMap, Plugin, PostFilterResult, PreFilterExtensions,
+};
 use crate::status::{Code, Status};
 use crate::types::{NodeInfo, PodInfo};
 use rayon::prelude::*;
@@ -306,18 +308,7 @@ impl Framework {
         add: &Arc<PodInfo>,
         node: &NodeInfo,
     ) -> Status {
-        for p in &self.plugins.pre_filter {
-            if state.skip_filter.contains(p.name()) {
-                continue;
-            }
-            if let Some(ext) = p.as_pre_filter().and_then(|pf| pf.extensions()) {
-                let s = ext.add_pod(state, pod, add, node);
-                if !s.is_success() {
-                    return s.with_plugin(p.name());
-                }
-            }
-        }
-        Status::success()
+        self.run_extensions(state, |ext, state| ext.add_pod(state, pod, add, node))
     }
 
     /// Runs the RemovePod extensions (a pod taken off `node`).
@@ -328,12 +319,20 @@ impl Framework {
         remove: &Arc<PodInfo>,
         node: &NodeInfo,
     ) -> Status {
+        self.run_extensions(state, |ext, state| ext.remove_pod(state, pod, remove, node))
+    }
+
+    fn run_extensions(
+        &self,
+        state: &mut CycleState,
+        f: impl Fn(&dyn PreFilterExtensions, &mut CycleState) -> Status,
+    ) -> Status {
         for p in &self.plugins.pre_filter {
             if state.skip_filter.contains(p.name()) {
                 continue;
             }
             if let Some(ext) = p.as_pre_filter().and_then(|pf| pf.extensions()) {
-                let s = ext.remove_pod(state, pod, remove, node);
+                let s = f(ext, state);
                 if !s.is_success() {
                     return s.with_plugin(p.name());
                 }

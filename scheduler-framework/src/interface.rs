@@ -166,6 +166,38 @@ pub struct NodeScore {
 /// Per-node statuses from the filters of one cycle.
 pub type NodeStatusMap = HashMap<String, Status>;
 
+/// Writes [`Plugin`]'s `as_*` accessors for the extension points a plugin implements, inside
+/// its `impl Plugin` block:
+///
+/// ```
+/// use bosun_scheduler_framework::{extension_points, CycleState, FilterPlugin, NodeInfo, Plugin, PodInfo, Status};
+/// struct Quiet;
+/// impl Plugin for Quiet {
+///     fn name(&self) -> &str { "Quiet" }
+///     extension_points!(filter);
+/// }
+/// impl FilterPlugin for Quiet {
+///     fn filter(&self, _: &CycleState, _: &PodInfo, _: &NodeInfo) -> Status { Status::success() }
+/// }
+/// assert!(Quiet.as_filter().is_some() && Quiet.as_score().is_none());
+/// ```
+#[macro_export]
+macro_rules! extension_points {
+    ($($point:ident),* $(,)?) => { $($crate::extension_points!(@one $point);)* };
+    (@one pre_enqueue) => { fn as_pre_enqueue(&self) -> Option<&dyn $crate::PreEnqueuePlugin> { Some(self) } };
+    (@one queue_sort) => { fn as_queue_sort(&self) -> Option<&dyn $crate::QueueSortPlugin> { Some(self) } };
+    (@one pre_filter) => { fn as_pre_filter(&self) -> Option<&dyn $crate::PreFilterPlugin> { Some(self) } };
+    (@one filter) => { fn as_filter(&self) -> Option<&dyn $crate::FilterPlugin> { Some(self) } };
+    (@one post_filter) => { fn as_post_filter(&self) -> Option<&dyn $crate::PostFilterPlugin> { Some(self) } };
+    (@one pre_score) => { fn as_pre_score(&self) -> Option<&dyn $crate::PreScorePlugin> { Some(self) } };
+    (@one score) => { fn as_score(&self) -> Option<&dyn $crate::ScorePlugin> { Some(self) } };
+    (@one reserve) => { fn as_reserve(&self) -> Option<&dyn $crate::ReservePlugin> { Some(self) } };
+    (@one permit) => { fn as_permit(&self) -> Option<&dyn $crate::PermitPlugin> { Some(self) } };
+    (@one pre_bind) => { fn as_pre_bind(&self) -> Option<&dyn $crate::PreBindPlugin> { Some(self) } };
+    (@one bind) => { fn as_bind(&self) -> Option<&dyn $crate::BindPlugin> { Some(self) } };
+    (@one post_bind) => { fn as_post_bind(&self) -> Option<&dyn $crate::PostBindPlugin> { Some(self) } };
+}
+
 /// A plugin: its name, the extension points it implements (each `as_*` returns `Some(self)`
 /// for an implemented point) and the events that may make pods it rejected schedulable.
 pub trait Plugin: Send + Sync + 'static {

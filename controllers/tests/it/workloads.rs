@@ -58,8 +58,11 @@ async fn a_replicaset_keeps_its_pods_adopts_releases_and_reports() {
     }
 
     // An orphan that the set will adopt.
+    // It costs most to delete (set now, so the controller's cache has it long before the
+    // scale-down below).
     let orphan: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "orphan", "labels": {"app": "web"}},
+        "metadata": {"name": "orphan", "labels": {"app": "web"},
+            "annotations": {"controller.kubernetes.io/pod-deletion-cost": "100"}},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}
     }))
     .unwrap();
@@ -135,15 +138,7 @@ async fn a_replicaset_keeps_its_pods_adopts_releases_and_reports() {
     .await;
 
     // Scale down to 1: the survivor is the pod that costs most to delete (all are Running and
-    // Ready).
-    pods.patch(
-        "orphan",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {
-            "controller.kubernetes.io/pod-deletion-cost": "100"}}})),
-    )
-    .await
-    .unwrap();
+    // Ready; the orphan carries the highest pod-deletion-cost).
     sets.patch(
         "web",
         &PatchParams::default(),

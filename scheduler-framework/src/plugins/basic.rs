@@ -4,6 +4,7 @@
 use super::{default_normalize, node_event, pod_event};
 use crate::cache::Snapshot;
 use crate::cycle_state::CycleState;
+use crate::extension_points;
 use crate::interface::*;
 use crate::queue::QueuedPodInfo;
 use crate::status::Status;
@@ -21,9 +22,7 @@ impl Plugin for PrioritySort {
     fn name(&self) -> &str {
         "PrioritySort"
     }
-    fn as_queue_sort(&self) -> Option<&dyn QueueSortPlugin> {
-        Some(self)
-    }
+    extension_points!(queue_sort);
 }
 
 impl QueueSortPlugin for PrioritySort {
@@ -40,9 +39,7 @@ impl Plugin for SchedulingGates {
     fn name(&self) -> &str {
         "SchedulingGates"
     }
-    fn as_pre_enqueue(&self) -> Option<&dyn PreEnqueuePlugin> {
-        Some(self)
-    }
+    extension_points!(pre_enqueue);
     fn events_to_register(&self) -> Vec<ClusterEventWithHint> {
         vec![pod_event(
             EventResource::UnscheduledPod,
@@ -85,9 +82,7 @@ impl Plugin for NodeUnschedulable {
     fn name(&self) -> &str {
         "NodeUnschedulable"
     }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
+    extension_points!(filter);
     fn events_to_register(&self) -> Vec<ClusterEventWithHint> {
         let hint: QueueingHintFn =
             Arc::new(
@@ -141,9 +136,7 @@ impl Plugin for NodeName {
     fn name(&self) -> &str {
         "NodeName"
     }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
+    extension_points!(filter);
     fn events_to_register(&self) -> Vec<ClusterEventWithHint> {
         vec![node_event(ActionType::ADD, "NodeAdd")]
     }
@@ -171,15 +164,7 @@ impl Plugin for TaintToleration {
     fn name(&self) -> &str {
         "TaintToleration"
     }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
-        Some(self)
-    }
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
+    extension_points!(filter, pre_score, score);
     fn events_to_register(&self) -> Vec<ClusterEventWithHint> {
         let hint: QueueingHintFn = Arc::new(|pod, _, new| {
             let Some(n) = node_of(new) else {
@@ -300,18 +285,7 @@ impl Plugin for NodeAffinity {
     fn name(&self) -> &str {
         "NodeAffinity"
     }
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
-        Some(self)
-    }
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
+    extension_points!(pre_filter, filter, pre_score, score);
     fn events_to_register(&self) -> Vec<ClusterEventWithHint> {
         let hint: QueueingHintFn =
             Arc::new(|pod, _, new| match (node_of(new), pod.spec.as_ref()) {
@@ -443,12 +417,7 @@ impl Plugin for NodePorts {
     fn name(&self) -> &str {
         "NodePorts"
     }
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
+    extension_points!(pre_filter, filter);
     fn events_to_register(&self) -> Vec<ClusterEventWithHint> {
         vec![
             pod_event(EventResource::AssignedPod, ActionType::DELETE),
@@ -499,12 +468,7 @@ impl Plugin for ImageLocality {
     fn name(&self) -> &str {
         "ImageLocality"
     }
-    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
-        Some(self)
-    }
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
+    extension_points!(pre_score, score);
 }
 
 #[derive(Clone)]

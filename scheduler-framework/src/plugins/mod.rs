@@ -25,6 +25,7 @@ pub use volumes::{
 
 use crate::config::ConfigError;
 use crate::cycle_state::CycleState;
+use crate::extension_points;
 use crate::framework::Handle;
 use crate::interface::*;
 use crate::status::Status;
@@ -77,9 +78,7 @@ impl Plugin for DefaultBinder {
     fn name(&self) -> &str {
         "DefaultBinder"
     }
-    fn as_bind(&self) -> Option<&dyn BindPlugin> {
-        Some(self)
-    }
+    extension_points!(bind);
 }
 
 #[async_trait]

@@ -5,6 +5,7 @@
 use crate::cache::Snapshot;
 use crate::cluster::{Cluster, Listers};
 use crate::cycle_state::CycleState;
+use crate::extension_points;
 use crate::framework::Framework;
 use crate::interface::*;
 use crate::status::{Code, Status};
@@ -242,9 +243,7 @@ impl Plugin for DefaultPreemption {
     fn name(&self) -> &str {
         "DefaultPreemption"
     }
-    fn as_post_filter(&self) -> Option<&dyn PostFilterPlugin> {
-        Some(self)
-    }
+    extension_points!(post_filter);
 }
 
 #[async_trait]

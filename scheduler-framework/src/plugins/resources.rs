@@ -5,6 +5,7 @@ use super::{node_event, pod_event};
 use crate::cache::Snapshot;
 use crate::config::ConfigError;
 use crate::cycle_state::CycleState;
+use crate::extension_points;
 use crate::interface::*;
 use crate::status::Status;
 use crate::types::{NodeInfo, PodInfo, Resource};
@@ -276,15 +277,7 @@ impl Plugin for NodeResourcesFit {
     fn name(&self) -> &str {
         "NodeResourcesFit"
     }
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
+    extension_points!(pre_filter, filter, score);
     fn events_to_register(&self) -> Vec<ClusterEventWithHint> {
         vec![
             pod_event(
@@ -391,12 +384,7 @@ impl Plugin for NodeResourcesBalancedAllocation {
     fn name(&self) -> &str {
         "NodeResourcesBalancedAllocation"
     }
-    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
-        Some(self)
-    }
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
+    extension_points!(pre_score, score);
     fn events_to_register(&self) -> Vec<ClusterEventWithHint> {
         vec![node_event(ActionType::ADD, "NodeAdd")]
     }

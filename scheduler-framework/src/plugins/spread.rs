@@ -6,6 +6,7 @@ use super::node_event;
 use crate::cache::Snapshot;
 use crate::cluster::Listers;
 use crate::cycle_state::CycleState;
+use crate::extension_points;
 use crate::interface::*;
 use crate::status::Status;
 use crate::types::{NodeInfo, PodInfo};
@@ -262,18 +263,7 @@ impl Plugin for PodTopologySpread {
     fn name(&self) -> &str {
         "PodTopologySpread"
     }
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
-        Some(self)
-    }
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
+    extension_points!(pre_filter, filter, pre_score, score);
     fn events_to_register(&self) -> Vec<ClusterEventWithHint> {
         vec![
             ClusterEvent::new(

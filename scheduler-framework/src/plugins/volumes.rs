@@ -7,6 +7,7 @@ use super::node_event;
 use crate::cache::Snapshot;
 use crate::cluster::{Cluster, Listers};
 use crate::cycle_state::CycleState;
+use crate::extension_points;
 use crate::interface::*;
 use crate::status::Status;
 use crate::types::{NodeInfo, PodInfo};
@@ -248,18 +249,7 @@ impl Plugin for VolumeBinding {
     fn name(&self) -> &str {
         "VolumeBinding"
     }
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-    fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
-        Some(self)
-    }
-    fn as_pre_bind(&self) -> Option<&dyn PreBindPlugin> {
-        Some(self)
-    }
+    extension_points!(pre_filter, filter, reserve, pre_bind);
     fn events_to_register(&self) -> Vec<ClusterEventWithHint> {
         storage_events()
     }
@@ -479,12 +469,7 @@ impl Plugin for VolumeRestrictions {
     fn name(&self) -> &str {
         "VolumeRestrictions"
     }
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
+    extension_points!(pre_filter, filter);
     fn events_to_register(&self) -> Vec<ClusterEventWithHint> {
         vec![
             ClusterEvent::new(
@@ -634,9 +619,7 @@ impl Plugin for NodeVolumeLimits {
     fn name(&self) -> &str {
         "NodeVolumeLimits"
     }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
+    extension_points!(filter);
     fn events_to_register(&self) -> Vec<ClusterEventWithHint> {
         vec![
             ClusterEvent::new(

@@ -348,3 +348,108 @@ async fn volume_binding_follows_static_pvs_and_provisions_dynamic_ones() {
     }
     assert!(bound_d());
 }
+
+#[tokio::test]
+async fn system_default_spreading_follows_the_owning_service() {
+    use bosun_api_types::core::v1::Service;
+    let listers = std::sync::Arc::new(bosun_scheduler_framework::cluster::Listers::default());
+    let svc: Service =
+        serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "d"},
+        "spec": {"selector": {"app": "x"}}}))
+        .unwrap();
+    listers.services.insert("d/web", std::sync::Arc::new(svc));
+    let mut sim = Simulator::with(Default::default(), Default::default(), listers).unwrap();
+    for (n, z) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b")] {
+        sim.add_node(node(
+            n,
+            "64",
+            json!({"metadata": {"labels": {"topology.kubernetes.io/zone": z}}}),
+        ));
+    }
+    for i in 0..8 {
+        sim.add_pod(pod(&format!("w{i}"), json!({})));
+    }
+    assert_eq!(sim.run().await.bound, 8);
+    let mut per_node = std::collections::BTreeMap::new();
+    for i in 0..8 {
+        *per_node
+            .entry(sim.node_of(&format!("w{i}")).unwrap())
+            .or_insert(0) += 1;
+    }
+    // Hostname skew ≤ 3 and zones balanced: every node gets two.
+    assert!(per_node.values().all(|c| *c == 2), "{per_node:?}");
+}
+
+#[tokio::test]
+async fn preferred_pod_affinity_and_image_locality_score() {
+    let cache = pod(
+        "cache",
+        json!({"metadata": {"labels": {"app": "cache"}}, "spec": {"nodeName": "c"}}),
+    );
+    let pref = json!({"spec": {"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "kubernetes.io/hostname"}}]}}}});
+    let nodes = vec![
+        node("a", "4", json!({})),
+        node("b", "4", json!({})),
+        node("c", "4", json!({})),
+    ];
+    for _ in 0..5 {
+        assert_eq!(
+            place(nodes.clone(), vec![cache.clone()], pod("p", pref.clone())).await,
+            Ok("c".into())
+        );
+    }
+    // The only node holding the pod's (large) image wins.
+    let with_image = node(
+        "img",
+        "4",
+        json!({"status": {"images": [{"names": ["docker.io/library/big:1"], "sizeBytes": 900_000_000}]}}),
+    );
+    let nodes = vec![
+        node("a", "4", json!({})),
+        with_image,
+        node("b", "4", json!({})),
+    ];
+    let p = pod(
+        "p",
+        json!({"spec": {"containers": [{"name": "c", "image": "big:1", "resources": {"requests": {"cpu": "100m"}}}]}}),
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            place(nodes.clone(), vec![], p.clone()).await,
+            Ok("img".into())
+        );
+    }
+}
+
+#[tokio::test]
+async fn preemption_prefers_victims_without_a_disruption_budget() {
+    use bosun_api_types::policy::v1::PodDisruptionBudget;
+    let listers = std::sync::Arc::new(bosun_scheduler_framework::cluster::Listers::default());
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({"metadata": {"name": "guarded", "namespace": "d"},
+        "spec": {"selector": {"matchLabels": {"app": "guarded"}}}, "status": {"disruptionsAllowed": 0,
+            "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1}}))
+    .unwrap();
+    listers.pdbs.insert("d/guarded", std::sync::Arc::new(pdb));
+    let mut sim = Simulator::with(Default::default(), Default::default(), listers).unwrap();
+    sim.add_node(node("n1", "1", json!({})));
+    sim.add_node(node("n2", "1", json!({})));
+    let big = |name: &str, app: &str, prio: i32, at: Option<&str>| {
+        pod(
+            name,
+            json!({"metadata": {"labels": {"app": app}}, "spec": {"priority": prio, "nodeName": at,
+            "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "800m"}}}]}}),
+        )
+    };
+    sim.add_pod(big("guarded", "guarded", 1, Some("n1")));
+    sim.add_pod(big("free", "free", 1, Some("n2")));
+    sim.add_pod(big("vip", "vip", 100, None));
+    let stats = sim.run().await;
+    assert_eq!((stats.bound, stats.preempted), (1, 1));
+    assert!(sim.exists("guarded") && !sim.exists("free"));
+    assert_eq!(sim.node_of("vip").as_deref(), Some("n2"));
+    // The preemptor was nominated to the node it freed.
+    assert!(sim.cluster().log().contains(
+        &bosun_scheduler_framework::cluster::Recorded::Nominated("d/vip".into(), Some("n2".into()))
+    ));
+}
