@@ -1,6 +1,5 @@
 //! The gRPC client against the simulated runtime served over a unix socket: the CRI basics
 //! critest checks, end to end through the wire format.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use bosun_cri::remote::RemoteRuntime;
 use bosun_cri::simulated::{SimulatedRuntime, EXIT_CODE, RUN_SECONDS};

@@ -1,0 +1,105 @@
+//! Test images built at test time: an OCI image layout archive holding one layer with
+//! Debian's static busybox and its applets as symlinks. Nothing binary is committed.
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Where Debian's busybox-static installs the binary.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+const APPLETS: &[&str] = &[
+    "sh", "sleep", "httpd", "wget", "cat", "echo", "ls", "true", "false", "head", "dd", "nc", "id",
+    "hostname", "ps", "kill", "mkdir", "env", "grep", "tail",
+];
+
+fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
+}
+
+fn layer() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let dir = |b: &mut tar::Builder<Vec<u8>>, path: &str| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, path, std::io::empty()).unwrap();
+    };
+    for d in ["bin/", "tmp/", "etc/", "proc/", "sys/", "dev/", "www/"] {
+        dir(&mut b, d);
+    }
+    let busybox = std::fs::read(BUSYBOX).expect("busybox-static is installed");
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(busybox.len() as u64);
+    h.set_mtime(0);
+    b.append_data(&mut h, "bin/busybox", busybox.as_slice())
+        .unwrap();
+    for a in APPLETS {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        h.set_mtime(0);
+        b.append_link(&mut h, format!("bin/{a}"), "busybox")
+            .unwrap();
+    }
+    let index = b"hello from bosun\n";
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(index.len() as u64);
+    h.set_mtime(0);
+    b.append_data(&mut h, "www/index.html", &index[..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// Writes `name` (e.g. `docker.io/bosun/busybox:1`) as an OCI image layout archive into `dir`,
+/// with `cmd` as the image's command; returns the archive's path.
+pub fn busybox_archive(dir: &Path, name: &str, cmd: &[&str]) -> PathBuf {
+    let layer = layer();
+    let layer_digest = digest(&layer);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": cmd, "Env": ["PATH=/bin"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    }))
+    .unwrap();
+    let config_digest = digest(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len()}],
+    }))
+    .unwrap();
+    let manifest_digest = digest(&manifest);
+    let tag = name.rsplit(':').next().unwrap_or("latest");
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest, "size": manifest.len(),
+            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": tag}}],
+    }))
+    .unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |path: String, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_mtime(0);
+        b.append_data(&mut h, path, data).unwrap();
+    };
+    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json".into(), &index);
+    for blob in [&layer, &config, &manifest] {
+        let d = digest(blob);
+        add(
+            format!("blobs/sha256/{}", d.trim_start_matches("sha256:")),
+            blob,
+        );
+    }
+    let out = dir.join(format!("{}.tar", name.replace(['/', ':'], "_")));
+    std::fs::write(&out, b.into_inner().unwrap()).unwrap();
+    out
+}

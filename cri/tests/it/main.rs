@@ -1,0 +1,11 @@
+//! bosun-cri integration tests.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    missing_docs
+)]
+
+mod containerd;
+mod image;
+mod simulated;
