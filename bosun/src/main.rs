@@ -129,6 +129,70 @@ enum Command {
         #[arg(long, default_value_t = 6443)]
         port: u16,
     },
+    /// Manage the node's images (the built-in runtime's image store).
+    #[command(subcommand)]
+    Images(ImagesCommand),
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Load the images of an OCI image-layout or docker-archive tarball (air-gapped nodes).
+    Import {
+        /// The tarball.
+        file: PathBuf,
+        /// The data directory (images live in DIR/images; default ~/.local/share/bosun).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// List the stored images.
+    List {
+        /// The data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn default_data_dir(data_dir: Option<PathBuf>) -> PathBuf {
+    data_dir.unwrap_or_else(|| {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".local/share/bosun")
+    })
+}
+
+/// `bosun images …`: prints what it did, one line per image.
+fn images(cmd: ImagesCommand) -> Result<(), String> {
+    use bosun_cri::builtin::images::ImageStore;
+    let (dir, file) = match cmd {
+        ImagesCommand::Import { file, data_dir } => (default_data_dir(data_dir), Some(file)),
+        ImagesCommand::List { data_dir } => (default_data_dir(data_dir), None),
+    };
+    let store = ImageStore::open(dir.join("images")).map_err(|e| {
+        format!(
+            "opening the image store in {}: {e}",
+            dir.join("images").display()
+        )
+    })?;
+    let out = match file {
+        Some(f) => store
+            .import(&f)
+            .map_err(|e| format!("importing {}: {e}", f.display()))?,
+        None => store.list(),
+    };
+    let mut text = String::new();
+    for i in out {
+        let name = i
+            .repo_tags
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "<none>".into());
+        text.push_str(&format!("{name}\t{}\t{} bytes\n", i.id, i.size));
+    }
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(|e| format!("writing the list: {e}"))
 }
 
 fn main() -> std::process::ExitCode {
@@ -144,6 +208,15 @@ fn main() -> std::process::ExitCode {
         Command::Server(a) => a,
         Command::ControllerManager(a) => return run(controller_manager(a)),
         Command::Scheduler(a) => return run(scheduler(a)),
+        Command::Images(c) => {
+            return match images(c) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("bosun: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
         Command::Up { data_dir, port } => {
             let data_dir = data_dir.unwrap_or_else(|| {
                 std::env::var_os("HOME")

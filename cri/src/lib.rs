@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod builtin;
 pub mod remote;
 pub mod server;
 pub mod simulated;

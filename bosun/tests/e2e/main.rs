@@ -1095,3 +1095,80 @@ spec:
     let _ = sched.kill();
     let _ = sched.wait();
 }
+
+/// `bosun images import FILE` loads a `docker save` tarball into the node's image store, and
+/// `bosun images list` shows it (air-gapped nodes).
+#[test]
+fn images_import_loads_a_docker_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("rootfs/etc")).unwrap();
+    std::fs::write(d.join("rootfs/etc/motd"), "hi\n").unwrap();
+    let tar = |args: &[&str]| {
+        let ok = Command::new("tar").args(args).status().unwrap().success();
+        assert!(ok, "tar {args:?}");
+    };
+    let layer = d.join("archive/layer.tar");
+    std::fs::create_dir_all(d.join("archive")).unwrap();
+    tar(&[
+        "--owner=0",
+        "--group=0",
+        "-cf",
+        layer.to_str().unwrap(),
+        "-C",
+        d.join("rootfs").to_str().unwrap(),
+        ".",
+    ]);
+    std::fs::write(
+        d.join("archive/config.json"),
+        r#"{"architecture":"amd64","os":"linux","config":{"Cmd":["cat","/etc/motd"]},"rootfs":{"type":"layers"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("archive/manifest.json"),
+        r#"[{"Config":"config.json","RepoTags":["hello:1"],"Layers":["layer.tar"]}]"#,
+    )
+    .unwrap();
+    let archive = d.join("hello.tar");
+    tar(&[
+        "-cf",
+        archive.to_str().unwrap(),
+        "-C",
+        d.join("archive").to_str().unwrap(),
+        "manifest.json",
+        "config.json",
+        "layer.tar",
+    ]);
+    let data = d.join("data");
+    let out = Command::new(bosun_bin())
+        .args(["images", "import"])
+        .arg(&archive)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("docker.io/library/hello:1\tsha256:"));
+    let list = Command::new(bosun_bin())
+        .args(["images", "list", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains("docker.io/library/hello:1"));
+    // A file that is not an image archive is one clear error.
+    std::fs::write(d.join("junk.tar"), b"not a tar").unwrap();
+    let bad = Command::new(bosun_bin())
+        .args(["images", "import"])
+        .arg(d.join("junk.tar"))
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.starts_with("bosun: importing"), "{err}");
+}

@@ -6,6 +6,7 @@
     missing_docs
 )]
 
+mod builtin_images;
 mod containerd;
 mod image;
 mod simulated;
