@@ -1,8 +1,17 @@
 //! A pod's runtime lifecycle through the CRI: run a sandbox, create and start a container,
-//! stop and remove both — here against the simulated runtime, in process and over gRPC on a
-//! unix socket, which measures the CRI plumbing itself (the real runtimes join this benchmark
-//! as they land). `cargo bench -p bosun-cri --bench lifecycle`
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+//! stop and remove both — against the simulated runtime (in process, and over gRPC on a unix
+//! socket: the CRI plumbing itself) and against containerd 1.6 with runc (as root, when
+//! installed; the test harness starts it). The built-in runtime joins as it lands.
+//! `cargo bench -p bosun-cri --bench lifecycle`
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr
+)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use bosun_cri::remote::RemoteRuntime;
 use bosun_cri::simulated::SimulatedRuntime;
@@ -16,6 +25,10 @@ use std::time::Duration;
 static N: AtomicU64 = AtomicU64::new(0);
 
 async fn lifecycle(rt: &dyn RuntimeService) {
+    lifecycle_with(rt, "busybox", Vec::new()).await
+}
+
+async fn lifecycle_with(rt: &dyn RuntimeService, image: &str, command: Vec<String>) {
     let n = N.fetch_add(1, Ordering::Relaxed);
     let config = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
@@ -25,11 +38,15 @@ async fn lifecycle(rt: &dyn RuntimeService) {
             attempt: 0,
         }),
         log_directory: "/var/log/pods/x".into(),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: format!("/{}", support::containerd::CGROUP_PARENT),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let sb = rt
         .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
+            config: Some(config.clone()),
             runtime_handler: String::new(),
         })
         .await
@@ -44,12 +61,14 @@ async fn lifecycle(rt: &dyn RuntimeService) {
                     attempt: 0,
                 }),
                 image: Some(ImageSpec {
-                    image: "busybox".into(),
+                    image: image.into(),
                     ..Default::default()
                 }),
+                command,
                 ..Default::default()
             }),
-            sandbox_config: None,
+            // containerd requires the sandbox's config here.
+            sandbox_config: Some(config),
         })
         .await
         .unwrap()
@@ -114,6 +133,25 @@ fn bench(c: &mut Criterion) {
         b.iter(|| rt.block_on(lifecycle(&remote)))
     });
     g.finish();
+    if !support::containerd::available() {
+        eprintln!("containerd not available: its figure is skipped");
+        return;
+    }
+    let cd = support::containerd::Containerd::start();
+    let containerd = rt.block_on(RemoteRuntime::connect(&cd.socket)).unwrap();
+    let mut g = c.benchmark_group("pod_lifecycle_real");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.bench_function("containerd_1.6_runc", |b| {
+        b.iter(|| {
+            rt.block_on(lifecycle_with(
+                &containerd,
+                support::containerd::IMAGE,
+                vec!["sleep".into(), "3600".into()],
+            ))
+        })
+    });
+    g.finish();
+    drop(cd);
 }
 
 criterion_group!(benches, bench);

@@ -693,3 +693,79 @@ mod tests {
         assert_eq!(clean(Path::new("a/../../x")), None);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn name_part() -> impl Strategy<Value = String> {
+        "[a-z][a-z0-9]{0,6}"
+    }
+
+    proptest! {
+        /// Normalizing is idempotent, and always yields a tag or a digest.
+        #[test]
+        fn normalize_is_idempotent(
+            registry in proptest::option::of(prop_oneof![Just("localhost:5000".to_string()), Just("registry.example.com".to_string())]),
+            path in proptest::collection::vec(name_part(), 1..3),
+            tag in proptest::option::of("[a-z0-9][a-z0-9.]{0,5}"),
+        ) {
+            let mut name = path.join("/");
+            if let Some(r) = registry { name = format!("{r}/{name}"); }
+            if let Some(t) = tag { name = format!("{name}:{t}"); }
+            let once = normalize(&name);
+            prop_assert_eq!(normalize(&once), once.clone());
+            let last = once.rsplit('/').next().unwrap_or("");
+            prop_assert!(last.contains(':') || last.contains('@'));
+        }
+
+        /// Any tree of files packed into a layer unpacks to the same files, and nothing lands
+        /// outside the target (entries with `..` are refused).
+        #[test]
+        fn layers_round_trip_and_stay_inside(
+            files in proptest::collection::btree_map("[a-z]{1,4}(/[a-z]{1,4}){0,2}", "[ -~]{0,40}", 1..12),
+            evil in any::<bool>(),
+        ) {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut paths: Vec<&String> = files.keys().collect();
+            // A path that is also a directory of another entry cannot be a file too.
+            paths.retain(|p| !files.keys().any(|q| q.starts_with(&format!("{p}/"))));
+            for p in &paths {
+                let data = files[*p].as_bytes();
+                let mut h = tar::Header::new_gnu();
+                h.set_mode(0o644);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, p.as_str(), data).unwrap();
+            }
+            if evil {
+                // Written raw: the builder itself refuses `..`.
+                let mut h = tar::Header::new_gnu();
+                h.set_mode(0o644);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_size(1);
+                let name = b"../escape";
+                h.as_old_mut().name[..name.len()].copy_from_slice(name);
+                h.set_cksum();
+                b.append(&h, &b"x"[..]).unwrap();
+            }
+            let layer = b.into_inner().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let target = dir.path().join("t");
+            let r = unpack_layer(layer.as_slice(), &target);
+            prop_assert!(!dir.path().join("escape").exists());
+            if evil {
+                prop_assert!(r.is_err());
+            } else {
+                prop_assert!(r.is_ok(), "{:?}", r);
+                for p in &paths {
+                    let got = std::fs::read_to_string(target.join(p.as_str())).unwrap();
+                    prop_assert_eq!(&got, &files[*p]);
+                }
+            }
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! The built-in image store: imports, snapshots, whiteouts through a real overlay mount.
 
-use super::image::{busybox_archive, busybox_docker_archive, files_layer, oci_archive};
+use crate::support::image::{busybox_archive, busybox_docker_archive, files_layer, oci_archive};
 use bosun_cri::builtin::images::ImageStore;
 use bosun_cri::v1::*;
 use bosun_cri::ImageService;
@@ -25,7 +25,7 @@ fn spec(name: &str) -> Option<ImageSpec> {
 
 #[tokio::test]
 async fn oci_and_docker_archives_import_into_snapshots() {
-    if !Path::new(super::image::BUSYBOX).exists() {
+    if !Path::new(crate::support::image::BUSYBOX).exists() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "busybox-static is missing"

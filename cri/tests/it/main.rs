@@ -6,7 +6,9 @@
     missing_docs
 )]
 
+#[path = "../support/mod.rs"]
+mod support;
+
 mod builtin_images;
 mod containerd;
-mod image;
 mod simulated;
