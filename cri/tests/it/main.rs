@@ -10,5 +10,6 @@
 mod support;
 
 mod builtin_images;
+mod builtin_sandbox;
 mod containerd;
 mod simulated;
