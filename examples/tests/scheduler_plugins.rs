@@ -85,10 +85,11 @@ async fn coscheduling_binds_a_group_only_once_it_is_complete() {
             Some(Attempt::Assumed(_))
         ));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both sit at Permit (they are registered as waiting before their binding task runs) …
+    assert_eq!(sim.scheduler.shared().handle.waiting_pods.list().len(), 2);
+    // … and no bind happens while the group is incomplete.
+    tokio::task::yield_now().await;
     assert_eq!(bound(&sim), 0, "two of three: everyone waits at Permit");
-    let waiting = sim.scheduler.shared().handle.waiting_pods.list();
-    assert_eq!(waiting.len(), 2);
     sim.add_pod(member(2));
     assert!(matches!(
         sim.scheduler.try_schedule_one().await,
@@ -121,7 +122,17 @@ async fn an_incomplete_group_gives_its_nodes_back_after_the_timeout() {
         sim.scheduler.try_schedule_one().await,
         Some(Attempt::Assumed(_))
     ));
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Wait (with a deadline) for the Permit timeout to reject it.
+    let rejected = |log: &[Recorded]| {
+        log.iter()
+            .any(|r| matches!(r, Recorded::Unschedulable(_, m) if m.contains("timeout")))
+    };
+    for _ in 0..250 {
+        if rejected(&sim.cluster().log()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let log = sim.cluster().log();
     assert!(!log.iter().any(|r| matches!(r, Recorded::Bound(..))));
     assert!(

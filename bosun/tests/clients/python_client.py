@@ -5,7 +5,6 @@ Exits non-zero (with a message) on the first behaviour that differs from Kuberne
 """
 import sys
 import threading
-import time
 
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
@@ -110,7 +109,6 @@ def main():
 
     t = threading.Thread(target=watcher)
     t.start()
-    time.sleep(0.3)
     core.patch_namespaced_config_map("late2", ns, {"data": {"x": "y"}})
     t.join(15)
     check(live == ["MODIFIED"], f"live watch: {live}")
