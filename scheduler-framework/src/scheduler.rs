@@ -632,13 +632,20 @@ impl Events {
             if node_name(&old).is_none() {
                 return self.pod_added(new);
             }
-            self.shared.cache().add_pod(PodInfo::new(new.clone()));
+            // One PodInfo for the new state; the old requests come from the cache.
+            let n = PodInfo::new(new.clone());
+            let old_requests = {
+                let mut cache = self.shared.cache();
+                let before = cache.pod(&uid).map(|(p, _)| p.requests.clone());
+                cache.add_pod(n.clone());
+                before
+            };
             let mut action = ActionType::UPDATE_OTHER;
             if labels_changed(&old, &new) {
                 action = action | ActionType::UPDATE_POD_LABEL;
             }
-            let (o, n) = (PodInfo::new(old.clone()), PodInfo::new(new.clone()));
-            if n.requests.milli_cpu < o.requests.milli_cpu || n.requests.memory < o.requests.memory
+            if old_requests
+                .is_some_and(|o| n.requests.milli_cpu < o.milli_cpu || n.requests.memory < o.memory)
             {
                 action = action | ActionType::UPDATE_POD_SCALE_DOWN;
             }

@@ -3,6 +3,7 @@
 //! imported sandbox image and CNI from Debian's containernetworking-plugins. As root only; in
 //! CI (`CI=true`) a missing containerd, runc, busybox-static or CNI plugin fails the test.
 
+use crate::support::container_status;
 use crate::support::containerd::{available, Containerd, CGROUP_PARENT, IMAGE};
 use bosun_cri::remote::RemoteRuntime;
 use bosun_cri::v1::*;
@@ -85,17 +86,6 @@ async fn exec(rt: &RemoteRuntime, id: &str, cmd: &[&str]) -> (i32, String) {
         r.exit_code,
         String::from_utf8_lossy(&r.stdout).into_owned() + &String::from_utf8_lossy(&r.stderr),
     )
-}
-
-async fn status(rt: &RemoteRuntime, id: &str) -> ContainerStatus {
-    rt.container_status(ContainerStatusRequest {
-        container_id: id.into(),
-        verbose: false,
-    })
-    .await
-    .unwrap()
-    .status
-    .unwrap()
 }
 
 /// Retries `f` for up to 10 s.
@@ -267,7 +257,7 @@ async fn critest_basics_against_containerd() {
     )
     .await;
     let st = eventually("the hog to be killed", async || {
-        let s = status(&rt, &hog).await;
+        let s = container_status(&rt, &hog).await;
         (s.state == ContainerState::ContainerExited as i32).then_some(s)
     })
     .await;

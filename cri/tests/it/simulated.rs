@@ -1,6 +1,7 @@
 //! The gRPC client against the simulated runtime served over a unix socket: the CRI basics
 //! critest checks, end to end through the wire format.
 
+use crate::support::container_status;
 use bosun_cri::remote::RemoteRuntime;
 use bosun_cri::simulated::{SimulatedRuntime, EXIT_CODE, RUN_SECONDS};
 use bosun_cri::v1::*;
@@ -66,17 +67,6 @@ fn container_config(name: &str, annotations: HashMap<String, String>) -> Contain
         annotations,
         ..Default::default()
     }
-}
-
-async fn state_of(rt: &RemoteRuntime, id: &str) -> ContainerStatus {
-    rt.container_status(ContainerStatusRequest {
-        container_id: id.into(),
-        verbose: false,
-    })
-    .await
-    .unwrap()
-    .status
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,11 +144,11 @@ async fn sandbox_and_container_lifecycle_over_grpc() {
         .unwrap()
         .container_id;
     assert_eq!(
-        state_of(&rt, &c).await.state,
+        container_status(&rt, &c).await.state,
         ContainerState::ContainerCreated as i32
     );
     assert_eq!(
-        state_of(&rt, &c).await.log_path,
+        container_status(&rt, &c).await.log_path,
         "/var/log/pods/default_web/main/0.log"
     );
     rt.start_container(StartContainerRequest {
@@ -167,7 +157,7 @@ async fn sandbox_and_container_lifecycle_over_grpc() {
     .await
     .unwrap();
     assert_eq!(
-        state_of(&rt, &c).await.state,
+        container_status(&rt, &c).await.state,
         ContainerState::ContainerRunning as i32
     );
     let again = rt
@@ -216,7 +206,7 @@ async fn sandbox_and_container_lifecycle_over_grpc() {
     })
     .await
     .unwrap();
-    let s = state_of(&rt, &c).await;
+    let s = container_status(&rt, &c).await;
     assert_eq!(s.state, ContainerState::ContainerExited as i32);
     assert!(s.finished_at >= s.started_at && s.started_at >= s.created_at);
     rt.remove_container(RemoveContainerRequest {
@@ -296,17 +286,17 @@ async fn simulated_containers_exit_on_schedule() {
     .await
     .unwrap();
     assert_eq!(
-        state_of(&rt, &c).await.state,
+        container_status(&rt, &c).await.state,
         ContainerState::ContainerRunning as i32
     );
     // It exits on its own after its scheduled 0.2 s (waited for with a deadline).
     for _ in 0..100 {
-        if state_of(&rt, &c).await.state == ContainerState::ContainerExited as i32 {
+        if container_status(&rt, &c).await.state == ContainerState::ContainerExited as i32 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let s = state_of(&rt, &c).await;
+    let s = container_status(&rt, &c).await;
     assert_eq!(
         (s.state, s.exit_code, s.reason.as_str()),
         (ContainerState::ContainerExited as i32, 3, "Error")
