@@ -4,3 +4,4 @@
 
 pub mod images;
 pub mod sandbox;
+pub mod spec;

@@ -10,6 +10,7 @@
 mod support;
 
 mod builtin_images;
+mod builtin_runc;
 mod builtin_sandbox;
 mod containerd;
 mod simulated;
