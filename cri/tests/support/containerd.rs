@@ -298,7 +298,17 @@ impl Drop for Containerd {
         let _ = Command::new("pkill")
             .args(["-KILL", "-f", &self.socket.display().to_string()])
             .status();
-        std::thread::sleep(Duration::from_millis(200));
+        // Wait (at most 5 s) until they are gone, so their mounts can be released.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline
+            && Command::new("pgrep")
+                .args(["-f", &self.socket.display().to_string()])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         // Mounts under our root (rootfs, shm) and our bridge.
         if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
             let root = self.dir.path().display().to_string();
