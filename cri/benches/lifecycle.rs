@@ -1,7 +1,8 @@
 //! A pod's runtime lifecycle through the CRI: run a sandbox, create and start a container,
 //! stop and remove both — against the simulated runtime (in process, and over gRPC on a unix
-//! socket: the CRI plumbing itself) and against containerd 1.6 with runc (as root, when
-//! installed; the test harness starts it). The built-in runtime joins as it lands.
+//! socket: the CRI plumbing itself), and, as root with the Debian packages, against the
+//! built-in runtime (runc, shim, CNI bridge) and containerd 1.6 with runc side by side, each
+//! timed as "up" (sandbox, create, start) and "down" (stop and remove both).
 //! `cargo bench -p bosun-cri --bench lifecycle`
 #![allow(
     missing_docs,
@@ -20,16 +21,46 @@ use bosun_cri::RuntimeService;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 static N: AtomicU64 = AtomicU64::new(0);
 
 async fn lifecycle(rt: &dyn RuntimeService) {
-    lifecycle_with(rt, "busybox", Vec::new()).await
+    lifecycle_with(rt, "busybox", Vec::new()).await;
 }
 
-async fn lifecycle_with(rt: &dyn RuntimeService, image: &str, command: Vec<String>) {
+/// Benchmarks the up and down halves of the lifecycle against one runtime.
+fn halves(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    runtime: &dyn RuntimeService,
+) {
+    let cmd = || vec!["sleep".to_string(), "3600".to_string()];
+    for (half, pick) in [("up", 0usize), ("down", 1)] {
+        g.bench_function(format!("{name}/{half}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (up, down) =
+                        rt.block_on(lifecycle_with(runtime, support::containerd::IMAGE, cmd()));
+                    total += if pick == 0 { up } else { down };
+                }
+                total
+            })
+        });
+    }
+}
+
+/// One pod's lifecycle; returns the time to bring it up (sandbox, create, start) and to take
+/// it down (stop and remove both).
+async fn lifecycle_with(
+    rt: &dyn RuntimeService,
+    image: &str,
+    command: Vec<String>,
+) -> (Duration, Duration) {
     let n = N.fetch_add(1, Ordering::Relaxed);
+    let t0 = Instant::now();
     let config = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: format!("p{n}"),
@@ -78,6 +109,8 @@ async fn lifecycle_with(rt: &dyn RuntimeService, image: &str, command: Vec<Strin
     })
     .await
     .unwrap();
+    let up = t0.elapsed();
+    let t1 = Instant::now();
     rt.stop_container(StopContainerRequest {
         container_id: c.clone(),
         timeout: 0,
@@ -95,6 +128,7 @@ async fn lifecycle_with(rt: &dyn RuntimeService, image: &str, command: Vec<Strin
     rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: sb })
         .await
         .unwrap();
+    (up, t1.elapsed())
 }
 
 fn bench(c: &mut Criterion) {
@@ -133,25 +167,27 @@ fn bench(c: &mut Criterion) {
         b.iter(|| rt.block_on(lifecycle(&remote)))
     });
     g.finish();
-    if !support::containerd::available() {
-        eprintln!("containerd not available: its figure is skipped");
-        return;
-    }
-    let cd = support::containerd::Containerd::start();
-    let containerd = rt.block_on(RemoteRuntime::connect(&cd.socket)).unwrap();
     let mut g = c.benchmark_group("pod_lifecycle_real");
-    g.sample_size(10).measurement_time(Duration::from_secs(20));
-    g.bench_function("containerd_1.6_runc", |b| {
-        b.iter(|| {
-            rt.block_on(lifecycle_with(
-                &containerd,
-                support::containerd::IMAGE,
-                vec!["sleep".into(), "3600".into()],
-            ))
-        })
-    });
+    g.sample_size(10).measurement_time(Duration::from_secs(15));
+    if support::builtin::available() {
+        let b = support::builtin::Builtin::new();
+        let builtin = rt.block_on(b.open());
+        halves(&mut g, &rt, "builtin_runc", &*builtin);
+        drop(builtin);
+        drop(b);
+    } else {
+        eprintln!("the built-in runtime cannot run here: its figure is skipped");
+    }
+    if support::containerd::available() {
+        let cd = support::containerd::Containerd::start();
+        let containerd = rt.block_on(RemoteRuntime::connect(&cd.socket)).unwrap();
+        halves(&mut g, &rt, "containerd_1.6_runc", &containerd);
+        drop(containerd);
+        drop(cd);
+    } else {
+        eprintln!("containerd not available: its figure is skipped");
+    }
     g.finish();
-    drop(cd);
 }
 
 criterion_group!(benches, bench);

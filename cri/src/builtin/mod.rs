@@ -1,7 +1,9 @@
-//! The built-in runtime's parts (the default for `bosun agent`, so a node needs no
-//! containerd). So far: the image store and the sandbox namespaces; the runtime service
-//! comes next.
+//! The built-in runtime (the default for `bosun agent`, so a node needs no containerd):
+//! [`runtime::BuiltinRuntime`] ties together the image store, the sandbox namespaces, the
+//! OCI spec generator, runc and the per-container [`shim`].
 
 pub mod images;
+pub mod runtime;
 pub mod sandbox;
+pub mod shim;
 pub mod spec;

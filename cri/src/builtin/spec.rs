@@ -6,7 +6,9 @@
 
 use super::images::ImageConfig;
 use super::sandbox::Namespaces;
-use crate::v1::{ContainerConfig, Mount as CriMount, MountPropagation, PodSandboxConfig};
+use crate::v1::{
+    ContainerConfig, Mount as CriMount, MountPropagation, NamespaceMode, PodSandboxConfig,
+};
 use crate::{Error, Result};
 use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
@@ -241,6 +243,26 @@ pub fn generate(
         })
         .unwrap_or_default();
     let readonly_root = sc.is_some_and(|s| s.readonly_rootfs);
+    // Namespaces: NODE mode shares the host's; a host-network pod also keeps the host's UTS
+    // namespace (and so its hostname), as upstream runtimes do.
+    let opts = sb
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref());
+    let node = |mode: Option<i32>| mode == Some(NamespaceMode::Node as i32);
+    let host_net = node(opts.map(|o| o.network));
+    let mut namespaces = vec![json!({"type": "mount"})];
+    if !node(opts.map(|o| o.pid)) {
+        namespaces.push(json!({"type": "pid"}));
+    }
+    if !host_net {
+        namespaces.push(json!({"type": "network", "path": ns.net()}));
+        namespaces.push(json!({"type": "uts", "path": ns.uts()}));
+    }
+    if !node(opts.map(|o| o.ipc)) {
+        namespaces.push(json!({"type": "ipc", "path": ns.ipc()}));
+    }
     let spec = json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -254,19 +276,13 @@ pub fn generate(
             "noNewPrivileges": sc.is_some_and(|s| s.no_new_privs),
         },
         "root": {"path": rootfs, "readonly": readonly_root},
-        "hostname": sb.hostname,
+        "hostname": if host_net { Value::Null } else { json!(sb.hostname) },
         "mounts": mounts,
         "linux": {
             "cgroupsPath": cgroups_path,
             "resources": resources,
             "sysctl": sysctls,
-            "namespaces": [
-                {"type": "pid"},
-                {"type": "mount"},
-                {"type": "network", "path": ns.net()},
-                {"type": "uts", "path": ns.uts()},
-                {"type": "ipc", "path": ns.ipc()},
-            ],
+            "namespaces": namespaces,
             "maskedPaths": if privileged { Vec::new() } else { MASKED.to_vec() },
             "readonlyPaths": if privileged { Vec::new() } else { READONLY.to_vec() },
         },

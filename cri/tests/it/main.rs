@@ -11,6 +11,7 @@ mod support;
 
 mod builtin_images;
 mod builtin_runc;
+mod builtin_runtime;
 mod builtin_sandbox;
 mod containerd;
 mod simulated;

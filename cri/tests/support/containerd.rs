@@ -83,7 +83,7 @@ fn netns_names() -> Vec<String> {
 }
 
 /// Every process in a cgroup directory and below.
-fn cgroup_pids(dir: &Path, out: &mut Vec<String>) {
+pub fn cgroup_pids(dir: &Path, out: &mut Vec<String>) {
     if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
         out.extend(procs.lines().map(String::from));
     }
@@ -140,7 +140,7 @@ fn hostport_chains() -> bool {
 }
 
 /// Removes a cgroup directory and its children (deepest first).
-fn remove_cgroup(dir: &Path) {
+pub fn remove_cgroup(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -310,18 +310,7 @@ impl Drop for Containerd {
             std::thread::sleep(Duration::from_millis(20));
         }
         // Mounts under our root (rootfs, shm) and our bridge.
-        if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
-            let root = self.dir.path().display().to_string();
-            let mut ours: Vec<&str> = mounts
-                .lines()
-                .filter_map(|l| l.split_whitespace().nth(1))
-                .filter(|m| m.starts_with(&root))
-                .collect();
-            ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-            for m in ours {
-                let _ = Command::new("umount").args(["-l", m]).status();
-            }
-        }
+        unmount_under(self.dir.path());
         let _ = Command::new("ip")
             .args(["link", "del", BRIDGE])
             .stderr(Stdio::null())
@@ -364,39 +353,7 @@ impl Drop for Containerd {
                 .stderr(Stdio::null())
                 .status();
         }
-        if let Ok(out) = Command::new("iptables").args(["-t", "nat", "-S"]).output() {
-            let rules = String::from_utf8_lossy(&out.stdout).into_owned();
-            let mut chains = Vec::new();
-            for rule in rules
-                .lines()
-                .filter(|r| r.starts_with("-A ") && r.contains("name: \"bosun-cri-test\""))
-            {
-                let args: Vec<String> = shell_words(rule);
-                if let Some(i) = args.iter().position(|a| a == "-j") {
-                    if let Some(c) = args
-                        .get(i + 1)
-                        .filter(|c| c.starts_with("CNI-") && !c.starts_with("CNI-HOSTPORT"))
-                    {
-                        chains.push(c.clone());
-                    }
-                }
-                let mut del = args.clone();
-                del[0] = "-D".into();
-                let _ = Command::new("iptables")
-                    .args(["-t", "nat"])
-                    .args(&del)
-                    .stderr(Stdio::null())
-                    .status();
-            }
-            for c in chains {
-                for op in ["-F", "-X"] {
-                    let _ = Command::new("iptables")
-                        .args(["-t", "nat", op, &c])
-                        .stderr(Stdio::null())
-                        .status();
-                }
-            }
-        }
+        bosun_cni::cleanup::remove_network_nat_rules("bosun-cri-test");
         if !self.before.cni_state {
             let _ = std::fs::remove_dir_all("/var/lib/cni");
         }
@@ -406,30 +363,40 @@ impl Drop for Containerd {
     }
 }
 
-/// Splits an `iptables -S` line into arguments (double quotes group, backslash escapes).
-fn shell_words(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-            }
-            '"' => quoted = !quoted,
-            ' ' if !quoted => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            _ => cur.push(c),
+/// Lazily unmounts every mount under `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
+        let root = dir.display().to_string();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&root))
+            .collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in ours {
+            let _ = Command::new("umount").args(["-l", m]).status();
         }
     }
-    if !cur.is_empty() {
-        out.push(cur);
+}
+
+/// Kills every process in the cgroup `parent` (all hierarchies) and removes the cgroups.
+pub fn kill_and_remove_cgroup(parent: &str) {
+    let mut pids = Vec::new();
+    for h in ["memory", "pids", "cpu,cpuacct"] {
+        cgroup_pids(&Path::new("/sys/fs/cgroup").join(h).join(parent), &mut pids);
     }
-    out
+    pids.sort();
+    pids.dedup();
+    if !pids.is_empty() {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .stderr(Stdio::null())
+            .status();
+    }
+    if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+        for h in hierarchies.flatten() {
+            remove_cgroup(&h.path().join(parent));
+        }
+    }
 }

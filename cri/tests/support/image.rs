@@ -9,7 +9,7 @@ pub const BUSYBOX: &str = "/bin/busybox";
 
 const APPLETS: &[&str] = &[
     "sh", "sleep", "httpd", "wget", "cat", "echo", "ls", "true", "false", "head", "dd", "nc", "id",
-    "hostname", "ps", "kill", "mkdir", "env", "grep", "tail",
+    "hostname", "ps", "kill", "mkdir", "env", "grep", "tail", "stty", "tty",
 ];
 
 /// A GNU tar header owned by root (as image layers are).

@@ -1,7 +1,9 @@
 //! Test support shared by the integration tests and the benchmarks.
 #![allow(dead_code)]
 
+pub mod builtin;
 pub mod containerd;
+pub mod critest;
 pub mod image;
 
 use bosun_cri::v1::{ContainerStatus, ContainerStatusRequest};
