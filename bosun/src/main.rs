@@ -132,6 +132,13 @@ enum Command {
     /// Manage the node's images (the built-in runtime's image store).
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// The built-in runtime's per-container monitor (started by the runtime, not by hand).
+    #[command(hide = true)]
+    CriShim {
+        /// The shim's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -143,6 +150,23 @@ enum ImagesCommand {
         /// The data directory (images live in DIR/images; default ~/.local/share/bosun).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Pull an image from its registry (anonymously, or with --username/--password).
+    Pull {
+        /// The image (`busybox`, `ghcr.io/org/app:1`, `127.0.0.1:5000/app@sha256:…`).
+        name: String,
+        /// The data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// A registry (`host:port`) to reach over plain HTTP; repeatable.
+        #[arg(long = "insecure-registry")]
+        insecure_registries: Vec<String>,
+        /// Registry user name.
+        #[arg(long)]
+        username: Option<String>,
+        /// Registry password.
+        #[arg(long)]
+        password: Option<String>,
     },
     /// List the stored images.
     List {
@@ -164,21 +188,46 @@ fn default_data_dir(data_dir: Option<PathBuf>) -> PathBuf {
 /// `bosun images …`: prints what it did, one line per image.
 fn images(cmd: ImagesCommand) -> Result<(), String> {
     use bosun_cri::builtin::images::ImageStore;
-    let (dir, file) = match cmd {
-        ImagesCommand::Import { file, data_dir } => (default_data_dir(data_dir), Some(file)),
-        ImagesCommand::List { data_dir } => (default_data_dir(data_dir), None),
+    let open = |data_dir: Option<PathBuf>| {
+        let dir = default_data_dir(data_dir).join("images");
+        ImageStore::open(&dir)
+            .map_err(|e| format!("opening the image store in {}: {e}", dir.display()))
     };
-    let store = ImageStore::open(dir.join("images")).map_err(|e| {
-        format!(
-            "opening the image store in {}: {e}",
-            dir.join("images").display()
-        )
-    })?;
-    let out = match file {
-        Some(f) => store
-            .import(&f)
-            .map_err(|e| format!("importing {}: {e}", f.display()))?,
-        None => store.list(),
+    let out = match cmd {
+        ImagesCommand::Import { file, data_dir } => open(data_dir)?
+            .import(&file)
+            .map_err(|e| format!("importing {}: {e}", file.display()))?,
+        ImagesCommand::List { data_dir } => open(data_dir)?.list(),
+        ImagesCommand::Pull {
+            name,
+            data_dir,
+            insecure_registries,
+            username,
+            password,
+        } => {
+            let store = std::sync::Arc::new(open(data_dir)?);
+            let config = bosun_cri::builtin::registry::RegistryConfig {
+                insecure: insecure_registries,
+            };
+            let auth = username.map(|u| bosun_cri::v1::AuthConfig {
+                username: u,
+                password: password.unwrap_or_default(),
+                ..Default::default()
+            });
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("starting the async runtime: {e}"))?;
+            let image = rt
+                .block_on(bosun_cri::builtin::registry::pull(
+                    &store,
+                    &config,
+                    &name,
+                    auth.as_ref(),
+                ))
+                .map_err(|e| e.to_string())?;
+            vec![image]
+        }
     };
     let mut text = String::new();
     for i in out {
@@ -208,6 +257,11 @@ fn main() -> std::process::ExitCode {
         Command::Server(a) => a,
         Command::ControllerManager(a) => return run(controller_manager(a)),
         Command::Scheduler(a) => return run(scheduler(a)),
+        Command::CriShim { args } => {
+            return std::process::ExitCode::from(
+                u8::try_from(bosun_cri::builtin::shim::run(&args)).unwrap_or(1),
+            )
+        }
         Command::Images(c) => {
             return match images(c) {
                 Ok(()) => std::process::ExitCode::SUCCESS,

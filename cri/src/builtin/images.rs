@@ -402,6 +402,24 @@ impl ImageStore {
         Ok(stored)
     }
 
+    /// Stores an image fetched from a registry as `name`, with the manifest (or index)
+    /// digest it was resolved to; layers as fetched (compressed or not).
+    pub fn add_pulled(
+        &self,
+        name: &str,
+        repo_digest: &str,
+        config: &[u8],
+        layers: &[Vec<u8>],
+    ) -> Result<ImageRecord> {
+        self.add(&[name.to_string()], Some(repo_digest), config, layers)
+    }
+
+    /// A stored blob's bytes, if it is here and intact.
+    pub fn read_blob(&self, digest: &str) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(self.blob_path(digest).ok()?).ok()?;
+        (digest_of(&bytes) == digest).then_some(bytes)
+    }
+
     /// Imports every image in an OCI image-layout or docker-archive tarball.
     pub fn import(&self, archive: &Path) -> Result<Vec<ImageRecord>> {
         let tmp = tempdir_in(&self.root.join("tmp"))?;
@@ -625,8 +643,10 @@ impl ImageService for ImageStore {
         let name = req.image.map(|i| i.image).unwrap_or_default();
         match self.resolve(&name) {
             Some(i) => Ok(PullImageResponse { image_ref: i.id }),
+            // The store alone does not reach registries: `BuiltinRuntime` (or
+            // `registry::pull`) does.
             None => Err(Error::Unimplemented(format!(
-                "pulling {name} from a registry is not supported yet; load it with `bosun images import FILE`"
+                "{name} is not stored and this image service does not pull; pull through the built-in runtime, `bosun images pull`, or load it with `bosun images import FILE`"
             ))),
         }
     }

@@ -3,6 +3,7 @@
 //! OCI spec generator, runc and the per-container [`shim`].
 
 pub mod images;
+pub mod registry;
 pub mod runtime;
 pub mod sandbox;
 pub mod shim;

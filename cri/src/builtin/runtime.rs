@@ -44,6 +44,8 @@ pub struct BuiltinConfig {
     pub cgroup_parent: String,
     /// The pod network; `None` leaves pods with only a loopback interface.
     pub network: Option<Arc<dyn NetworkPlugin>>,
+    /// How images are pulled.
+    pub registry: super::registry::RegistryConfig,
 }
 
 impl std::fmt::Debug for BuiltinConfig {
@@ -84,6 +86,7 @@ impl BuiltinConfig {
             shim: vec![shim],
             cgroup_parent: "/bosun".into(),
             network: None,
+            registry: Default::default(),
         }
     }
 }
@@ -1487,7 +1490,16 @@ impl ImageService for BuiltinRuntime {
         self.images.image_status(req).await
     }
     async fn pull_image(&self, req: PullImageRequest) -> Result<PullImageResponse> {
-        self.images.pull_image(req).await
+        let name = req.image.map(|i| i.image).unwrap_or_default();
+        if name.is_empty() {
+            return Err(Error::InvalidArgument("image is required".into()));
+        }
+        let image =
+            super::registry::pull(&self.images, &self.cfg.registry, &name, req.auth.as_ref())
+                .await?;
+        Ok(PullImageResponse {
+            image_ref: image.id,
+        })
     }
     async fn remove_image(&self, req: RemoveImageRequest) -> Result<RemoveImageResponse> {
         self.images.remove_image(req).await

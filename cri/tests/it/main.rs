@@ -14,4 +14,5 @@ mod builtin_runc;
 mod builtin_runtime;
 mod builtin_sandbox;
 mod containerd;
+mod registry;
 mod simulated;

@@ -187,6 +187,30 @@ pub async fn basics<R: RuntimeService + ImageService>(rt: &R, env: &Env) {
         "CRI log format: {log:?}"
     );
 
+    // Rotation: the kubelet renames the log, then asks the runtime to reopen it; the next
+    // lines (httpd -v logs each request) go to a new file at the old path.
+    let web_log = env.logs.join("web.log");
+    std::fs::rename(&web_log, env.logs.join("web.log.1")).unwrap();
+    rt.reopen_container_log(ReopenContainerLogRequest {
+        container_id: web.clone(),
+    })
+    .await
+    .unwrap();
+    let reopened = eventually(
+        "the reopened log gets the next request's line",
+        async || {
+            let _ = exec(rt, &client, &["wget", "-qO-", "http://127.0.0.1:8080/"]).await;
+            std::fs::read_to_string(&web_log)
+                .ok()
+                .filter(|t| !t.is_empty())
+        },
+    )
+    .await;
+    assert!(
+        reopened.contains(" stderr F ") || reopened.contains(" stdout F "),
+        "{reopened:?}"
+    );
+
     // Exec over the streaming protocol: both streams and the exit code.
     let exec_url = async |cmd: &[&str], stdin: bool, tty: bool| {
         rt.exec(ExecRequest {
@@ -221,7 +245,11 @@ pub async fn basics<R: RuntimeService + ImageService>(rt: &R, env: &Env) {
         .unwrap();
     assert_eq!((out.stdout.as_slice(), out.exit_code), (&b"hello"[..], 0));
     // A terminal, with its size.
-    let url = exec_url(&["sh", "-c", "read x; stty size; tty"], true, true).await;
+    // The size travels beside the input; a runtime may apply it a moment later, so the
+    // command looks again (up to 2 s) until it is there.
+    let script = "read x; for i in $(seq 20); do s=$(stty size 2>/dev/null); \
+                  [ -n \"$s\" ] && [ \"$s\" != \"0 0\" ] && break; sleep 0.1; done; echo $s; tty";
+    let url = exec_url(&["sh", "-c", script], true, true).await;
     let size = TerminalSize {
         width: 100,
         height: 30,

@@ -9,7 +9,7 @@ pub const BUSYBOX: &str = "/bin/busybox";
 
 const APPLETS: &[&str] = &[
     "sh", "sleep", "httpd", "wget", "cat", "echo", "ls", "true", "false", "head", "dd", "nc", "id",
-    "hostname", "ps", "kill", "mkdir", "env", "grep", "tail", "stty", "tty",
+    "hostname", "ps", "kill", "mkdir", "env", "grep", "tail", "stty", "tty", "seq",
 ];
 
 /// A GNU tar header owned by root (as image layers are).
@@ -20,7 +20,7 @@ fn header() -> tar::Header {
     h
 }
 
-fn digest(bytes: &[u8]) -> String {
+pub fn digest(bytes: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(bytes))
 }
 
@@ -76,6 +76,20 @@ fn config_for(cmd: &[&str], layers: &[Vec<u8>]) -> Vec<u8> {
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }))
     .unwrap()
+}
+
+/// The busybox image's config and its one layer (an uncompressed tar).
+pub fn busybox_parts(cmd: &[&str]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let layers = vec![layer()];
+    (config_for(cmd, &layers), layers)
+}
+
+/// `bytes` gzip-compressed.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
 }
 
 /// An OCI image layout archive of `layers` (uncompressed tars, bottom first).

@@ -5,6 +5,7 @@ pub mod builtin;
 pub mod containerd;
 pub mod critest;
 pub mod image;
+pub mod registry;
 
 use bosun_cri::v1::{ContainerStatus, ContainerStatusRequest};
 use bosun_cri::RuntimeService;
