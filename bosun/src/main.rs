@@ -129,6 +129,9 @@ enum Command {
         #[arg(long, default_value_t = 6443)]
         port: u16,
     },
+    /// Run the node agent: register this machine as a Node and keep its status and Lease
+    /// current (running pods comes next).
+    Agent(AgentArgs),
     /// Manage the node's images (the built-in runtime's image store).
     #[command(subcommand)]
     Images(ImagesCommand),
@@ -139,6 +142,40 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(clap::Args, Clone)]
+struct AgentArgs {
+    /// The API server's URL (with --token); otherwise --kubeconfig or the usual lookup.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// A bearer token for --server.
+    #[arg(long)]
+    token: Option<String>,
+    /// Accept the server's certificate without checking it (with --server).
+    #[arg(long)]
+    insecure_skip_tls_verify: bool,
+    /// Kubeconfig of the cluster.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The Node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Extra node labels, `key=value`; repeatable.
+    #[arg(long = "node-label", value_name = "KEY=VALUE")]
+    node_labels: Vec<String>,
+    /// The data directory (default ~/.local/share/bosun): images, containers' layers.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The volatile state directory (namespaces, runc state, sockets).
+    #[arg(long, default_value = "/run/bosun")]
+    state_dir: PathBuf,
+    /// The container runtime: `builtin` (runc driven directly) or `remote` (a CRI socket).
+    #[arg(long, default_value = "builtin")]
+    runtime: String,
+    /// The CRI socket for `--runtime remote`.
+    #[arg(long, value_name = "PATH")]
+    cri_socket: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -257,6 +294,7 @@ fn main() -> std::process::ExitCode {
         Command::Server(a) => a,
         Command::ControllerManager(a) => return run(controller_manager(a)),
         Command::Scheduler(a) => return run(scheduler(a)),
+        Command::Agent(a) => return run(agent(a)),
         Command::CriShim { args } => {
             return std::process::ExitCode::from(
                 u8::try_from(bosun_cri::builtin::shim::run(&args)).unwrap_or(1),
@@ -539,6 +577,113 @@ fn client_from(kubeconfig: Option<&Path>) -> Result<bosun_client::Client, String
         None => bosun_client::Config::infer().map_err(|e| format!("finding a cluster: {e}"))?,
     };
     bosun_client::Client::try_from_config(config).map_err(|e| e.to_string())
+}
+
+/// `bosun agent`: the node agent. The runtime's readiness (its RuntimeReady condition, asked
+/// every 5 s) is the Node's Ready condition.
+async fn agent(args: AgentArgs) -> Result<(), String> {
+    use bosun_cri::RuntimeService;
+    use bosun_kubelet::{machine::Machine, node::NodeAgent, node::NodeConfig};
+    let client = match &args.server {
+        Some(server) => {
+            let mut config = bosun_client::Config::new(
+                server
+                    .parse()
+                    .map_err(|e| format!("--server {server}: {e}"))?,
+            );
+            if let Some(t) = &args.token {
+                config.auth = bosun_client::config::Auth::Bearer(t.clone());
+            }
+            config.tls.insecure = args.insecure_skip_tls_verify;
+            bosun_client::Client::try_from_config(config).map_err(|e| e.to_string())?
+        }
+        None => client_from(args.kubeconfig.as_deref())?,
+    };
+    let data_dir = default_data_dir(args.data_dir.clone());
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
+    let runtime: Arc<dyn RuntimeService> = match args.runtime.as_str() {
+        "builtin" => {
+            let mut cfg = bosun_cri::builtin::runtime::BuiltinConfig::new(
+                data_dir.join("cri"),
+                args.state_dir.join("cri"),
+            );
+            let exe = std::env::current_exe().map_err(|e| format!("finding bosun: {e}"))?;
+            cfg.shim = vec![exe, PathBuf::from("cri-shim")];
+            let rt = Arc::new(
+                bosun_cri::builtin::runtime::BuiltinRuntime::open(cfg)
+                    .map_err(|e| format!("opening the built-in runtime: {e}"))?,
+            );
+            rt.serve_streaming(([127, 0, 0, 1], 0).into())
+                .await
+                .map_err(|e| e.to_string())?;
+            rt
+        }
+        "remote" => {
+            let socket = args
+                .cri_socket
+                .clone()
+                .ok_or("--runtime remote needs --cri-socket")?;
+            Arc::new(
+                bosun_cri::remote::RemoteRuntime::connect(&socket)
+                    .await
+                    .map_err(|e| format!("connecting to {}: {e}", socket.display()))?,
+            )
+        }
+        other => return Err(format!("--runtime {other}: use builtin or remote")),
+    };
+    let version = runtime
+        .version(bosun_cri::v1::VersionRequest {
+            version: bosun_cri::API_VERSION.into(),
+        })
+        .await
+        .map_err(|e| format!("asking the container runtime its version: {e}"))?;
+    let machine = Machine::detect(&data_dir);
+    let mut cfg = NodeConfig::new(
+        args.node_name
+            .clone()
+            .unwrap_or_else(|| machine.hostname.clone()),
+    );
+    cfg.runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
+    for l in &args.node_labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| format!("--node-label {l}: use KEY=VALUE"))?;
+        cfg.labels.insert(k.into(), v.into());
+    }
+    // The runtime's readiness, refreshed in the background.
+    let ready: Arc<std::sync::Mutex<Result<(), String>>> = Arc::new(std::sync::Mutex::new(Ok(())));
+    let (r, rt) = (ready.clone(), runtime.clone());
+    tokio::spawn(async move {
+        loop {
+            let state = match rt.status(Default::default()).await {
+                Ok(s) => s
+                    .status
+                    .and_then(|s| {
+                        s.conditions
+                            .into_iter()
+                            .find(|c| c.r#type == "RuntimeReady" && !c.status)
+                    })
+                    .map_or(Ok(()), |c| {
+                        Err(format!("container runtime not ready: {}", c.message))
+                    }),
+                Err(e) => Err(format!("container runtime is down: {e}")),
+            };
+            if let Ok(mut g) = r.lock() {
+                *g = state;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+    });
+    tracing::info!(node = %cfg.name, runtime = %cfg.runtime_version, "node agent starting");
+    let agent = NodeAgent::new(client, machine, cfg);
+    agent
+        .run(
+            move || ready.lock().map_or(Ok(()), |g| g.clone()),
+            shutdown_signal(),
+        )
+        .await;
+    Ok(())
 }
 
 /// `bosun scheduler`: the scheduler as a client of a cluster, working only while it holds

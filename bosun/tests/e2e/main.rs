@@ -1172,3 +1172,76 @@ fn images_import_loads_a_docker_archive() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.starts_with("bosun: importing"), "{err}");
 }
+
+#[test]
+fn agent_registers_a_ready_node_with_a_lease() {
+    if !Path::new("/usr/sbin/runc").exists() || std::env::var("USER").is_ok_and(|u| u != "root") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the agent test needs root and runc"
+        );
+        return;
+    }
+    let cluster = start();
+    let k = Kubectl {
+        bin: kubectl_dir().join("kubectl.1.32"),
+        cluster: &cluster,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Command::new(bosun_bin())
+        .arg("agent")
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args([
+            "--node-name",
+            "e2e-node-1",
+            "--node-label",
+            "example.com/pool=e2e",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let ready = || {
+        let out = k.run(&[
+            "get",
+            "node",
+            "e2e-node-1",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout) == "True"
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        if Instant::now() > deadline || agent.try_wait().unwrap().is_some() {
+            let _ = agent.kill();
+            panic!("the node did not become Ready");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let table = k.ok(&["get", "nodes"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("e2e-node-1"))
+        .unwrap()
+        .to_string();
+    assert!(
+        row.contains(" Ready ") && row.contains("v1.32.0-bosun"),
+        "{table}"
+    );
+    let node = k.json(&["get", "node", "e2e-node-1"]);
+    assert_eq!(node["metadata"]["labels"]["example.com/pool"], "e2e");
+    assert!(node["status"]["nodeInfo"]["containerRuntimeVersion"]
+        .as_str()
+        .unwrap()
+        .starts_with("bosun://"));
+    let lease = k.json(&["get", "lease", "-n", "kube-node-lease", "e2e-node-1"]);
+    assert_eq!(lease["spec"]["holderIdentity"], "e2e-node-1");
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

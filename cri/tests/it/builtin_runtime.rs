@@ -132,6 +132,27 @@ async fn containers_survive_a_runtime_restart_and_logs_reopen_after_rotation() {
     assert_eq!(sandboxes.len(), 1);
     assert_eq!(sandboxes[0].state, PodSandboxState::SandboxReady as i32);
 
+    // Stats from the container's cgroups and writable layer.
+    let stats = rt
+        .container_stats(ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .stats
+        .unwrap();
+    let cpu = stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value;
+    let mem = stats.memory.unwrap().working_set_bytes.unwrap().value;
+    assert!(cpu > 0 && mem > 0, "cpu {cpu} ns, memory {mem} bytes");
+    assert!(stats.writable_layer.unwrap().used_bytes.is_some());
+    let pod = rt
+        .list_pod_sandbox_stats(ListPodSandboxStatsRequest::default())
+        .await
+        .unwrap()
+        .stats;
+    assert_eq!(pod.len(), 1);
+    assert_eq!(pod[0].linux.as_ref().unwrap().containers.len(), 1);
+
     // Rotation: the kubelet renames the file, then asks for a reopen.
     let log = env.logs.join("ticker.log");
     critest::eventually("ticks in the log", async || {

@@ -1,0 +1,27 @@
+//! The node agent (kubelet). This first part registers the node — capacity and allocatable
+//! from the machine, upstream's labels, addresses, node info and conditions — keeps its status
+//! current, and renews its Lease in `kube-node-lease`; running pods through the CRI and CNI
+//! builds on it.
+//!
+//! ```no_run
+//! use bosun_kubelet::{machine::Machine, node::{NodeAgent, NodeConfig}};
+//! # async fn demo(client: bosun_client::Client) {
+//! let machine = Machine::detect(std::path::Path::new("/var/lib/bosun"));
+//! let agent = NodeAgent::new(client, machine.clone(), NodeConfig::new(machine.hostname.clone()));
+//! agent.run(|| Ok(()), std::future::pending()).await;
+//! # }
+//! ```
+
+pub mod machine;
+pub mod node;
+
+/// A kubelet operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or could not be reached.
+    #[error("API: {0}")]
+    Api(String),
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,172 @@
+//! The node agent against an in-process API server: registration, status, conditions and the
+//! Lease heartbeat.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use bosun_api_types::coordination::v1::Lease;
+use bosun_api_types::core::v1::Node;
+use bosun_apiserver::ApiServer;
+use bosun_client::{Api, Client, Config};
+use bosun_kubelet::machine::Machine;
+use bosun_kubelet::node::{NodeAgent, NodeConfig, KUBELET_VERSION};
+use bosun_store::memory::MemoryStore;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+async fn client() -> Client {
+    let s = ApiServer::new(Arc::new(MemoryStore::new()));
+    s.bootstrap().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(s.serve(listener, std::future::pending()));
+    Client::try_from_config(Config::new(url.parse().unwrap())).unwrap()
+}
+
+async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn fast(name: &str) -> NodeConfig {
+    let mut cfg = NodeConfig::new(name);
+    cfg.status_interval = Duration::from_millis(200);
+    cfg.lease_interval = Duration::from_millis(200);
+    cfg.labels.insert("example.com/pool".into(), "a".into());
+    cfg
+}
+
+fn condition(node: &Node, t: &str) -> Value {
+    let v = serde_json::to_value(node).unwrap();
+    v["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == t)
+        .cloned()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_the_node_and_keeps_its_lease_and_status() {
+    let client = client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let machine = Machine::detect(dir.path());
+    let ready: Arc<Mutex<Result<(), String>>> = Arc::new(Mutex::new(Ok(())));
+    let r = ready.clone();
+    let agent = NodeAgent::new(client.clone(), machine.clone(), fast("node-a"));
+    let task = tokio::spawn(agent.run(move || r.lock().unwrap().clone(), std::future::pending()));
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = eventually("the node registers", async || {
+        nodes
+            .get_opt("node-a")
+            .await
+            .unwrap()
+            .filter(|n| n.status.is_some())
+    })
+    .await;
+    let v = serde_json::to_value(&node).unwrap();
+    let labels = &v["metadata"]["labels"];
+    assert_eq!(labels["kubernetes.io/hostname"], "node-a");
+    assert_eq!(labels["kubernetes.io/os"], "linux");
+    assert_eq!(labels["kubernetes.io/arch"], "amd64");
+    assert_eq!(labels["example.com/pool"], "a");
+    let status = &v["status"];
+    assert_eq!(status["capacity"]["cpu"], machine.cores.to_string());
+    assert_eq!(status["capacity"]["pods"], "110");
+    assert_eq!(
+        status["capacity"]["memory"],
+        format!("{}Ki", machine.memory_bytes / 1024)
+    );
+    // Allocatable memory is capacity less the 100Mi hard eviction threshold.
+    assert_eq!(
+        status["allocatable"]["memory"],
+        format!("{}Ki", (machine.memory_bytes - (100 << 20)) / 1024)
+    );
+    assert_eq!(status["nodeInfo"]["kubeletVersion"], KUBELET_VERSION);
+    assert_eq!(status["nodeInfo"]["operatingSystem"], "linux");
+    assert_eq!(status["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
+    assert!(status["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["type"] == "Hostname" && a["address"] == "node-a"));
+    let ready_cond = condition(&node, "Ready");
+    assert_eq!(
+        (ready_cond["status"].as_str(), ready_cond["reason"].as_str()),
+        (Some("True"), Some("KubeletReady"))
+    );
+    for (t, reason) in [
+        ("MemoryPressure", "KubeletHasSufficientMemory"),
+        ("DiskPressure", "KubeletHasNoDiskPressure"),
+        ("PIDPressure", "KubeletHasSufficientPID"),
+    ] {
+        let c = condition(&node, t);
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some("False"), Some(reason))
+        );
+    }
+
+    // The Lease: owned by the Node, renewed.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let lease = eventually("the lease", async || {
+        leases.get_opt("node-a").await.unwrap()
+    })
+    .await;
+    let spec = lease.spec.clone().unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("node-a"));
+    assert_eq!(spec.lease_duration_seconds, Some(40));
+    assert_eq!(
+        lease.metadata.owner_references[0].uid,
+        node.metadata.uid.clone().unwrap()
+    );
+    let first = serde_json::to_value(spec.renew_time).unwrap();
+    eventually("the lease is renewed", async || {
+        let l = leases.get("node-a").await.unwrap();
+        (serde_json::to_value(l.spec.unwrap().renew_time).unwrap() != first).then_some(())
+    })
+    .await;
+
+    // Heartbeats move; the transition time stays while Ready holds.
+    let transition = ready_cond["lastTransitionTime"].clone();
+    let heartbeat = ready_cond["lastHeartbeatTime"].clone();
+    let later = eventually("a later heartbeat", async || {
+        let c = condition(&nodes.get("node-a").await.unwrap(), "Ready");
+        (c["lastHeartbeatTime"] != heartbeat).then_some(c)
+    })
+    .await;
+    assert_eq!(later["lastTransitionTime"], transition);
+
+    // Not ready: the condition says why.
+    *ready.lock().unwrap() = Err("container runtime is down".into());
+    let not_ready = eventually("Ready=False", async || {
+        let c = condition(&nodes.get("node-a").await.unwrap(), "Ready");
+        (c["status"] == "False").then_some(c)
+    })
+    .await;
+    assert_eq!(not_ready["reason"], "KubeletNotReady");
+    assert_eq!(not_ready["message"], "container runtime is down");
+    task.abort();
+
+    // A restarted agent re-registers the existing Node, updating its labels.
+    let mut cfg = fast("node-a");
+    cfg.labels.insert("example.com/pool".into(), "b".into());
+    let again = NodeAgent::new(client.clone(), machine, cfg);
+    let uid = again.register().await.unwrap();
+    assert_eq!(uid, node.metadata.uid.unwrap());
+    let n = nodes.get("node-a").await.unwrap();
+    assert_eq!(
+        n.metadata
+            .labels
+            .get("example.com/pool")
+            .map(String::as_str),
+        Some("b")
+    );
+}
