@@ -173,6 +173,9 @@ struct AgentArgs {
     /// The container runtime: `builtin` (runc driven directly) or `remote` (a CRI socket).
     #[arg(long, default_value = "builtin")]
     runtime: String,
+    /// The Linux bridge the built-in runtime's pod network uses.
+    #[arg(long, default_value = "bosun0")]
+    bridge: String,
     /// The CRI socket for `--runtime remote`.
     #[arg(long, value_name = "PATH")]
     cri_socket: Option<PathBuf>,
@@ -610,6 +613,13 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
             );
             let exe = std::env::current_exe().map_err(|e| format!("finding bosun: {e}"))?;
             cfg.shim = vec![exe, PathBuf::from("cri-shim")];
+            cfg.cni = Some(bosun_cri::builtin::runtime::CniSetup {
+                conf_dir: data_dir.join("cni/net.d"),
+                bin_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
+                cache_dir: data_dir.join("cni"),
+                name: "bosun".into(),
+                bridge: args.bridge.clone(),
+            });
             let rt = Arc::new(
                 bosun_cri::builtin::runtime::BuiltinRuntime::open(cfg)
                     .map_err(|e| format!("opening the built-in runtime: {e}"))?,
@@ -651,30 +661,27 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
             .ok_or_else(|| format!("--node-label {l}: use KEY=VALUE"))?;
         cfg.labels.insert(k.into(), v.into());
     }
-    // The runtime's readiness, refreshed in the background.
-    let ready: Arc<std::sync::Mutex<Result<(), String>>> = Arc::new(std::sync::Mutex::new(Ok(())));
+    // The runtime's readiness (runtime and network), refreshed in the background.
+    let ready: Arc<std::sync::Mutex<Result<(), String>>> =
+        Arc::new(std::sync::Mutex::new(Err("not checked yet".into())));
     let (r, rt) = (ready.clone(), runtime.clone());
     tokio::spawn(async move {
         loop {
-            let state = match rt.status(Default::default()).await {
-                Ok(s) => s
-                    .status
-                    .and_then(|s| {
-                        s.conditions
-                            .into_iter()
-                            .find(|c| c.r#type == "RuntimeReady" && !c.status)
-                    })
-                    .map_or(Ok(()), |c| {
-                        Err(format!("container runtime not ready: {}", c.message))
-                    }),
-                Err(e) => Err(format!("container runtime is down: {e}")),
-            };
+            let state = bosun_kubelet::runtime::readiness(&*rt).await;
             if let Ok(mut g) = r.lock() {
                 *g = state;
             }
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         }
     });
+    // The node's pod CIDR goes to the runtime, which configures the pod network from it.
+    tokio::spawn(bosun_kubelet::runtime::sync_pod_cidr(
+        client.clone(),
+        cfg.name.clone(),
+        runtime.clone(),
+        std::time::Duration::from_secs(2),
+        std::future::pending(),
+    ));
     tracing::info!(node = %cfg.name, runtime = %cfg.runtime_version, "node agent starting");
     let agent = NodeAgent::new(client, machine, cfg);
     agent

@@ -14,6 +14,7 @@
 
 pub mod machine;
 pub mod node;
+pub mod runtime;
 
 /// A kubelet operation failed.
 #[derive(Debug, thiserror::Error)]

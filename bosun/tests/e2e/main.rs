@@ -1242,6 +1242,13 @@ fn agent_registers_a_ready_node_with_a_lease() {
         .starts_with("bosun://"));
     let lease = k.json(&["get", "lease", "-n", "kube-node-lease", "e2e-node-1"]);
     assert_eq!(lease["spec"]["holderIdentity"], "e2e-node-1");
+    // Ready came after the node's pod CIDR reached the runtime, which wrote its network.
+    let cidr = node["spec"]["podCIDR"]
+        .as_str()
+        .expect("a pod CIDR from node IPAM");
+    let conflist =
+        std::fs::read_to_string(dir.path().join("data/cni/net.d/10-bosun.conflist")).unwrap();
+    assert!(conflist.contains(cidr), "{conflist}");
     let _ = agent.kill();
     let _ = agent.wait();
 }

@@ -46,6 +46,57 @@ pub struct BuiltinConfig {
     pub network: Option<Arc<dyn NetworkPlugin>>,
     /// How images are pulled.
     pub registry: super::registry::RegistryConfig,
+    /// A pod network the runtime writes itself once the kubelet tells it the node's pod CIDR
+    /// (UpdateRuntimeConfig), as containerd does from its conflist template; used when
+    /// `network` is `None`.
+    pub cni: Option<CniSetup>,
+}
+
+/// Where the runtime keeps the bridge network it configures for the node's pod CIDR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CniSetup {
+    /// Where the conflist is written (`10-bosun.conflist`).
+    pub conf_dir: PathBuf,
+    /// The plugin binaries (`/usr/lib/cni`).
+    pub bin_dirs: Vec<PathBuf>,
+    /// Cached results and host-local's leases.
+    pub cache_dir: PathBuf,
+    /// The network's name.
+    pub name: String,
+    /// The Linux bridge.
+    pub bridge: String,
+}
+
+impl CniSetup {
+    /// The conflist for `pod_cidr`: bridge (gateway, masquerade, hairpin) with host-local
+    /// addresses from the range, loopback, and portmap for hostPorts.
+    pub fn conflist(&self, pod_cidr: &str) -> serde_json::Value {
+        serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": self.name,
+            "plugins": [
+                {"type": "bridge", "bridge": self.bridge, "isGateway": true, "ipMasq": true,
+                 "hairpinMode": true,
+                 "ipam": {"type": "host-local", "dataDir": self.cache_dir.join("networks"),
+                          "ranges": [[{"subnet": pod_cidr}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+            ],
+        })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.conf_dir.join("10-bosun.conflist")
+    }
+
+    /// The network, if a conflist has been written.
+    fn load(&self) -> Option<Arc<dyn NetworkPlugin>> {
+        let list = bosun_cni::NetworkConfigList::from_file(&self.path()).ok()?;
+        Some(Arc::new(bosun_cni::CniNetwork::new(
+            list,
+            self.bin_dirs.clone(),
+            self.cache_dir.clone(),
+        )))
+    }
 }
 
 impl std::fmt::Debug for BuiltinConfig {
@@ -87,6 +138,7 @@ impl BuiltinConfig {
             cgroup_parent: "/bosun".into(),
             network: None,
             registry: Default::default(),
+            cni: None,
         }
     }
 }
@@ -138,6 +190,7 @@ pub struct BuiltinRuntime {
     images: Arc<ImageStore>,
     inner: Mutex<Inner>,
     streaming: std::sync::OnceLock<Arc<StreamingServer>>,
+    network: std::sync::RwLock<Option<Arc<dyn NetworkPlugin>>>,
 }
 
 fn internal(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
@@ -307,16 +360,29 @@ impl BuiltinRuntime {
             "built-in runtime opened"
         );
         Ok(BuiltinRuntime {
-            cfg,
             images,
             inner: Mutex::new(inner),
             streaming: std::sync::OnceLock::new(),
+            network: std::sync::RwLock::new(
+                cfg.network
+                    .clone()
+                    .or_else(|| cfg.cni.as_ref().and_then(CniSetup::load)),
+            ),
+            cfg,
         })
     }
 
     /// The image store.
     pub fn images(&self) -> &Arc<ImageStore> {
         &self.images
+    }
+
+    /// The pod network in use, if any.
+    pub fn network(&self) -> Option<Arc<dyn NetworkPlugin>> {
+        self.network
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -656,7 +722,7 @@ impl BuiltinRuntime {
         for c in ids {
             self.stop(&c, Duration::ZERO).await?;
         }
-        if let (Some(net), false) = (&self.cfg.network, host_network) {
+        if let (Some(net), false) = (&self.network(), host_network) {
             net.del(&self.attachment(id, &config))
                 .await
                 .map_err(|e| internal("detaching the pod network", e))?;
@@ -755,7 +821,7 @@ impl RuntimeService for BuiltinRuntime {
         std::fs::write(dir.join("config.pb"), config.encode_to_vec())
             .map_err(|e| cleanup(internal("writing the sandbox config", e)))?;
         let mut ips = Vec::new();
-        if let (Some(net), false) = (&self.cfg.network, host_network) {
+        if let (Some(net), false) = (&self.network(), host_network) {
             match net.add(&self.attachment(&id, &config)).await {
                 Ok(r) => ips = r.pod_ips().iter().map(|ip| ip.to_string()).collect(),
                 Err(e) => return Err(cleanup(internal("attaching the pod network", e))),
@@ -784,7 +850,7 @@ impl RuntimeService for BuiltinRuntime {
             config,
         };
         if let Err(e) = self.persist_sandbox(&sandbox) {
-            if let Some(net) = &self.cfg.network {
+            if let Some(net) = &self.network() {
                 let _ = net.del(&self.attachment(&id, &sandbox.config)).await;
             }
             return Err(cleanup(e));
@@ -1384,15 +1450,47 @@ impl RuntimeService for BuiltinRuntime {
 
     async fn update_runtime_config(
         &self,
-        _: UpdateRuntimeConfigRequest,
+        req: UpdateRuntimeConfigRequest,
     ) -> Result<UpdateRuntimeConfigResponse> {
+        let cidr = req
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        let (Some(setup), false) = (&self.cfg.cni, cidr.is_empty()) else {
+            return Ok(UpdateRuntimeConfigResponse {});
+        };
+        // The first range in a comma-separated list (dual-stack: IPv4 first).
+        let cidr = cidr
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let bytes = serde_json::to_vec_pretty(&setup.conflist(&cidr))
+            .map_err(|e| internal("encoding the conflist", e))?;
+        std::fs::create_dir_all(&setup.conf_dir)
+            .map_err(|e| internal(format!("creating {}", setup.conf_dir.display()), e))?;
+        let unchanged = std::fs::read(setup.path()).is_ok_and(|b| b == bytes);
+        if !unchanged {
+            write_atomic(&setup.path(), &bytes)
+                .map_err(|e| internal(format!("writing {}", setup.path().display()), e))?;
+            tracing::info!(pod_cidr = %cidr, conflist = %setup.path().display(), "pod network configured");
+        }
+        let net = setup
+            .load()
+            .ok_or_else(|| Error::Internal("the written conflist does not load".into()))?;
+        *self.network.write().unwrap_or_else(|e| e.into_inner()) = Some(net);
         Ok(UpdateRuntimeConfigResponse {})
     }
 
     async fn status(&self, _: StatusRequest) -> Result<StatusResponse> {
         let runtime_ready = self.cfg.runc.is_file();
-        let network = match &self.cfg.network {
+        let network = match &self.network() {
             Some(n) => n.status().await.map_err(|e| e.to_string()),
+            None if self.cfg.cni.is_some() => {
+                Err("cni config uninitialized: waiting for the node's pod CIDR".to_string())
+            }
             None => Ok(()),
         };
         let cond = |t: &str, ok: bool, reason: &str, message: String| RuntimeCondition {

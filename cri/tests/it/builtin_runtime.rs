@@ -338,3 +338,86 @@ async fn bad_requests_get_clear_errors_and_leave_nothing() {
         .unwrap();
     assert_nothing_left(&b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pod_network_is_configured_from_the_pod_cidr_the_kubelet_hands_over() {
+    if !available() {
+        return;
+    }
+    let mut b = Builtin::new();
+    let d = b.dir.path().to_path_buf();
+    b.config.network = None;
+    b.config.cni = Some(bosun_cri::builtin::runtime::CniSetup {
+        conf_dir: d.join("net.d"),
+        bin_dirs: vec!["/usr/lib/cni".into()],
+        cache_dir: d.join("cni"),
+        name: NETWORK.into(),
+        bridge: crate::support::builtin::BRIDGE.into(),
+    });
+    let network_ready = async |rt: &bosun_cri::builtin::runtime::BuiltinRuntime| {
+        let st = rt
+            .status(StatusRequest::default())
+            .await
+            .unwrap()
+            .status
+            .unwrap();
+        let c = st
+            .conditions
+            .into_iter()
+            .find(|c| c.r#type == "NetworkReady")
+            .unwrap();
+        (c.status, c.message)
+    };
+    let rt = b.open().await;
+    let (ok, why) = network_ready(&rt).await;
+    assert!(!ok && why.contains("cni config uninitialized"), "{why}");
+    rt.update_runtime_config(UpdateRuntimeConfigRequest {
+        runtime_config: Some(RuntimeConfig {
+            network_config: Some(NetworkConfig {
+                pod_cidr: "10.88.9.0/24".into(),
+            }),
+        }),
+    })
+    .await
+    .unwrap();
+    assert!(network_ready(&rt).await.0);
+    let conflist = std::fs::read_to_string(d.join("net.d/10-bosun.conflist")).unwrap();
+    assert!(conflist.contains("10.88.9.0/24"), "{conflist}");
+    drop(rt);
+
+    // After a restart the written network is used at once.
+    let rt = b.open().await;
+    assert!(network_ready(&rt).await.0);
+    let env = critest::Env {
+        logs: d.join("logs"),
+        image: IMAGE.into(),
+        ip_prefix: "10.88.9.".into(),
+        host_port: 18085,
+        cgroup_parent: format!("/{CGROUP_PARENT}"),
+        diagnostics: Box::new(String::new),
+    };
+    let sbc = critest::sandbox_config(&env, "cidr", Vec::new());
+    let sb = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(sbc),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .pod_sandbox_id;
+    let st = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: sb.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    let ip = st.network.unwrap().ip;
+    assert!(ip.starts_with("10.88.9."), "{ip}");
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: sb })
+        .await
+        .unwrap();
+    assert_nothing_left(&b);
+}
