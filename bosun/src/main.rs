@@ -173,6 +173,9 @@ struct AgentArgs {
     /// The container runtime: `builtin` (runc driven directly) or `remote` (a CRI socket).
     #[arg(long, default_value = "builtin")]
     runtime: String,
+    /// Where container logs go (`NAMESPACE_NAME_UID/CONTAINER/0.log`).
+    #[arg(long, default_value = "/var/log/pods")]
+    pod_log_dir: PathBuf,
     /// The Linux bridge the built-in runtime's pod network uses.
     #[arg(long, default_value = "bosun0")]
     bridge: String,
@@ -582,6 +585,26 @@ fn client_from(kubeconfig: Option<&Path>) -> Result<bosun_client::Client, String
     bosun_client::Client::try_from_config(config).map_err(|e| e.to_string())
 }
 
+/// Runs the node's pods through `rt`, a pass a second.
+fn spawn_pod_worker<R>(
+    client: &bosun_client::Client,
+    node: &str,
+    host_ip: &str,
+    rt: Arc<R>,
+    log_dir: &Path,
+) where
+    R: bosun_cri::RuntimeService + bosun_cri::ImageService + 'static,
+{
+    let worker = bosun_kubelet::pods::PodWorker::new(
+        client.clone(),
+        node.to_string(),
+        host_ip.to_string(),
+        rt,
+        log_dir.to_path_buf(),
+    );
+    tokio::spawn(worker.run(std::time::Duration::from_secs(1), std::future::pending()));
+}
+
 /// `bosun agent`: the node agent. The runtime's readiness (its RuntimeReady condition, asked
 /// every 5 s) is the Node's Ready condition.
 async fn agent(args: AgentArgs) -> Result<(), String> {
@@ -605,10 +628,20 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
     let data_dir = default_data_dir(args.data_dir.clone());
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
+    let machine = Machine::detect(&data_dir);
+    let node_name = args
+        .node_name
+        .clone()
+        .unwrap_or_else(|| machine.hostname.clone());
+    let host_ip = machine
+        .internal_ip
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
     let runtime: Arc<dyn RuntimeService> = match args.runtime.as_str() {
         "builtin" => {
+            // Images live in DATA/images, as `bosun images` keeps them.
             let mut cfg = bosun_cri::builtin::runtime::BuiltinConfig::new(
-                data_dir.join("cri"),
+                data_dir.clone(),
                 args.state_dir.join("cri"),
             );
             let exe = std::env::current_exe().map_err(|e| format!("finding bosun: {e}"))?;
@@ -627,6 +660,7 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
             rt.serve_streaming(([127, 0, 0, 1], 0).into())
                 .await
                 .map_err(|e| e.to_string())?;
+            spawn_pod_worker(&client, &node_name, &host_ip, rt.clone(), &args.pod_log_dir);
             rt
         }
         "remote" => {
@@ -634,11 +668,13 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
                 .cri_socket
                 .clone()
                 .ok_or("--runtime remote needs --cri-socket")?;
-            Arc::new(
+            let rt = Arc::new(
                 bosun_cri::remote::RemoteRuntime::connect(&socket)
                     .await
                     .map_err(|e| format!("connecting to {}: {e}", socket.display()))?,
-            )
+            );
+            spawn_pod_worker(&client, &node_name, &host_ip, rt.clone(), &args.pod_log_dir);
+            rt
         }
         other => return Err(format!("--runtime {other}: use builtin or remote")),
     };
@@ -648,12 +684,7 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
         })
         .await
         .map_err(|e| format!("asking the container runtime its version: {e}"))?;
-    let machine = Machine::detect(&data_dir);
-    let mut cfg = NodeConfig::new(
-        args.node_name
-            .clone()
-            .unwrap_or_else(|| machine.hostname.clone()),
-    );
+    let mut cfg = NodeConfig::new(node_name.clone());
     cfg.runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
     for l in &args.node_labels {
         let (k, v) = l

@@ -343,25 +343,28 @@ const CLOSE: u8 = 255;
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// A writer that sends what is written as messages on one channel.
-fn channel_writer(ch: u8, tx: mpsc::Sender<Message>) -> Writer {
-    let (w, mut r) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match r.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let mut m = Vec::with_capacity(n + 1);
-                    m.push(ch);
-                    m.extend_from_slice(&buf[..n]);
-                    if tx.send(Message::binary(m)).await.is_err() {
-                        break;
-                    }
+/// Sends what `r` yields as messages on channel `ch` until it ends or the peer is gone.
+async fn pump(mut r: impl AsyncRead + Unpin, ch: u8, tx: mpsc::Sender<Message>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let mut m = Vec::with_capacity(n + 1);
+                m.push(ch);
+                m.extend_from_slice(&buf[..n]);
+                if tx.send(Message::binary(m)).await.is_err() {
+                    break;
                 }
             }
         }
-    });
+    }
+}
+
+/// A writer that sends what is written as messages on one channel.
+fn channel_writer(ch: u8, tx: mpsc::Sender<Message>) -> Writer {
+    let (w, r) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(pump(r, ch, tx));
     Box::pin(w)
 }
 
@@ -493,25 +496,9 @@ async fn serve_port_forward(ws: Ws, runtime: Arc<dyn StreamingRuntime>, req: Por
             .await
         {
             Ok(stream) => {
-                let (mut r, w) = stream.into_split();
+                let (r, w) = stream.into_split();
                 conns.push(Some(w));
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 32 * 1024];
-                    loop {
-                        match r.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                let mut m = Vec::with_capacity(n + 1);
-                                m.push(data);
-                                m.extend_from_slice(&buf[..n]);
-                                if tx.send(Message::binary(m)).await.is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                });
+                tokio::spawn(pump(r, data, tx.clone()));
             }
             Err(e) => {
                 conns.push(None);

@@ -14,6 +14,7 @@
 
 pub mod machine;
 pub mod node;
+pub mod pods;
 pub mod runtime;
 
 /// A kubelet operation failed.
@@ -22,6 +23,9 @@ pub enum Error {
     /// The API server refused or could not be reached.
     #[error("API: {0}")]
     Api(String),
+    /// The container runtime failed.
+    #[error("container runtime: {0}")]
+    Runtime(String),
 }
 
 /// The result type of this crate.

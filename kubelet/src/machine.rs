@@ -52,10 +52,11 @@ pub fn pretty_name(os_release: &str) -> Option<String> {
 
 /// The source address of the route to the outside (no packet is sent).
 fn outbound_ip() -> Option<IpAddr> {
+    // Connecting a UDP socket only picks the route; nothing leaves the machine.
     let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    s.connect("192.0.2.255:9").ok()?;
+    s.connect("203.0.113.1:9").ok()?;
     let ip = s.local_addr().ok()?.ip();
-    (!ip.is_unspecified()).then_some(ip)
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
 }
 
 impl Machine {

@@ -170,3 +170,111 @@ async fn registers_the_node_and_keeps_its_lease_and_status() {
         Some("b")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_the_nodes_pods_reports_them_and_finishes_their_deletion() {
+    use bosun_api_types::core::v1::Pod;
+    use bosun_client::{DeleteParams, PostParams};
+    use bosun_cri::simulated::SimulatedRuntime;
+    use bosun_cri::RuntimeService;
+    use bosun_kubelet::pods::PodWorker;
+    let client = client().await;
+    let rt = Arc::new(SimulatedRuntime::new([10, 244, 1]));
+    let worker = PodWorker::new(
+        client.clone(),
+        "node-a".into(),
+        "192.0.2.2".into(),
+        rt.clone(),
+        "/var/log/pods".into(),
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod = |name: &str, node: &str, annotations: Value| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"],
+                     "env": [{"name": "A", "value": "1"}]}]},
+        }))
+        .unwrap()
+    };
+    pods.create(
+        &PostParams::default(),
+        &pod("web", "node-a", serde_json::json!({})),
+    )
+    .await
+    .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("elsewhere", "node-b", serde_json::json!({})),
+    )
+    .await
+    .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("fails", "node-a", serde_json::json!({"simulated.bosun.dev/run-seconds": "0", "simulated.bosun.dev/exit-code": "3"})),
+    )
+    .await
+    .unwrap();
+    worker.sync().await.unwrap();
+    let web = serde_json::to_value(pods.get("web").await.unwrap()).unwrap();
+    assert_eq!(web["status"]["phase"], "Running", "{web}");
+    assert!(web["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .starts_with("10.244.1."));
+    assert_eq!(web["status"]["hostIP"], "192.0.2.2");
+    let cs = &web["status"]["containerStatuses"][0];
+    assert_eq!(
+        (cs["name"].as_str(), cs["ready"].as_bool()),
+        (Some("c"), Some(true))
+    );
+    assert!(cs["state"]["running"]["startedAt"].is_string());
+    let ready = web["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["status"], "True");
+    // Only this node's pods run here.
+    let other = serde_json::to_value(pods.get("elsewhere").await.unwrap()).unwrap();
+    assert!(other["status"]["phase"].is_null() || other["status"]["phase"] == "Pending");
+    assert_eq!(
+        rt.list_pod_sandbox(Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+
+    // A container that exits with 3: the pod fails (it runs once in this slice).
+    let failed = eventually("the failing pod's phase", async || {
+        worker.sync().await.unwrap();
+        let v = serde_json::to_value(pods.get("fails").await.unwrap()).unwrap();
+        (v["status"]["phase"] == "Failed").then_some(v)
+    })
+    .await;
+    assert_eq!(
+        failed["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+        3
+    );
+
+    // Deleting: the kubelet stops the pod, removes its sandbox and finishes the deletion.
+    pods.delete("web", &DeleteParams::default()).await.unwrap();
+    assert!(
+        pods.get_opt("web").await.unwrap().is_some(),
+        "graceful deletion waits for the kubelet"
+    );
+    worker.sync().await.unwrap();
+    assert!(pods.get_opt("web").await.unwrap().is_none());
+    // The failed pod keeps its sandbox until it is deleted; the web pod's is gone.
+    assert_eq!(
+        rt.list_pod_sandbox(Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}

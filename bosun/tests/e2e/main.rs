@@ -1188,6 +1188,50 @@ fn agent_registers_a_ready_node_with_a_lease() {
         cluster: &cluster,
     };
     let dir = tempfile::tempdir().unwrap();
+    let _cleanup = HostNetworkCleanup("bosune2e0");
+    // A busybox image for the pod, loaded into the agent's store.
+    let img = dir.path().join("img");
+    std::fs::create_dir_all(img.join("rootfs/bin")).unwrap();
+    std::fs::create_dir_all(img.join("archive")).unwrap();
+    std::fs::copy("/bin/busybox", img.join("rootfs/bin/busybox")).unwrap();
+    for a in ["sh", "sleep"] {
+        std::os::unix::fs::symlink("busybox", img.join("rootfs/bin").join(a)).unwrap();
+    }
+    let tar = |args: &[&str]| assert!(Command::new("tar").args(args).status().unwrap().success());
+    let (root, arch) = (img.join("rootfs"), img.join("archive"));
+    tar(&[
+        "--owner=0",
+        "--group=0",
+        "-cf",
+        arch.join("layer.tar").to_str().unwrap(),
+        "-C",
+        root.to_str().unwrap(),
+        ".",
+    ]);
+    std::fs::write(arch.join("config.json"), r#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"]},"rootfs":{"type":"layers"}}"#).unwrap();
+    std::fs::write(
+        arch.join("manifest.json"),
+        r#"[{"Config":"config.json","RepoTags":["e2e/busybox:1"],"Layers":["layer.tar"]}]"#,
+    )
+    .unwrap();
+    let archive = img.join("busybox.tar");
+    tar(&[
+        "-cf",
+        archive.to_str().unwrap(),
+        "-C",
+        arch.to_str().unwrap(),
+        "manifest.json",
+        "config.json",
+        "layer.tar",
+    ]);
+    let imported = Command::new(bosun_bin())
+        .args(["images", "import"])
+        .arg(&archive)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .status()
+        .unwrap();
+    assert!(imported.success());
     let mut agent = Command::new(bosun_bin())
         .arg("agent")
         .arg("--kubeconfig")
@@ -1202,6 +1246,9 @@ fn agent_registers_a_ready_node_with_a_lease() {
         .arg(dir.path().join("data"))
         .arg("--state-dir")
         .arg(dir.path().join("state"))
+        .arg("--pod-log-dir")
+        .arg(dir.path().join("logs"))
+        .args(["--bridge", "bosune2e0"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -1249,6 +1296,85 @@ fn agent_registers_a_ready_node_with_a_lease() {
     let conflist =
         std::fs::read_to_string(dir.path().join("data/cni/net.d/10-bosun.conflist")).unwrap();
     assert!(conflist.contains(cidr), "{conflist}");
+
+    // A pod scheduled here runs, with an address from the node's pod CIDR.
+    k.ok(&[
+        "run",
+        "sleeper",
+        "--image=docker.io/e2e/busybox:1",
+        "--command",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pod = loop {
+        let p = k.json(&["get", "pod", "sleeper"]);
+        if p["status"]["phase"] == "Running" {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the pod did not run: {p}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(pod["spec"]["nodeName"], "e2e-node-1");
+    let ip = pod["status"]["podIP"].as_str().unwrap();
+    let prefix = cidr.trim_end_matches("0/24");
+    assert!(
+        cidr.ends_with(".0/24") && ip.starts_with(prefix),
+        "{ip} not in {cidr}"
+    );
+    assert_eq!(pod["status"]["containerStatuses"][0]["ready"], true);
+    let sandboxes = std::fs::read_dir(dir.path().join("state/cri/sandboxes"))
+        .unwrap()
+        .count();
+    assert_eq!(sandboxes, 1);
+
+    // Deleting it stops its processes (busybox sleep ignores SIGTERM: killed after the grace
+    // period) and leaves no namespace or sandbox behind.
+    k.ok(&["delete", "pod", "sleeper", "--grace-period=1"]);
+    assert!(k.run(&["get", "pod", "sleeper"]).status.code() != Some(0));
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("state/cri/sandboxes"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(dir.path().to_str().unwrap()),
+        "mounts left behind"
+    );
+    let pod_cgroups: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/memory/bosun")
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        pod_cgroups.is_empty(),
+        "cgroups left behind: {pod_cgroups:?}"
+    );
     let _ = agent.kill();
     let _ = agent.wait();
+}
+
+/// Removes the test's bridge and the NAT rules the bridge and portmap plugins made for the
+/// agent's network ("bosun"), even when the test fails.
+struct HostNetworkCleanup(&'static str);
+
+impl Drop for HostNetworkCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", self.0])
+            .stderr(Stdio::null())
+            .status();
+        let script = r#"iptables -t nat -S | grep 'name: \"bosun\"' | sed 's/^-A/-D/' | while read -r l; do eval iptables -t nat $l; done"#;
+        let _ = Command::new("sh").args(["-c", script]).status();
+        // The agent's (empty) cgroup root, like upstream's kubepods.
+        let _ = Command::new("sh")
+            .args(["-c", "rmdir /sys/fs/cgroup/*/bosun 2>/dev/null"])
+            .status();
+    }
 }

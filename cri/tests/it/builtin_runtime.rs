@@ -10,6 +10,18 @@ use crate::support::critest;
 use bosun_cri::v1::*;
 use bosun_cri::RuntimeService;
 
+/// The scenario's environment in `b`'s directory, mapping `host_port`.
+fn env(b: &Builtin, ip_prefix: &str, host_port: i32) -> critest::Env {
+    critest::Env {
+        logs: b.dir.path().join("logs"),
+        image: IMAGE.into(),
+        ip_prefix: ip_prefix.into(),
+        host_port,
+        cgroup_parent: format!("/{CGROUP_PARENT}"),
+        diagnostics: Box::new(String::new),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn critest_basics_against_the_builtin_runtime() {
     if !available() {
@@ -24,14 +36,7 @@ async fn critest_basics_against_the_builtin_runtime() {
         .await
         .unwrap();
     assert_eq!(v.runtime_name, "bosun");
-    let env = critest::Env {
-        logs: b.dir.path().join("logs"),
-        image: IMAGE.into(),
-        ip_prefix: "10.88.8.".into(),
-        host_port: 18081,
-        cgroup_parent: format!("/{CGROUP_PARENT}"),
-        diagnostics: Box::new(String::new),
-    };
+    let env = env(&b, "10.88.8.", 18081);
     critest::basics(&*rt, &env).await;
     assert_nothing_left(&b);
 }
@@ -81,14 +86,7 @@ async fn containers_survive_a_runtime_restart_and_logs_reopen_after_rotation() {
         return;
     }
     let b = Builtin::new();
-    let env = critest::Env {
-        logs: b.dir.path().join("logs"),
-        image: IMAGE.into(),
-        ip_prefix: "10.88.8.".into(),
-        host_port: 18082,
-        cgroup_parent: format!("/{CGROUP_PARENT}"),
-        diagnostics: Box::new(String::new),
-    };
+    let env = env(&b, "10.88.8.", 18082);
     std::fs::create_dir_all(&env.logs).unwrap();
     let sbc = critest::sandbox_config(&env, "ticker", Vec::new());
     let (sb, id) = {
@@ -258,14 +256,7 @@ async fn bad_requests_get_clear_errors_and_leave_nothing() {
     }
     let b = Builtin::new();
     let rt = b.open().await;
-    let env = critest::Env {
-        logs: b.dir.path().join("logs"),
-        image: IMAGE.into(),
-        ip_prefix: "10.88.8.".into(),
-        host_port: 18083,
-        cgroup_parent: format!("/{CGROUP_PARENT}"),
-        diagnostics: Box::new(String::new),
-    };
+    let env = env(&b, "10.88.8.", 18083);
     let err = rt
         .run_pod_sandbox(RunPodSandboxRequest::default())
         .await
@@ -388,14 +379,7 @@ async fn the_pod_network_is_configured_from_the_pod_cidr_the_kubelet_hands_over(
     // After a restart the written network is used at once.
     let rt = b.open().await;
     assert!(network_ready(&rt).await.0);
-    let env = critest::Env {
-        logs: d.join("logs"),
-        image: IMAGE.into(),
-        ip_prefix: "10.88.9.".into(),
-        host_port: 18085,
-        cgroup_parent: format!("/{CGROUP_PARENT}"),
-        diagnostics: Box::new(String::new),
-    };
+    let env = env(&b, "10.88.9.", 18085);
     let sbc = critest::sandbox_config(&env, "cidr", Vec::new());
     let sb = rt
         .run_pod_sandbox(RunPodSandboxRequest {
