@@ -242,5 +242,13 @@ pub trait ImageService: Send + Sync {
     async fn image_fs_info(&self, req: ImageFsInfoRequest) -> Result<ImageFsInfoResponse>;
 }
 
+/// Whether `labels` has every pair of `selector` (CRI filters' label selectors).
+pub(crate) fn matches_labels(
+    labels: &std::collections::HashMap<String, String>,
+    selector: &std::collections::HashMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
 /// The CRI API version these traits speak.
 pub const API_VERSION: &str = "v1";

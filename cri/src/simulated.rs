@@ -7,7 +7,7 @@
 //! exits that long after starting) and `simulated.bosun.dev/exit-code` (default 0).
 
 use crate::v1::*;
-use crate::{Error, ImageService, Result, RuntimeService, API_VERSION};
+use crate::{matches_labels, Error, ImageService, Result, RuntimeService, API_VERSION};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -121,10 +121,6 @@ impl SimulatedRuntime {
         }
         g
     }
-}
-
-fn matches_labels(labels: &HashMap<String, String>, selector: &HashMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 fn sandbox_state(s: &Sandbox) -> i32 {

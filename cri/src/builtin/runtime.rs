@@ -15,7 +15,7 @@ use super::shim::{now_nanos, write_atomic, ExitRecord, ShimArgs, ShimReply};
 use super::spec;
 use crate::streaming::{StreamIo, StreamingRuntime, StreamingServer};
 use crate::v1::*;
-use crate::{Error, ImageService, Result, RuntimeService};
+use crate::{matches_labels, Error, ImageService, Result, RuntimeService};
 use async_trait::async_trait;
 use bosun_cni::{Attachment, NetworkPlugin};
 use prost::Message;
@@ -203,10 +203,6 @@ fn new_id() -> String {
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     )
-}
-
-fn matches_labels(labels: &HashMap<String, String>, selector: &HashMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {

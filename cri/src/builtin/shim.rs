@@ -296,6 +296,9 @@ fn serve_control(listener: UnixListener, log: Arc<Mutex<LogFile>>, stdin: Stdin,
             let (Ok(out), Ok(input)) = (conn.try_clone(), conn.try_clone()) else {
                 continue;
             };
+            // A session that stops reading is dropped rather than stalling the container's
+            // output (and its log).
+            let _ = out.set_write_timeout(Some(std::time::Duration::from_secs(5)));
             if let Ok(mut l) = log.lock() {
                 l.attached.push(out);
             }
