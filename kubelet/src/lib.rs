@@ -26,6 +26,9 @@ pub enum Error {
     /// The container runtime failed.
     #[error("container runtime: {0}")]
     Runtime(String),
+    /// An image could not be pulled.
+    #[error("image: {0}")]
+    Image(String),
 }
 
 /// The result type of this crate.

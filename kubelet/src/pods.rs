@@ -111,7 +111,11 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             } else if mine.is_empty()
                 && !matches!(s(&v["status"]["phase"]).as_str(), "Succeeded" | "Failed")
             {
-                self.start(&v).await
+                match self.start(&v).await {
+                    Ok(()) => Ok(()),
+                    // Say why in the pod's status; the next pass tries again.
+                    Err(e) => self.report_failure(&v, &e).await.and(Err(e)),
+                }
             } else {
                 Ok(())
             };
@@ -217,7 +221,10 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         };
         // Images first, so a missing one leaves nothing half made.
         for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
-            self.ensure_image(c).await?;
+            self.ensure_image(c).await.map_err(|e| match e {
+                Error::Runtime(m) => Error::Image(m),
+                other => other,
+            })?;
         }
         let sb = self
             .rt
@@ -228,6 +235,61 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             .await
             .map_err(|e| cri("running the sandbox", e))?
             .pod_sandbox_id;
+        if let Err(e) = self
+            .start_containers(pod, &sb, &sbc, &labels, &simulated)
+            .await
+        {
+            // Nothing half made stays: the next pass starts over.
+            let _ = self.remove_sandbox(&sb, 0).await;
+            return Err(e);
+        }
+        tracing::info!(pod = %format!("{ns}/{name}"), sandbox = %sb, "pod started");
+        self.report(pod, &sb).await
+    }
+
+    /// A pod that could not start: Pending, each container waiting with upstream's reason
+    /// (`ErrImagePull` or `CreateContainerError`) and the error as the message.
+    async fn report_failure(&self, pod: &Value, e: &Error) -> Result<()> {
+        let reason = match e {
+            Error::Image(m) if m.contains("pull policy is Never") => "ErrImageNeverPull",
+            Error::Image(_) => "ErrImagePull",
+            _ => "CreateContainerError",
+        };
+        let statuses: Vec<Value> = pod["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": false,
+                       "started": false, "restartCount": 0,
+                       "state": {"waiting": {"reason": reason, "message": e.to_string()}}})
+            })
+            .collect();
+        if pod["status"]["containerStatuses"] == json!(statuses) {
+            return Ok(());
+        }
+        let status =
+            json!({"phase": "Pending", "hostIP": self.host_ip, "containerStatuses": statuses});
+        self.in_namespace(pod)
+            .patch_status(
+                &s(&pod["metadata"]["name"]),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
+            .await
+            .map_err(|e| api("writing the pod's status", e))?;
+        Ok(())
+    }
+
+    async fn start_containers(
+        &self,
+        pod: &Value,
+        sb: &str,
+        sbc: &PodSandboxConfig,
+        labels: &HashMap<String, String>,
+        simulated: &HashMap<String, String>,
+    ) -> Result<()> {
+        let sb = sb.to_string();
         for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
             let cname = s(&c["name"]);
             let mut clabels = labels.clone();
@@ -285,8 +347,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
                 .await
                 .map_err(|e| cri(&format!("starting container {cname}"), e))?;
         }
-        tracing::info!(pod = %format!("{ns}/{name}"), sandbox = %sb, "pod started");
-        self.report(pod, &sb).await
+        Ok(())
     }
 
     async fn ensure_image(&self, c: &Value) -> Result<()> {

@@ -63,12 +63,13 @@ async fn registers_the_node_and_keeps_its_lease_and_status() {
     let task = tokio::spawn(agent.run(move || r.lock().unwrap().clone(), std::future::pending()));
 
     let nodes: Api<Node> = Api::all(client.clone());
-    let node = eventually("the node registers", async || {
+    // Registered, with its status written (the Node exists a moment before its status does).
+    let node = eventually("the node registers with a status", async || {
         nodes
             .get_opt("node-a")
             .await
             .unwrap()
-            .filter(|n| n.status.is_some())
+            .filter(|n| !serde_json::to_value(n).unwrap()["status"]["capacity"].is_null())
     })
     .await;
     let v = serde_json::to_value(&node).unwrap();
@@ -269,6 +270,27 @@ async fn runs_the_nodes_pods_reports_them_and_finishes_their_deletion() {
     worker.sync().await.unwrap();
     assert!(pods.get_opt("web").await.unwrap().is_none());
     // The failed pod keeps its sandbox until it is deleted; the web pod's is gone.
+    assert_eq!(
+        rt.list_pod_sandbox(Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+
+    // A pod that cannot start says why, and leaves no sandbox behind.
+    let mut v = serde_json::to_value(pod("never", "node-a", serde_json::json!({}))).unwrap();
+    v["spec"]["containers"][0]["image"] = serde_json::json!("not-here:1");
+    v["spec"]["containers"][0]["imagePullPolicy"] = serde_json::json!("Never");
+    let never: Pod = serde_json::from_value(v).unwrap();
+    pods.create(&PostParams::default(), &never).await.unwrap();
+    worker.sync().await.unwrap();
+    let v = serde_json::to_value(pods.get("never").await.unwrap()).unwrap();
+    assert_eq!(v["status"]["phase"], "Pending");
+    let waiting = &v["status"]["containerStatuses"][0]["state"]["waiting"];
+    assert_eq!(waiting["reason"], "ErrImageNeverPull", "{v}");
+    assert!(waiting["message"].as_str().unwrap().contains("not-here:1"));
     assert_eq!(
         rt.list_pod_sandbox(Default::default())
             .await
