@@ -290,27 +290,52 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         simulated: &HashMap<String, String>,
     ) -> Result<()> {
         let sb = sb.to_string();
+        let sb_ip = self
+            .rt
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: sb.clone(),
+                verbose: false,
+            })
+            .await
+            .ok()
+            .and_then(|r| r.status?.network)
+            .map(|n| n.ip)
+            .filter(|ip| !ip.is_empty())
+            .unwrap_or_else(|| self.host_ip.clone());
         for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
             let cname = s(&c["name"]);
             let mut clabels = labels.clone();
             clabels.insert(CONTAINER_NAME.into(), cname.clone());
-            let env = c["env"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|e| e["value"].is_string() || e["valueFrom"].is_null())
-                .map(|e| KeyValue {
-                    key: s(&e["name"]),
-                    value: s(&e["value"]),
-                })
-                .collect();
+            // Env in order: literal values (expanded against the earlier ones) and the
+            // pod's own fields; then $(VAR) in command and args.
+            let mut env: Vec<(String, String)> = Vec::new();
+            for e in c["env"].as_array().into_iter().flatten() {
+                let value = if let Some(v) = e["value"].as_str() {
+                    expand(v, &env)
+                } else if let Some(path) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                    field_ref(pod, path, &sb_ip, &self.host_ip).unwrap_or_default()
+                } else if e["valueFrom"].is_null() {
+                    String::new()
+                } else {
+                    // configMapKeyRef, secretKeyRef, resourceFieldRef: not yet.
+                    continue;
+                };
+                env.push((s(&e["name"]), value));
+            }
             let strings = |v: &Value| -> Vec<String> {
                 v.as_array()
                     .into_iter()
                     .flatten()
-                    .map(|x| x.as_str().unwrap_or_default().to_string())
+                    .map(|x| expand(x.as_str().unwrap_or_default(), &env))
                     .collect()
             };
+            let env: Vec<KeyValue> = env
+                .iter()
+                .map(|(key, value)| KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect();
             let config = ContainerConfig {
                 metadata: Some(ContainerMetadata {
                     name: cname.clone(),
@@ -582,5 +607,109 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(api("deleting the pod", e)),
         }
+    }
+}
+
+/// Kubernetes' `$(VAR)` expansion: a defined variable is replaced, `$$` is a literal `$`,
+/// anything else (an undefined name, an unclosed reference) stays as written.
+pub fn expand(input: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('(') {
+            match body.find(')') {
+                Some(end) => {
+                    let name = &body[..end];
+                    match env.iter().rev().find(|(k, _)| k == name) {
+                        Some((_, v)) => out.push_str(v),
+                        None => {
+                            out.push_str("$(");
+                            out.push_str(name);
+                            out.push(')');
+                        }
+                    }
+                    rest = &body[end + 1..];
+                }
+                None => {
+                    out.push_str("$(");
+                    rest = body;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The value of a `fieldRef` (the downward API's fields a kubelet knows at start).
+pub fn field_ref(pod: &Value, path: &str, pod_ip: &str, host_ip: &str) -> Option<String> {
+    let meta = &pod["metadata"];
+    let v = match path {
+        "metadata.name" => s(&meta["name"]),
+        "metadata.namespace" => s(&meta["namespace"]),
+        "metadata.uid" => s(&meta["uid"]),
+        "spec.nodeName" => s(&pod["spec"]["nodeName"]),
+        "spec.serviceAccountName" => s(&pod["spec"]["serviceAccountName"]),
+        "status.podIP" | "status.podIPs" => pod_ip.to_string(),
+        "status.hostIP" | "status.hostIPs" => host_ip.to_string(),
+        _ => {
+            // metadata.labels['k'] / metadata.annotations['k']
+            let (field, key) = path.strip_suffix("']")?.split_once("['")?;
+            match field {
+                "metadata.labels" => s(&meta["labels"][key]),
+                "metadata.annotations" => s(&meta["annotations"][key]),
+                _ => return None,
+            }
+        }
+    };
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_like_kubernetes() {
+        let env = vec![
+            ("A".to_string(), "1".to_string()),
+            ("B".to_string(), "x y".to_string()),
+        ];
+        for (input, want) in [
+            ("$(A)", "1"),
+            ("a$(A)b$(B)", "a1bx y"),
+            ("$$(A)", "$(A)"),
+            ("$(C)", "$(C)"),
+            ("$(A", "$(A"),
+            ("$A", "$A"),
+            ("cost $5", "cost $5"),
+            ("", ""),
+        ] {
+            assert_eq!(expand(input, &env), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn field_refs_read_the_pod() {
+        let pod = json!({"metadata": {"name": "web", "namespace": "ns", "uid": "u",
+                          "labels": {"app": "a"}, "annotations": {"k": "v"}},
+                         "spec": {"nodeName": "n1", "serviceAccountName": "sa"}});
+        let f = |p: &str| field_ref(&pod, p, "10.0.0.5", "192.0.2.2");
+        assert_eq!(f("metadata.name").as_deref(), Some("web"));
+        assert_eq!(f("metadata.namespace").as_deref(), Some("ns"));
+        assert_eq!(f("spec.nodeName").as_deref(), Some("n1"));
+        assert_eq!(f("status.podIP").as_deref(), Some("10.0.0.5"));
+        assert_eq!(f("status.hostIP").as_deref(), Some("192.0.2.2"));
+        assert_eq!(f("metadata.labels['app']").as_deref(), Some("a"));
+        assert_eq!(f("metadata.annotations['k']").as_deref(), Some("v"));
+        assert_eq!(f("spec.unknown"), None);
     }
 }

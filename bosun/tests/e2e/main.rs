@@ -1298,14 +1298,17 @@ fn agent_registers_a_ready_node_with_a_lease() {
     assert!(conflist.contains(cidr), "{conflist}");
 
     // A pod scheduled here runs, with an address from the node's pod CIDR.
+    // $(GREETING) is expanded by the kubelet, $GREETING by the shell: the log shows both.
     k.ok(&[
         "run",
         "sleeper",
         "--image=docker.io/e2e/busybox:1",
+        "--env=GREETING=hi",
         "--command",
         "--",
-        "sleep",
-        "3600",
+        "sh",
+        "-c",
+        "echo $GREETING $(GREETING); exec sleep 3600",
     ]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let pod = loop {
@@ -1324,6 +1327,19 @@ fn agent_registers_a_ready_node_with_a_lease() {
         "{ip} not in {cidr}"
     );
     assert_eq!(pod["status"]["containerStatuses"][0]["ready"], true);
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let log = dir
+        .path()
+        .join(format!("logs/default_sleeper_{uid}/sleeper/0.log"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains(" stdout F hi hi")) {
+        assert!(
+            Instant::now() < deadline,
+            "log: {:?}",
+            std::fs::read_to_string(&log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let sandboxes = std::fs::read_dir(dir.path().join("state/cri/sandboxes"))
         .unwrap()
         .count();
