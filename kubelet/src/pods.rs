@@ -422,17 +422,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             .map_err(|e| cri("sandbox status", e))?
             .status
             .unwrap_or_default();
-        let containers = self
-            .rt
-            .list_containers(ListContainersRequest {
-                filter: Some(ContainerFilter {
-                    pod_sandbox_id: sandbox.into(),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .map_err(|e| cri("listing containers", e))?
-            .containers;
+        let containers = self.containers_of(sandbox).await?;
         let mut statuses = Vec::new();
         let (mut running, mut failed, mut exited) = (0, 0, 0);
         for spec in pod["spec"]["containers"].as_array().into_iter().flatten() {
@@ -545,22 +535,27 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         Ok(())
     }
 
-    fn in_namespace(&self, pod: &Value) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), &s(&pod["metadata"]["namespace"]))
-    }
-
-    async fn remove_sandbox(&self, id: &str, grace: i64) -> Result<()> {
-        let containers = self
+    /// The runtime's containers of one sandbox.
+    async fn containers_of(&self, sandbox: &str) -> Result<Vec<bosun_cri::v1::Container>> {
+        Ok(self
             .rt
             .list_containers(ListContainersRequest {
                 filter: Some(ContainerFilter {
-                    pod_sandbox_id: id.into(),
+                    pod_sandbox_id: sandbox.into(),
                     ..Default::default()
                 }),
             })
             .await
             .map_err(|e| cri("listing containers", e))?
-            .containers;
+            .containers)
+    }
+
+    fn in_namespace(&self, pod: &Value) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &s(&pod["metadata"]["namespace"]))
+    }
+
+    async fn remove_sandbox(&self, id: &str, grace: i64) -> Result<()> {
+        let containers = self.containers_of(id).await?;
         for c in containers {
             self.rt
                 .stop_container(StopContainerRequest {
