@@ -286,6 +286,21 @@ where
             crate::server::full(Bytes::new()),
         ));
     }
+    // A log the kubelet refused becomes a Status, as upstream's response checker makes it
+    // (the kubelet's text as the message).
+    let code = resp.status().as_u16();
+    if subresource == "log" && !(200..=206).contains(&code) {
+        let body = http_body_util::Limited::new(resp.into_body(), 4096)
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_string())
+            .unwrap_or_default();
+        return Err(match code {
+            400 => ApiError::bad_request(body),
+            404 => ApiError::not_found(r, name),
+            _ => ApiError::internal(body),
+        });
+    }
     // Stream the kubelet's answer through (logs with follow never end on their own); a read
     // error ends the stream.
     let (mut parts, incoming) = resp.into_parts();

@@ -182,6 +182,12 @@ struct AgentArgs {
     /// The CRI socket for `--runtime remote`.
     #[arg(long, value_name = "PATH")]
     cri_socket: Option<PathBuf>,
+    /// The address the kubelet server (logs, exec, attach, port-forward) listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    address: std::net::IpAddr,
+    /// The kubelet server's port (the Node's daemonEndpoints tell the API server).
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
 }
 
 #[derive(Subcommand)]
@@ -684,7 +690,28 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
         })
         .await
         .map_err(|e| format!("asking the container runtime its version: {e}"))?;
+    let listener = tokio::net::TcpListener::bind((args.address, args.port))
+        .await
+        .map_err(|e| {
+            format!(
+                "binding the kubelet server on {}:{}: {e}",
+                args.address, args.port
+            )
+        })?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| format!("kubelet server address: {e}"))?
+        .port();
+    tokio::spawn(
+        bosun_kubelet::server::KubeletServer::new(
+            client.clone(),
+            node_name.clone(),
+            runtime.clone(),
+        )
+        .serve(listener, std::future::pending()),
+    );
     let mut cfg = NodeConfig::new(node_name.clone());
+    cfg.kubelet_port = port;
     cfg.runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
     for l in &args.node_labels {
         let (k, v) = l

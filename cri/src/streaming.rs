@@ -306,6 +306,19 @@ impl StreamingServer {
     }
 }
 
+/// Ends the session with a Normal (1000) close: clients (client-go) treat a close without a
+/// code as an error on every stream still open.
+async fn close_normally(sink: &mut futures_util::stream::SplitSink<Ws, Message>) {
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })))
+        .await;
+    let _ = sink.close().await;
+}
+
 fn plain(code: StatusCode, msg: &str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(msg.to_string())));
     *r.status_mut() = code;
@@ -408,7 +421,7 @@ async fn serve_remote_command<F>(
                 return;
             }
         }
-        let _ = sink.close().await;
+        close_normally(&mut sink).await;
     });
     // Announce the channels, as upstream does (a message holding only the channel byte).
     for (on, ch) in [(stdout, STDOUT), (stderr, STDERR), (true, ERROR)] {
@@ -483,7 +496,7 @@ async fn serve_port_forward(ws: Ws, runtime: Arc<dyn StreamingRuntime>, req: Por
                 return;
             }
         }
-        let _ = sink.close().await;
+        close_normally(&mut sink).await;
     });
     let mut conns: Vec<Option<tokio::net::tcp::OwnedWriteHalf>> = Vec::new();
     for (i, port) in ports.iter().enumerate() {

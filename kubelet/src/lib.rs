@@ -12,10 +12,12 @@
 //! # }
 //! ```
 
+pub mod logs;
 pub mod machine;
 pub mod node;
 pub mod pods;
 pub mod runtime;
+pub mod server;
 
 /// A kubelet operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -1248,7 +1248,7 @@ fn agent_registers_a_ready_node_with_a_lease() {
         .arg(dir.path().join("state"))
         .arg("--pod-log-dir")
         .arg(dir.path().join("logs"))
-        .args(["--bridge", "bosune2e0"])
+        .args(["--bridge", "bosune2e0", "--port", "0"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -1345,6 +1345,53 @@ fn agent_registers_a_ready_node_with_a_lease() {
         .count();
     assert_eq!(sandboxes, 1);
 
+    // kubectl logs, through the API server and the kubelet's server.
+    assert_eq!(k.ok(&["logs", "sleeper"]), "hi hi\n");
+    let stamped = k.ok(&["logs", "sleeper", "--timestamps"]);
+    let (ts, rest) = stamped.split_once(' ').unwrap();
+    assert!(ts.ends_with('Z') && rest == "hi hi\n", "{stamped}");
+    let none = k.run(&["logs", "sleeper", "--previous"]);
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("previous terminated container"),
+        "{none:?}"
+    );
+    // kubectl exec returns the command's streams and exit code.
+    let out = k.run(&[
+        "exec",
+        "sleeper",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("err"),
+        "{out:?}"
+    );
+    // logs -f shows what the container writes later (here: through exec, to its stdout).
+    let mut follow = Command::new(&k.bin)
+        .args(["logs", "-f", "sleeper"])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("HOME", cluster.home.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follow.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "hi hi");
+    k.ok(&[
+        "exec",
+        "sleeper",
+        "--",
+        "sh",
+        "-c",
+        "echo later > /proc/1/fd/1",
+    ]);
+    assert_eq!(lines.next().unwrap().unwrap(), "later");
+    let _ = follow.kill();
+    let _ = follow.wait();
+
     // Deleting it stops its processes (busybox sleep ignores SIGTERM: killed after the grace
     // period) and leaves no namespace or sandbox behind.
     k.ok(&["delete", "pod", "sleeper", "--grace-period=1"]);
@@ -1388,9 +1435,11 @@ impl Drop for HostNetworkCleanup {
             .status();
         let script = r#"iptables -t nat -S | grep 'name: \"bosun\"' | sed 's/^-A/-D/' | while read -r l; do eval iptables -t nat $l; done"#;
         let _ = Command::new("sh").args(["-c", script]).status();
-        // The agent's (empty) cgroup root, like upstream's kubepods.
-        let _ = Command::new("sh")
-            .args(["-c", "rmdir /sys/fs/cgroup/*/bosun 2>/dev/null"])
-            .status();
+        // The agent's cgroup root, like upstream's kubepods: empty after a passing run; after
+        // a failed one, whatever still runs in it is killed so the next run starts clean.
+        let script = "for f in $(find /sys/fs/cgroup/*/bosun -name cgroup.procs 2>/dev/null); do \
+                      xargs -r kill -9 < $f 2>/dev/null; done; sleep 0.2; \
+                      find /sys/fs/cgroup/*/bosun -depth -type d -exec rmdir {} \\; 2>/dev/null";
+        let _ = Command::new("sh").args(["-c", script]).status();
     }
 }

@@ -32,11 +32,22 @@ async fn three_member_cluster_survives_losing_a_member() {
         let key = format!("/ha/after/{i}");
         match store.create(&key, "v".into()).await {
             Ok(_) => {}
-            Err(Error::Backend(_)) => {
-                // One client retry per write is allowed while the client leaves the dead member.
-                match store.create(&key, "v".into()).await {
-                    Ok(_) | Err(Error::AlreadyExists { .. }) => {}
-                    Err(e) => panic!("write {i} failed twice after a member was killed: {e}"),
+            Err(Error::Backend(first)) => {
+                // While the client leaves the dead member, and while the others elect a new
+                // leader if it led ("request timed out"), writes may fail; they must succeed
+                // again within a bounded time (a timed-out write may have been applied).
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                loop {
+                    match store.create(&key, "v".into()).await {
+                        Ok(_) | Err(Error::AlreadyExists { .. }) => break,
+                        Err(e) if std::time::Instant::now() < deadline => {
+                            tracing::debug!(error = %e, "retrying");
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        }
+                        Err(e) => panic!(
+                            "write {i} still failing 30 s after a member was killed: {first}; {e}"
+                        ),
+                    }
                 }
             }
             Err(e) => panic!("write {i}: {e}"),
