@@ -608,7 +608,7 @@ fn spawn_pod_worker<R>(
         rt,
         log_dir.to_path_buf(),
     );
-    tokio::spawn(worker.run(std::time::Duration::from_secs(1), std::future::pending()));
+    tokio::spawn(Arc::new(worker).run(std::time::Duration::from_secs(1), std::future::pending()));
 }
 
 /// `bosun agent`: the node agent. The runtime's readiness (its RuntimeReady condition, asked

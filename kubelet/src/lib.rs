@@ -12,10 +12,12 @@
 //! # }
 //! ```
 
+pub mod backoff;
 pub mod logs;
 pub mod machine;
 pub mod node;
 pub mod pods;
+pub mod probe;
 pub mod runtime;
 pub mod server;
 

@@ -1,13 +1,20 @@
 //! Running the pods bound to this node through the CRI, level-triggered: every pass compares
 //! the pods the API server has for the node with the sandboxes the runtime has, and closes
-//! the gap — a sandbox and its containers for a new pod (images pulled when missing), the
-//! pod's status written back (phase, IPs, conditions, container states), a graceful stop and
-//! removal for a pod being deleted (then the object is deleted for good), and removal of
-//! sandboxes whose pod is gone.
+//! the gap, one task per pod (a pod busy with a slow step — a pull, a graceful stop — does
+//! not hold up the others):
 //!
-//! This first slice runs each container once (restart policies, probes, volumes and env from
-//! references come next).
+//! - a new pod gets a sandbox, then its init containers one at a time (each must succeed
+//!   before the next starts), then its containers (images pulled per `imagePullPolicy`);
+//! - an exited container is restarted as `restartPolicy` says, with crash-loop back-off
+//!   ([`Backoff`]); a failed liveness or startup probe ([`Prober`]) gets it killed first;
+//! - the pod's status is written back when it changes: phase (upstream's rules), IPs,
+//!   conditions, init and regular container statuses with state, last state, restart count,
+//!   readiness from the readiness probe, and the QoS class;
+//! - a pod being deleted is stopped within its grace period, its sandbox removed and the
+//!   object deleted for good; sandboxes whose pod is gone are removed.
 
+use crate::backoff::Backoff;
+use crate::probe::Prober;
 use crate::{Error, Result};
 use bosun_api_types::core::v1::Pod;
 use bosun_api_types::Time;
@@ -15,10 +22,10 @@ use bosun_client::{Api, Client, DeleteParams, ListParams, Patch, PatchParams};
 use bosun_cri::v1::*;
 use bosun_cri::{ImageService, RuntimeService};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The labels the kubelet puts on sandboxes and containers (upstream's names).
 pub const POD_UID: &str = "io.kubernetes.pod.uid";
@@ -37,6 +44,9 @@ pub struct PodWorker<R> {
     host_ip: String,
     rt: Arc<R>,
     log_root: PathBuf,
+    busy: Arc<Mutex<HashSet<String>>>,
+    backoff: Mutex<Backoff>,
+    prober: Prober,
 }
 
 fn api(what: &str, e: bosun_client::Error) -> Error {
@@ -51,12 +61,93 @@ fn s(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_string()
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A CRI time (nanoseconds) as an API time.
 fn time_of(nanos: i64) -> Value {
     if nanos <= 0 {
         return Value::Null;
     }
     json!(Time::from_unix(nanos.div_euclid(1_000_000_000), 0))
+}
+
+/// A CRI time (nanoseconds) as a system time.
+fn system_time(nanos: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(nanos.max(0) as u64)
+}
+
+/// Holds a key in the busy set until dropped.
+struct Claim {
+    busy: Arc<Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        lock(&self.busy).remove(&self.key);
+    }
+}
+
+/// The instances of one container (by name) among a sandbox's, newest first.
+fn instances<'a>(all: &'a [Container], name: &str) -> Vec<&'a Container> {
+    let mut v: Vec<&Container> = all
+        .iter()
+        .filter(|c| c.labels.get(CONTAINER_NAME).map(String::as_str) == Some(name))
+        .collect();
+    v.sort_by_key(|c| {
+        std::cmp::Reverse((c.metadata.as_ref().map_or(0, |m| m.attempt), c.created_at))
+    });
+    v
+}
+
+fn attempt_of(c: &Container) -> u32 {
+    c.metadata.as_ref().map_or(0, |m| m.attempt)
+}
+
+/// Whether an exited container restarts under the pod's `restartPolicy`.
+fn restarts(policy: &str, exit_code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => exit_code != 0,
+        _ => true,
+    }
+}
+
+/// The pod's QoS class from its containers' requests and limits (upstream's rules).
+pub fn qos_class(pod: &Value) -> &'static str {
+    let all: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|k| pod["spec"][*k].as_array().into_iter().flatten())
+        .collect();
+    let (mut any, mut guaranteed) = (false, true);
+    for c in &all {
+        let (req, lim) = (&c["resources"]["requests"], &c["resources"]["limits"]);
+        for r in ["cpu", "memory"] {
+            let (q, l) = (&req[r], &lim[r]);
+            if !q.is_null() || !l.is_null() {
+                any = true;
+            }
+            // Requests default to limits; both must be set and equal.
+            if l.is_null() || (!q.is_null() && q != l) {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// What one pass decided for a container that is not running.
+enum Waiting {
+    /// Crash-loop back-off, with upstream's message.
+    BackOff(String),
 }
 
 impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
@@ -74,78 +165,150 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             client,
             node,
             host_ip,
+            prober: Prober::new(rt.clone()),
             rt,
             log_root,
+            busy: Arc::new(Mutex::new(HashSet::new())),
+            backoff: Mutex::new(Backoff::new(
+                Duration::from_secs(10),
+                Duration::from_secs(300),
+            )),
         }
     }
 
-    /// One pass over the node's pods.
-    pub async fn sync(&self) -> Result<()> {
+    /// Crash-loop back-off from `initial` doubling to `max` (upstream: 10 s and 5 min).
+    pub fn with_backoff(self, initial: Duration, max: Duration) -> Self {
+        PodWorker {
+            backoff: Mutex::new(Backoff::new(initial, max)),
+            ..self
+        }
+    }
+
+    fn claim(&self, key: &str) -> Option<Claim> {
+        lock(&self.busy).insert(key.to_string()).then(|| Claim {
+            busy: self.busy.clone(),
+            key: key.to_string(),
+        })
+    }
+
+    /// One pass over the node's pods: each pod not already being worked on gets a task;
+    /// returns when this pass's tasks are done.
+    pub async fn sync(self: &Arc<Self>) -> Result<()> {
         let list = self
             .pods
             .list(&ListParams::default().fields(&format!("spec.nodeName={}", self.node)))
             .await
             .map_err(|e| api("listing the node's pods", e))?;
+        // Listed after the pods: a sandbox made for a pod of this list is never an orphan.
         let sandboxes = self
             .rt
             .list_pod_sandbox(ListPodSandboxRequest::default())
             .await
             .map_err(|e| cri("listing sandboxes", e))?
             .items;
-        let mut by_uid: HashMap<String, Vec<PodSandbox>> = HashMap::new();
-        for sb in sandboxes {
-            let uid = sb.labels.get(POD_UID).cloned().unwrap_or_default();
-            by_uid.entry(uid).or_default().push(sb);
-        }
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut uids = Vec::new();
         for pod in list.items {
             let v = serde_json::to_value(&pod).map_err(|e| Error::Api(e.to_string()))?;
             let uid = s(&v["metadata"]["uid"]);
-            let mine = by_uid.remove(&uid).unwrap_or_default();
-            let result = if !v["metadata"]["deletionTimestamp"].is_null() {
-                self.terminate(&v, &mine).await
-            } else if let Some(sb) = mine
-                .iter()
-                .find(|s| s.state == PodSandboxState::SandboxReady as i32)
-            {
-                self.report(&v, &sb.id).await
-            } else if mine.is_empty()
-                && !matches!(s(&v["status"]["phase"]).as_str(), "Succeeded" | "Failed")
-            {
-                match self.start(&v).await {
-                    Ok(()) => Ok(()),
-                    // Say why in the pod's status; the next pass tries again.
-                    Err(e) => self.report_failure(&v, &e).await.and(Err(e)),
-                }
-            } else {
-                Ok(())
+            uids.push(uid.clone());
+            let Some(claim) = self.claim(&uid) else {
+                continue;
             };
-            if let Err(e) = result {
-                tracing::warn!(pod = %s(&v["metadata"]["name"]), error = %e, "pod sync failed");
-            }
+            let me = self.clone();
+            tasks.spawn(async move {
+                let _claim = claim;
+                if let Err(e) = me.sync_pod(&v).await {
+                    tracing::warn!(pod = %s(&v["metadata"]["name"]), error = %e, "pod sync failed");
+                }
+            });
         }
         // Sandboxes whose pod is gone.
-        for sb in by_uid.into_values().flatten() {
-            self.remove_sandbox(&sb.id, 0).await?;
+        for sb in sandboxes {
+            let uid = sb.labels.get(POD_UID).cloned().unwrap_or_default();
+            if uids.contains(&uid) {
+                continue;
+            }
+            let Some(claim) = self.claim(&uid) else {
+                continue;
+            };
+            let me = self.clone();
+            tasks.spawn(async move {
+                let _claim = claim;
+                if let Err(e) = me.remove_sandbox(&sb.id, 0).await {
+                    tracing::warn!(sandbox = %sb.id, error = %e, "removing an orphaned sandbox failed");
+                }
+            });
         }
+        self.prober.retain_pods(&uids);
+        lock(&self.backoff).retain(|k| uids.iter().any(|u| k.starts_with(u.as_str())));
+        while tasks.join_next().await.is_some() {}
         Ok(())
     }
 
-    /// Runs `sync` every `interval` until `shutdown`.
-    pub async fn run(self, interval: Duration, shutdown: impl std::future::Future<Output = ()>) {
+    /// Starts a pass every `interval` until `shutdown` (a pass still running does not delay
+    /// the next: pods it is busy with are skipped).
+    pub async fn run(
+        self: Arc<Self>,
+        interval: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = self.sync().await {
-                tracing::warn!(error = %e, "pod sync pass failed");
-            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.sync().await {
+                    tracing::warn!(error = %e, "pod sync pass failed");
+                }
+            });
         }
     }
 
-    async fn start(&self, pod: &Value) -> Result<()> {
+    /// The sandboxes of the pod with `uid`.
+    async fn sandboxes_of(&self, uid: &str) -> Result<Vec<PodSandbox>> {
+        Ok(self
+            .rt
+            .list_pod_sandbox(ListPodSandboxRequest {
+                filter: Some(PodSandboxFilter {
+                    label_selector: [(POD_UID.to_string(), uid.to_string())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map_err(|e| cri("listing sandboxes", e))?
+            .items)
+    }
+
+    async fn sync_pod(&self, pod: &Value) -> Result<()> {
+        let mine = self.sandboxes_of(&s(&pod["metadata"]["uid"])).await?;
+        if !pod["metadata"]["deletionTimestamp"].is_null() {
+            self.terminate(pod, &mine).await
+        } else if let Some(sb) = mine
+            .iter()
+            .find(|s| s.state == PodSandboxState::SandboxReady as i32)
+        {
+            self.reconcile(pod, &sb.id).await
+        } else if mine.is_empty()
+            && !matches!(s(&pod["status"]["phase"]).as_str(), "Succeeded" | "Failed")
+        {
+            match self.start(pod).await {
+                Ok(()) => Ok(()),
+                // Say why in the pod's status; the next pass tries again.
+                Err(e) => self.report_failure(pod, &e).await.and(Err(e)),
+            }
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The sandbox configuration of a pod (the same on every pass).
+    fn sandbox_config(&self, pod: &Value) -> PodSandboxConfig {
         let meta = &pod["metadata"];
         let (name, ns, uid) = (s(&meta["name"]), s(&meta["namespace"]), s(&meta["uid"]));
         let labels = HashMap::from([
@@ -158,12 +321,6 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             .into_iter()
             .flatten()
             .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-            .collect();
-        // The simulated runtime's schedule travels to each container.
-        let simulated: HashMap<String, String> = annotations
-            .iter()
-            .filter(|(k, _)| k.starts_with("simulated.bosun.dev/"))
-            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let host_network = pod["spec"]["hostNetwork"].as_bool().unwrap_or(false);
         let mut port_mappings = Vec::new();
@@ -184,7 +341,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
                 }
             }
         }
-        let sbc = PodSandboxConfig {
+        PodSandboxConfig {
             metadata: Some(PodSandboxMetadata {
                 name: name.clone(),
                 uid: uid.clone(),
@@ -201,8 +358,8 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
                 .display()
                 .to_string(),
             port_mappings,
-            labels: labels.clone(),
-            annotations: annotations.clone(),
+            labels,
+            annotations,
             linux: Some(LinuxPodSandboxConfig {
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(NamespaceOption {
@@ -218,9 +375,16 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
                 ..Default::default()
             }),
             ..Default::default()
-        };
+        }
+    }
+
+    async fn start(&self, pod: &Value) -> Result<()> {
+        let sbc = self.sandbox_config(pod);
         // Images first, so a missing one leaves nothing half made.
-        for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+        for c in ["initContainers", "containers"]
+            .iter()
+            .flat_map(|k| pod["spec"][*k].as_array().into_iter().flatten())
+        {
             self.ensure_image(c).await.map_err(|e| match e {
                 Error::Runtime(m) => Error::Image(m),
                 other => other,
@@ -229,22 +393,189 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         let sb = self
             .rt
             .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(sbc.clone()),
+                config: Some(sbc),
                 runtime_handler: String::new(),
             })
             .await
             .map_err(|e| cri("running the sandbox", e))?
             .pod_sandbox_id;
-        if let Err(e) = self
-            .start_containers(pod, &sb, &sbc, &labels, &simulated)
-            .await
-        {
+        if let Err(e) = self.reconcile(pod, &sb).await {
             // Nothing half made stays: the next pass starts over.
             let _ = self.remove_sandbox(&sb, 0).await;
             return Err(e);
         }
-        tracing::info!(pod = %format!("{ns}/{name}"), sandbox = %sb, "pod started");
-        self.report(pod, &sb).await
+        tracing::info!(pod = %format!("{}/{}", s(&pod["metadata"]["namespace"]), s(&pod["metadata"]["name"])), sandbox = %sb, "pod started");
+        Ok(())
+    }
+
+    /// Brings the sandbox's containers to what the pod asks (init containers in order, then
+    /// the containers; restarts with back-off; kills for failed probes), then reports.
+    async fn reconcile(&self, pod: &Value, sb: &str) -> Result<()> {
+        let uid = s(&pod["metadata"]["uid"]);
+        let policy = pod["spec"]["restartPolicy"].as_str().unwrap_or("Always");
+        let ip = self.sandbox_ip(pod, sb).await;
+        let all = self.containers_of(sb).await?;
+        let mut waiting: HashMap<String, Waiting> = HashMap::new();
+        let mut initialized = true;
+        for spec in pod["spec"]["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let name = s(&spec["name"]);
+            let inst = instances(&all, &name);
+            match inst.first() {
+                None => {
+                    self.start_container(pod, sb, &ip, spec, 0).await?;
+                    initialized = false;
+                }
+                Some(c) if c.state != ContainerState::ContainerExited as i32 => {
+                    initialized = false;
+                }
+                Some(c) => {
+                    let code = self.exit_code(&c.id).await?;
+                    if code == 0 {
+                        continue;
+                    }
+                    initialized = false;
+                    // A failed init container runs again unless the pod never restarts.
+                    if policy != "Never" {
+                        if let Some(w) = self.restart(pod, sb, &ip, spec, &inst).await? {
+                            waiting.insert(name, w);
+                        }
+                    }
+                }
+            }
+            break;
+        }
+        let mut running = Vec::new();
+        if initialized {
+            for spec in pod["spec"]["containers"].as_array().into_iter().flatten() {
+                let name = s(&spec["name"]);
+                let inst = instances(&all, &name);
+                let Some(c) = inst.first() else {
+                    self.start_container(pod, sb, &ip, spec, 0).await?;
+                    continue;
+                };
+                if c.state == ContainerState::ContainerRunning as i32 {
+                    running.push(c.id.clone());
+                    self.prober.ensure(&uid, &c.id, spec, &ip);
+                    if let Some((why, grace)) = self.prober.results(&c.id).and_then(|r| r.failed) {
+                        let grace = grace
+                            .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+                            .unwrap_or(30);
+                        tracing::info!(pod = %s(&pod["metadata"]["name"]), container = %name, %why, "killing the container; it will be restarted");
+                        self.rt
+                            .stop_container(StopContainerRequest {
+                                container_id: c.id.clone(),
+                                timeout: grace,
+                            })
+                            .await
+                            .map_err(|e| cri(&format!("stopping container {name}"), e))?;
+                    }
+                } else if c.state == ContainerState::ContainerExited as i32 {
+                    let code = self.exit_code(&c.id).await?;
+                    if restarts(policy, code) {
+                        if let Some(w) = self.restart(pod, sb, &ip, spec, &inst).await? {
+                            waiting.insert(name, w);
+                        }
+                    }
+                } else if c.state == ContainerState::ContainerCreated as i32 {
+                    // Created but never started (the agent stopped in between): start it.
+                    self.rt
+                        .start_container(StartContainerRequest {
+                            container_id: c.id.clone(),
+                        })
+                        .await
+                        .map_err(|e| cri(&format!("starting container {name}"), e))?;
+                }
+            }
+        }
+        self.prober.retain(&uid, &running);
+        self.report(pod, sb, &waiting).await
+    }
+
+    /// Restarts an exited container (newest instance first in `inst`) unless it is in
+    /// back-off; then the reason it waits.
+    async fn restart(
+        &self,
+        pod: &Value,
+        sb: &str,
+        ip: &str,
+        spec: &Value,
+        inst: &[&Container],
+    ) -> Result<Option<Waiting>> {
+        let Some(newest) = inst.first() else {
+            return Ok(None);
+        };
+        let name = s(&spec["name"]);
+        let meta = &pod["metadata"];
+        let key = format!("{}/{name}", s(&meta["uid"]));
+        let finished = self
+            .status_of(&newest.id)
+            .await?
+            .map_or(0, |st| st.finished_at);
+        let now = SystemTime::now();
+        let remaining = lock(&self.backoff).remaining(&key, system_time(finished), now);
+        if remaining.is_some() {
+            let delay = lock(&self.backoff).current(&key).unwrap_or_default();
+            return Ok(Some(Waiting::BackOff(format!(
+                "back-off {} restarting failed container={name} pod={}_{}({})",
+                go_duration(delay),
+                s(&meta["name"]),
+                s(&meta["namespace"]),
+                s(&meta["uid"])
+            ))));
+        }
+        lock(&self.backoff).restarted(&key, system_time(finished), now);
+        // One dead instance stays (for lastState and `logs --previous`); older ones go.
+        for old in inst.iter().skip(1) {
+            let _ = self
+                .rt
+                .remove_container(RemoveContainerRequest {
+                    container_id: old.id.clone(),
+                })
+                .await;
+        }
+        self.start_container(pod, sb, ip, spec, attempt_of(newest) + 1)
+            .await?;
+        Ok(None)
+    }
+
+    async fn status_of(&self, id: &str) -> Result<Option<ContainerStatus>> {
+        Ok(self
+            .rt
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .map_err(|e| cri("container status", e))?
+            .status)
+    }
+
+    async fn exit_code(&self, id: &str) -> Result<i32> {
+        Ok(self.status_of(id).await?.map_or(0, |s| s.exit_code))
+    }
+
+    /// The pod's IP (the node's for host-network pods).
+    async fn sandbox_ip(&self, pod: &Value, sb: &str) -> String {
+        let ip = self
+            .rt
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: sb.to_string(),
+                verbose: false,
+            })
+            .await
+            .ok()
+            .and_then(|r| r.status?.network)
+            .map(|n| n.ip)
+            .unwrap_or_default();
+        if ip.is_empty() || pod["spec"]["hostNetwork"].as_bool() == Some(true) {
+            self.host_ip.clone()
+        } else {
+            ip
+        }
     }
 
     /// A pod that could not start: Pending, each container waiting with upstream's reason
@@ -268,8 +599,8 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         if pod["status"]["containerStatuses"] == json!(statuses) {
             return Ok(());
         }
-        let status =
-            json!({"phase": "Pending", "hostIP": self.host_ip, "containerStatuses": statuses});
+        let status = json!({"phase": "Pending", "hostIP": self.host_ip,
+                            "qosClass": qos_class(pod), "containerStatuses": statuses});
         self.in_namespace(pod)
             .patch_status(
                 &s(&pod["metadata"]["name"]),
@@ -281,97 +612,91 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         Ok(())
     }
 
-    async fn start_containers(
+    /// Creates and starts instance `attempt` of the container `c`.
+    async fn start_container(
         &self,
         pod: &Value,
         sb: &str,
-        sbc: &PodSandboxConfig,
-        labels: &HashMap<String, String>,
-        simulated: &HashMap<String, String>,
+        sb_ip: &str,
+        c: &Value,
+        attempt: u32,
     ) -> Result<()> {
-        let sb = sb.to_string();
-        let sb_ip = self
-            .rt
-            .pod_sandbox_status(PodSandboxStatusRequest {
-                pod_sandbox_id: sb.clone(),
-                verbose: false,
-            })
-            .await
-            .ok()
-            .and_then(|r| r.status?.network)
-            .map(|n| n.ip)
-            .filter(|ip| !ip.is_empty())
-            .unwrap_or_else(|| self.host_ip.clone());
-        for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
-            let cname = s(&c["name"]);
-            let mut clabels = labels.clone();
-            clabels.insert(CONTAINER_NAME.into(), cname.clone());
-            // Env in order: literal values (expanded against the earlier ones) and the
-            // pod's own fields; then $(VAR) in command and args.
-            let mut env: Vec<(String, String)> = Vec::new();
-            for e in c["env"].as_array().into_iter().flatten() {
-                let value = if let Some(v) = e["value"].as_str() {
-                    expand(v, &env)
-                } else if let Some(path) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-                    field_ref(pod, path, &sb_ip, &self.host_ip).unwrap_or_default()
-                } else if e["valueFrom"].is_null() {
-                    String::new()
-                } else {
-                    // configMapKeyRef, secretKeyRef, resourceFieldRef: not yet.
-                    continue;
-                };
-                env.push((s(&e["name"]), value));
-            }
-            let strings = |v: &Value| -> Vec<String> {
-                v.as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|x| expand(x.as_str().unwrap_or_default(), &env))
-                    .collect()
+        let sbc = self.sandbox_config(pod);
+        let cname = s(&c["name"]);
+        let mut clabels = sbc.labels.clone();
+        clabels.insert(CONTAINER_NAME.into(), cname.clone());
+        // The simulated runtime's schedule travels to each container.
+        let simulated: HashMap<String, String> = sbc
+            .annotations
+            .iter()
+            .filter(|(k, _)| k.starts_with("simulated.bosun.dev/"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.ensure_image(c).await?;
+        // Env in order: literal values (expanded against the earlier ones) and the pod's own
+        // fields; then $(VAR) in command and args.
+        let mut env: Vec<(String, String)> = Vec::new();
+        for e in c["env"].as_array().into_iter().flatten() {
+            let value = if let Some(v) = e["value"].as_str() {
+                expand(v, &env)
+            } else if let Some(path) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                field_ref(pod, path, sb_ip, &self.host_ip).unwrap_or_default()
+            } else if e["valueFrom"].is_null() {
+                String::new()
+            } else {
+                // configMapKeyRef, secretKeyRef, resourceFieldRef: not yet.
+                continue;
             };
-            let env: Vec<KeyValue> = env
+            env.push((s(&e["name"]), value));
+        }
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| expand(x.as_str().unwrap_or_default(), &env))
+                .collect()
+        };
+        let config = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: cname.clone(),
+                attempt,
+            }),
+            image: Some(ImageSpec {
+                image: s(&c["image"]),
+                ..Default::default()
+            }),
+            command: strings(&c["command"]),
+            args: strings(&c["args"]),
+            working_dir: s(&c["workingDir"]),
+            envs: env
                 .iter()
                 .map(|(key, value)| KeyValue {
                     key: key.clone(),
                     value: value.clone(),
                 })
-                .collect();
-            let config = ContainerConfig {
-                metadata: Some(ContainerMetadata {
-                    name: cname.clone(),
-                    attempt: 0,
-                }),
-                image: Some(ImageSpec {
-                    image: s(&c["image"]),
-                    ..Default::default()
-                }),
-                command: strings(&c["command"]),
-                args: strings(&c["args"]),
-                working_dir: s(&c["workingDir"]),
-                envs: env,
-                labels: clabels,
-                annotations: simulated.clone(),
-                log_path: format!("{cname}/0.log"),
-                stdin: c["stdin"].as_bool().unwrap_or(false),
-                stdin_once: c["stdinOnce"].as_bool().unwrap_or(false),
-                tty: c["tty"].as_bool().unwrap_or(false),
-                ..Default::default()
-            };
-            let id = self
-                .rt
-                .create_container(CreateContainerRequest {
-                    pod_sandbox_id: sb.clone(),
-                    config: Some(config),
-                    sandbox_config: Some(sbc.clone()),
-                })
-                .await
-                .map_err(|e| cri(&format!("creating container {cname}"), e))?
-                .container_id;
-            self.rt
-                .start_container(StartContainerRequest { container_id: id })
-                .await
-                .map_err(|e| cri(&format!("starting container {cname}"), e))?;
-        }
+                .collect(),
+            labels: clabels,
+            annotations: simulated,
+            log_path: format!("{cname}/{attempt}.log"),
+            stdin: c["stdin"].as_bool().unwrap_or(false),
+            stdin_once: c["stdinOnce"].as_bool().unwrap_or(false),
+            tty: c["tty"].as_bool().unwrap_or(false),
+            ..Default::default()
+        };
+        let id = self
+            .rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: sb.to_string(),
+                config: Some(config),
+                sandbox_config: Some(sbc),
+            })
+            .await
+            .map_err(|e| cri(&format!("creating container {cname}"), e))?
+            .container_id;
+        self.rt
+            .start_container(StartContainerRequest { container_id: id })
+            .await
+            .map_err(|e| cri(&format!("starting container {cname}"), e))?;
         Ok(())
     }
 
@@ -410,8 +735,83 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         Ok(())
     }
 
+    /// The status of one container (init or regular) from its instances; with whether it
+    /// runs, whether it is stopped (terminated, or waiting after a termination) and its exit
+    /// code.
+    async fn container_status(
+        &self,
+        spec: &Value,
+        all: &[Container],
+        waiting: Option<&Waiting>,
+        init: bool,
+    ) -> Result<(Value, Option<ContainerStatus>)> {
+        let name = s(&spec["name"]);
+        let inst = instances(all, &name);
+        let mut v = json!({
+            "name": name, "image": s(&spec["image"]), "imageID": "", "ready": false,
+            "started": false, "restartCount": 0,
+            "state": {"waiting": {"reason": if init { "PodInitializing" } else { "ContainerCreating" }}},
+        });
+        let Some(newest) = inst.first() else {
+            return Ok((v, None));
+        };
+        let Some(st) = self.status_of(&newest.id).await? else {
+            return Ok((v, None));
+        };
+        let terminated = |st: &ContainerStatus, id: &str| {
+            let mut t = json!({"exitCode": st.exit_code, "reason": st.reason,
+                "startedAt": time_of(st.started_at), "finishedAt": time_of(st.finished_at),
+                "containerID": format!("bosun://{id}")});
+            if !st.message.is_empty() {
+                t["message"] = json!(st.message);
+            }
+            json!({"terminated": t})
+        };
+        v["restartCount"] = json!(attempt_of(newest));
+        v["imageID"] = json!(st.image_ref);
+        v["containerID"] = json!(format!("bosun://{}", newest.id));
+        if let Some(prev) = inst.get(1) {
+            if let Some(pst) = self.status_of(&prev.id).await? {
+                v["lastState"] = terminated(&pst, &prev.id);
+            }
+        }
+        if st.state == ContainerState::ContainerRunning as i32 {
+            // Not probed yet: ready and started unless a probe has to say so first.
+            let results = self
+                .prober
+                .results(&newest.id)
+                .unwrap_or(crate::probe::Results {
+                    ready: spec["readinessProbe"].is_null() && spec["startupProbe"].is_null(),
+                    started: spec["startupProbe"].is_null(),
+                    failed: None,
+                });
+            let ready = results.ready && results.started;
+            let started = results.started;
+            v["state"] = json!({"running": {"startedAt": time_of(st.started_at)}});
+            v["ready"] = json!(!init && ready);
+            v["started"] = json!(started);
+        } else if st.state == ContainerState::ContainerExited as i32 {
+            match waiting {
+                Some(Waiting::BackOff(msg)) => {
+                    v["lastState"] = terminated(&st, &newest.id);
+                    v["state"] = json!({"waiting": {"reason": "CrashLoopBackOff", "message": msg}});
+                }
+                None => {
+                    v["state"] = terminated(&st, &newest.id);
+                    v["ready"] = json!(init && st.exit_code == 0);
+                }
+            }
+        }
+        Ok((v, Some(st)))
+    }
+
     /// Writes the pod's status from the runtime's view of its sandbox and containers.
-    async fn report(&self, pod: &Value, sandbox: &str) -> Result<()> {
+    async fn report(
+        &self,
+        pod: &Value,
+        sandbox: &str,
+        waiting: &HashMap<String, Waiting>,
+    ) -> Result<()> {
         let sb = self
             .rt
             .pod_sandbox_status(PodSandboxStatusRequest {
@@ -422,63 +822,99 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             .map_err(|e| cri("sandbox status", e))?
             .status
             .unwrap_or_default();
-        let containers = self.containers_of(sandbox).await?;
-        let mut statuses = Vec::new();
-        let (mut running, mut failed, mut exited) = (0, 0, 0);
-        for spec in pod["spec"]["containers"].as_array().into_iter().flatten() {
-            let cname = s(&spec["name"]);
-            let Some(c) = containers
-                .iter()
-                .find(|c| c.labels.get(CONTAINER_NAME) == Some(&cname))
-            else {
-                continue;
-            };
-            let st = self
-                .rt
-                .container_status(ContainerStatusRequest {
-                    container_id: c.id.clone(),
-                    verbose: false,
-                })
-                .await
-                .map_err(|e| cri("container status", e))?
-                .status
-                .unwrap_or_default();
-            let state = if st.state == ContainerState::ContainerRunning as i32 {
-                running += 1;
-                json!({"running": {"startedAt": time_of(st.started_at)}})
-            } else if st.state == ContainerState::ContainerExited as i32 {
-                exited += 1;
-                if st.exit_code != 0 {
-                    failed += 1;
+        let all = self.containers_of(sandbox).await?;
+        let policy = pod["spec"]["restartPolicy"].as_str().unwrap_or("Always");
+        // Init containers: done when each exited 0; failed for good when one failed and the
+        // pod never restarts.
+        let mut init_statuses = Vec::new();
+        let (mut initialized, mut init_failed) = (true, false);
+        let mut pending_init = Vec::new();
+        for spec in pod["spec"]["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let name = s(&spec["name"]);
+            let (v, st) = self
+                .container_status(spec, &all, waiting.get(&name), true)
+                .await?;
+            let done = st.as_ref().is_some_and(|st| {
+                st.state == ContainerState::ContainerExited as i32 && st.exit_code == 0
+            });
+            if !done {
+                initialized = false;
+                pending_init.push(name);
+                if policy == "Never"
+                    && st.as_ref().is_some_and(|st| {
+                        st.state == ContainerState::ContainerExited as i32 && st.exit_code != 0
+                    })
+                {
+                    init_failed = true;
                 }
-                json!({"terminated": {"exitCode": st.exit_code, "reason": st.reason,
-                    "startedAt": time_of(st.started_at), "finishedAt": time_of(st.finished_at),
-                    "containerID": format!("bosun://{}", c.id)}})
-            } else {
-                json!({"waiting": {"reason": "ContainerCreating"}})
-            };
-            let is_running = st.state == ContainerState::ContainerRunning as i32;
-            statuses.push(json!({
-                "name": cname, "state": state, "ready": is_running, "started": is_running,
-                "restartCount": 0, "image": s(&spec["image"]), "imageID": st.image_ref,
-                "containerID": format!("bosun://{}", c.id),
-            }));
+            }
+            init_statuses.push(v);
         }
-        let total = statuses.len();
-        let phase = if total > 0 && exited == total {
-            if failed > 0 {
+        let mut statuses = Vec::new();
+        let (mut running, mut stopped, mut succeeded, mut waiting_n) = (0, 0, 0, 0);
+        let mut unready = Vec::new();
+        for spec in pod["spec"]["containers"].as_array().into_iter().flatten() {
+            let name = s(&spec["name"]);
+            let (v, _) = self
+                .container_status(spec, &all, waiting.get(&name), false)
+                .await?;
+            if !v["state"]["running"].is_null() {
+                running += 1;
+            } else if let Some(code) = v["state"]["terminated"]["exitCode"].as_i64() {
+                stopped += 1;
+                if code == 0 {
+                    succeeded += 1;
+                }
+            } else if v["lastState"]["terminated"].is_object() {
+                stopped += 1;
+            } else {
+                waiting_n += 1;
+            }
+            if v["ready"] != json!(true) {
+                unready.push(name);
+            }
+            statuses.push(v);
+        }
+        // Upstream's phase rules.
+        let phase = if init_failed {
+            "Failed"
+        } else if !initialized || waiting_n > 0 {
+            "Pending"
+        } else if running > 0 {
+            "Running"
+        } else if stopped > 0 {
+            if policy == "Always" {
+                "Running"
+            } else if stopped == succeeded {
+                "Succeeded"
+            } else if policy == "Never" {
                 "Failed"
             } else {
-                "Succeeded"
+                "Running"
             }
-        } else if running > 0 || exited > 0 {
-            "Running"
         } else {
             "Pending"
         };
         let now = Time::now();
-        let all_ready = total > 0 && running == total;
-        let cond = |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }, "lastTransitionTime": now});
+        let all_ready = !statuses.is_empty() && unready.is_empty();
+        let cond = |t: &str, ok: bool, why: Option<(&str, String)>| {
+            let mut c = json!({"type": t, "status": if ok { "True" } else { "False" }, "lastTransitionTime": now});
+            if let (false, Some((reason, message))) = (ok, why) {
+                c["reason"] = json!(reason);
+                c["message"] = json!(message);
+            }
+            c
+        };
+        let unready_why = || {
+            Some((
+                "ContainersNotReady",
+                format!("containers with unready status: [{}]", unready.join(" ")),
+            ))
+        };
         let ip = sb.network.map(|n| n.ip).unwrap_or_default();
         let pod_ip = if ip.is_empty() && pod["spec"]["hostNetwork"].as_bool() == Some(true) {
             self.host_ip.clone()
@@ -491,15 +927,18 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             "hostIPs": [{"ip": self.host_ip}],
             "startTime": pod["status"]["startTime"].as_str().map(|t| json!(t)).unwrap_or_else(|| time_of(sb.created_at)),
             "conditions": [
-                cond("PodReadyToStartContainers", true),
-                cond("Initialized", true),
-                cond("ContainersReady", all_ready),
-                cond("Ready", all_ready),
-                cond("PodScheduled", true),
+                cond("PodReadyToStartContainers", true, None),
+                cond("Initialized", initialized, Some(("ContainersNotInitialized", format!("containers with incomplete status: [{}]", pending_init.join(" "))))),
+                cond("Ready", all_ready, unready_why()),
+                cond("ContainersReady", all_ready, unready_why()),
+                cond("PodScheduled", true, None),
             ],
             "containerStatuses": statuses,
-            "qosClass": pod["status"]["qosClass"].as_str().unwrap_or("BestEffort"),
+            "qosClass": pod["status"]["qosClass"].as_str().unwrap_or(qos_class(pod)),
         });
+        if !init_statuses.is_empty() {
+            status["initContainerStatuses"] = json!(init_statuses);
+        }
         if !pod_ip.is_empty() {
             status["podIP"] = json!(pod_ip);
             status["podIPs"] = json!([{"ip": pod_ip}]);
@@ -517,10 +956,16 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
                 }
             }
         }
-        let unchanged = ["phase", "podIP", "containerStatuses"]
-            .iter()
-            .all(|k| pod["status"][k] == status[k])
-            && pod["status"]["conditions"] == status["conditions"];
+        let unchanged = [
+            "phase",
+            "podIP",
+            "containerStatuses",
+            "initContainerStatuses",
+            "conditions",
+            "qosClass",
+        ]
+        .iter()
+        .all(|k| pod["status"][k] == status[k]);
         if unchanged {
             return Ok(());
         }
@@ -536,7 +981,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
     }
 
     /// The runtime's containers of one sandbox.
-    async fn containers_of(&self, sandbox: &str) -> Result<Vec<bosun_cri::v1::Container>> {
+    async fn containers_of(&self, sandbox: &str) -> Result<Vec<Container>> {
         Ok(self
             .rt
             .list_containers(ListContainersRequest {
@@ -556,14 +1001,15 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
 
     async fn remove_sandbox(&self, id: &str, grace: i64) -> Result<()> {
         let containers = self.containers_of(id).await?;
-        for c in containers {
-            self.rt
-                .stop_container(StopContainerRequest {
-                    container_id: c.id.clone(),
-                    timeout: grace,
-                })
-                .await
-                .map_err(|e| cri("stopping a container", e))?;
+        // All containers stop together, each within the grace period.
+        let stops = containers.iter().map(|c| {
+            self.rt.stop_container(StopContainerRequest {
+                container_id: c.id.clone(),
+                timeout: grace,
+            })
+        });
+        for r in futures_util::future::join_all(stops).await {
+            r.map_err(|e| cri("stopping a container", e))?;
         }
         self.rt
             .stop_pod_sandbox(StopPodSandboxRequest {
@@ -589,6 +1035,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         for sb in sandboxes {
             self.remove_sandbox(&sb.id, grace).await?;
         }
+        self.prober.retain(&s(&pod["metadata"]["uid"]), &[]);
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             ..Default::default()
@@ -602,6 +1049,21 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(api("deleting the pod", e)),
         }
+    }
+}
+
+/// A duration as Go prints it (`10s`, `1m20s`, `5m0s`, `1h0m0s`), as upstream's back-off
+/// message shows it.
+fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 && d.subsec_millis() > 0 {
+        format!("{}ms", d.as_millis())
+    } else if secs >= 3600 {
+        format!("{}h{}m{}s", secs / 3600, secs % 3600 / 60, secs % 60)
+    } else if secs >= 60 {
+        format!("{}m{}s", secs / 60, secs % 60)
+    } else {
+        format!("{secs}s")
     }
 }
 
@@ -671,6 +1133,49 @@ pub fn field_ref(pod: &Value, path: &str, pod_ip: &str, host_ip: &str) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prints_durations_like_go() {
+        let s = Duration::from_secs;
+        assert_eq!(go_duration(s(10)), "10s");
+        assert_eq!(go_duration(s(80)), "1m20s");
+        assert_eq!(go_duration(s(300)), "5m0s");
+        assert_eq!(go_duration(s(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::from_millis(200)), "200ms");
+    }
+
+    #[test]
+    fn classifies_qos_like_upstream() {
+        let pod = |res: Value| json!({"spec": {"containers": [{"name": "c", "resources": res}]}});
+        assert_eq!(qos_class(&pod(json!({}))), "BestEffort");
+        assert_eq!(
+            qos_class(&pod(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&pod(
+                json!({"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}})
+            )),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&pod(json!({"requests": {"cpu": "1"}}))),
+            "Burstable"
+        );
+        assert_eq!(
+            qos_class(&pod(
+                json!({"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}})
+            )),
+            "Burstable"
+        );
+    }
+
+    #[test]
+    fn restart_policies() {
+        assert!(restarts("Always", 0) && restarts("Always", 1));
+        assert!(!restarts("OnFailure", 0) && restarts("OnFailure", 2));
+        assert!(!restarts("Never", 1));
+    }
 
     #[test]
     fn expands_like_kubernetes() {

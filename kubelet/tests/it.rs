@@ -181,12 +181,16 @@ async fn runs_the_nodes_pods_reports_them_and_finishes_their_deletion() {
     use bosun_kubelet::pods::PodWorker;
     let client = client().await;
     let rt = Arc::new(SimulatedRuntime::new([10, 244, 1]));
-    let worker = PodWorker::new(
-        client.clone(),
-        "node-a".into(),
-        "192.0.2.2".into(),
-        rt.clone(),
-        "/var/log/pods".into(),
+    // A back-off long enough that a crash-looping container stays in it for the test.
+    let worker = Arc::new(
+        PodWorker::new(
+            client.clone(),
+            "node-a".into(),
+            "192.0.2.2".into(),
+            rt.clone(),
+            "/var/log/pods".into(),
+        )
+        .with_backoff(Duration::from_secs(3600), Duration::from_secs(7200)),
     );
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pod = |name: &str, node: &str, annotations: Value| -> Pod {
@@ -209,9 +213,35 @@ async fn runs_the_nodes_pods_reports_them_and_finishes_their_deletion() {
     )
     .await
     .unwrap();
+    let exits = serde_json::json!({"simulated.bosun.dev/run-seconds": "0", "simulated.bosun.dev/exit-code": "3"});
+    let mut fails = serde_json::to_value(pod("fails", "node-a", exits.clone())).unwrap();
+    fails["spec"]["restartPolicy"] = serde_json::json!("Never");
     pods.create(
         &PostParams::default(),
-        &pod("fails", "node-a", serde_json::json!({"simulated.bosun.dev/run-seconds": "0", "simulated.bosun.dev/exit-code": "3"})),
+        &serde_json::from_value(fails).unwrap(),
+    )
+    .await
+    .unwrap();
+    // The same container under the default policy (Always): restarted once at once, then
+    // held in crash-loop back-off.
+    pods.create(&PostParams::default(), &pod("crashes", "node-a", exits))
+        .await
+        .unwrap();
+    // Init containers run first, in order; each must succeed.
+    let mut init = serde_json::to_value(pod(
+        "init",
+        "node-a",
+        serde_json::json!({"simulated.bosun.dev/run-seconds": "0"}),
+    ))
+    .unwrap();
+    init["spec"]["restartPolicy"] = serde_json::json!("OnFailure");
+    init["spec"]["initContainers"] = serde_json::json!([
+        {"name": "first", "image": "busybox"},
+        {"name": "second", "image": "busybox"},
+    ]);
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(init).unwrap(),
     )
     .await
     .unwrap();
@@ -246,10 +276,11 @@ async fn runs_the_nodes_pods_reports_them_and_finishes_their_deletion() {
             .unwrap()
             .items
             .len(),
-        2
+        4,
+        "web, fails, crashes and init run here"
     );
 
-    // A container that exits with 3: the pod fails (it runs once in this slice).
+    // A container that exits with 3 under restartPolicy Never: the pod fails.
     let failed = eventually("the failing pod's phase", async || {
         worker.sync().await.unwrap();
         let v = serde_json::to_value(pods.get("fails").await.unwrap()).unwrap();
@@ -260,6 +291,57 @@ async fn runs_the_nodes_pods_reports_them_and_finishes_their_deletion() {
         failed["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
         3
     );
+    assert_eq!(failed["status"]["containerStatuses"][0]["restartCount"], 0);
+    // Under Always: one restart, then CrashLoopBackOff with the last exit as lastState; the
+    // pod stays Running, as upstream's.
+    let crashing = eventually("the crash loop", async || {
+        worker.sync().await.unwrap();
+        let v = serde_json::to_value(pods.get("crashes").await.unwrap()).unwrap();
+        (v["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff")
+            .then_some(v)
+    })
+    .await;
+    let cs = &crashing["status"]["containerStatuses"][0];
+    assert_eq!(cs["restartCount"], 1, "{crashing}");
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 3);
+    assert!(cs["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("back-off 1h0m0s restarting failed container=c pod=crashes_default("));
+    assert_eq!(crashing["status"]["phase"], "Running");
+    // Init containers, then the container; all succeed under OnFailure: Succeeded.
+    let done = eventually("the init pod's end", async || {
+        worker.sync().await.unwrap();
+        let v = serde_json::to_value(pods.get("init").await.unwrap()).unwrap();
+        (v["status"]["phase"] == "Succeeded").then_some(v)
+    })
+    .await;
+    let inits = done["status"]["initContainerStatuses"].as_array().unwrap();
+    assert_eq!(inits.len(), 2, "{done}");
+    for (s, name) in inits.iter().zip(["first", "second"]) {
+        assert_eq!(s["name"], name);
+        assert_eq!(s["state"]["terminated"]["exitCode"], 0);
+        assert_eq!(s["ready"], true);
+    }
+    let first = inits[0]["state"]["terminated"]["finishedAt"]
+        .as_str()
+        .unwrap();
+    let second = inits[1]["state"]["terminated"]["startedAt"]
+        .as_str()
+        .unwrap();
+    assert!(
+        first <= second,
+        "the second init container started after the first ended"
+    );
+    let initialized = done["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Initialized")
+        .unwrap()
+        .clone();
+    assert_eq!(initialized["status"], "True");
+    assert_eq!(done["status"]["qosClass"], "BestEffort");
 
     // Deleting: the kubelet stops the pod, removes its sandbox and finishes the deletion.
     pods.delete("web", &DeleteParams::default()).await.unwrap();
@@ -269,14 +351,14 @@ async fn runs_the_nodes_pods_reports_them_and_finishes_their_deletion() {
     );
     worker.sync().await.unwrap();
     assert!(pods.get_opt("web").await.unwrap().is_none());
-    // The failed pod keeps its sandbox until it is deleted; the web pod's is gone.
+    // Finished pods keep their sandboxes until they are deleted; the web pod's is gone.
     assert_eq!(
         rt.list_pod_sandbox(Default::default())
             .await
             .unwrap()
             .items
             .len(),
-        1
+        3
     );
 
     // A pod that cannot start says why, and leaves no sandbox behind.
@@ -297,6 +379,6 @@ async fn runs_the_nodes_pods_reports_them_and_finishes_their_deletion() {
             .unwrap()
             .items
             .len(),
-        1
+        3
     );
 }

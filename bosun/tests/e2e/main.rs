@@ -1174,7 +1174,7 @@ fn images_import_loads_a_docker_archive() {
 }
 
 #[test]
-fn agent_registers_a_ready_node_with_a_lease() {
+fn agent_registers_a_node_and_runs_pods_with_logs_exec_and_probes() {
     if !Path::new("/usr/sbin/runc").exists() || std::env::var("USER").is_ok_and(|u| u != "root") {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -1192,9 +1192,10 @@ fn agent_registers_a_ready_node_with_a_lease() {
     // A busybox image for the pod, loaded into the agent's store.
     let img = dir.path().join("img");
     std::fs::create_dir_all(img.join("rootfs/bin")).unwrap();
+    std::fs::create_dir_all(img.join("rootfs/tmp")).unwrap();
     std::fs::create_dir_all(img.join("archive")).unwrap();
     std::fs::copy("/bin/busybox", img.join("rootfs/bin/busybox")).unwrap();
-    for a in ["sh", "sleep"] {
+    for a in ["sh", "sleep", "test", "touch", "rm", "cat", "httpd", "wget"] {
         std::os::unix::fs::symlink("busybox", img.join("rootfs/bin").join(a)).unwrap();
     }
     let tar = |args: &[&str]| assert!(Command::new("tar").args(args).status().unwrap().success());
@@ -1391,6 +1392,65 @@ fn agent_registers_a_ready_node_with_a_lease() {
     assert_eq!(lines.next().unwrap().unwrap(), "later");
     let _ = follow.kill();
     let _ = follow.wait();
+
+    // A failing liveness probe gets the container killed and restarted: RESTARTS counts it;
+    // the readiness probe keeps the pod unready while its file is missing.
+    let manifest = dir.path().join("prober.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: prober}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: docker.io/e2e/busybox:1
+    command: [sh, -c, "touch /tmp/healthy; sleep 2; rm /tmp/healthy; exec sleep 3600"]
+    livenessProbe:
+      exec: {command: [test, -f, /tmp/healthy]}
+      periodSeconds: 1
+      failureThreshold: 1
+    readinessProbe:
+      exec: {command: [test, -f, /tmp/ready]}
+      periodSeconds: 1
+"#,
+    )
+    .unwrap();
+    k.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let restarted = loop {
+        let p = k.json(&["get", "pod", "prober"]);
+        if p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(1) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no restart: {p}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let cs = &restarted["status"]["containerStatuses"][0];
+    assert!(
+        cs["lastState"]["terminated"]["exitCode"].as_i64().unwrap() != 0,
+        "{cs}"
+    );
+    assert_eq!(cs["ready"], false, "not ready without /tmp/ready");
+    let row = k.ok(&["get", "pod", "prober", "--no-headers"]);
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert!(cols[1] == "0/1" && cols[3].starts_with('1'), "{row}");
+    // Once the readiness file exists, the pod turns ready.
+    k.ok(&["exec", "prober", "--", "touch", "/tmp/ready"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while k.ok(&[
+        "get",
+        "pod",
+        "prober",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].ready}",
+    ]) != "true"
+    {
+        assert!(Instant::now() < deadline, "the pod did not turn ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    k.ok(&["delete", "pod", "prober", "--grace-period=1"]);
 
     // Deleting it stops its processes (busybox sleep ignores SIGTERM: killed after the grace
     // period) and leaves no namespace or sandbox behind.
