@@ -597,7 +597,8 @@ fn spawn_pod_worker<R>(
     node: &str,
     host_ip: &str,
     rt: Arc<R>,
-    log_dir: &Path,
+    dirs: (&Path, &Path),
+    machine: &bosun_kubelet::machine::Machine,
 ) where
     R: bosun_cri::RuntimeService + bosun_cri::ImageService + 'static,
 {
@@ -606,8 +607,10 @@ fn spawn_pod_worker<R>(
         node.to_string(),
         host_ip.to_string(),
         rt,
-        log_dir.to_path_buf(),
-    );
+        dirs.1.to_path_buf(),
+    )
+    .with_pods_dir(dirs.0.join("pods"))
+    .with_allocatable(machine.cores.to_string(), machine.memory_bytes.to_string());
     tokio::spawn(Arc::new(worker).run(std::time::Duration::from_secs(1), std::future::pending()));
 }
 
@@ -666,7 +669,14 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
             rt.serve_streaming(([127, 0, 0, 1], 0).into())
                 .await
                 .map_err(|e| e.to_string())?;
-            spawn_pod_worker(&client, &node_name, &host_ip, rt.clone(), &args.pod_log_dir);
+            spawn_pod_worker(
+                &client,
+                &node_name,
+                &host_ip,
+                rt.clone(),
+                (&data_dir, &args.pod_log_dir),
+                &machine,
+            );
             rt
         }
         "remote" => {
@@ -679,7 +689,14 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
                     .await
                     .map_err(|e| format!("connecting to {}: {e}", socket.display()))?,
             );
-            spawn_pod_worker(&client, &node_name, &host_ip, rt.clone(), &args.pod_log_dir);
+            spawn_pod_worker(
+                &client,
+                &node_name,
+                &host_ip,
+                rt.clone(),
+                (&data_dir, &args.pod_log_dir),
+                &machine,
+            );
             rt
         }
         other => return Err(format!("--runtime {other}: use builtin or remote")),

@@ -20,6 +20,7 @@ pub mod pods;
 pub mod probe;
 pub mod runtime;
 pub mod server;
+pub mod volumes;
 
 /// A kubelet operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,12 @@ pub enum Error {
     /// An image could not be pulled.
     #[error("image: {0}")]
     Image(String),
+    /// A volume could not be set up.
+    #[error("volume: {0}")]
+    Volume(String),
+    /// A container's configuration refers to something missing (a configMap key, say).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The result type of this crate.

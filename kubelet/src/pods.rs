@@ -15,6 +15,7 @@
 
 use crate::backoff::Backoff;
 use crate::probe::Prober;
+use crate::volumes::{container_mounts, resource_field, VolumeManager};
 use crate::{Error, Result};
 use bosun_api_types::core::v1::Pod;
 use bosun_api_types::Time;
@@ -47,6 +48,8 @@ pub struct PodWorker<R> {
     busy: Arc<Mutex<HashSet<String>>>,
     backoff: Mutex<Backoff>,
     prober: Prober,
+    volumes: VolumeManager,
+    allocatable: Option<(String, String)>,
 }
 
 fn api(what: &str, e: bosun_client::Error) -> Error {
@@ -162,13 +165,15 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
     ) -> Self {
         PodWorker {
             pods: Api::all(client.clone()),
-            client,
             node,
             host_ip,
             prober: Prober::new(rt.clone()),
             rt,
             log_root,
             busy: Arc::new(Mutex::new(HashSet::new())),
+            volumes: VolumeManager::new(client.clone(), None),
+            client,
+            allocatable: None,
             backoff: Mutex::new(Backoff::new(
                 Duration::from_secs(10),
                 Duration::from_secs(300),
@@ -180,6 +185,24 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
     pub fn with_backoff(self, initial: Duration, max: Duration) -> Self {
         PodWorker {
             backoff: Mutex::new(Backoff::new(initial, max)),
+            ..self
+        }
+    }
+
+    /// Keep pod volumes under `dir` (`/var/lib/bosun/pods`); without it volumes are not set
+    /// up (a simulated node's pods have no files).
+    pub fn with_pods_dir(self, dir: PathBuf) -> Self {
+        PodWorker {
+            volumes: VolumeManager::new(self.client.clone(), Some(dir)),
+            ..self
+        }
+    }
+
+    /// The node's allocatable CPU and memory (quantities), which `resourceFieldRef`s of
+    /// unset limits report.
+    pub fn with_allocatable(self, cpu: String, memory: String) -> Self {
+        PodWorker {
+            allocatable: Some((cpu, memory)),
             ..self
         }
     }
@@ -237,10 +260,17 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
                 let _claim = claim;
                 if let Err(e) = me.remove_sandbox(&sb.id, 0).await {
                     tracing::warn!(sandbox = %sb.id, error = %e, "removing an orphaned sandbox failed");
+                } else if let Err(e) = me.volumes.teardown(&uid) {
+                    tracing::warn!(pod = %uid, error = %e, "removing an orphaned pod's volumes failed");
                 }
             });
         }
         self.prober.retain_pods(&uids);
+        // Volumes of pods that are gone (deleted while the agent was down, say); pods being
+        // worked on are all in `uids`.
+        let busy: Vec<String> = lock(&self.busy).iter().cloned().collect();
+        let keep: Vec<String> = uids.iter().chain(busy.iter()).cloned().collect();
+        self.volumes.teardown_others(&keep);
         lock(&self.backoff).retain(|k| uids.iter().any(|u| k.starts_with(u.as_str())));
         while tasks.join_next().await.is_some() {}
         Ok(())
@@ -390,6 +420,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
                 other => other,
             })?;
         }
+        self.volumes.setup(pod).await?;
         let sb = self
             .rt
             .run_pod_sandbox(RunPodSandboxRequest {
@@ -414,6 +445,13 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         let uid = s(&pod["metadata"]["uid"]);
         let policy = pod["spec"]["restartPolicy"].as_str().unwrap_or("Always");
         let ip = self.sandbox_ip(pod, sb).await;
+        // Volumes refresh on every pass (a changed configMap reaches running containers);
+        // a failure only matters to a container that has to start.
+        let paths = self.volumes.setup(pod).await.map_err(|e| {
+            tracing::warn!(pod = %s(&pod["metadata"]["name"]), error = %e, "volume setup failed");
+            e.to_string()
+        });
+        let paths = &paths;
         let all = self.containers_of(sb).await?;
         let mut waiting: HashMap<String, Waiting> = HashMap::new();
         let mut initialized = true;
@@ -426,7 +464,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             let inst = instances(&all, &name);
             match inst.first() {
                 None => {
-                    self.start_container(pod, sb, &ip, spec, 0).await?;
+                    self.start_container(pod, sb, &ip, spec, 0, paths).await?;
                     initialized = false;
                 }
                 Some(c) if c.state != ContainerState::ContainerExited as i32 => {
@@ -440,7 +478,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
                     initialized = false;
                     // A failed init container runs again unless the pod never restarts.
                     if policy != "Never" {
-                        if let Some(w) = self.restart(pod, sb, &ip, spec, &inst).await? {
+                        if let Some(w) = self.restart(pod, sb, &ip, spec, &inst, paths).await? {
                             waiting.insert(name, w);
                         }
                     }
@@ -454,7 +492,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
                 let name = s(&spec["name"]);
                 let inst = instances(&all, &name);
                 let Some(c) = inst.first() else {
-                    self.start_container(pod, sb, &ip, spec, 0).await?;
+                    self.start_container(pod, sb, &ip, spec, 0, paths).await?;
                     continue;
                 };
                 if c.state == ContainerState::ContainerRunning as i32 {
@@ -476,7 +514,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
                 } else if c.state == ContainerState::ContainerExited as i32 {
                     let code = self.exit_code(&c.id).await?;
                     if restarts(policy, code) {
-                        if let Some(w) = self.restart(pod, sb, &ip, spec, &inst).await? {
+                        if let Some(w) = self.restart(pod, sb, &ip, spec, &inst, paths).await? {
                             waiting.insert(name, w);
                         }
                     }
@@ -504,6 +542,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         ip: &str,
         spec: &Value,
         inst: &[&Container],
+        paths: &std::result::Result<HashMap<String, PathBuf>, String>,
     ) -> Result<Option<Waiting>> {
         let Some(newest) = inst.first() else {
             return Ok(None);
@@ -537,7 +576,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
                 })
                 .await;
         }
-        self.start_container(pod, sb, ip, spec, attempt_of(newest) + 1)
+        self.start_container(pod, sb, ip, spec, attempt_of(newest) + 1, paths)
             .await?;
         Ok(None)
     }
@@ -584,6 +623,8 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         let reason = match e {
             Error::Image(m) if m.contains("pull policy is Never") => "ErrImageNeverPull",
             Error::Image(_) => "ErrImagePull",
+            Error::Volume(_) => "ContainerCreating",
+            Error::Config(_) => "CreateContainerConfigError",
             _ => "CreateContainerError",
         };
         let statuses: Vec<Value> = pod["spec"]["containers"]
@@ -620,8 +661,15 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         sb_ip: &str,
         c: &Value,
         attempt: u32,
+        paths: &std::result::Result<HashMap<String, PathBuf>, String>,
     ) -> Result<()> {
         let sbc = self.sandbox_config(pod);
+        let paths = paths.as_ref().map_err(|e| Error::Volume(e.clone()))?;
+        let mounts = if self.volumes.enabled() {
+            container_mounts(pod, c, paths)?
+        } else {
+            Vec::new()
+        };
         let cname = s(&c["name"]);
         let mut clabels = sbc.labels.clone();
         clabels.insert(CONTAINER_NAME.into(), cname.clone());
@@ -633,22 +681,9 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         self.ensure_image(c).await?;
-        // Env in order: literal values (expanded against the earlier ones) and the pod's own
-        // fields; then $(VAR) in command and args.
-        let mut env: Vec<(String, String)> = Vec::new();
-        for e in c["env"].as_array().into_iter().flatten() {
-            let value = if let Some(v) = e["value"].as_str() {
-                expand(v, &env)
-            } else if let Some(path) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-                field_ref(pod, path, sb_ip, &self.host_ip).unwrap_or_default()
-            } else if e["valueFrom"].is_null() {
-                String::new()
-            } else {
-                // configMapKeyRef, secretKeyRef, resourceFieldRef: not yet.
-                continue;
-            };
-            env.push((s(&e["name"]), value));
-        }
+        // Env: envFrom first, then env in order (values expanded against the earlier ones);
+        // then $(VAR) in command and args.
+        let env = self.container_env(pod, c, sb_ip).await?;
         let strings = |v: &Value| -> Vec<String> {
             v.as_array()
                 .into_iter()
@@ -678,6 +713,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             labels: clabels,
             annotations: simulated,
             log_path: format!("{cname}/{attempt}.log"),
+            mounts,
             stdin: c["stdin"].as_bool().unwrap_or(false),
             stdin_once: c["stdinOnce"].as_bool().unwrap_or(false),
             tty: c["tty"].as_bool().unwrap_or(false),
@@ -698,6 +734,93 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             .await
             .map_err(|e| cri(&format!("starting container {cname}"), e))?;
         Ok(())
+    }
+
+    /// A container's environment: `envFrom` sources, then `env` entries in order (a later
+    /// name replaces an earlier one, in place).
+    async fn container_env(
+        &self,
+        pod: &Value,
+        c: &Value,
+        ip: &str,
+    ) -> Result<Vec<(String, String)>> {
+        let ns = s(&pod["metadata"]["namespace"]);
+        let mut env: Vec<(String, String)> = Vec::new();
+        let set = |env: &mut Vec<(String, String)>, k: String, v: String| match env
+            .iter_mut()
+            .find(|(n, _)| *n == k)
+        {
+            Some(slot) => slot.1 = v,
+            None => env.push((k, v)),
+        };
+        for ef in c["envFrom"].as_array().into_iter().flatten() {
+            let (kind, r) = if ef["configMapRef"].is_object() {
+                ("configMap", &ef["configMapRef"])
+            } else {
+                ("secret", &ef["secretRef"])
+            };
+            let keys = self
+                .volumes
+                .env_source(
+                    &ns,
+                    kind,
+                    &s(&r["name"]),
+                    r["optional"].as_bool().unwrap_or(false),
+                )
+                .await?;
+            let prefix = s(&ef["prefix"]);
+            for (k, v) in keys {
+                let name = format!("{prefix}{k}");
+                // Names an environment cannot hold are skipped, as upstream skips them.
+                if name.is_empty()
+                    || name.contains('=')
+                    || !name.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    continue;
+                }
+                set(&mut env, name, String::from_utf8_lossy(&v).into_owned());
+            }
+        }
+        for e in c["env"].as_array().into_iter().flatten() {
+            let from = &e["valueFrom"];
+            let value = if let Some(v) = e["value"].as_str() {
+                expand(v, &env)
+            } else if let Some(path) = from["fieldRef"]["fieldPath"].as_str() {
+                field_ref(pod, path, ip, &self.host_ip).unwrap_or_default()
+            } else if from["resourceFieldRef"].is_object() {
+                let mut r = from["resourceFieldRef"].clone();
+                if s(&r["containerName"]).is_empty() {
+                    r["containerName"] = c["name"].clone();
+                }
+                let alloc = self
+                    .allocatable
+                    .as_ref()
+                    .map(|(c, m)| (c.as_str(), m.as_str()));
+                resource_field(pod, &r, alloc).map_err(|e| Error::Config(e.to_string()))?
+            } else if from["configMapKeyRef"].is_object() || from["secretKeyRef"].is_object() {
+                let (kind, r, what) = if from["configMapKeyRef"].is_object() {
+                    ("configMap", &from["configMapKeyRef"], "ConfigMap")
+                } else {
+                    ("secret", &from["secretKeyRef"], "Secret")
+                };
+                let optional = r["optional"].as_bool().unwrap_or(false);
+                let (name, key) = (s(&r["name"]), s(&r["key"]));
+                let keys = self.volumes.env_source(&ns, kind, &name, optional).await?;
+                match keys.get(&key) {
+                    Some(v) => String::from_utf8_lossy(v).into_owned(),
+                    None if optional => continue,
+                    None => {
+                        return Err(Error::Config(format!(
+                            "couldn't find key {key} in {what} {ns}/{name}"
+                        )))
+                    }
+                }
+            } else {
+                String::new()
+            };
+            set(&mut env, s(&e["name"]), value);
+        }
+        Ok(env)
     }
 
     async fn ensure_image(&self, c: &Value) -> Result<()> {
@@ -1036,6 +1159,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             self.remove_sandbox(&sb.id, grace).await?;
         }
         self.prober.retain(&s(&pod["metadata"]["uid"]), &[]);
+        self.volumes.teardown(&s(&pod["metadata"]["uid"]))?;
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             ..Default::default()

@@ -1452,6 +1452,105 @@ spec:
     }
     k.ok(&["delete", "pod", "prober", "--grace-period=1"]);
 
+    // Volumes and environment from configMaps, secrets, the downward API and resources; an
+    // updated configMap reaches the running container.
+    let manifest = dir.path().join("volumes.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {greeting: hello, color: blue}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {password: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: volumes, labels: {app: vols}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: docker.io/e2e/busybox:1
+    command: [sh, -c, "echo $COLOR $PASSWORD $MEM_MB; exec sleep 3600"]
+    env:
+    - name: COLOR
+      valueFrom: {configMapKeyRef: {name: settings, key: color}}
+    - name: PASSWORD
+      valueFrom: {secretKeyRef: {name: creds, key: password}}
+    - name: MEM_MB
+      valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}
+    resources: {limits: {memory: 64Mi}}
+    volumeMounts:
+    - {name: cfg, mountPath: /etc/cfg}
+    - {name: sec, mountPath: /etc/sec}
+    - {name: scratch, mountPath: /scratch}
+    - {name: info, mountPath: /etc/info}
+  volumes:
+  - {name: cfg, configMap: {name: settings}}
+  - {name: sec, secret: {secretName: creds}}
+  - {name: scratch, emptyDir: {medium: Memory, sizeLimit: 1Mi}}
+  - {name: info, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}}
+"#,
+    )
+    .unwrap();
+    k.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while k.ok(&["get", "pod", "volumes", "-o", "jsonpath={.status.phase}"]) != "Running" {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            k.ok(&["get", "pod", "volumes", "-o", "yaml"])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while k.ok(&["logs", "volumes"]) != "blue s3cret 64\n" {
+        assert!(Instant::now() < deadline, "{}", k.ok(&["logs", "volumes"]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cat = |path: &str| k.ok(&["exec", "volumes", "--", "cat", path]);
+    assert_eq!(cat("/etc/cfg/greeting"), "hello");
+    assert_eq!(cat("/etc/sec/password"), "s3cret");
+    assert_eq!(cat("/etc/info/labels"), "app=\"vols\"");
+    // The service-account volume every pod gets (its token and CA come with the security
+    // work; the namespace is there).
+    assert_eq!(
+        cat("/var/run/secrets/kubernetes.io/serviceaccount/namespace"),
+        "default"
+    );
+    let mounts = cat("/proc/mounts");
+    assert!(
+        mounts.lines().any(|l| l.contains(" /scratch tmpfs ")),
+        "{mounts}"
+    );
+    let write = k.run(&["exec", "volumes", "--", "sh", "-c", "echo x > /etc/cfg/new"]);
+    assert!(!write.status.success(), "configMap volumes are read-only");
+    k.ok(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-p",
+        r#"{"data":{"greeting":"bonjour"}}"#,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cat("/etc/cfg/greeting") != "bonjour" {
+        assert!(
+            Instant::now() < deadline,
+            "the update did not reach the pod"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let uid = k.ok(&["get", "pod", "volumes", "-o", "jsonpath={.metadata.uid}"]);
+    k.ok(&["delete", "pod", "volumes", "--grace-period=1"]);
+    assert!(
+        !dir.path().join("data/pods").join(&uid).exists(),
+        "the pod's volumes are removed with it"
+    );
+
     // Deleting it stops its processes (busybox sleep ignores SIGTERM: killed after the grace
     // period) and leaves no namespace or sandbox behind.
     k.ok(&["delete", "pod", "sleeper", "--grace-period=1"]);
