@@ -19,6 +19,7 @@ pub mod builtin;
 pub mod remote;
 pub mod server;
 pub mod simulated;
+pub mod spdy;
 pub mod streaming;
 
 /// The CRI v1 messages and gRPC stubs, generated from upstream's `api.proto`.

@@ -11,13 +11,19 @@
 //!   `i`, channel `2i` carries data and `2i+1` errors, and the first message on each starts
 //!   with the port number (two bytes, little-endian).
 //!
+//! - over SPDY/3.1 ([`crate::spdy`]), as older clients and every `kubectl port-forward`
+//!   speak: `Upgrade: SPDY/3.1` with `X-Stream-Protocol-Version: v4.channel.k8s.io` (exec and
+//!   attach: one SPDY stream per standard stream plus `error` and `resize`) or
+//!   `portforward.k8s.io` (a `data` and an `error` stream per connection); and SPDY tunnelled
+//!   in WebSocket binary messages (`SPDY/3.1+portforward.k8s.io`, kubectl 1.31 and later).
+//!
 //! [`StreamingServer`] serves any [`StreamingRuntime`]; [`client`] is the other end.
 
 use crate::v1::{
     AttachRequest, AttachResponse, ExecRequest, ExecResponse, PortForwardRequest,
     PortForwardResponse,
 };
-use crate::{Error, Result};
+use crate::{spdy, Error, Result};
 use async_trait::async_trait;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::Full;
@@ -210,6 +216,14 @@ impl StreamingServer {
         let Some(runtime) = self.runtime.upgrade() else {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "the runtime is gone");
         };
+        let spdy = req
+            .headers()
+            .get(hyper::header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("spdy/3.1"));
+        if spdy {
+            return self.handle_spdy(req, pending, runtime);
+        }
         let offered: Vec<String> = req
             .headers()
             .get_all("sec-websocket-protocol")
@@ -218,7 +232,7 @@ impl StreamingServer {
             .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
             .collect();
         let supported: &[&str] = match pending {
-            Pending::PortForward(_) => &[PF_V4, "portforward.k8s.io", CHANNEL_V1],
+            Pending::PortForward(_) => &[PF_SPDY_TUNNEL, PF_V4, "portforward.k8s.io", CHANNEL_V1],
             _ => &[CHANNEL_V5, CHANNEL_V4, CHANNEL_V1],
         };
         let protocol = if offered.is_empty() {
@@ -282,6 +296,10 @@ impl StreamingServer {
                     )
                     .await
                 }
+                Pending::PortForward(r) if proto == PF_SPDY_TUNNEL => {
+                    let conn = spdy::Connection::serve(ws_tunnel(ws));
+                    serve_port_forward_spdy(conn, runtime, r.pod_sandbox_id).await
+                }
                 Pending::PortForward(r) => serve_port_forward(ws, runtime, r).await,
             }
         });
@@ -319,6 +337,330 @@ async fn close_normally(sink: &mut futures_util::stream::SplitSink<Ws, Message>)
     let _ = sink.close().await;
 }
 
+impl StreamingServer {
+    /// A SPDY upgrade (`Upgrade: SPDY/3.1`): port-forward (`portforward.k8s.io`), or exec
+    /// and attach (`v4.channel.k8s.io`), as `X-Stream-Protocol-Version` negotiates.
+    fn handle_spdy(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        pending: Pending,
+        runtime: Arc<dyn StreamingRuntime>,
+    ) -> Response<Full<Bytes>> {
+        let offered: Vec<String> = req
+            .headers()
+            .get_all("x-stream-protocol-version")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+            .collect();
+        let wanted = match pending {
+            Pending::PortForward(_) => "portforward.k8s.io",
+            _ => CHANNEL_V4,
+        };
+        if !offered.iter().any(|o| o == wanted) {
+            return plain(
+                StatusCode::FORBIDDEN,
+                &format!("unable to upgrade: none of the offered protocols {offered:?} is supported; use {wanted}"),
+            );
+        }
+        tokio::spawn(async move {
+            let upgraded = match hyper::upgrade::on(req).await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(error = %e, "spdy upgrade failed");
+                    return;
+                }
+            };
+            let conn = spdy::Connection::serve(TokioIo::new(upgraded));
+            match pending {
+                Pending::PortForward(r) => {
+                    serve_port_forward_spdy(conn, runtime, r.pod_sandbox_id).await
+                }
+                Pending::Exec(r) => {
+                    serve_remote_command_spdy(
+                        conn,
+                        r.stdin,
+                        r.stdout,
+                        r.stderr,
+                        r.tty,
+                        async move |io| runtime.exec_stream(r.clone(), io).await,
+                    )
+                    .await
+                }
+                Pending::Attach(r) => {
+                    serve_remote_command_spdy(
+                        conn,
+                        r.stdin,
+                        r.stdout,
+                        r.stderr,
+                        r.tty,
+                        async move |io| runtime.attach_stream(r.clone(), io).await.map(|()| 0),
+                    )
+                    .await
+                }
+            }
+        });
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = resp.headers_mut();
+        h.insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("Upgrade"),
+        );
+        h.insert(
+            hyper::header::UPGRADE,
+            hyper::header::HeaderValue::from_static("SPDY/3.1"),
+        );
+        h.insert(
+            "x-stream-protocol-version",
+            hyper::header::HeaderValue::from_static(wanted),
+        );
+        resp
+    }
+}
+
+/// The byte stream a client tunnels through WebSocket binary messages (newer kubectl's
+/// port-forward: SPDY inside WebSocket).
+fn ws_tunnel(ws: Ws) -> tokio::io::DuplexStream {
+    let (mine, theirs) = tokio::io::duplex(256 * 1024);
+    let (mut sink, mut source) = ws.split();
+    let (mut r, mut w) = tokio::io::split(mine);
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = source.next().await {
+            match m {
+                Message::Binary(b) if w.write_all(&b).await.is_err() => break,
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = w.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sink.send(Message::binary(buf[..n].to_vec())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        close_normally(&mut sink).await;
+    });
+    theirs
+}
+
+/// Port-forward over SPDY: the client opens a `data` and an `error` stream per connection
+/// (paired by `requestID`, the pod port in `port`); the data stream is joined to a
+/// connection to that port in the sandbox, a failure is written on the error stream.
+async fn serve_port_forward_spdy(
+    mut conn: spdy::Connection,
+    runtime: Arc<dyn StreamingRuntime>,
+    sandbox: String,
+) {
+    type Pair = (Option<spdy::Stream>, Option<spdy::Stream>);
+    let mut pairs: HashMap<String, Pair> = HashMap::new();
+    while let Some(s) = conn.accept().await {
+        let request = s
+            .headers
+            .get("requestid")
+            .cloned()
+            .unwrap_or_else(|| s.id.to_string());
+        let slot = pairs.entry(request.clone()).or_default();
+        match s.headers.get("streamtype").map(String::as_str) {
+            Some("data") => slot.0 = Some(s),
+            Some("error") => slot.1 = Some(s),
+            _ => {
+                s.writer.reset().await;
+                continue;
+            }
+        }
+        if matches!(pairs.get(&request), Some((Some(_), Some(_)))) {
+            if let Some((Some(data), Some(error))) = pairs.remove(&request) {
+                tokio::spawn(forward_one(runtime.clone(), sandbox.clone(), data, error));
+            }
+        }
+    }
+    conn.close().await;
+}
+
+async fn forward_one(
+    runtime: Arc<dyn StreamingRuntime>,
+    sandbox: String,
+    data: spdy::Stream,
+    error: spdy::Stream,
+) {
+    let port = data
+        .headers
+        .get("port")
+        .and_then(|p| p.parse::<u16>().ok())
+        .filter(|p| *p > 0);
+    let connected = match port {
+        Some(p) => runtime
+            .port_forward_connect(&sandbox, p)
+            .await
+            .map_err(|e| format!("error forwarding port {p} to pod {sandbox}: {e}")),
+        None => Err(format!("invalid port {:?}", data.headers.get("port"))),
+    };
+    let tcp = match connected {
+        Ok(t) => t,
+        Err(msg) => {
+            error.writer.write(msg.as_bytes()).await;
+            error.writer.close().await;
+            data.writer.close().await;
+            return;
+        }
+    };
+    let (mut r, mut w) = tcp.into_split();
+    let mut incoming = data.incoming;
+    let to_pod = async move {
+        while let Some(b) = incoming.recv().await {
+            if w.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = w.shutdown().await;
+    };
+    let writer = data.writer;
+    let from_pod = async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if !writer.write(&buf[..n]).await {
+                        break;
+                    }
+                }
+            }
+        }
+        writer.close().await;
+    };
+    tokio::join!(to_pod, from_pod);
+    error.writer.close().await;
+}
+
+/// A writer whose bytes go out on a SPDY stream (closed when the writer is dropped); the
+/// handle finishes once everything is sent.
+fn spdy_writer(w: spdy::StreamWriter) -> (Writer, tokio::task::JoinHandle<()>) {
+    let (mine, mut r) = tokio::io::duplex(64 * 1024);
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if !w.write(&buf[..n]).await {
+                        return;
+                    }
+                }
+            }
+        }
+        w.close().await;
+    });
+    (Box::pin(mine), task)
+}
+
+/// Exec or attach over SPDY (`v4.channel.k8s.io`): the client opens an `error` stream and one
+/// per requested stream (`stdin`, `stdout`, `stderr`, and `resize` with a TTY); at the end the
+/// error stream carries the `metav1.Status`.
+async fn serve_remote_command_spdy<F>(
+    mut conn: spdy::Connection,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+    run: F,
+) where
+    F: AsyncFnOnce(StreamIo) -> Result<i32>,
+{
+    let expected = 1 + [stdin, stdout, stderr && !tty, tty]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    let mut streams: HashMap<String, spdy::Stream> = HashMap::new();
+    let deadline = tokio::time::sleep(Duration::from_secs(30));
+    tokio::pin!(deadline);
+    while streams.len() < expected {
+        tokio::select! {
+            s = conn.accept() => match s {
+                Some(s) => {
+                    let kind = s.headers.get("streamtype").cloned().unwrap_or_default();
+                    streams.insert(kind, s);
+                }
+                None => return,
+            },
+            _ = &mut deadline => {
+                tracing::debug!("timed out waiting for the client to create streams");
+                conn.close().await;
+                return;
+            }
+        }
+    }
+    let error = streams.remove("error");
+    let stdin_r = streams.remove("stdin").map(|s| {
+        let (mut w, r) = tokio::io::duplex(64 * 1024);
+        let mut incoming = s.incoming;
+        tokio::spawn(async move {
+            while let Some(b) = incoming.recv().await {
+                if w.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Box::pin(r) as Reader
+    });
+    let mut flushes = Vec::new();
+    let mut out = |name: &str| {
+        streams.remove(name).map(|s| {
+            let (w, task) = spdy_writer(s.writer);
+            flushes.push(task);
+            w
+        })
+    };
+    let (stdout_w, stderr_w) = (out("stdout"), out("stderr"));
+    let resize = streams.remove("resize").map(|s| {
+        let (tx, rx) = mpsc::channel::<TerminalSize>(4);
+        let mut incoming = s.incoming;
+        tokio::spawn(async move {
+            // A stream of JSON objects, one per size change.
+            let mut buf: Vec<u8> = Vec::new();
+            while let Some(b) = incoming.recv().await {
+                buf.extend_from_slice(&b);
+                let mut it = serde_json::Deserializer::from_slice(&buf).into_iter::<TerminalSize>();
+                let mut used = 0;
+                while let Some(Ok(size)) = it.next() {
+                    used = it.byte_offset();
+                    let _ = tx.try_send(size);
+                }
+                buf.drain(..used);
+            }
+        });
+        rx
+    });
+    let io = StreamIo {
+        stdin: stdin_r,
+        stdout: stdout_w,
+        stderr: stderr_w,
+        resize,
+    };
+    let result = run(io).await;
+    for f in flushes {
+        let _ = f.await;
+    }
+    if let Some(e) = error {
+        let status = match &result {
+            Ok(code) => exit_status_json(*code),
+            Err(e) => error_status_json(&e.to_string()),
+        };
+        e.writer.write(status.as_bytes()).await;
+        e.writer.close().await;
+    }
+    conn.close().await;
+}
+
 fn plain(code: StatusCode, msg: &str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(msg.to_string())));
     *r.status_mut() = code;
@@ -346,6 +688,8 @@ pub const CHANNEL_V4: &str = "v4.channel.k8s.io";
 /// `channel.k8s.io`.
 pub const CHANNEL_V1: &str = "channel.k8s.io";
 const PF_V4: &str = "v4.channel.k8s.io";
+/// SPDY port-forwarding tunnelled through WebSocket binary messages (kubectl 1.31 and later).
+const PF_SPDY_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -764,5 +1108,147 @@ pub mod client {
             let _ = sink.close().await;
         });
         Ok(mine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spdy::tests::TestClient;
+
+    /// Exec echoes stdin to stdout, says "err" on stderr and exits 3; port-forward reaches
+    /// an echo server whatever the port.
+    struct Fake {
+        echo: SocketAddr,
+    }
+
+    #[async_trait]
+    impl StreamingRuntime for Fake {
+        async fn exec_stream(&self, _: ExecRequest, io: StreamIo) -> Result<i32> {
+            let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
+                (io.stdin, io.stdout, io.stderr)
+            else {
+                return Err(Error::InvalidArgument("streams missing".into()));
+            };
+            let _ = tokio::io::copy(&mut stdin, &mut stdout).await;
+            let _ = stderr.write_all(b"err").await;
+            Ok(3)
+        }
+        async fn attach_stream(&self, _: AttachRequest, _: StreamIo) -> Result<()> {
+            Ok(())
+        }
+        async fn port_forward_connect(&self, _: &str, _: u16) -> Result<tokio::net::TcpStream> {
+            tokio::net::TcpStream::connect(self.echo)
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))
+        }
+    }
+
+    async fn echo_server() -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((c, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = c.into_split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Sends an upgrade request for `url` with `protocol`; the status line and the stream.
+    async fn upgrade(url: &str, protocol: &str) -> (String, tokio::net::TcpStream) {
+        let uri: hyper::Uri = url.parse().unwrap();
+        let mut c = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str())
+            .await
+            .unwrap();
+        let req = format!(
+            "POST {} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+             X-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n",
+            uri.path()
+        );
+        c.write_all(req.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            if c.read(&mut b).await.unwrap() == 0 {
+                break;
+            }
+            head.push(b[0]);
+        }
+        (String::from_utf8_lossy(&head).into_owned(), c)
+    }
+
+    #[tokio::test]
+    async fn exec_and_port_forward_over_spdy() {
+        let fake: Arc<dyn StreamingRuntime> = Arc::new(Fake {
+            echo: echo_server().await,
+        });
+        let server = StreamingServer::start(([127, 0, 0, 1], 0).into(), Arc::downgrade(&fake))
+            .await
+            .unwrap();
+        let exec = |c: &str| ExecRequest {
+            container_id: c.into(),
+            cmd: vec!["cat".into()],
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        };
+
+        // Exec: stdin comes back on stdout, then the exit status on the error stream.
+        let url = server.exec_url(exec("c1")).unwrap().url;
+        let (head, conn) = upgrade(&url, "v4.channel.k8s.io").await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(head
+            .to_ascii_lowercase()
+            .contains("x-stream-protocol-version: v4.channel.k8s.io"));
+        let mut client = TestClient::new(conn);
+        let error = client.open(&[("streamType", "error")], true).await;
+        let stdin = client.open(&[("streamType", "stdin")], false).await;
+        let stdout = client.open(&[("streamType", "stdout")], true).await;
+        let stderr = client.open(&[("streamType", "stderr")], true).await;
+        client.send(stdin, b"hello", true).await;
+        let mut got: HashMap<u32, Vec<u8>> = HashMap::new();
+        while let Some((id, data, _)) = client.next().await {
+            got.entry(id).or_default().extend(data);
+        }
+        assert_eq!(got[&stdout], b"hello");
+        assert_eq!(got[&stderr], b"err");
+        let status: serde_json::Value = serde_json::from_slice(&got[&error]).unwrap();
+        assert_eq!(status["reason"], "NonZeroExitCode");
+        assert_eq!(status["details"]["causes"][0]["message"], "3");
+
+        // Port-forward: a data and an error stream per connection.
+        let pf = |p: i32| PortForwardRequest {
+            pod_sandbox_id: "sb".into(),
+            port: vec![p],
+        };
+        let url = server.port_forward_url(pf(80)).unwrap().url;
+        let (head, conn) = upgrade(&url, "portforward.k8s.io").await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let mut client = TestClient::new(conn);
+        client
+            .open(
+                &[("streamType", "error"), ("port", "80"), ("requestID", "0")],
+                false,
+            )
+            .await;
+        let data = client
+            .open(
+                &[("streamType", "data"), ("port", "80"), ("requestID", "0")],
+                false,
+            )
+            .await;
+        client.send(data, b"abc", false).await;
+        let (id, echoed, _) = client.next().await.unwrap();
+        assert_eq!((id, echoed.as_slice()), (data, &b"abc"[..]));
+
+        // A protocol the server does not speak is refused before any upgrade.
+        let url = server.exec_url(exec("c2")).unwrap().url;
+        let (head, _) = upgrade(&url, "v9.channel.k8s.io").await;
+        assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     }
 }

@@ -1195,7 +1195,9 @@ fn agent_registers_a_node_and_runs_pods_with_logs_exec_and_probes() {
     std::fs::create_dir_all(img.join("rootfs/tmp")).unwrap();
     std::fs::create_dir_all(img.join("archive")).unwrap();
     std::fs::copy("/bin/busybox", img.join("rootfs/bin/busybox")).unwrap();
-    for a in ["sh", "sleep", "test", "touch", "rm", "cat", "httpd", "wget"] {
+    for a in [
+        "sh", "sleep", "test", "touch", "rm", "cat", "httpd", "wget", "mkdir",
+    ] {
         std::os::unix::fs::symlink("busybox", img.join("rootfs/bin").join(a)).unwrap();
     }
     let tar = |args: &[&str]| assert!(Command::new("tar").args(args).status().unwrap().success());
@@ -1393,6 +1395,37 @@ fn agent_registers_a_node_and_runs_pods_with_logs_exec_and_probes() {
     let _ = follow.kill();
     let _ = follow.wait();
 
+    // kubectl port-forward reaches a server in a pod: through the WebSocket tunnel (1.32) and
+    // plain SPDY (1.29, which also execs over SPDY).
+    k.ok(&[
+        "run",
+        "web",
+        "--image=docker.io/e2e/busybox:1",
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /www; echo hello-pf > /www/index.html; exec httpd -f -p 80 -h /www",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while k.ok(&["get", "pod", "web", "-o", "jsonpath={.status.phase}"]) != "Running" {
+        assert!(Instant::now() < deadline, "the web pod did not run");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for version in ["1.32", "1.29"] {
+        let bin = kubectl_dir().join(format!("kubectl.{version}"));
+        let page = port_forward_get(&bin, &cluster, "web", 80);
+        assert!(page.contains("hello-pf"), "kubectl {version}: {page}");
+    }
+    let old = Kubectl {
+        bin: kubectl_dir().join("kubectl.1.29"),
+        cluster: &cluster,
+    };
+    let out = old.run(&["exec", "web", "--", "sh", "-c", "echo spdy; exit 4"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "spdy\n");
+    k.ok(&["delete", "pod", "web", "--grace-period=1"]);
+
     // A failing liveness probe gets the container killed and restarted: RESTARTS counts it;
     // the readiness probe keeps the pod unready while its file is missing.
     let manifest = dir.path().join("prober.yaml");
@@ -1584,6 +1617,38 @@ spec:
 
 /// Removes the test's bridge and the NAT rules the bridge and portmap plugins made for the
 /// agent's network ("bosun"), even when the test fails.
+/// Runs `kubectl port-forward pod/POD :PORT`, fetches `/` through it and returns the answer.
+fn port_forward_get(bin: &Path, cluster: &Cluster, pod: &str, port: u16) -> String {
+    use std::io::{BufRead, Read, Write};
+    let mut child = Command::new(bin)
+        .args(["port-forward", &format!("pod/{pod}"), &format!(":{port}")])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("HOME", cluster.home.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // "Forwarding from 127.0.0.1:43125 -> 80"
+    let line = lines.next().unwrap().unwrap();
+    let local: u16 = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected port-forward output {line:?}"));
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    let _ = conn.read_to_string(&mut page);
+    let _ = child.kill();
+    let _ = child.wait();
+    page
+}
+
 struct HostNetworkCleanup(&'static str);
 
 impl Drop for HostNetworkCleanup {
