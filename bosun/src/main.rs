@@ -757,6 +757,13 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
         std::time::Duration::from_secs(2),
         std::future::pending(),
     ));
+    // Routes to the other nodes' pods (host-gw).
+    tokio::spawn(bosun_kubelet::network::sync_routes(
+        client.clone(),
+        cfg.name.clone(),
+        std::time::Duration::from_secs(2),
+        std::future::pending(),
+    ));
     tracing::info!(node = %cfg.name, runtime = %cfg.runtime_version, "node agent starting");
     let agent = NodeAgent::new(client, machine, cfg);
     agent

@@ -25,6 +25,7 @@ pub mod cleanup;
 pub mod config;
 pub mod exec;
 pub mod result;
+pub mod routes;
 
 pub use config::NetworkConfigList;
 pub use exec::CniNetwork;
@@ -84,6 +85,9 @@ pub enum Error {
         /// The command.
         command: String,
     },
+    /// A host networking command (`ip`, `iptables`) failed.
+    #[error("{0}")]
+    Command(String),
     /// Reading or writing the result cache, or starting a plugin, failed.
     #[error("{context}: {source}")]
     Io {

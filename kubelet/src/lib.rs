@@ -15,6 +15,7 @@
 pub mod backoff;
 pub mod logs;
 pub mod machine;
+pub mod network;
 pub mod node;
 pub mod pods;
 pub mod probe;

@@ -1189,52 +1189,9 @@ fn agent_registers_a_node_and_runs_pods_with_logs_exec_and_probes() {
     };
     let dir = tempfile::tempdir().unwrap();
     let _cleanup = HostNetworkCleanup("bosune2e0");
-    // A busybox image for the pod, loaded into the agent's store.
-    let img = dir.path().join("img");
-    std::fs::create_dir_all(img.join("rootfs/bin")).unwrap();
-    std::fs::create_dir_all(img.join("rootfs/tmp")).unwrap();
-    std::fs::create_dir_all(img.join("archive")).unwrap();
-    std::fs::copy("/bin/busybox", img.join("rootfs/bin/busybox")).unwrap();
-    for a in [
-        "sh", "sleep", "test", "touch", "rm", "cat", "httpd", "wget", "mkdir",
-    ] {
-        std::os::unix::fs::symlink("busybox", img.join("rootfs/bin").join(a)).unwrap();
-    }
-    let tar = |args: &[&str]| assert!(Command::new("tar").args(args).status().unwrap().success());
-    let (root, arch) = (img.join("rootfs"), img.join("archive"));
-    tar(&[
-        "--owner=0",
-        "--group=0",
-        "-cf",
-        arch.join("layer.tar").to_str().unwrap(),
-        "-C",
-        root.to_str().unwrap(),
-        ".",
-    ]);
-    std::fs::write(arch.join("config.json"), r#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"]},"rootfs":{"type":"layers"}}"#).unwrap();
-    std::fs::write(
-        arch.join("manifest.json"),
-        r#"[{"Config":"config.json","RepoTags":["e2e/busybox:1"],"Layers":["layer.tar"]}]"#,
-    )
-    .unwrap();
-    let archive = img.join("busybox.tar");
-    tar(&[
-        "-cf",
-        archive.to_str().unwrap(),
-        "-C",
-        arch.to_str().unwrap(),
-        "manifest.json",
-        "config.json",
-        "layer.tar",
-    ]);
-    let imported = Command::new(bosun_bin())
-        .args(["images", "import"])
-        .arg(&archive)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .status()
-        .unwrap();
-    assert!(imported.success());
+    // A busybox image for the pods, loaded into the agent's store.
+    let archive = busybox_archive(dir.path());
+    import_busybox(&archive, &dir.path().join("data"));
     let mut agent = Command::new(bosun_bin())
         .arg("agent")
         .arg("--kubeconfig")
@@ -1665,5 +1622,296 @@ impl Drop for HostNetworkCleanup {
                       xargs -r kill -9 < $f 2>/dev/null; done; sleep 0.2; \
                       find /sys/fs/cgroup/*/bosun -depth -type d -exec rmdir {} \\; 2>/dev/null";
         let _ = Command::new("sh").args(["-c", script]).status();
+        // The host-gw side: FORWARD rules for pod traffic and routes to other nodes' pods.
+        let script = "iptables -S FORWARD | grep 'bosun pod traffic' | sed 's/^-A/-D/' | \
+                      while read -r l; do eval iptables $l; done; \
+                      ip route flush proto 181 2>/dev/null; true";
+        let _ = Command::new("sh").args(["-c", script]).status();
+    }
+}
+
+/// Builds a busybox image archive (`e2e/busybox:1`) in `dir`; returns its path.
+fn busybox_archive(dir: &Path) -> PathBuf {
+    let img = dir.join("img");
+    std::fs::create_dir_all(img.join("rootfs/bin")).unwrap();
+    std::fs::create_dir_all(img.join("rootfs/tmp")).unwrap();
+    std::fs::create_dir_all(img.join("archive")).unwrap();
+    std::fs::copy("/bin/busybox", img.join("rootfs/bin/busybox")).unwrap();
+    for a in [
+        "sh", "sleep", "test", "touch", "rm", "cat", "httpd", "nc", "mkdir",
+    ] {
+        std::os::unix::fs::symlink("busybox", img.join("rootfs/bin").join(a)).unwrap();
+    }
+    let tar = |args: &[&str]| assert!(Command::new("tar").args(args).status().unwrap().success());
+    let (root, arch) = (img.join("rootfs"), img.join("archive"));
+    tar(&[
+        "--owner=0",
+        "--group=0",
+        "-cf",
+        arch.join("layer.tar").to_str().unwrap(),
+        "-C",
+        root.to_str().unwrap(),
+        ".",
+    ]);
+    std::fs::write(arch.join("config.json"), r#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"]},"rootfs":{"type":"layers"}}"#).unwrap();
+    std::fs::write(
+        arch.join("manifest.json"),
+        r#"[{"Config":"config.json","RepoTags":["e2e/busybox:1"],"Layers":["layer.tar"]}]"#,
+    )
+    .unwrap();
+    let archive = img.join("busybox.tar");
+    tar(&[
+        "-cf",
+        archive.to_str().unwrap(),
+        "-C",
+        arch.to_str().unwrap(),
+        "manifest.json",
+        "config.json",
+        "layer.tar",
+    ]);
+    archive
+}
+
+/// Imports the busybox archive into an agent's data directory.
+fn import_busybox(archive: &Path, data: &Path) {
+    let imported = Command::new(bosun_bin())
+        .args(["images", "import"])
+        .arg(archive)
+        .arg("--data-dir")
+        .arg(data)
+        .status()
+        .unwrap();
+    assert!(imported.success());
+}
+
+/// Waits until node `name` is Ready (or the agent exits).
+fn wait_ready(k: &Kubectl<'_>, name: &str, agent: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = k.run(&[
+            "get",
+            "node",
+            name,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        if out.status.success() && String::from_utf8_lossy(&out.stdout) == "True" {
+            return;
+        }
+        if Instant::now() > deadline || agent.try_wait().unwrap().is_some() {
+            let _ = agent.kill();
+            panic!("node {name} did not become Ready");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until pod `name` runs; returns it.
+fn wait_running(k: &Kubectl<'_>, name: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = k.json(&["get", "pod", name]);
+        if p["status"]["phase"] == "Running" {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "pod {name} did not run: {p}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Two network namespaces acting as two hosts on one bridge (172.31.250.0/24, the host at
+/// .1); removed, with everything running in them, when dropped.
+struct TwoHosts;
+
+const HOST_BRIDGE: &str = "bosune2ebr";
+
+impl TwoHosts {
+    fn new() -> Self {
+        let guard = TwoHosts;
+        let script = format!(
+            "set -e
+             ip link add {HOST_BRIDGE} type bridge
+             ip addr add 172.31.250.1/24 dev {HOST_BRIDGE}
+             ip link set {HOST_BRIDGE} up
+             for i in 1 2; do
+               ip netns add bosun-e2e-n$i
+               ip link add bosune2eh$i type veth peer name eth0 netns bosun-e2e-n$i
+               ip link set bosune2eh$i master {HOST_BRIDGE} up
+               ip netns exec bosun-e2e-n$i ip addr add 172.31.250.1$i/24 dev eth0
+               ip netns exec bosun-e2e-n$i ip link set eth0 up
+               ip netns exec bosun-e2e-n$i ip link set lo up
+               ip netns exec bosun-e2e-n$i ip route add default via 172.31.250.1
+             done"
+        );
+        let ok = Command::new("sh").args(["-c", &script]).status().unwrap();
+        assert!(ok.success(), "setting up the two hosts");
+        guard
+    }
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        let script = format!(
+            "for i in 1 2; do
+               ip netns pids bosun-e2e-n$i 2>/dev/null | xargs -r kill -9
+             done
+             sleep 0.3
+             for i in 1 2; do ip netns del bosun-e2e-n$i 2>/dev/null; done
+             ip link del {HOST_BRIDGE} 2>/dev/null; true"
+        );
+        let _ = Command::new("sh").args(["-c", &script]).status();
+    }
+}
+
+/// Relays TCP connections from `from` to `to` (the agents in their namespaces reach the API
+/// server, which listens on loopback, through the host's bridge address).
+fn relay(from: &str, to: std::net::SocketAddr) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind(from).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let Ok(upstream) = std::net::TcpStream::connect(to) else {
+                continue;
+            };
+            let (mut a, b) = (conn.try_clone().unwrap(), upstream.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut a, &mut b.try_clone().unwrap());
+                let _ = b.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut c, d) = (upstream, conn);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c, &mut d.try_clone().unwrap());
+                let _ = d.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn agent_pods_on_two_nodes_reach_each_other_by_pod_ip() {
+    if !Path::new("/usr/sbin/runc").exists() || std::env::var("USER").is_ok_and(|u| u != "root") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the two-node test needs root and runc"
+        );
+        return;
+    }
+    let cluster = start();
+    let k = Kubectl {
+        bin: kubectl_dir().join("kubectl.1.32"),
+        cluster: &cluster,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = HostNetworkCleanup("bosun0");
+    let _hosts = TwoHosts::new();
+    let archive = busybox_archive(dir.path());
+    // The agents' kubeconfig points at a relay on the bridge.
+    let kubeconfig = std::fs::read_to_string(&cluster.kubeconfig).unwrap();
+    let server = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_string();
+    let target: std::net::SocketAddr = server
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    let relayed = relay("172.31.250.1:0", target);
+    let agent_config = dir.path().join("agent-kubeconfig");
+    std::fs::write(
+        &agent_config,
+        kubeconfig.replace(&server, &format!("http://{relayed}")),
+    )
+    .unwrap();
+    let mut agents = Vec::new();
+    for i in 1..=2 {
+        let data = dir.path().join(format!("n{i}"));
+        import_busybox(&archive, &data.join("data"));
+        // nsenter, not `ip netns exec`: that one remounts /sys, hiding the cgroup mounts.
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/bosun-e2e-n{i}"))
+            .arg(bosun_bin())
+            .arg("agent")
+            .arg("--kubeconfig")
+            .arg(&agent_config)
+            .args(["--node-name", &format!("e2e-n{i}")])
+            .arg("--data-dir")
+            .arg(data.join("data"))
+            .arg("--state-dir")
+            .arg(data.join("state"))
+            .arg("--pod-log-dir")
+            .arg(data.join("logs"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        agents.push(child);
+    }
+    for (i, agent) in agents.iter_mut().enumerate() {
+        wait_ready(&k, &format!("e2e-n{}", i + 1), agent);
+    }
+    let node = k.json(&["get", "node", "e2e-n1"]);
+    let address = node["status"]["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["type"] == "InternalIP")
+        .unwrap()["address"]
+        .clone();
+    assert_eq!(address, "172.31.250.11", "the node's address is its host's");
+    // One web server per node, each pinned to its node.
+    for i in 1..=2 {
+        k.ok(&[
+            "run",
+            &format!("web{i}"),
+            "--image=docker.io/e2e/busybox:1",
+            &format!("--overrides={{\"spec\":{{\"nodeName\":\"e2e-n{i}\"}}}}"),
+            "--command",
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "mkdir -p /www; echo from-n{i} > /www/index.html; exec httpd -f -p 80 -h /www"
+            ),
+        ]);
+    }
+    let ips: Vec<String> = (1..=2)
+        .map(|i| {
+            let p = wait_running(&k, &format!("web{i}"));
+            assert_eq!(p["spec"]["nodeName"], format!("e2e-n{i}"));
+            p["status"]["podIP"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_ne!(
+        ips[0].rsplit_once('.').unwrap().0,
+        ips[1].rsplit_once('.').unwrap().0,
+        "each node has its own pod CIDR: {ips:?}"
+    );
+    // Each reaches the other across the nodes, by pod IP.
+    for (from, to, want) in [("web1", &ips[1], "from-n2"), ("web2", &ips[0], "from-n1")] {
+        // busybox's static wget crashes without NSS files in the image; nc does the job.
+        let fetch = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {to} 80");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = k.run(&["exec", from, "--", "sh", "-c", &fetch]);
+            if String::from_utf8_lossy(&out.stdout).contains(want) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{from} cannot reach {to}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    for i in 1..=2 {
+        k.ok(&["delete", "pod", &format!("web{i}"), "--grace-period=1"]);
+    }
+    for mut a in agents {
+        let _ = a.kill();
+        let _ = a.wait();
     }
 }
