@@ -217,6 +217,13 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
     /// One pass over the node's pods: each pod not already being worked on gets a task;
     /// returns when this pass's tasks are done.
     pub async fn sync(self: &Arc<Self>) -> Result<()> {
+        let mut tasks = self.pass().await?;
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// Starts one pass: the tasks it spawned.
+    async fn pass(self: &Arc<Self>) -> Result<tokio::task::JoinSet<()>> {
         let list = self
             .pods
             .list(&ListParams::default().fields(&format!("spec.nodeName={}", self.node)))
@@ -272,32 +279,51 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         let keep: Vec<String> = uids.iter().chain(busy.iter()).cloned().collect();
         self.volumes.teardown_others(&keep);
         lock(&self.backoff).retain(|k| uids.iter().any(|u| k.starts_with(u.as_str())));
-        while tasks.join_next().await.is_some() {}
-        Ok(())
+        Ok(tasks)
     }
 
-    /// Starts a pass every `interval` until `shutdown` (a pass still running does not delay
-    /// the next: pods it is busy with are skipped).
+    /// Starts a pass every `interval`, and as soon as a pod of this node changes (a watch),
+    /// until `shutdown`. Passes start one after the other; the work they start runs on (a
+    /// slow pod does not delay the next pass, which skips it).
     pub async fn run(
         self: Arc<Self>,
         interval: Duration,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let watch = tokio::spawn({
+            let (pods, changed) = (self.pods.clone(), changed.clone());
+            let config = bosun_client::watcher::Config::default()
+                .fields(&format!("spec.nodeName={}", self.node));
+            async move {
+                use futures_util::StreamExt;
+                let events = bosun_client::watcher::watcher(pods, config);
+                tokio::pin!(events);
+                while let Some(e) = events.next().await {
+                    match e {
+                        Ok(_) => changed.notify_one(),
+                        Err(e) => tracing::debug!(error = %e, "watching the node's pods"),
+                    }
+                }
+            }
+        });
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => break,
                 _ = tick.tick() => {}
+                _ = changed.notified() => {}
             }
-            let me = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = me.sync().await {
-                    tracing::warn!(error = %e, "pod sync pass failed");
+            match self.pass().await {
+                Ok(mut tasks) => {
+                    tokio::spawn(async move { while tasks.join_next().await.is_some() {} });
                 }
-            });
+                Err(e) => tracing::warn!(error = %e, "pod sync pass failed"),
+            }
         }
+        watch.abort();
     }
 
     /// The sandboxes of the pod with `uid`.

@@ -1915,3 +1915,152 @@ fn agent_pods_on_two_nodes_reach_each_other_by_pod_ip() {
         let _ = a.wait();
     }
 }
+
+/// Pod startup latency (created → Running, image present) over 100 pods on one node, and
+/// the agent's memory with them running. A measurement, not a check: run it with
+/// `--run-ignored only` and read the figures it prints (docs/BENCHMARKS.md keeps them).
+#[test]
+#[ignore = "a benchmark: run on demand"]
+fn agent_bench_pod_startup_100_pods() {
+    use bosun_client::{Api, Client, PostParams};
+    const PODS: usize = 100;
+    let cluster = start();
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = HostNetworkCleanup("bosunbench0");
+    let archive = busybox_archive(dir.path());
+    import_busybox(&archive, &dir.path().join("data"));
+    let mut agent = Command::new(bosun_bin())
+        .arg("agent")
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args([
+            "--node-name",
+            "bench-node",
+            "--bridge",
+            "bosunbench0",
+            "--port",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--pod-log-dir")
+        .arg(dir.path().join("logs"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let k = Kubectl {
+        bin: kubectl_dir().join("kubectl.1.32"),
+        cluster: &cluster,
+    };
+    wait_ready(&k, "bench-node", &mut agent);
+    // The node's pod network is configured once its pod CIDR arrives.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.path().join("data/cni/net.d/10-bosun.conflist").exists() {
+        assert!(Instant::now() < deadline, "no pod network");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let kubeconfig = bosun_client::config::Kubeconfig::read(&cluster.kubeconfig).unwrap();
+    let config = bosun_client::Config::from_kubeconfig(&kubeconfig, &Default::default()).unwrap();
+    let pods: Api<bosun_api_types::core::v1::Pod> =
+        Api::namespaced(Client::try_from_config(config).unwrap(), "default");
+    // Pods created `every` apart (all at once with zero); each one's time from its create
+    // call to the first list that shows it Running.
+    let measure = |prefix: &str, every: Duration| -> Vec<Duration> {
+        rt.block_on(async {
+            let created = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+            let creator = {
+                let (pods, created, prefix) = (pods.clone(), created.clone(), prefix.to_string());
+                tokio::spawn(async move {
+                    for i in 0..PODS {
+                        let name = format!("{prefix}-{i}");
+                        let pod: bosun_api_types::core::v1::Pod =
+                            serde_json::from_value(serde_json::json!({
+                                "metadata": {"name": name},
+                                "spec": {"nodeName": "bench-node", "terminationGracePeriodSeconds": 0,
+                                         "automountServiceAccountToken": false,
+                                         "containers": [{"name": "c", "image": "docker.io/e2e/busybox:1",
+                                                         "command": ["sleep", "3600"]}]},
+                            }))
+                            .unwrap();
+                        created.lock().unwrap().insert(name, Instant::now());
+                        pods.create(&PostParams::default(), &pod).await.unwrap();
+                        tokio::time::sleep(every).await;
+                    }
+                })
+            };
+            let mut running = std::collections::HashMap::new();
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while running.len() < PODS {
+                assert!(Instant::now() < deadline, "{} of {PODS} pods running", running.len());
+                let list = pods.list(&Default::default()).await.unwrap();
+                let now = Instant::now();
+                let created = created.lock().unwrap().clone();
+                for p in list.items {
+                    let v = serde_json::to_value(&p).unwrap();
+                    let name = v["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    if let (true, Some(t)) = (v["status"]["phase"] == "Running", created.get(&name)) {
+                        running.entry(name).or_insert(now - *t);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            creator.await.unwrap();
+            let mut l: Vec<Duration> = running.into_values().collect();
+            l.sort();
+            l
+        })
+    };
+    let report = |what: &str, l: &[Duration]| {
+        let pct = |p: usize| l[(l.len() * p / 100).min(l.len() - 1)];
+        eprintln!(
+            "BENCH pod startup, {what}, {PODS} pods: p50 {:?} p90 {:?} p99 {:?} max {:?}",
+            pct(50),
+            pct(90),
+            pct(99),
+            l[l.len() - 1]
+        );
+    };
+    let paced = measure("paced", Duration::from_millis(200));
+    report("one every 200 ms", &paced);
+    // Resident and proportional memory (PSS shares the pages processes have in common,
+    // such as the shims' one binary, out among them).
+    let mem = |pid: u32, field: &str| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+            .unwrap_or(0)
+    };
+    let shims: Vec<u32> = String::from_utf8_lossy(
+        &Command::new("pgrep")
+            .args(["-f", &format!("cri-shim.*{}", dir.path().display())])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .lines()
+    .filter_map(|l| l.trim().parse().ok())
+    .collect();
+    let n = shims.len().max(1) as u64;
+    eprintln!(
+        "BENCH memory with {PODS} pods running: agent RSS {} MiB (PSS {} MiB); {} shims, \
+         RSS {} KiB / PSS {} KiB each on average",
+        mem(agent.id(), "Rss:") / 1024,
+        mem(agent.id(), "Pss:") / 1024,
+        shims.len(),
+        shims.iter().map(|p| mem(*p, "Rss:")).sum::<u64>() / n,
+        shims.iter().map(|p| mem(*p, "Pss:")).sum::<u64>() / n,
+    );
+    k.ok(&["delete", "pods", "--all", "--grace-period=0", "--wait=true"]);
+    // A burst: all at once; the last one's latency is the node's throughput.
+    let burst = measure("burst", Duration::ZERO);
+    report("all created at once", &burst);
+    k.ok(&["delete", "pods", "--all", "--grace-period=0", "--wait=true"]);
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
