@@ -147,6 +147,76 @@ pub fn qos_class(pod: &Value) -> &'static str {
     }
 }
 
+/// A container's Linux settings from its resources and security context (the pod's security
+/// context under the container's), as upstream's kuberuntime computes them: CPU shares from
+/// the request (the limit when no request, 2 for neither), a CFS quota over a 100 ms period
+/// from the limit (at least 1 ms), the memory limit; user, group, supplemental groups,
+/// read-only root, privileged, capabilities, and no_new_privs when privilege escalation is
+/// refused.
+pub fn linux_config(pod: &Value, c: &Value) -> LinuxContainerConfig {
+    use bosun_api_types::Quantity;
+    let q = |v: &Value| v.as_str().and_then(|s| Quantity::parse(s).ok());
+    let (req, lim) = (&c["resources"]["requests"], &c["resources"]["limits"]);
+    let cpu_req = q(&req["cpu"])
+        .or_else(|| q(&lim["cpu"]))
+        .map(|x| x.milli_value());
+    let cpu_lim = q(&lim["cpu"]).map(|x| x.milli_value());
+    let mut r = LinuxContainerResources {
+        cpu_shares: cpu_req.map_or(2, |m| (m * 1024 / 1000).max(2)),
+        ..Default::default()
+    };
+    if let Some(m) = cpu_lim {
+        r.cpu_period = 100_000;
+        r.cpu_quota = (m * 100_000 / 1000).max(1000);
+    }
+    if let Some(mem) = q(&lim["memory"]) {
+        r.memory_limit_in_bytes = mem.value();
+    }
+    let (psc, csc) = (&pod["spec"]["securityContext"], &c["securityContext"]);
+    let pick = |k: &str| -> Option<&Value> {
+        Some(&csc[k])
+            .filter(|v| !v.is_null())
+            .or_else(|| Some(&psc[k]).filter(|v| !v.is_null()))
+    };
+    let id = |k: &str| {
+        pick(k)
+            .and_then(Value::as_i64)
+            .map(|value| Int64Value { value })
+    };
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect()
+    };
+    let caps = &csc["capabilities"];
+    let sc = LinuxContainerSecurityContext {
+        run_as_user: id("runAsUser"),
+        run_as_group: id("runAsGroup"),
+        readonly_rootfs: csc["readOnlyRootFilesystem"].as_bool().unwrap_or(false),
+        privileged: csc["privileged"].as_bool().unwrap_or(false),
+        supplemental_groups: psc["supplementalGroups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_i64)
+            .chain(psc["fsGroup"].as_i64())
+            .collect(),
+        capabilities: (!caps.is_null()).then(|| Capability {
+            add_capabilities: names(&caps["add"]),
+            drop_capabilities: names(&caps["drop"]),
+            ..Default::default()
+        }),
+        no_new_privs: csc["allowPrivilegeEscalation"].as_bool() == Some(false),
+        ..Default::default()
+    };
+    LinuxContainerConfig {
+        resources: Some(r),
+        security_context: Some(sc),
+    }
+}
+
 /// What one pass decided for a container that is not running.
 enum Waiting {
     /// Crash-loop back-off, with upstream's message.
@@ -743,6 +813,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             stdin: c["stdin"].as_bool().unwrap_or(false),
             stdin_once: c["stdinOnce"].as_bool().unwrap_or(false),
             tty: c["tty"].as_bool().unwrap_or(false),
+            linux: Some(linux_config(pod, c)),
             ..Default::default()
         };
         let id = self
@@ -1318,6 +1389,53 @@ mod tests {
             )),
             "Burstable"
         );
+    }
+
+    #[test]
+    fn linux_settings_follow_upstream() {
+        let pod = json!({"spec": {"securityContext": {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000}}});
+        let c = json!({"resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi"}},
+                       "securityContext": {"runAsUser": 2000, "readOnlyRootFilesystem": true,
+                                           "allowPrivilegeEscalation": false,
+                                           "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]}}});
+        let l = linux_config(&pod, &c);
+        let r = l.resources.unwrap();
+        assert_eq!(
+            (r.cpu_shares, r.cpu_quota, r.cpu_period),
+            (256, 50_000, 100_000)
+        );
+        assert_eq!(r.memory_limit_in_bytes, 64 << 20);
+        let sc = l.security_context.unwrap();
+        assert_eq!(
+            sc.run_as_user.map(|v| v.value),
+            Some(2000),
+            "the container's wins"
+        );
+        assert_eq!(
+            sc.run_as_group.map(|v| v.value),
+            Some(3000),
+            "the pod's applies"
+        );
+        assert_eq!(sc.supplemental_groups, vec![2000]);
+        assert!(sc.readonly_rootfs && sc.no_new_privs && !sc.privileged);
+        let caps = sc.capabilities.unwrap();
+        assert_eq!(
+            (caps.add_capabilities, caps.drop_capabilities),
+            (vec!["NET_ADMIN".to_string()], vec!["ALL".to_string()])
+        );
+        // Nothing asked: BestEffort's 2 shares, no quota, no limit, no user.
+        let none = linux_config(&json!({}), &json!({}));
+        let r = none.resources.unwrap();
+        assert_eq!(
+            (r.cpu_shares, r.cpu_quota, r.memory_limit_in_bytes),
+            (2, 0, 0)
+        );
+        assert!(none.security_context.unwrap().run_as_user.is_none());
+        // A limit alone is the request too.
+        let r = linux_config(&json!({}), &json!({"resources": {"limits": {"cpu": "2"}}}))
+            .resources
+            .unwrap();
+        assert_eq!((r.cpu_shares, r.cpu_quota), (2048, 200_000));
     }
 
     #[test]

@@ -1474,6 +1474,7 @@ spec:
     - name: MEM_MB
       valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}
     resources: {limits: {memory: 64Mi}}
+    securityContext: {runAsUser: 1000, allowPrivilegeEscalation: false}
     volumeMounts:
     - {name: cfg, mountPath: /etc/cfg}
     - {name: sec, mountPath: /etc/sec}
@@ -1516,6 +1517,21 @@ spec:
     assert!(
         mounts.lines().any(|l| l.contains(" /scratch tmpfs ")),
         "{mounts}"
+    );
+    // Resources and the security context reach the container.
+    assert_eq!(k.ok(&["exec", "volumes", "--", "id", "-u"]).trim(), "1000");
+    let limited = Command::new("sh")
+        .args([
+            "-c",
+            "cat /sys/fs/cgroup/memory/bosun/*/*/memory.limit_in_bytes",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&limited.stdout)
+            .lines()
+            .any(|l| l == "67108864"),
+        "no container with the 64Mi memory limit"
     );
     let write = k.run(&["exec", "volumes", "--", "sh", "-c", "echo x > /etc/cfg/new"]);
     assert!(!write.status.success(), "configMap volumes are read-only");
@@ -1638,7 +1654,7 @@ fn busybox_archive(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(img.join("archive")).unwrap();
     std::fs::copy("/bin/busybox", img.join("rootfs/bin/busybox")).unwrap();
     for a in [
-        "sh", "sleep", "test", "touch", "rm", "cat", "httpd", "nc", "mkdir",
+        "sh", "sleep", "test", "touch", "rm", "cat", "httpd", "nc", "mkdir", "id",
     ] {
         std::os::unix::fs::symlink("busybox", img.join("rootfs/bin").join(a)).unwrap();
     }
