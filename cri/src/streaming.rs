@@ -523,21 +523,7 @@ async fn forward_one(
         }
         let _ = w.shutdown().await;
     };
-    let writer = data.writer;
-    let from_pod = async move {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match r.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if !writer.write(&buf[..n]).await {
-                        break;
-                    }
-                }
-            }
-        }
-        writer.close().await;
-    };
+    let from_pod = copy_to_stream(&mut r, &data.writer);
     tokio::join!(to_pod, from_pod);
     error.writer.close().await;
 }
@@ -546,21 +532,25 @@ async fn forward_one(
 /// handle finishes once everything is sent.
 fn spdy_writer(w: spdy::StreamWriter) -> (Writer, tokio::task::JoinHandle<()>) {
     let (mine, mut r) = tokio::io::duplex(64 * 1024);
-    let task = tokio::spawn(async move {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match r.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if !w.write(&buf[..n]).await {
-                        return;
-                    }
+    let task = tokio::spawn(async move { copy_to_stream(&mut r, &w).await });
+    (Box::pin(mine), task)
+}
+
+/// Sends what `r` yields on a SPDY stream until it ends, then closes the stream (or stops
+/// when the connection is gone).
+async fn copy_to_stream(r: &mut (impl AsyncRead + Unpin), w: &spdy::StreamWriter) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if !w.write(&buf[..n]).await {
+                    return;
                 }
             }
         }
-        w.close().await;
-    });
-    (Box::pin(mine), task)
+    }
+    w.close().await;
 }
 
 /// Exec or attach over SPDY (`v4.channel.k8s.io`): the client opens an `error` stream and one

@@ -147,14 +147,14 @@ impl KubeletServer {
         Ok(r)
     }
 
-    /// The runtime's instances of a pod's container, newest first.
-    async fn instances(
+    /// The sandboxes of pod `ns/pod` (only ready ones with `ready`).
+    async fn sandboxes(
         &self,
         ns: &str,
         pod: &str,
-        container: &str,
-    ) -> Result<Vec<Container>, Failure> {
-        let sandboxes = self
+        ready: bool,
+    ) -> Result<Vec<PodSandbox>, Failure> {
+        Ok(self
             .rt
             .list_pod_sandbox(ListPodSandboxRequest {
                 filter: Some(PodSandboxFilter {
@@ -163,12 +163,25 @@ impl KubeletServer {
                         (POD_NAME.to_string(), pod.to_string()),
                     ]
                     .into(),
+                    state: ready.then_some(PodSandboxStateValue {
+                        state: PodSandboxState::SandboxReady as i32,
+                    }),
                     ..Default::default()
                 }),
             })
             .await
             .map_err(|e| Failure::runtime("listing sandboxes", e))?
-            .items;
+            .items)
+    }
+
+    /// The runtime's instances of a pod's container, newest first.
+    async fn instances(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<Vec<Container>, Failure> {
+        let sandboxes = self.sandboxes(ns, pod, false).await?;
         if sandboxes.is_empty() {
             return Err(Failure::not_found(format!(
                 "pod {ns}/{pod} is not running on node {}",
@@ -326,24 +339,7 @@ impl KubeletServer {
     }
 
     async fn port_forward(&self, ns: &str, pod: &str, req: Request<Incoming>) -> Answer {
-        let sandboxes = self
-            .rt
-            .list_pod_sandbox(ListPodSandboxRequest {
-                filter: Some(PodSandboxFilter {
-                    label_selector: [
-                        (POD_NAMESPACE.to_string(), ns.to_string()),
-                        (POD_NAME.to_string(), pod.to_string()),
-                    ]
-                    .into(),
-                    state: Some(PodSandboxStateValue {
-                        state: PodSandboxState::SandboxReady as i32,
-                    }),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .map_err(|e| Failure::runtime("listing sandboxes", e))?
-            .items;
+        let sandboxes = self.sandboxes(ns, pod, true).await?;
         let sb = sandboxes.first().ok_or_else(|| {
             Failure::not_found(format!(
                 "pod {ns}/{pod} is not running on node {}",

@@ -1175,11 +1175,7 @@ fn images_import_loads_a_docker_archive() {
 
 #[test]
 fn agent_registers_a_node_and_runs_pods_with_logs_exec_and_probes() {
-    if !Path::new("/usr/sbin/runc").exists() || std::env::var("USER").is_ok_and(|u| u != "root") {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the agent test needs root and runc"
-        );
+    if !root_with_runc("the agent test needs root and runc") {
         return;
     }
     let cluster = start();
@@ -1213,24 +1209,7 @@ fn agent_registers_a_node_and_runs_pods_with_logs_exec_and_probes() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let ready = || {
-        let out = k.run(&[
-            "get",
-            "node",
-            "e2e-node-1",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ]);
-        out.status.success() && String::from_utf8_lossy(&out.stdout) == "True"
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready() {
-        if Instant::now() > deadline || agent.try_wait().unwrap().is_some() {
-            let _ = agent.kill();
-            panic!("the node did not become Ready");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_ready(&k, "e2e-node-1", &mut agent);
     let table = k.ok(&["get", "nodes"]);
     let row = table
         .lines()
@@ -1646,6 +1625,15 @@ impl Drop for HostNetworkCleanup {
     }
 }
 
+/// Whether this run can drive real containers (root, runc); outside CI a test without them
+/// is skipped, in CI it fails with `why`.
+fn root_with_runc(why: &str) -> bool {
+    let ok =
+        Path::new("/usr/sbin/runc").exists() && !std::env::var("USER").is_ok_and(|u| u != "root");
+    assert!(ok || std::env::var("CI").as_deref() != Ok("true"), "{why}");
+    ok
+}
+
 /// Builds a busybox image archive (`e2e/busybox:1`) in `dir`; returns its path.
 fn busybox_archive(dir: &Path) -> PathBuf {
     let img = dir.join("img");
@@ -1806,11 +1794,7 @@ fn relay(from: &str, to: std::net::SocketAddr) -> std::net::SocketAddr {
 
 #[test]
 fn agent_pods_on_two_nodes_reach_each_other_by_pod_ip() {
-    if !Path::new("/usr/sbin/runc").exists() || std::env::var("USER").is_ok_and(|u| u != "root") {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the two-node test needs root and runc"
-        );
+    if !root_with_runc("the two-node test needs root and runc") {
         return;
     }
     let cluster = start();
