@@ -738,15 +738,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         }
         let status = json!({"phase": "Pending", "hostIP": self.host_ip,
                             "qosClass": qos_class(pod), "containerStatuses": statuses});
-        self.in_namespace(pod)
-            .patch_status(
-                &s(&pod["metadata"]["name"]),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
-            )
-            .await
-            .map_err(|e| api("writing the pod's status", e))?;
-        Ok(())
+        self.write_status(pod, status).await
     }
 
     /// Creates and starts instance `attempt` of the container `c`.
@@ -955,9 +947,8 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         Ok(())
     }
 
-    /// The status of one container (init or regular) from its instances; with whether it
-    /// runs, whether it is stopped (terminated, or waiting after a termination) and its exit
-    /// code.
+    /// The status of one container (init or regular) from its instances, with the runtime's
+    /// status of its newest instance (`None` before it has one).
     async fn container_status(
         &self,
         spec: &Value,
@@ -1189,15 +1180,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         if unchanged {
             return Ok(());
         }
-        self.in_namespace(pod)
-            .patch_status(
-                &s(&pod["metadata"]["name"]),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
-            )
-            .await
-            .map_err(|e| api("writing the pod's status", e))?;
-        Ok(())
+        self.write_status(pod, status).await
     }
 
     /// The runtime's containers of one sandbox.
@@ -1213,6 +1196,19 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             .await
             .map_err(|e| cri("listing containers", e))?
             .containers)
+    }
+
+    /// Writes `status` as a merge patch of the pod's status.
+    async fn write_status(&self, pod: &Value, status: Value) -> Result<()> {
+        self.in_namespace(pod)
+            .patch_status(
+                &s(&pod["metadata"]["name"]),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
+            .await
+            .map_err(|e| api("writing the pod's status", e))?;
+        Ok(())
     }
 
     fn in_namespace(&self, pod: &Value) -> Api<Pod> {
