@@ -1589,6 +1589,25 @@ async fn write_update_obj(
         object::set_resource_version(&mut new, old_kv.mod_revision);
         return Ok(new);
     }
+    // The last finalizer of an object marked for deletion (grace 0) is gone: the object is
+    // deleted instead of written, as upstream's store does it, so no reader ever sees it
+    // present without its finalizers.
+    let new_meta = object::meta(&new)?;
+    if new_meta.finalizers.is_empty()
+        && new_meta.deletion_timestamp.is_some()
+        && old_meta_grace_zero(old)
+        && (!is_namespace(ctx.r) || spec_finalizers(&new).is_empty())
+    {
+        allocator::release(ctx.store(), &claimed).await;
+        let (rev, kv) = ctx
+            .store()
+            .delete(&ctx.key(&name), Some(expected))
+            .await
+            .map_err(|e| ApiError::from_store(e, ctx.r, &name))?;
+        after_delete(ctx.store(), &kv.key, &kv.value).await;
+        object::set_resource_version(&mut new, rev);
+        return Ok(new);
+    }
     let started = std::time::Instant::now();
     let updated = ctx.store().update(&ctx.key(&name), value, expected).await;
     ctx.server
@@ -1606,21 +1625,6 @@ async fn write_update_obj(
         allocator::release_service(ctx.store(), old, Some(&new)).await;
     }
     object::set_resource_version(&mut new, rev);
-    // The last finalizer of an object marked for deletion (grace 0) is gone: so is the object,
-    // as upstream's store does it.
-    let new_meta = object::meta(&new)?;
-    if new_meta.finalizers.is_empty()
-        && new_meta.deletion_timestamp.is_some()
-        && old_meta_grace_zero(old)
-        && (!is_namespace(ctx.r) || spec_finalizers(&new).is_empty())
-    {
-        let key = ctx.key(&name);
-        match ctx.store().delete(&key, Some(rev)).await {
-            Ok((_, kv)) => after_delete(ctx.store(), &kv.key, &kv.value).await,
-            // Someone else changed or deleted it meanwhile: their write decides.
-            Err(e) => tracing::debug!(%key, error = %e, "deleting a finalized object"),
-        }
-    }
     Ok(new)
 }
 

@@ -4,7 +4,9 @@
 //! process (the role kwok plays upstream).
 //!
 //! A container's annotations may schedule its exit: `simulated.bosun.dev/run-seconds` (it
-//! exits that long after starting) and `simulated.bosun.dev/exit-code` (default 0).
+//! exits that long after starting) and `simulated.bosun.dev/exit-code` (default 0);
+//! `simulated.bosun.dev/memory-bytes` is the memory its stats report. Images from
+//! [`PRIVATE_REGISTRY`] pull only with the credentials `bosun`/`secret`.
 
 use crate::v1::*;
 use crate::{matches_labels, Error, ImageService, Result, RuntimeService, API_VERSION};
@@ -17,6 +19,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const RUN_SECONDS: &str = "simulated.bosun.dev/run-seconds";
 /// Annotation: the exit code of a container that exits on its own.
 pub const EXIT_CODE: &str = "simulated.bosun.dev/exit-code";
+/// A registry whose images need credentials (user `bosun`, password `secret`).
+pub const PRIVATE_REGISTRY: &str = "private.simulated.example";
+
+/// Annotation: the memory working set a container's stats report, in bytes.
+pub const MEMORY_BYTES: &str = "simulated.bosun.dev/memory-bytes";
 
 fn now_nanos() -> i64 {
     SystemTime::now()
@@ -541,17 +548,12 @@ impl RuntimeService for SimulatedRuntime {
         req: PodSandboxStatsRequest,
     ) -> Result<PodSandboxStatsResponse> {
         let g = self.lock();
-        if !g.sandboxes.contains_key(&req.pod_sandbox_id) {
-            return Err(Error::NotFound(format!("sandbox {}", req.pod_sandbox_id)));
-        }
+        let s = g
+            .sandboxes
+            .get(&req.pod_sandbox_id)
+            .ok_or_else(|| Error::NotFound(format!("sandbox {}", req.pod_sandbox_id)))?;
         Ok(PodSandboxStatsResponse {
-            stats: Some(PodSandboxStats {
-                attributes: Some(PodSandboxAttributes {
-                    id: req.pod_sandbox_id,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            stats: Some(sandbox_stats(&g, s)),
         })
     }
 
@@ -561,17 +563,7 @@ impl RuntimeService for SimulatedRuntime {
     ) -> Result<ListPodSandboxStatsResponse> {
         let g = self.lock();
         Ok(ListPodSandboxStatsResponse {
-            stats: g
-                .sandboxes
-                .keys()
-                .map(|id| PodSandboxStats {
-                    attributes: Some(PodSandboxAttributes {
-                        id: id.clone(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
-                .collect(),
+            stats: g.sandboxes.values().map(|s| sandbox_stats(&g, s)).collect(),
         })
     }
 
@@ -598,7 +590,53 @@ impl RuntimeService for SimulatedRuntime {
     }
 }
 
+/// A sandbox's stats: its running containers'.
+fn sandbox_stats(g: &State, s: &Sandbox) -> PodSandboxStats {
+    let containers: Vec<ContainerStats> = g
+        .containers
+        .values()
+        .filter(|c| c.sandbox == s.id && c.state == ContainerState::ContainerRunning)
+        .map(stats_of)
+        .collect();
+    let working: u64 = containers
+        .iter()
+        .filter_map(|c| {
+            c.memory
+                .as_ref()?
+                .working_set_bytes
+                .as_ref()
+                .map(|v| v.value)
+        })
+        .sum();
+    PodSandboxStats {
+        attributes: Some(PodSandboxAttributes {
+            id: s.id.clone(),
+            metadata: s.config.metadata.clone(),
+            labels: s.config.labels.clone(),
+            annotations: s.config.annotations.clone(),
+        }),
+        linux: Some(LinuxPodSandboxStats {
+            memory: Some(MemoryUsage {
+                timestamp: now_nanos(),
+                working_set_bytes: Some(UInt64Value { value: working }),
+                ..Default::default()
+            }),
+            containers,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A container's stats: no CPU used; the memory its `simulated.bosun.dev/memory-bytes`
+/// annotation says (0 without).
 fn stats_of(c: &Ctr) -> ContainerStats {
+    let memory = c
+        .config
+        .annotations
+        .get(MEMORY_BYTES)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     ContainerStats {
         attributes: Some(ContainerAttributes {
             id: c.id.clone(),
@@ -608,10 +646,13 @@ fn stats_of(c: &Ctr) -> ContainerStats {
         }),
         cpu: Some(CpuUsage {
             timestamp: now_nanos(),
+            usage_core_nano_seconds: Some(UInt64Value { value: 0 }),
             ..Default::default()
         }),
         memory: Some(MemoryUsage {
             timestamp: now_nanos(),
+            working_set_bytes: Some(UInt64Value { value: memory }),
+            usage_bytes: Some(UInt64Value { value: memory }),
             ..Default::default()
         }),
         ..Default::default()
@@ -648,6 +689,17 @@ impl ImageService for SimulatedRuntime {
 
     async fn pull_image(&self, req: PullImageRequest) -> Result<PullImageResponse> {
         let name = image_name(req.image.as_ref())?;
+        if name.starts_with(&format!("{PRIVATE_REGISTRY}/")) {
+            let ok = req
+                .auth
+                .as_ref()
+                .is_some_and(|a| a.username == "bosun" && a.password == "secret");
+            if !ok {
+                return Err(Error::Internal(format!(
+                    "pulling {name}: unauthorized: authentication required"
+                )));
+            }
+        }
         let mut g = self.lock();
         let id = format!("sha256:{}", &new_id());
         let image = g.images.entry(name.clone()).or_insert_with(|| Image {

@@ -13,6 +13,10 @@
 //! ```
 
 pub mod backoff;
+pub mod credentials;
+pub mod dns;
+pub mod eviction;
+pub mod gc;
 pub mod logs;
 pub mod machine;
 pub mod network;
@@ -21,6 +25,8 @@ pub mod pods;
 pub mod probe;
 pub mod runtime;
 pub mod server;
+pub mod static_pods;
+pub mod stats;
 pub mod volumes;
 
 /// A kubelet operation failed.

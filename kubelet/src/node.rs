@@ -3,6 +3,7 @@
 //! `kube-node-lease` renewed every `lease_interval` (the heartbeat the node lifecycle
 //! controller watches).
 
+use crate::eviction::Pressure;
 use crate::machine::Machine;
 use crate::{Error, Result};
 use bosun_api_types::coordination::v1::Lease;
@@ -11,6 +12,7 @@ use bosun_api_types::Time;
 use bosun_client::{Api, Client, Patch, PatchParams, PostParams};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How the node presents itself.
@@ -105,6 +107,29 @@ pub fn allocatable(m: &Machine, cfg: &NodeConfig) -> Map<String, Value> {
     a
 }
 
+/// Reads `--system-reserved`'s syntax, `cpu=500m,memory=1Gi`: (CPU millicores, memory
+/// bytes).
+pub fn parse_system_reserved(s: &str) -> std::result::Result<(u64, u64), String> {
+    let mut out = (0, 0);
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part}: use RESOURCE=QUANTITY"))?;
+        let q = bosun_api_types::Quantity::parse(v.trim()).map_err(|e| format!("{part}: {e}"))?;
+        let n = |x: i64| u64::try_from(x).map_err(|_| format!("{part}: negative"));
+        match k.trim() {
+            "cpu" => out.0 = n(q.milli_value())?,
+            "memory" => out.1 = n(q.value())?,
+            other => {
+                return Err(format!(
+                    "{other} is not a reservable resource (cpu, memory)"
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The standard labels, then the configured ones.
 pub fn labels(m: &Machine, cfg: &NodeConfig) -> BTreeMap<String, String> {
     let arch = match std::env::consts::ARCH {
@@ -125,21 +150,45 @@ pub fn labels(m: &Machine, cfg: &NodeConfig) -> BTreeMap<String, String> {
 }
 
 /// The conditions, keeping a condition's `lastTransitionTime` while its status holds.
-pub fn conditions(previous: &[Value], ready: Result<(), String>, now: &Time) -> Vec<Value> {
+/// `pressure` is `(memory, disk)`: the eviction manager's findings.
+pub fn conditions(
+    previous: &[Value],
+    ready: Result<(), String>,
+    pressure: (bool, bool),
+    now: &Time,
+) -> Vec<Value> {
     let ready_msg = ready.clone().err();
     let want = [
-        (
-            "MemoryPressure",
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available".to_string(),
-        ),
-        (
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure".to_string(),
-        ),
+        if pressure.0 {
+            (
+                "MemoryPressure",
+                "True",
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available".to_string(),
+            )
+        } else {
+            (
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available".to_string(),
+            )
+        },
+        if pressure.1 {
+            (
+                "DiskPressure",
+                "True",
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure".to_string(),
+            )
+        } else {
+            (
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure".to_string(),
+            )
+        },
         (
             "PIDPressure",
             "False",
@@ -181,6 +230,7 @@ pub fn status(
     cfg: &NodeConfig,
     previous: &[Value],
     ready: Result<(), String>,
+    pressure: (bool, bool),
 ) -> Value {
     let now = Time::now();
     let mut addresses = Vec::new();
@@ -191,7 +241,7 @@ pub fn status(
     json!({
         "capacity": capacity(m, cfg),
         "allocatable": allocatable(m, cfg),
-        "conditions": conditions(previous, ready, &now),
+        "conditions": conditions(previous, ready, pressure, &now),
         "addresses": addresses,
         "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.kubelet_port}},
         "nodeInfo": {
@@ -219,6 +269,7 @@ pub struct NodeAgent {
     leases: Api<Lease>,
     machine: Machine,
     cfg: NodeConfig,
+    pressure: Option<Arc<Pressure>>,
 }
 
 impl NodeAgent {
@@ -229,7 +280,14 @@ impl NodeAgent {
             leases: Api::namespaced(client, "kube-node-lease"),
             machine,
             cfg,
+            pressure: None,
         }
+    }
+
+    /// Reports the eviction manager's pressure conditions.
+    pub fn with_pressure(mut self, pressure: Arc<Pressure>) -> Self {
+        self.pressure = Some(pressure);
+        self
     }
 
     /// The configuration.
@@ -283,7 +341,11 @@ impl NodeAgent {
             .and_then(|s| serde_json::to_value(&s.conditions).ok())
             .and_then(|v| v.as_array().cloned())
             .unwrap_or_default();
-        let status = status(&self.machine, &self.cfg, &previous, ready);
+        let pressure = self
+            .pressure
+            .as_ref()
+            .map_or((false, false), |p| (p.memory(), p.disk()));
+        let status = status(&self.machine, &self.cfg, &previous, ready, pressure);
         self.nodes
             .patch_status(
                 &self.cfg.name,
@@ -372,5 +434,43 @@ impl NodeAgent {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_system_reservations() {
+        assert_eq!(parse_system_reserved(""), Ok((0, 0)));
+        assert_eq!(
+            parse_system_reserved("cpu=500m, memory=1Gi"),
+            Ok((500, 1 << 30))
+        );
+        assert!(parse_system_reserved("gpu=1").is_err());
+        assert!(parse_system_reserved("cpu").is_err());
+        assert!(parse_system_reserved("memory=lots").is_err());
+        let m = Machine {
+            cores: 2,
+            memory_bytes: 4 << 30,
+            ephemeral_bytes: 100 << 30,
+            hostname: "h".into(),
+            internal_ip: None,
+            machine_id: String::new(),
+            system_uuid: String::new(),
+            boot_id: String::new(),
+            kernel_version: String::new(),
+            os_image: String::new(),
+        };
+        let mut cfg = NodeConfig::new("h");
+        (cfg.system_reserved_cpu_millis, cfg.system_reserved_memory) =
+            parse_system_reserved("cpu=500m,memory=1Gi").unwrap();
+        let a = allocatable(&m, &cfg);
+        // 4 GiB less 1 GiB reserved less the 100 MiB eviction threshold.
+        assert_eq!(
+            (a["cpu"].as_str(), a["memory"].as_str()),
+            (Some("1500m"), Some("3043328Ki"))
+        );
     }
 }

@@ -11,10 +11,18 @@
 //!   conditions, init and regular container statuses with state, last state, restart count,
 //!   readiness from the readiness probe, and the QoS class;
 //! - a pod being deleted is stopped within its grace period, its sandbox removed and the
-//!   object deleted for good; sandboxes whose pod is gone are removed.
+//!   object deleted for good; sandboxes whose pod is gone are removed;
+//! - static pods from a manifest directory ([`crate::static_pods`]) run beside the API's,
+//!   each with a mirror pod in the API server that carries its status;
+//! - lifecycle hooks run as upstream runs them: `postStart` right after a container starts
+//!   (a failure kills the container, which restarts as its policy says), `preStop` before a
+//!   running container is stopped, out of its grace period (at least 2 s are left for the
+//!   stop itself).
 
 use crate::backoff::Backoff;
-use crate::probe::Prober;
+use crate::credentials;
+use crate::probe::{run_action, Action, Prober};
+use crate::static_pods;
 use crate::volumes::{container_mounts, resource_field, VolumeManager};
 use crate::{Error, Result};
 use bosun_api_types::core::v1::Pod;
@@ -37,6 +45,13 @@ pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
 /// The container's name label.
 pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
 
+/// Upstream's floor for a container's stop: at least this many seconds between SIGTERM and
+/// SIGKILL, whatever the grace period or a preStop hook left.
+const MIN_GRACE_SECONDS: i64 = 2;
+
+/// The bound on a postStart hook (upstream has none; a hook that hangs would hold the pod).
+const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Runs the node's pods.
 pub struct PodWorker<R> {
     client: Client,
@@ -50,6 +65,9 @@ pub struct PodWorker<R> {
     prober: Prober,
     volumes: VolumeManager,
     allocatable: Option<(String, String)>,
+    static_dir: Option<PathBuf>,
+    node_uid: Mutex<Option<String>>,
+    cluster_dns: crate::dns::ClusterDns,
 }
 
 fn api(what: &str, e: bosun_client::Error) -> Error {
@@ -244,6 +262,9 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             volumes: VolumeManager::new(client.clone(), None),
             client,
             allocatable: None,
+            static_dir: None,
+            node_uid: Mutex::new(None),
+            cluster_dns: Default::default(),
             backoff: Mutex::new(Backoff::new(
                 Duration::from_secs(10),
                 Duration::from_secs(300),
@@ -264,6 +285,22 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
     pub fn with_pods_dir(self, dir: PathBuf) -> Self {
         PodWorker {
             volumes: VolumeManager::new(self.client.clone(), Some(dir)),
+            ..self
+        }
+    }
+
+    /// The cluster DNS pods with `dnsPolicy: ClusterFirst` use.
+    pub fn with_cluster_dns(self, cluster_dns: crate::dns::ClusterDns) -> Self {
+        PodWorker {
+            cluster_dns,
+            ..self
+        }
+    }
+
+    /// Runs the static pods whose manifests are in `dir` (and keeps their mirror pods).
+    pub fn with_static_pods(self, dir: PathBuf) -> Self {
+        PodWorker {
+            static_dir: Some(dir),
             ..self
         }
     }
@@ -308,8 +345,37 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             .items;
         let mut tasks = tokio::task::JoinSet::new();
         let mut uids = Vec::new();
+        let mut pods = Vec::new();
         for pod in list.items {
-            let v = serde_json::to_value(&pod).map_err(|e| Error::Api(e.to_string()))?;
+            pods.push(serde_json::to_value(&pod).map_err(|e| Error::Api(e.to_string()))?);
+        }
+        // Mirror pods are not run: their static pods are, from the manifests.
+        let (mirrors, api_pods): (Vec<Value>, Vec<Value>) =
+            pods.into_iter().partition(static_pods::is_mirror);
+        let statics = match &self.static_dir {
+            Some(dir) => static_pods::read_dir(dir, &self.node),
+            None => Vec::new(),
+        };
+        let same = |a: &Value, b: &Value| {
+            a["metadata"]["name"] == b["metadata"]["name"]
+                && a["metadata"]["namespace"] == b["metadata"]["namespace"]
+        };
+        for m in mirrors
+            .iter()
+            .filter(|m| !statics.iter().any(|p| same(p, m)))
+        {
+            // Its static pod is gone.
+            let (me, m) = (self.clone(), m.clone());
+            tasks.spawn(async move { me.delete_mirror(&m).await });
+        }
+        let work = api_pods
+            .into_iter()
+            .map(|p| (p, None))
+            .chain(statics.into_iter().map(|p| {
+                let mirror = mirrors.iter().find(|m| same(&p, m)).cloned();
+                (p, Some(mirror))
+            }));
+        for (v, mirror) in work {
             let uid = s(&v["metadata"]["uid"]);
             uids.push(uid.clone());
             let Some(claim) = self.claim(&uid) else {
@@ -318,7 +384,11 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             let me = self.clone();
             tasks.spawn(async move {
                 let _claim = claim;
-                if let Err(e) = me.sync_pod(&v).await {
+                let done = match mirror {
+                    Some(mirror) => me.sync_static(v.clone(), mirror).await,
+                    None => me.sync_pod(&v).await,
+                };
+                if let Err(e) = done {
                     tracing::warn!(pod = %s(&v["metadata"]["name"]), error = %e, "pod sync failed");
                 }
             });
@@ -335,7 +405,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             let me = self.clone();
             tasks.spawn(async move {
                 let _claim = claim;
-                if let Err(e) = me.remove_sandbox(&sb.id, 0).await {
+                if let Err(e) = me.remove_sandbox(&sb.id, 0, None).await {
                     tracing::warn!(sandbox = %sb.id, error = %e, "removing an orphaned sandbox failed");
                 } else if let Err(e) = me.volumes.teardown(&uid) {
                     tracing::warn!(pod = %uid, error = %e, "removing an orphaned pod's volumes failed");
@@ -396,6 +466,74 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         watch.abort();
     }
 
+    /// Evicts `pod` (the eviction manager's choice): once no task works on it, its containers
+    /// stop (preStop hooks run; no grace beyond the minimum) and its sandbox stops; then its
+    /// status says `Failed`, reason `Evicted`, with `message`, and a `DisruptionTarget`
+    /// condition, as upstream. The object stays (its controller makes a replacement).
+    pub async fn evict(&self, pod: &Value, message: &str) -> Result<()> {
+        let uid = s(&pod["metadata"]["uid"]);
+        let _claim = loop {
+            if let Some(c) = self.claim(&uid) {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        for sb in self.sandboxes_of(&uid).await? {
+            let ip = self.sandbox_ip(pod, &sb.id).await;
+            for c in self.containers_of(&sb.id).await? {
+                if c.state != ContainerState::ContainerRunning as i32 {
+                    continue;
+                }
+                let name = c
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default();
+                let spec = ["containers", "initContainers"]
+                    .iter()
+                    .flat_map(|k| pod["spec"][*k].as_array().into_iter().flatten())
+                    .find(|x| x["name"].as_str() == Some(name.as_str()))
+                    .cloned()
+                    .unwrap_or_else(|| json!({"name": name}));
+                self.stop(pod, &ip, &c.id, &spec, 0).await?;
+            }
+            self.rt
+                .stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: sb.id.clone(),
+                })
+                .await
+                .map_err(|e| cri("stopping the sandbox", e))?;
+        }
+        self.prober.retain(&uid, &[]);
+        let now = json!(Time::now());
+        let mut conditions: Vec<Value> = pod["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c["type"] != "DisruptionTarget")
+            .map(|mut c| {
+                if matches!(c["type"].as_str(), Some("Ready" | "ContainersReady"))
+                    && c["status"] == "True"
+                {
+                    c["status"] = json!("False");
+                    c["reason"] = json!("PodFailed");
+                    c["lastTransitionTime"] = now.clone();
+                }
+                c
+            })
+            .collect();
+        conditions.push(json!({"type": "DisruptionTarget", "status": "True",
+            "reason": "TerminationByKubelet", "message": message, "lastTransitionTime": now}));
+        tracing::info!(pod = %format!("{}/{}", s(&pod["metadata"]["namespace"]), s(&pod["metadata"]["name"])), %message, "evicted");
+        self.write_status(
+            pod,
+            json!({"phase": "Failed", "reason": "Evicted", "message": message,
+                   "conditions": conditions}),
+        )
+        .await
+    }
+
     /// The sandboxes of the pod with `uid`.
     async fn sandboxes_of(&self, uid: &str) -> Result<Vec<PodSandbox>> {
         Ok(self
@@ -409,6 +547,73 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             .await
             .map_err(|e| cri("listing sandboxes", e))?
             .items)
+    }
+
+    /// A static pod: its mirror made current first (a stale one — being deleted, or of an
+    /// older manifest — is replaced), its status read from the mirror; then synced as any
+    /// pod. The pod runs even when the mirror cannot be written.
+    async fn sync_static(&self, mut pod: Value, mirror: Option<Value>) -> Result<()> {
+        match mirror {
+            Some(m) if static_pods::mirror_matches(&m, &pod) => {
+                pod["status"] = m["status"].clone();
+            }
+            stale => {
+                if let Some(m) = stale {
+                    self.delete_mirror(&m).await;
+                }
+                if let Err(e) = self.create_mirror(&pod).await {
+                    tracing::warn!(pod = %s(&pod["metadata"]["name"]), error = %e, "creating the mirror pod failed");
+                }
+            }
+        }
+        self.sync_pod(&pod).await
+    }
+
+    async fn create_mirror(&self, pod: &Value) -> Result<()> {
+        let cached = lock(&self.node_uid).clone();
+        let node_uid = match cached {
+            Some(uid) => uid,
+            None => {
+                let node = Api::<bosun_api_types::core::v1::Node>::all(self.client.clone())
+                    .get(&self.node)
+                    .await
+                    .map_err(|e| api("reading the Node", e))?;
+                let uid = node.metadata.uid.unwrap_or_default();
+                *lock(&self.node_uid) = Some(uid.clone());
+                uid
+            }
+        };
+        let mirror: Pod = serde_json::from_value(static_pods::mirror_of(pod, &node_uid))
+            .map_err(|e| Error::Api(format!("building the mirror pod: {e}")))?;
+        match self
+            .in_namespace(pod)
+            .create(&bosun_client::PostParams::default(), &mirror)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(api("creating the mirror pod", e)),
+        }
+    }
+
+    /// Deletes a mirror pod at once (that very object: a newer one stays).
+    async fn delete_mirror(&self, m: &Value) {
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            precondition_uid: m["metadata"]["uid"].as_str().map(String::from),
+            ..Default::default()
+        };
+        match self
+            .in_namespace(m)
+            .delete(&s(&m["metadata"]["name"]), &params)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() || e.is_conflict() => {}
+            Err(e) => {
+                tracing::warn!(pod = %s(&m["metadata"]["name"]), error = %e, "deleting the mirror pod failed")
+            }
+        }
     }
 
     async fn sync_pod(&self, pod: &Value) -> Result<()> {
@@ -486,6 +691,11 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             port_mappings,
             labels,
             annotations,
+            dns_config: Some(crate::dns::pod_dns(
+                pod,
+                &self.cluster_dns,
+                &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            )),
             linux: Some(LinuxPodSandboxConfig {
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(NamespaceOption {
@@ -511,7 +721,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             .iter()
             .flat_map(|k| pod["spec"][*k].as_array().into_iter().flatten())
         {
-            self.ensure_image(c).await.map_err(|e| match e {
+            self.ensure_image(pod, c).await.map_err(|e| match e {
                 Error::Runtime(m) => Error::Image(m),
                 other => other,
             })?;
@@ -528,7 +738,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             .pod_sandbox_id;
         if let Err(e) = self.reconcile(pod, &sb).await {
             // Nothing half made stays: the next pass starts over.
-            let _ = self.remove_sandbox(&sb, 0).await;
+            let _ = self.remove_sandbox(&sb, 0, None).await;
             return Err(e);
         }
         tracing::info!(pod = %format!("{}/{}", s(&pod["metadata"]["namespace"]), s(&pod["metadata"]["name"])), sandbox = %sb, "pod started");
@@ -599,13 +809,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
                             .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
                             .unwrap_or(30);
                         tracing::info!(pod = %s(&pod["metadata"]["name"]), container = %name, %why, "killing the container; it will be restarted");
-                        self.rt
-                            .stop_container(StopContainerRequest {
-                                container_id: c.id.clone(),
-                                timeout: grace,
-                            })
-                            .await
-                            .map_err(|e| cri(&format!("stopping container {name}"), e))?;
+                        self.stop(pod, &ip, &c.id, spec, grace).await?;
                     }
                 } else if c.state == ContainerState::ContainerExited as i32 {
                     let code = self.exit_code(&c.id).await?;
@@ -768,7 +972,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             .filter(|(k, _)| k.starts_with("simulated.bosun.dev/"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        self.ensure_image(c).await?;
+        self.ensure_image(pod, c).await?;
         // Env: envFrom first, then env in order (values expanded against the earlier ones);
         // then $(VAR) in command and args.
         let env = self.container_env(pod, c, sb_ip).await?;
@@ -819,10 +1023,57 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             .map_err(|e| cri(&format!("creating container {cname}"), e))?
             .container_id;
         self.rt
-            .start_container(StartContainerRequest { container_id: id })
+            .start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
             .await
             .map_err(|e| cri(&format!("starting container {cname}"), e))?;
+        let hook = &c["lifecycle"]["postStart"];
+        if !hook.is_null() {
+            let outcome = match Action::from_handler(hook, c) {
+                Ok(a) => run_action(&*self.rt, &id, sb_ip, &a, POST_START_TIMEOUT, false).await,
+                Err(e) => Err(e),
+            };
+            if let Err(why) = outcome {
+                // As upstream: the container is killed and restarts as its policy says.
+                tracing::warn!(pod = %s(&pod["metadata"]["name"]), container = %cname, %why, "FailedPostStartHook");
+                let grace = pod["spec"]["terminationGracePeriodSeconds"]
+                    .as_i64()
+                    .unwrap_or(30);
+                self.stop(pod, sb_ip, &id, c, grace).await?;
+            }
+        }
         Ok(())
+    }
+
+    /// Stops the running container `id` (its spec `c`) within `grace` seconds, running its
+    /// preStop hook first: the hook's time comes out of the grace period, and the stop gets
+    /// at least [`MIN_GRACE_SECONDS`], as upstream's `killContainer`.
+    async fn stop(&self, pod: &Value, ip: &str, id: &str, c: &Value, grace: i64) -> Result<()> {
+        let mut grace = grace;
+        let hook = &c["lifecycle"]["preStop"];
+        if !hook.is_null() && grace > 0 {
+            let began = std::time::Instant::now();
+            let outcome = match Action::from_handler(hook, c) {
+                Ok(a) => {
+                    let bound = Duration::from_secs(grace as u64);
+                    run_action(&*self.rt, id, ip, &a, bound, false).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(why) = outcome {
+                tracing::warn!(pod = %s(&pod["metadata"]["name"]), container = %s(&c["name"]), %why, "FailedPreStopHook");
+            }
+            grace -= began.elapsed().as_secs() as i64;
+        }
+        self.rt
+            .stop_container(StopContainerRequest {
+                container_id: id.to_string(),
+                timeout: grace.max(MIN_GRACE_SECONDS),
+            })
+            .await
+            .map_err(|e| cri(&format!("stopping container {}", s(&c["name"])), e))
+            .map(drop)
     }
 
     /// A container's environment: `envFrom` sources, then `env` entries in order (a later
@@ -912,7 +1163,34 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         Ok(env)
     }
 
-    async fn ensure_image(&self, c: &Value) -> Result<()> {
+    /// The registry maps of the pod's `imagePullSecrets` (a missing or malformed secret is
+    /// skipped, as upstream).
+    async fn pull_secrets(&self, pod: &Value) -> Vec<Value> {
+        let secrets: Api<bosun_api_types::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), &s(&pod["metadata"]["namespace"]));
+        let mut out = Vec::new();
+        for r in pod["spec"]["imagePullSecrets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let name = s(&r["name"]);
+            match secrets.get(&name).await {
+                Ok(secret) => match serde_json::to_value(&secret)
+                    .ok()
+                    .as_ref()
+                    .and_then(credentials::docker_config)
+                {
+                    Some(config) => out.push(config),
+                    None => tracing::warn!(secret = %name, "not a docker config secret; skipped"),
+                },
+                Err(e) => tracing::warn!(secret = %name, error = %e, "pull secret skipped"),
+            }
+        }
+        out
+    }
+
+    async fn ensure_image(&self, pod: &Value, c: &Value) -> Result<()> {
         let image = s(&c["image"]);
         let spec = Some(ImageSpec {
             image: image.clone(),
@@ -937,14 +1215,38 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
                 "image {image} is not present and the pull policy is Never"
             )));
         }
-        self.rt
-            .pull_image(PullImageRequest {
-                image: spec,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| cri(&format!("pulling {image}"), e))?;
-        Ok(())
+        // Each matching credential of the pull secrets in turn, then none.
+        let configs = if pod["spec"]["imagePullSecrets"].is_array() {
+            self.pull_secrets(pod).await
+        } else {
+            Vec::new()
+        };
+        let mut auths: Vec<Option<AuthConfig>> = credentials::credentials_for(&image, &configs)
+            .into_iter()
+            .map(Some)
+            .collect();
+        if auths.is_empty() {
+            auths.push(None);
+        }
+        let mut last = None;
+        for auth in auths {
+            match self
+                .rt
+                .pull_image(PullImageRequest {
+                    image: spec.clone(),
+                    auth,
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(e) => cri(&format!("pulling {image}"), e),
+            None => Error::Runtime(format!("pulling {image}")),
+        })
     }
 
     /// The status of one container (init or regular) from its instances, with the runtime's
@@ -1215,17 +1517,45 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         Api::namespaced(self.client.clone(), &s(&pod["metadata"]["namespace"]))
     }
 
-    async fn remove_sandbox(&self, id: &str, grace: i64) -> Result<()> {
+    /// Stops the sandbox's containers and removes it. With the pod, running containers stop
+    /// as [`Self::stop`] stops them (preStop hooks, the minimum grace); without (an orphan),
+    /// within `grace`.
+    async fn remove_sandbox(&self, id: &str, grace: i64, pod: Option<&Value>) -> Result<()> {
         let containers = self.containers_of(id).await?;
+        let ip = match pod {
+            Some(pod) => self.sandbox_ip(pod, id).await,
+            None => String::new(),
+        };
         // All containers stop together, each within the grace period.
         let stops = containers.iter().map(|c| {
-            self.rt.stop_container(StopContainerRequest {
-                container_id: c.id.clone(),
-                timeout: grace,
-            })
+            let name = c.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("");
+            let running = c.state == ContainerState::ContainerRunning as i32;
+            let spec = pod.and_then(|p| {
+                ["containers", "initContainers"]
+                    .iter()
+                    .flat_map(|k| p["spec"][*k].as_array().into_iter().flatten())
+                    .find(|x| x["name"].as_str() == Some(name))
+            });
+            let ip = &ip;
+            async move {
+                match (pod, spec) {
+                    (Some(pod), Some(spec)) if running => {
+                        self.stop(pod, ip, &c.id, spec, grace).await
+                    }
+                    _ => self
+                        .rt
+                        .stop_container(StopContainerRequest {
+                            container_id: c.id.clone(),
+                            timeout: grace,
+                        })
+                        .await
+                        .map(drop)
+                        .map_err(|e| cri("stopping a container", e)),
+                }
+            }
         });
         for r in futures_util::future::join_all(stops).await {
-            r.map_err(|e| cri("stopping a container", e))?;
+            r?;
         }
         self.rt
             .stop_pod_sandbox(StopPodSandboxRequest {
@@ -1249,7 +1579,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             .as_i64()
             .unwrap_or(30);
         for sb in sandboxes {
-            self.remove_sandbox(&sb.id, grace).await?;
+            self.remove_sandbox(&sb.id, grace, Some(pod)).await?;
         }
         self.prober.retain(&s(&pod["metadata"]["uid"]), &[]);
         self.volumes.teardown(&s(&pod["metadata"]["uid"]))?;

@@ -49,6 +49,8 @@ pub enum Action {
         /// The service name sent in the request.
         service: String,
     },
+    /// A pause (the `sleep` lifecycle handler).
+    Sleep(Duration),
 }
 
 /// A probe with its timing (upstream's defaults filled in).
@@ -96,11 +98,12 @@ fn port_of(port: &Value, container: &Value) -> Result<u16, String> {
         .ok_or_else(|| format!("the container has no port named {name:?}"))
 }
 
-impl ProbeSpec {
-    /// Reads a probe of `container` (its named ports resolve the probe's port names).
-    pub fn from_json(probe: &Value, container: &Value) -> Result<Self, String> {
+impl Action {
+    /// Reads a probe's or a lifecycle hook's handler (`exec`, `httpGet`, `tcpSocket`, `grpc`,
+    /// `sleep`); the container's named ports resolve port names.
+    pub fn from_handler(probe: &Value, container: &Value) -> Result<Self, String> {
         let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-        let action = if let Some(cmd) = probe["exec"]["command"].as_array() {
+        Ok(if let Some(cmd) = probe["exec"]["command"].as_array() {
             Action::Exec(cmd.iter().map(s).collect())
         } else if probe["httpGet"].is_object() {
             let h = &probe["httpGet"];
@@ -130,9 +133,18 @@ impl ProbeSpec {
                 port: port_of(&probe["grpc"]["port"], container)?,
                 service: s(&probe["grpc"]["service"]),
             }
+        } else if let Some(n) = probe["sleep"]["seconds"].as_u64() {
+            Action::Sleep(Duration::from_secs(n))
         } else {
-            return Err("a probe needs exec, httpGet, tcpSocket or grpc".into());
-        };
+            return Err("a handler needs exec, httpGet, tcpSocket, grpc or sleep".into());
+        })
+    }
+}
+
+impl ProbeSpec {
+    /// Reads a probe of `container` (its named ports resolve the probe's port names).
+    pub fn from_json(probe: &Value, container: &Value) -> Result<Self, String> {
+        let action = Action::from_handler(probe, container)?;
         let at_least_one = |v: &Value, d: u64| v.as_u64().unwrap_or(d).max(1) as u32;
         Ok(ProbeSpec {
             action,
@@ -333,67 +345,80 @@ impl Ctx {
     }
 
     async fn attempt(&self, p: &ProbeSpec) -> Result<(), String> {
-        let host = |h: &str| {
-            if h.is_empty() {
-                self.ip.clone()
-            } else {
-                h.to_string()
-            }
-        };
-        let bounded = |f| tokio::time::timeout(p.timeout, f);
-        match &p.action {
-            Action::Exec(cmd) => {
-                let r = bounded(self.rt.exec_sync(ExecSyncRequest {
-                    container_id: self.id.clone(),
+        run_action(&*self.rt, &self.id, &self.ip, &p.action, p.timeout, true).await
+    }
+}
+
+/// Runs `action` against container `id` of the pod with IP `ip` (an empty host means the
+/// pod's IP), bounded by `timeout`. `check_status`: an HTTP answer outside 200–399 fails (as
+/// for probes; a lifecycle hook only needs an answer).
+pub async fn run_action(
+    rt: &dyn RuntimeService,
+    id: &str,
+    ip: &str,
+    action: &Action,
+    timeout: Duration,
+    check_status: bool,
+) -> Result<(), String> {
+    let host = |h: &str| {
+        if h.is_empty() {
+            ip.to_string()
+        } else {
+            h.to_string()
+        }
+    };
+    match action {
+        Action::Exec(cmd) => {
+            let r = tokio::time::timeout(
+                timeout,
+                rt.exec_sync(ExecSyncRequest {
+                    container_id: id.to_string(),
                     cmd: cmd.clone(),
-                    timeout: p.timeout.as_secs() as i64,
-                }))
+                    timeout: timeout.as_secs() as i64,
+                }),
+            )
+            .await
+            .map_err(|_| format!("command timed out after {timeout:?}"))?
+            .map_err(|e| e.to_string())?;
+            if r.exit_code == 0 {
+                Ok(())
+            } else {
+                let out = String::from_utf8_lossy(&r.stdout).trim().to_string();
+                Err(format!("command exited with {}: {out}", r.exit_code))
+            }
+        }
+        Action::Tcp { host: h, port } => {
+            let addr = join(&host(h), *port);
+            tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr))
                 .await
-                .map_err(|_| format!("command timed out after {:?}", p.timeout))?
-                .map_err(|e| e.to_string())?;
-                if r.exit_code == 0 {
-                    Ok(())
-                } else {
-                    let out = String::from_utf8_lossy(&r.stdout).trim().to_string();
-                    Err(format!("command exited with {}: {out}", r.exit_code))
-                }
+                .map_err(|_| format!("dial tcp {addr}: i/o timeout"))?
+                .map(drop)
+                .map_err(|e| format!("dial tcp {addr}: {e}"))
+        }
+        Action::Http {
+            scheme,
+            host: h,
+            port,
+            path,
+            headers,
+        } => {
+            if scheme != "HTTP" {
+                return Err(format!("{scheme} probes are not supported yet"));
             }
-            Action::Tcp { host: h, port } => {
-                let addr = join(&host(h), *port);
-                tokio::time::timeout(p.timeout, tokio::net::TcpStream::connect(&addr))
-                    .await
-                    .map_err(|_| format!("dial tcp {addr}: i/o timeout"))?
-                    .map(drop)
-                    .map_err(|e| format!("dial tcp {addr}: {e}"))
-            }
-            Action::Http {
-                scheme,
-                host: h,
-                port,
-                path,
-                headers,
-            } => {
-                if scheme != "HTTP" {
-                    return Err(format!("{scheme} probes are not supported yet"));
-                }
-                let addr = join(&host(h), *port);
-                tokio::time::timeout(p.timeout, http_get(&addr, path, headers))
-                    .await
-                    .map_err(|_| {
-                        format!("Get \"http://{addr}{path}\": context deadline exceeded")
-                    })?
-            }
-            Action::Grpc { port, service } => {
-                let addr = join(&host(""), *port);
-                tokio::time::timeout(p.timeout, grpc_check(&addr, service))
-                    .await
-                    .map_err(|_| {
-                        format!(
-                            "timeout: health rpc did not complete within {:?}",
-                            p.timeout
-                        )
-                    })?
-            }
+            let addr = join(&host(h), *port);
+            tokio::time::timeout(timeout, http_get(&addr, path, headers, check_status))
+                .await
+                .map_err(|_| format!("Get \"http://{addr}{path}\": context deadline exceeded"))?
+        }
+        Action::Grpc { port, service } => {
+            let addr = join(&host(""), *port);
+            tokio::time::timeout(timeout, grpc_check(&addr, service))
+                .await
+                .map_err(|_| format!("timeout: health rpc did not complete within {timeout:?}"))?
+        }
+        Action::Sleep(d) => {
+            tokio::time::sleep((*d).min(timeout)).await;
+            Ok(())
         }
     }
 }
@@ -406,7 +431,12 @@ fn join(host: &str, port: u16) -> String {
     }
 }
 
-async fn http_get(addr: &str, path: &str, headers: &[(String, String)]) -> Result<(), String> {
+async fn http_get(
+    addr: &str,
+    path: &str,
+    headers: &[(String, String)],
+    check_status: bool,
+) -> Result<(), String> {
     use http_body_util::Empty;
     let url = format!("http://{addr}{path}");
     let stream = tokio::net::TcpStream::connect(addr)
@@ -432,7 +462,7 @@ async fn http_get(addr: &str, path: &str, headers: &[(String, String)]) -> Resul
         .await
         .map_err(|e| format!("Get \"{url}\": {e}"))?;
     let code = resp.status().as_u16();
-    if (200..400).contains(&code) {
+    if !check_status || (200..400).contains(&code) {
         Ok(())
     } else {
         Err(format!("HTTP probe failed with statuscode: {code}"))
@@ -563,14 +593,16 @@ mod tests {
             }
         });
         let a = addr.to_string();
-        assert_eq!(http_get(&a, "/ok", &[]).await, Ok(()));
-        let bad = http_get(&a, "/bad", &[]).await.unwrap_err();
+        assert_eq!(http_get(&a, "/ok", &[], true).await, Ok(()));
+        let bad = http_get(&a, "/bad", &[], true).await.unwrap_err();
         assert!(bad.contains("503"), "{bad}");
+        // A hook only needs an answer.
+        assert_eq!(http_get(&a, "/bad", &[], false).await, Ok(()));
         // Nothing listens on a closed port.
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gone = closed.local_addr().unwrap().to_string();
         drop(closed);
-        assert!(http_get(&gone, "/", &[]).await.is_err());
+        assert!(http_get(&gone, "/", &[], false).await.is_err());
         assert!(grpc_check(&gone, "").await.is_err());
     }
 }

@@ -9,13 +9,18 @@
 //!   `/attach/{namespace}/{pod}/{container}` and `/portForward/{namespace}/{pod}`: the runtime
 //!   is asked for a streaming URL (CRI `Exec`, `Attach`, `PortForward`) and the request —
 //!   a WebSocket or SPDY upgrade — is proxied to it, so every protocol the runtime's
-//!   streaming server speaks reaches the client.
+//!   streaming server speaks reaches the client;
+//! - `GET /stats/summary`: the node's and pods' usage ([`Stats::summary`]);
+//! - `GET /metrics/resource`: the same as Prometheus metrics ([`Stats::resource_metrics`]);
+//! - `GET /metrics`: the kubelet's own metrics (running pods and containers, the process's
+//!   memory and CPU).
 //!
 //! Plain HTTP for now; TLS and the API server's client certificate come with the security
 //! work.
 
 use crate::logs::{self, form_pairs, LogOptions};
 use crate::pods::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE};
+use crate::stats::Stats;
 use bosun_api_types::core::v1::Pod;
 use bosun_client::{Api, Client, ListParams};
 use bosun_cri::v1::*;
@@ -36,6 +41,7 @@ pub struct KubeletServer {
     rt: Arc<dyn RuntimeService>,
     pods: Api<Pod>,
     node: String,
+    stats: Stats,
 }
 
 fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
@@ -65,10 +71,63 @@ impl Failure {
 
 type Answer = Result<Response<Body>, Failure>;
 
+fn json_response(v: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn metrics_response(text: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(text)).boxed());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// This process's resident memory (bytes), CPU time (seconds) and start time (seconds since
+/// the epoch), from `/proc/self/stat` and `/proc/stat`.
+fn process_usage() -> (u64, f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // Counting from the state (field 3): utime 14, stime 15, starttime 22, rss 24.
+    let at = |n: usize| f.get(n - 3).copied().unwrap_or(0);
+    let ticks = 100.0;
+    let page = rustix::param::page_size() as u64;
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    (
+        at(24) * page,
+        (at(14) + at(15)) as f64 / ticks,
+        boot as f64 + at(22) as f64 / ticks,
+    )
+}
+
 impl KubeletServer {
-    /// A server for `node`'s pods running on `rt`.
-    pub fn new(client: Client, node: String, rt: Arc<dyn RuntimeService>) -> Arc<Self> {
+    /// A server for `node`'s pods running on `rt`; `dir` is the kubelet's directory (its
+    /// filesystem is the node's in `/stats/summary`).
+    pub fn new(
+        client: Client,
+        node: String,
+        rt: Arc<dyn RuntimeService>,
+        dir: std::path::PathBuf,
+    ) -> Arc<Self> {
         Arc::new(KubeletServer {
+            stats: Stats::new(rt.clone(), node.clone(), dir),
             rt,
             pods: Api::all(client),
             node,
@@ -114,6 +173,15 @@ impl KubeletServer {
         let result = match segs.as_slice() {
             ["healthz"] if get => Ok(text(StatusCode::OK, "ok")),
             ["pods"] if get => self.list_pods().await,
+            ["stats", "summary"] if get => match self.stats.summary().await {
+                Ok(v) => Ok(json_response(&v)),
+                Err(e) => Err(Failure::runtime("reading stats", e)),
+            },
+            ["metrics", "resource"] if get => match self.stats.resource_metrics().await {
+                Ok(m) => Ok(metrics_response(m)),
+                Err(e) => Err(Failure::runtime("reading stats", e)),
+            },
+            ["metrics"] if get => self.metrics().await,
             ["containerLogs", ns, pod, container] if get => {
                 self.clone()
                     .logs(ns, pod, container, req.uri().query())
@@ -139,12 +207,80 @@ impl KubeletServer {
         let body = serde_json::json!({
             "kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": list.items,
         });
-        let mut r = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
+        Ok(json_response(&body))
+    }
+
+    /// The kubelet's own metrics, in the Prometheus text format.
+    async fn metrics(&self) -> Answer {
+        use std::fmt::Write as _;
+        let sandboxes = self
+            .rt
+            .list_pod_sandbox(ListPodSandboxRequest::default())
+            .await
+            .map_err(|e| Failure::runtime("listing sandboxes", e))?
+            .items;
+        let containers = self
+            .rt
+            .list_containers(ListContainersRequest::default())
+            .await
+            .map_err(|e| Failure::runtime("listing containers", e))?
+            .containers;
+        let running_pods = sandboxes
+            .iter()
+            .filter(|s| s.state == PodSandboxState::SandboxReady as i32)
+            .count();
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, rows: &[(String, f64)]| {
+            let _ = writeln!(out, "# HELP {name} [ALPHA] {help}\n# TYPE {name} gauge");
+            for (labels, value) in rows {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        gauge(
+            "kubelet_node_name",
+            "The node's name. The count is always 1.",
+            &[(format!("{{node=\"{}\"}}", self.node), 1.0)],
         );
-        Ok(r)
+        gauge(
+            "kubelet_running_pods",
+            "Number of pods that have a running pod sandbox",
+            &[(String::new(), running_pods as f64)],
+        );
+        let states = [
+            (ContainerState::ContainerCreated, "created"),
+            (ContainerState::ContainerRunning, "running"),
+            (ContainerState::ContainerExited, "exited"),
+            (ContainerState::ContainerUnknown, "unknown"),
+        ];
+        let rows: Vec<(String, f64)> = states
+            .iter()
+            .map(|(st, label)| {
+                let n = containers.iter().filter(|c| c.state == *st as i32).count();
+                (format!("{{container_state=\"{label}\"}}"), n as f64)
+            })
+            .collect();
+        gauge(
+            "kubelet_running_containers",
+            "Number of containers currently running",
+            &rows,
+        );
+        let me = process_usage();
+        gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            &[(String::new(), me.0 as f64)],
+        );
+        gauge(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            &[(String::new(), me.2)],
+        );
+        let _ = writeln!(
+            out,
+            "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {}",
+            me.1
+        );
+        Ok(metrics_response(out))
     }
 
     /// The sandboxes of pod `ns/pod` (only ready ones with `ready`).

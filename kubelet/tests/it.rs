@@ -382,3 +382,356 @@ async fn runs_the_nodes_pods_reports_them_and_finishes_their_deletion() {
         3
     );
 }
+
+/// GETs `path` from the server at `addr`; the body.
+async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    body.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_usage_and_evicts_under_pressure() {
+    use bosun_api_types::core::v1::Pod;
+    use bosun_client::PostParams;
+    use bosun_cri::simulated::{SimulatedRuntime, MEMORY_BYTES};
+    use bosun_cri::v1::{ListPodSandboxRequest, PodSandboxState};
+    use bosun_cri::RuntimeService;
+    use bosun_kubelet::eviction::{EvictionManager, Thresholds};
+    use bosun_kubelet::pods::PodWorker;
+    use bosun_kubelet::server::KubeletServer;
+    use bosun_kubelet::stats::NodeUsage;
+    let client = client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(SimulatedRuntime::new([10, 244, 1]));
+    let worker = Arc::new(PodWorker::new(
+        client.clone(),
+        "node-a".into(),
+        "192.0.2.2".into(),
+        rt.clone(),
+        dir.path().join("logs"),
+    ));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod = |name: &str, mib: u64, requests: Value| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "annotations": {MEMORY_BYTES: (mib << 20).to_string()}},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "busybox",
+                     "resources": {"requests": requests}}]},
+        }))
+        .unwrap()
+    };
+    pods.create(
+        &PostParams::default(),
+        &pod("hog", 200, serde_json::json!({})),
+    )
+    .await
+    .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("modest", 10, serde_json::json!({"memory": "100Mi"})),
+    )
+    .await
+    .unwrap();
+    worker.sync().await.unwrap();
+
+    // The kubelet server reports the usage.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let rt_dyn: Arc<dyn RuntimeService> = rt.clone();
+    tokio::spawn(
+        KubeletServer::new(
+            client.clone(),
+            "node-a".into(),
+            rt_dyn,
+            dir.path().to_path_buf(),
+        )
+        .serve(listener, std::future::pending()),
+    );
+    let summary: Value = serde_json::from_str(&get(addr, "/stats/summary").await).unwrap();
+    assert_eq!(summary["node"]["nodeName"], "node-a");
+    assert!(
+        summary["node"]["memory"]["workingSetBytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(summary["node"]["fs"]["capacityBytes"].as_u64().unwrap() > 0);
+    let hog = summary["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == "hog")
+        .unwrap();
+    assert_eq!(hog["podRef"]["namespace"], "default");
+    assert_eq!(hog["memory"]["workingSetBytes"], 200u64 << 20);
+    assert_eq!(hog["containers"][0]["name"], "c");
+    let resource = get(addr, "/metrics/resource").await;
+    assert!(
+        resource.contains(&format!(
+            "pod_memory_working_set_bytes{{namespace=\"default\",pod=\"hog\"}} {} ",
+            200u64 << 20
+        )),
+        "{resource}"
+    );
+    assert!(resource.contains("container_memory_working_set_bytes{container=\"c\",namespace=\"default\",pod=\"modest\"}"), "{resource}");
+    assert!(
+        resource.contains("\nresource_scrape_error 0\n"),
+        "{resource}"
+    );
+    let metrics = get(addr, "/metrics").await;
+    assert!(metrics.contains("\nkubelet_running_pods 2\n"), "{metrics}");
+    assert!(
+        metrics.contains("kubelet_running_containers{container_state=\"running\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("process_resident_memory_bytes "),
+        "{metrics}"
+    );
+
+    // Short of memory: the pod furthest above its request goes first, and only it.
+    let eviction = EvictionManager::new(
+        client.clone(),
+        "node-a".into(),
+        worker.clone(),
+        rt.clone(),
+        dir.path().to_path_buf(),
+        Thresholds::default(),
+    )
+    .with_transition_period(Duration::from_millis(300));
+    let pressure = eviction.pressure();
+    let starved = NodeUsage {
+        memory_capacity: 1 << 30,
+        memory_working_set: (1 << 30) - (50 << 20),
+        fs_capacity: 100,
+        fs_available: 50,
+        ..Default::default()
+    };
+    assert_eq!(
+        eviction.check(&starved).await.unwrap().as_deref(),
+        Some("default/hog")
+    );
+    assert!(pressure.memory() && !pressure.disk());
+    let hog = serde_json::to_value(pods.get("hog").await.unwrap()).unwrap();
+    assert_eq!(hog["status"]["phase"], "Failed", "{hog}");
+    assert_eq!(hog["status"]["reason"], "Evicted");
+    assert!(
+        hog["status"]["message"].as_str().unwrap().starts_with(
+            "The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi."
+        ),
+        "{hog}"
+    );
+    assert!(hog["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "DisruptionTarget" && c["reason"] == "TerminationByKubelet"));
+    let hog_uid = hog["metadata"]["uid"].as_str().unwrap().to_string();
+    let sandboxes = rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .items;
+    let state_of = |uid: &str| {
+        sandboxes
+            .iter()
+            .find(|s| s.labels.get("io.kubernetes.pod.uid").map(String::as_str) == Some(uid))
+            .map(|s| s.state)
+    };
+    assert_eq!(
+        state_of(&hog_uid),
+        Some(PodSandboxState::SandboxNotready as i32)
+    );
+    // The pod worker leaves an evicted pod alone.
+    worker.sync().await.unwrap();
+    let hog = serde_json::to_value(pods.get("hog").await.unwrap()).unwrap();
+    assert_eq!(hog["status"]["phase"], "Failed");
+    let modest = serde_json::to_value(pods.get("modest").await.unwrap()).unwrap();
+    assert_eq!(modest["status"]["phase"], "Running");
+    // The pressure holds for the transition period after the memory comes back.
+    let fine = NodeUsage {
+        memory_working_set: 100 << 20,
+        ..starved
+    };
+    assert_eq!(eviction.check(&fine).await.unwrap(), None);
+    assert!(pressure.memory());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(eviction.check(&fine).await.unwrap(), None);
+    assert!(!pressure.memory());
+    // The node reports what the manager found.
+    let conds =
+        bosun_kubelet::node::conditions(&[], Ok(()), (true, false), &bosun_api_types::Time::now());
+    let mem = conds
+        .iter()
+        .find(|c| c["type"] == "MemoryPressure")
+        .unwrap();
+    assert_eq!(
+        (mem["status"].as_str(), mem["reason"].as_str()),
+        (Some("True"), Some("KubeletHasInsufficientMemory"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_static_pods_with_mirror_pods() {
+    use bosun_api_types::core::v1::{Node, Pod};
+    use bosun_client::{DeleteParams, PostParams};
+    use bosun_cri::simulated::SimulatedRuntime;
+    use bosun_cri::v1::ListPodSandboxRequest;
+    use bosun_cri::RuntimeService;
+    use bosun_kubelet::pods::PodWorker;
+    let client = client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "node-a"}})).unwrap();
+    let node_uid = nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("web.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: kube-system}\nspec:\n  containers: [{name: c, image: busybox:1}]\n",
+    )
+    .unwrap();
+    let rt = Arc::new(SimulatedRuntime::new([10, 244, 1]));
+    let worker = Arc::new(
+        PodWorker::new(
+            client.clone(),
+            "node-a".into(),
+            "192.0.2.2".into(),
+            rt.clone(),
+            "/var/log/pods".into(),
+        )
+        .with_static_pods(dir.path().to_path_buf()),
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+    // First pass: the pod runs and its mirror is made; the next writes the status to it.
+    worker.sync().await.unwrap();
+    worker.sync().await.unwrap();
+    let mirror = serde_json::to_value(pods.get("web-node-a").await.unwrap()).unwrap();
+    let hash = mirror["metadata"]["annotations"]["kubernetes.io/config.mirror"].clone();
+    assert!(hash.is_string(), "{mirror}");
+    assert_eq!(mirror["metadata"]["ownerReferences"][0]["uid"], node_uid);
+    assert_eq!(mirror["status"]["phase"], "Running", "{mirror}");
+    let sandboxes = rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(sandboxes.len(), 1);
+    // The sandbox is the static pod's (its UID is the hash), not the mirror's.
+    assert_eq!(
+        sandboxes[0]
+            .labels
+            .get("io.kubernetes.pod.uid")
+            .map(String::as_str),
+        hash.as_str()
+    );
+    // Deleting the mirror does not stop the pod; a new mirror comes.
+    pods.delete("web-node-a", &DeleteParams::default())
+        .await
+        .unwrap();
+    let first = mirror["metadata"]["uid"].clone();
+    eventually("a new mirror", async || {
+        worker.sync().await.unwrap();
+        let m = serde_json::to_value(pods.get_opt("web-node-a").await.unwrap()?).unwrap();
+        (m["metadata"]["uid"] != first && m["metadata"]["deletionTimestamp"].is_null())
+            .then_some(())
+    })
+    .await;
+    let after = rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].id, sandboxes[0].id, "the static pod kept running");
+    // Without its manifest the pod stops and its mirror goes.
+    std::fs::remove_file(dir.path().join("web.yaml")).unwrap();
+    worker.sync().await.unwrap();
+    assert!(pods.get_opt("web-node-a").await.unwrap().is_none());
+    assert!(rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_private_images_with_the_pods_pull_secrets() {
+    use base64::Engine as _;
+    use bosun_api_types::core::v1::{Pod, Secret};
+    use bosun_client::PostParams;
+    use bosun_cri::simulated::{SimulatedRuntime, PRIVATE_REGISTRY};
+    use bosun_kubelet::pods::PodWorker;
+    let client = client().await;
+    let rt = Arc::new(SimulatedRuntime::new([10, 244, 1]));
+    let worker = Arc::new(PodWorker::new(
+        client.clone(),
+        "node-a".into(),
+        "192.0.2.2".into(),
+        rt.clone(),
+        "/var/log/pods".into(),
+    ));
+    let config = |user: &str| {
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:secret"));
+        let json = serde_json::json!({"auths": {PRIVATE_REGISTRY: {"auth": auth}}});
+        base64::engine::general_purpose::STANDARD.encode(json.to_string())
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    for (name, user) in [("wrong", "nobody"), ("right", "bosun")] {
+        let s: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}, "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": config(user)},
+        }))
+        .unwrap();
+        secrets.create(&PostParams::default(), &s).await.unwrap();
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod = |name: &str, pull_secrets: Value| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"nodeName": "node-a", "imagePullSecrets": pull_secrets,
+                     "containers": [{"name": "c", "image": format!("{PRIVATE_REGISTRY}/app:1")}]},
+        }))
+        .unwrap()
+    };
+    // Without the right credentials the pull fails; with them (after a wrong one and a
+    // missing one) it works.
+    pods.create(
+        &PostParams::default(),
+        &pod("denied", serde_json::json!([{"name": "wrong"}])),
+    )
+    .await
+    .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "allowed",
+            serde_json::json!([{"name": "missing"}, {"name": "wrong"}, {"name": "right"}]),
+        ),
+    )
+    .await
+    .unwrap();
+    let _ = worker.sync().await;
+    let denied = serde_json::to_value(pods.get("denied").await.unwrap()).unwrap();
+    assert_eq!(
+        denied["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "ErrImagePull",
+        "{denied}"
+    );
+    let allowed = serde_json::to_value(pods.get("allowed").await.unwrap()).unwrap();
+    assert_eq!(allowed["status"]["phase"], "Running", "{allowed}");
+}
