@@ -112,6 +112,8 @@ struct ControllerManagerArgs {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of the agent's arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the API server.
     Server(ServerArgs),
@@ -188,6 +190,37 @@ struct AgentArgs {
     /// The kubelet server's port (the Node's daemonEndpoints tell the API server).
     #[arg(long, default_value_t = 10250)]
     port: u16,
+    /// Hard eviction thresholds: under one, the node reports pressure and evicts pods.
+    #[arg(
+        long,
+        value_name = "SIGNAL<QUANTITY,…",
+        default_value = "memory.available<100Mi,nodefs.available<10%"
+    )]
+    eviction_hard: String,
+    /// Resources held back for the system, out of the Node's allocatable:
+    /// `cpu=500m,memory=1Gi`.
+    #[arg(long, value_name = "cpu=Q,memory=Q", default_value = "")]
+    system_reserved: String,
+    /// The most pods this node runs (the Node's `pods` capacity).
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// The cluster DNS Service's address, for pods with `dnsPolicy: ClusterFirst`;
+    /// repeatable. Without it such pods use the node's resolv.conf.
+    #[arg(long = "cluster-dns", value_name = "IP")]
+    cluster_dns: Vec<std::net::IpAddr>,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The Service proxy: `nftables` (rules in the kernel, table `ip bosun-proxy`) or `none`.
+    #[arg(long, default_value = "nftables")]
+    proxy_mode: String,
+    /// The pods' address range (traffic to a Service from outside it is masqueraded).
+    #[arg(long = "cluster-cidr", default_value = "10.244.0.0/16")]
+    proxy_cluster_cidr: String,
+    /// A directory of static pod manifests (Pods or PodLists, YAML or JSON) this node runs
+    /// on its own; each gets a mirror pod in the API server.
+    #[arg(long, value_name = "DIR")]
+    pod_manifest_path: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -591,27 +624,56 @@ fn client_from(kubeconfig: Option<&Path>) -> Result<bosun_client::Client, String
     bosun_client::Client::try_from_config(config).map_err(|e| e.to_string())
 }
 
-/// Runs the node's pods through `rt`, a pass a second.
+/// Runs the node's pods through `rt` (a pass a second; static pods from
+/// `--pod-manifest-path`), the eviction manager (a check every 10 s) and image garbage
+/// collection (every 5 min); returns the pressure conditions the eviction manager keeps.
 fn spawn_pod_worker<R>(
     client: &bosun_client::Client,
     node: &str,
     host_ip: &str,
     rt: Arc<R>,
-    dirs: (&Path, &Path),
+    data_dir: &Path,
     machine: &bosun_kubelet::machine::Machine,
-) where
+    args: &AgentArgs,
+) -> Arc<bosun_kubelet::eviction::Pressure>
+where
     R: bosun_cri::RuntimeService + bosun_cri::ImageService + 'static,
 {
-    let worker = bosun_kubelet::pods::PodWorker::new(
+    let dirs = (data_dir, args.pod_log_dir.as_path());
+    // Checked by the caller.
+    let thresholds =
+        bosun_kubelet::eviction::Thresholds::parse(&args.eviction_hard).unwrap_or_default();
+    let mut worker = bosun_kubelet::pods::PodWorker::new(
         client.clone(),
         node.to_string(),
         host_ip.to_string(),
-        rt,
+        rt.clone(),
         dirs.1.to_path_buf(),
     )
     .with_pods_dir(dirs.0.join("pods"))
     .with_allocatable(machine.cores.to_string(), machine.memory_bytes.to_string());
-    tokio::spawn(Arc::new(worker).run(std::time::Duration::from_secs(1), std::future::pending()));
+    if let Some(dir) = &args.pod_manifest_path {
+        worker = worker.with_static_pods(dir.clone());
+    }
+    worker = worker.with_cluster_dns(bosun_kubelet::dns::ClusterDns {
+        servers: args.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
+        domain: args.cluster_domain.clone(),
+    });
+    let worker = Arc::new(worker);
+    let images = bosun_kubelet::gc::ImageGc::new(rt.clone(), dirs.0.to_path_buf());
+    tokio::spawn(images.run(std::time::Duration::from_secs(300), std::future::pending()));
+    let eviction = bosun_kubelet::eviction::EvictionManager::new(
+        client.clone(),
+        node.to_string(),
+        worker.clone(),
+        rt,
+        dirs.0.to_path_buf(),
+        thresholds,
+    );
+    let pressure = eviction.pressure();
+    tokio::spawn(eviction.run(std::time::Duration::from_secs(10), std::future::pending()));
+    tokio::spawn(worker.run(std::time::Duration::from_secs(1), std::future::pending()));
+    pressure
 }
 
 /// `bosun agent`: the node agent. The runtime's readiness (its RuntimeReady condition, asked
@@ -646,6 +708,9 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
         .internal_ip
         .map(|ip| ip.to_string())
         .unwrap_or_default();
+    let thresholds = bosun_kubelet::eviction::Thresholds::parse(&args.eviction_hard)
+        .map_err(|e| format!("--eviction-hard: {e}"))?;
+    let pressure;
     let runtime: Arc<dyn RuntimeService> = match args.runtime.as_str() {
         "builtin" => {
             // Images live in DATA/images, as `bosun images` keeps them.
@@ -669,13 +734,14 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
             rt.serve_streaming(([127, 0, 0, 1], 0).into())
                 .await
                 .map_err(|e| e.to_string())?;
-            spawn_pod_worker(
+            pressure = spawn_pod_worker(
                 &client,
                 &node_name,
                 &host_ip,
                 rt.clone(),
-                (&data_dir, &args.pod_log_dir),
+                &data_dir,
                 &machine,
+                &args,
             );
             rt
         }
@@ -689,13 +755,14 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
                     .await
                     .map_err(|e| format!("connecting to {}: {e}", socket.display()))?,
             );
-            spawn_pod_worker(
+            pressure = spawn_pod_worker(
                 &client,
                 &node_name,
                 &host_ip,
                 rt.clone(),
-                (&data_dir, &args.pod_log_dir),
+                &data_dir,
                 &machine,
+                &args,
             );
             rt
         }
@@ -724,11 +791,18 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
             client.clone(),
             node_name.clone(),
             runtime.clone(),
+            data_dir.clone(),
         )
         .serve(listener, std::future::pending()),
     );
     let mut cfg = NodeConfig::new(node_name.clone());
     cfg.kubelet_port = port;
+    cfg.max_pods = args.max_pods;
+    (cfg.system_reserved_cpu_millis, cfg.system_reserved_memory) =
+        bosun_kubelet::node::parse_system_reserved(&args.system_reserved)
+            .map_err(|e| format!("--system-reserved: {e}"))?;
+    cfg.eviction_hard_memory = thresholds.memory_available;
+    cfg.eviction_hard_nodefs_percent = thresholds.nodefs_available_percent;
     cfg.runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
     for l in &args.node_labels {
         let (k, v) = l
@@ -764,8 +838,24 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
         std::time::Duration::from_secs(2),
         std::future::pending(),
     ));
+    // Services: the proxy, fed by Services and EndpointSlices.
+    match args.proxy_mode.as_str() {
+        "nftables" => {
+            let mut pcfg = bosun_proxy::nftables::NftConfig::new(cfg.name.clone());
+            pcfg.cluster_cidr = Some(args.proxy_cluster_cidr.clone());
+            let dataplane = Arc::new(bosun_proxy::nftables::NftDataplane::new(pcfg));
+            tokio::spawn(bosun_proxy::runner::run(
+                client.clone(),
+                dataplane,
+                Default::default(),
+                shutdown_signal(),
+            ));
+        }
+        "none" => {}
+        other => return Err(format!("--proxy-mode {other}: use nftables or none")),
+    }
     tracing::info!(node = %cfg.name, runtime = %cfg.runtime_version, "node agent starting");
-    let agent = NodeAgent::new(client, machine, cfg);
+    let agent = NodeAgent::new(client, machine, cfg).with_pressure(pressure);
     agent
         .run(
             move || ready.lock().map_or(Ok(()), |g| g.clone()),

@@ -1190,6 +1190,8 @@ fn agent_registers_a_node_and_runs_pods_with_logs_exec_and_probes() {
     import_busybox(&archive, &dir.path().join("data"));
     let mut agent = Command::new(bosun_bin())
         .arg("agent")
+        // As kind does: the test machine's disk may be fuller than the default threshold.
+        .arg("--eviction-hard=memory.available<100Mi,nodefs.available<0%")
         .arg("--kubeconfig")
         .arg(&cluster.kubeconfig)
         .args([
@@ -1204,6 +1206,9 @@ fn agent_registers_a_node_and_runs_pods_with_logs_exec_and_probes() {
         .arg(dir.path().join("state"))
         .arg("--pod-log-dir")
         .arg(dir.path().join("logs"))
+        .arg("--pod-manifest-path")
+        .arg(dir.path().join("manifests"))
+        .args(["--cluster-dns", "10.96.0.10"])
         .args(["--bridge", "bosune2e0", "--port", "0"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -1284,6 +1289,48 @@ fn agent_registers_a_node_and_runs_pods_with_logs_exec_and_probes() {
         .count();
     assert_eq!(sandboxes, 1);
 
+    // The kubelet's usage reports, through the API server's node proxy: the running pod's
+    // container has a real memory figure from its cgroup.
+    let summary: serde_json::Value = serde_json::from_str(&k.ok(&[
+        "get",
+        "--raw",
+        "/api/v1/nodes/e2e-node-1/proxy/stats/summary",
+    ]))
+    .unwrap();
+    assert_eq!(summary["node"]["nodeName"], "e2e-node-1");
+    let sleeper = summary["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == "sleeper")
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(
+        sleeper["containers"][0]["memory"]["workingSetBytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0),
+        "{sleeper}"
+    );
+    let resource = k.ok(&[
+        "get",
+        "--raw",
+        "/api/v1/nodes/e2e-node-1/proxy/metrics/resource",
+    ]);
+    assert!(
+        resource.contains(
+            "container_cpu_usage_seconds_total{container=\"sleeper\",namespace=\"default\",pod=\"sleeper\"}"
+        ),
+        "{resource}"
+    );
+
+    // The pod's resolv.conf follows dnsPolicy ClusterFirst.
+    let resolv = k.ok(&["exec", "sleeper", "--", "cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv.contains("nameserver 10.96.0.10")
+            && resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local")
+            && resolv.contains("options ndots:5"),
+        "{resolv}"
+    );
+
     // kubectl logs, through the API server and the kubelet's server.
     assert_eq!(k.ok(&["logs", "sleeper"]), "hi hi\n");
     let stamped = k.ok(&["logs", "sleeper", "--timestamps"]);
@@ -1360,6 +1407,74 @@ fn agent_registers_a_node_and_runs_pods_with_logs_exec_and_probes() {
     let out = old.run(&["exec", "web", "--", "sh", "-c", "echo spdy; exit 4"]);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "spdy\n");
+
+    // Services through the agent's proxy (nftables in the host's kernel): by ClusterIP from
+    // another pod, from the pod itself (hairpin) and from the node; by NodePort on the node's
+    // address.
+    k.ok(&["expose", "pod", "web", "--port=80", "--name=web-svc"]);
+    k.ok(&[
+        "expose",
+        "pod",
+        "web",
+        "--port=80",
+        "--name=web-np",
+        "--type=NodePort",
+    ]);
+    let cluster_ip = k.ok(&["get", "svc", "web-svc", "-o", "jsonpath={.spec.clusterIP}"]);
+    let node_port: u16 = k
+        .ok(&[
+            "get",
+            "svc",
+            "web-np",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])
+        .parse()
+        .unwrap();
+    let in_pod = |pod: &str, ip: &str| {
+        let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80");
+        let out = k.run(&["exec", pod, "--", "sh", "-c", &script]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let from_host = |addr: String| {
+        use std::io::{Read, Write};
+        let Ok(mut c) =
+            std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
+        else {
+            return String::new();
+        };
+        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = c.write_all(b"GET / HTTP/1.0\r\n\r\n");
+        let mut s = String::new();
+        let _ = c.read_to_string(&mut s);
+        s
+    };
+    let node_ip = k.ok(&[
+        "get",
+        "node",
+        "e2e-node-1",
+        "-o",
+        "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !in_pod("sleeper", &cluster_ip).contains("hello-pf") {
+        assert!(Instant::now() < deadline, "no answer through the Service");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(in_pod("web", &cluster_ip).contains("hello-pf"), "hairpin");
+    assert!(from_host(format!("{cluster_ip}:80")).contains("hello-pf"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !from_host(format!("{node_ip}:{node_port}")).contains("hello-pf") {
+        assert!(Instant::now() < deadline, "no answer on the NodePort");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // A deleted Service's rules go: the ClusterIP no longer answers.
+    k.ok(&["delete", "svc", "web-svc", "web-np"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while from_host(format!("{cluster_ip}:80")).contains("hello-pf") {
+        assert!(Instant::now() < deadline, "the Service's rules stayed");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     k.ok(&["delete", "pod", "web", "--grace-period=1"]);
 
     // A failing liveness probe gets the container killed and restarted: RESTARTS counts it;
@@ -1420,6 +1535,149 @@ spec:
         std::thread::sleep(Duration::from_millis(200));
     }
     k.ok(&["delete", "pod", "prober", "--grace-period=1"]);
+
+    // Lifecycle hooks: postStart runs once the container started; preStop runs before the
+    // stop (it leaves a file on the host through a hostPath volume); a failing postStart
+    // gets the container killed and restarted.
+    let hooks_dir = dir.path().join("hooks");
+    std::fs::create_dir_all(&hooks_dir).unwrap();
+    let manifest = dir.path().join("hooks.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: hooks}}
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: c
+    image: docker.io/e2e/busybox:1
+    command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
+    lifecycle:
+      postStart: {{exec: {{command: [sh, -c, "echo started > /tmp/poststart"]}}}}
+      preStop: {{exec: {{command: [sh, -c, "echo stopping > /hooks/prestop"]}}}}
+    volumeMounts: [{{name: hooks, mountPath: /hooks}}]
+  volumes: [{{name: hooks, hostPath: {{path: {}}}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: badhook}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: docker.io/e2e/busybox:1
+    command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
+    lifecycle:
+      postStart: {{exec: {{command: [sh, -c, "exit 1"]}}}}
+"#,
+            hooks_dir.display()
+        ),
+    )
+    .unwrap();
+    k.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    wait_running(&k, "hooks");
+    assert_eq!(
+        k.ok(&["exec", "hooks", "--", "cat", "/tmp/poststart"]),
+        "started\n"
+    );
+    k.ok(&["delete", "pod", "hooks"]);
+    assert_eq!(
+        std::fs::read_to_string(hooks_dir.join("prestop")).unwrap(),
+        "stopping\n"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = k.json(&["get", "pod", "badhook"]);
+        if p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no restart after the failed hook: {p}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    k.ok(&["delete", "pod", "badhook", "--grace-period=1"]);
+
+    // A static pod from the manifest directory runs, shown in the API by its mirror pod;
+    // deleting the mirror leaves it running (a new mirror comes); removing the manifest
+    // stops it and its mirror goes.
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("web.yaml"),
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: static-web, labels: {tier: static}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: docker.io/e2e/busybox:1
+    command: [sh, -c, "echo static; exec sleep 3600"]
+"#,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !k
+        .run(&["get", "pod", "static-web-e2e-node-1"])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "no mirror pod");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mirror = wait_running(&k, "static-web-e2e-node-1");
+    let annotations = &mirror["metadata"]["annotations"];
+    assert_eq!(annotations["kubernetes.io/config.source"], "file");
+    assert!(
+        annotations["kubernetes.io/config.mirror"].is_string(),
+        "{mirror}"
+    );
+    assert_eq!(mirror["metadata"]["ownerReferences"][0]["kind"], "Node");
+    let first_uid = mirror["metadata"]["uid"].clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let container = loop {
+        let m = k.json(&["get", "pod", "static-web-e2e-node-1"]);
+        if let Some(id) = m["status"]["containerStatuses"][0]["containerID"].as_str() {
+            break id.to_string();
+        }
+        assert!(Instant::now() < deadline, "{m}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(k.ok(&["logs", "static-web-e2e-node-1"]), "static\n");
+    k.ok(&["delete", "pod", "static-web-e2e-node-1", "--wait=false"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = k.run(&["get", "pod", "static-web-e2e-node-1", "-o", "json"]);
+        if m.status.success() {
+            let m: serde_json::Value = serde_json::from_slice(&m.stdout).unwrap();
+            if m["metadata"]["uid"] != first_uid
+                && m["status"]["containerStatuses"][0]["containerID"].is_string()
+            {
+                assert_eq!(
+                    m["status"]["containerStatuses"][0]["containerID"], container,
+                    "the static pod kept running: {m}"
+                );
+                assert_eq!(m["status"]["containerStatuses"][0]["restartCount"], 0);
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no new mirror pod");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::remove_file(manifests.join("web.yaml")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while k
+        .run(&["get", "pod", "static-web-e2e-node-1"])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the mirror pod stayed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Volumes and environment from configMaps, secrets, the downward API and resources; an
     // updated configMap reaches the running container.
@@ -1605,6 +1863,14 @@ struct HostNetworkCleanup(&'static str);
 
 impl Drop for HostNetworkCleanup {
     fn drop(&mut self) {
+        // An agent left running by a failed test (it was on this bridge).
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &format!("bosun agent .*--bridge {}", self.0)])
+            .status();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", "bosun-proxy"])
+            .stderr(Stdio::null())
+            .status();
         let _ = Command::new("ip")
             .args(["link", "del", self.0])
             .stderr(Stdio::null())
@@ -1834,6 +2100,8 @@ fn agent_pods_on_two_nodes_reach_each_other_by_pod_ip() {
             .arg(format!("--net=/run/netns/bosun-e2e-n{i}"))
             .arg(bosun_bin())
             .arg("agent")
+            // As kind does: the test machine's disk may be fuller than the default threshold.
+            .arg("--eviction-hard=memory.available<100Mi,nodefs.available<0%")
             .arg("--kubeconfig")
             .arg(&agent_config)
             .args(["--node-name", &format!("e2e-n{i}")])
@@ -1931,6 +2199,8 @@ fn agent_bench_pod_startup_100_pods() {
     import_busybox(&archive, &dir.path().join("data"));
     let mut agent = Command::new(bosun_bin())
         .arg("agent")
+        // As kind does: the test machine's disk may be fuller than the default threshold.
+        .arg("--eviction-hard=memory.available<100Mi,nodefs.available<0%")
         .arg("--kubeconfig")
         .arg(&cluster.kubeconfig)
         .args([

@@ -1,0 +1,44 @@
+//! bosun-proxy: the Service dataplane (kube-proxy). Services and EndpointSlices, read through
+//! shared informers, become a [`model::ProxyState`] (one entry per Service port with the
+//! endpoints that serve it); a [`Dataplane`] makes the kernel forward traffic accordingly.
+//! The default dataplane is [`nftables::NftDataplane`].
+//!
+//! ```no_run
+//! use bosun_proxy::{model, nftables::{NftConfig, NftDataplane}, Dataplane};
+//! # async fn f(services: Vec<serde_json::Value>, slices: Vec<serde_json::Value>) {
+//! let mut cfg = NftConfig::new("node-1");
+//! cfg.cluster_cidr = Some("10.244.0.0/16".into());
+//! let dataplane = NftDataplane::new(cfg);
+//! let state = model::build(&services, &slices);
+//! dataplane.sync(&state).await.unwrap();
+//! # }
+//! ```
+
+pub mod model;
+pub mod nftables;
+pub mod runner;
+
+/// What can go wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `nft` refused the rules or could not run.
+    #[error("nftables: {0}")]
+    Nft(String),
+    /// The API server could not be read.
+    #[error("API: {0}")]
+    Api(String),
+}
+
+/// A result with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Makes the node forward Service traffic as a [`model::ProxyState`] says.
+#[async_trait::async_trait]
+pub trait Dataplane: Send + Sync {
+    /// Brings the dataplane to `state` (the whole state each time: an implementation may
+    /// apply only the difference).
+    async fn sync(&self, state: &model::ProxyState) -> Result<()>;
+
+    /// Removes everything this dataplane installed.
+    async fn cleanup(&self) -> Result<()>;
+}

@@ -1,0 +1,96 @@
+//! Feeds a [`Dataplane`] from the API server: informers on Services and EndpointSlices; a
+//! change schedules a sync (no more often than `min_interval`, upstream's `minSyncPeriod`),
+//! and a full sync runs every `resync` regardless, repairing drift. The rules stay when the
+//! runner stops, as upstream's kube-proxy leaves them: Service traffic keeps flowing while the
+//! agent restarts ([`Dataplane::cleanup`] removes them on purpose).
+
+use crate::{model, Dataplane, Error, Result};
+use bosun_api_types::core::v1::Service;
+use bosun_api_types::discovery::v1::EndpointSlice;
+use bosun_client::informer::InformerFactory;
+use bosun_client::Client;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Timing of the sync loop.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// At least this long between two syncs.
+    pub min_interval: Duration,
+    /// A full sync at least this often.
+    pub resync: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            min_interval: Duration::from_secs(1),
+            resync: Duration::from_secs(30),
+        }
+    }
+}
+
+fn values<K: serde::Serialize>(items: Vec<Arc<K>>) -> Result<Vec<serde_json::Value>> {
+    items
+        .iter()
+        .map(|k| serde_json::to_value(&**k).map_err(|e| Error::Api(e.to_string())))
+        .collect()
+}
+
+/// Runs `dataplane` from `client`'s Services and EndpointSlices until `shutdown`.
+pub async fn run(
+    client: Client,
+    dataplane: Arc<dyn Dataplane>,
+    timing: Timing,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let factory = InformerFactory::new(client);
+    let services = factory.informer::<Service>(None);
+    let slices = factory.informer::<EndpointSlice>(None);
+    let mut svc_changes = services.subscribe();
+    let mut slice_changes = slices.subscribe();
+    tokio::select! {
+        _ = &mut shutdown => return,
+        _ = async { services.wait_until_ready().await; slices.wait_until_ready().await } => {}
+    }
+    let mut last: Option<model::ProxyState> = None;
+    let mut last_full = tokio::time::Instant::now();
+    loop {
+        let state = match (
+            values(services.store().list()),
+            values(slices.store().list()),
+        ) {
+            (Ok(s), Ok(e)) => model::build(&s, &e),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "reading Services and EndpointSlices");
+                last.clone().unwrap_or_default()
+            }
+        };
+        let full = last_full.elapsed() >= timing.resync;
+        if full || last.as_ref() != Some(&state) {
+            let started = std::time::Instant::now();
+            match dataplane.sync(&state).await {
+                Ok(()) => {
+                    tracing::debug!(services = state.services.len(), took = ?started.elapsed(), "dataplane synced");
+                    last = Some(state);
+                    last_full = tokio::time::Instant::now();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dataplane sync failed; retrying");
+                    last = None;
+                }
+            }
+        }
+        let wait = timing.resync.saturating_sub(last_full.elapsed());
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(wait) => {}
+            _ = svc_changes.recv() => {}
+            _ = slice_changes.recv() => {}
+        }
+        // Let a burst of changes settle into one sync.
+        tokio::time::sleep(timing.min_interval).await;
+        while svc_changes.try_recv().is_ok() || slice_changes.try_recv().is_ok() {}
+    }
+}
