@@ -295,7 +295,22 @@ pub fn strategic_merge(
     let (Value::Object(o), Value::Object(p)) = (original, patch) else {
         return Err(err("a strategic merge patch must be a JSON object"));
     };
-    Ok(merge_map(o, p, root)?
+    Ok(merge_map(o, p, root, false)?
+        .map(Value::Object)
+        .unwrap_or_else(|| Value::Object(Map::new())))
+}
+
+/// As [`strategic_merge`], but list items are identified as server-side apply identifies
+/// them: by all of a list's `x-kubernetes-list-map-keys` (a Service's ports by port *and*
+/// protocol), where strategic merge uses the single patch merge key.
+pub fn apply_merge(original: &Value, patch: &Value, type_name: &str) -> Result<Value, PatchError> {
+    let root = type_info(type_name)
+        .map(|t| At::Type(t.name))
+        .unwrap_or(At::Shape(Shape::Any));
+    let (Value::Object(o), Value::Object(p)) = (original, patch) else {
+        return Err(err("an applied configuration must be a JSON object"));
+    };
+    Ok(merge_map(o, p, root, true)?
         .map(Value::Object)
         .unwrap_or_else(|| Value::Object(Map::new())))
 }
@@ -305,6 +320,7 @@ fn merge_map(
     original: &Map<String, Value>,
     patch: &Map<String, Value>,
     at: At,
+    apply: bool,
 ) -> Result<Option<Map<String, Value>>, PatchError> {
     match patch.get(DIRECTIVE).map(|d| d.as_str()) {
         Some(Some("delete")) => return Ok(None),
@@ -353,7 +369,7 @@ fn merge_map(
             continue;
         }
         let (child, field) = at.child(k);
-        let merged = merge_value(original.get(k), v, child, field)?;
+        let merged = merge_value(original.get(k), v, child, field, apply)?;
         match merged {
             Some(m) => {
                 out.insert(k.clone(), m);
@@ -386,11 +402,12 @@ fn merge_value(
     patch: &Value,
     at: At,
     field: Option<&FieldInfo>,
+    apply: bool,
 ) -> Result<Option<Value>, PatchError> {
     match patch {
         Value::Object(p) => match original {
-            Some(Value::Object(o)) => Ok(merge_map(o, p, at)?.map(Value::Object)),
-            _ => Ok(merge_map(&Map::new(), p, at)?.map(Value::Object)),
+            Some(Value::Object(o)) => Ok(merge_map(o, p, at, apply)?.map(Value::Object)),
+            _ => Ok(merge_map(&Map::new(), p, at, apply)?.map(Value::Object)),
         },
         Value::Array(p) => {
             let strategy = field.and_then(|f| f.patch_strategy).unwrap_or("");
@@ -422,8 +439,15 @@ fn merge_value(
                         .collect::<Result<_, _>>()?,
                 )));
             }
-            match field.and_then(|f| f.patch_merge_key) {
-                Some(key) => merge_keyed_list(orig, p, key, elem).map(|v| Some(Value::Array(v))),
+            let keys: Option<Vec<&str>> = match field {
+                Some(f) if apply && !f.list_map_keys.is_empty() => Some(f.list_map_keys.to_vec()),
+                Some(f) => f.patch_merge_key.map(|k| vec![k]),
+                None => None,
+            };
+            match keys {
+                Some(keys) => {
+                    merge_keyed_list(orig, p, &keys, elem, apply).map(|v| Some(Value::Array(v)))
+                }
                 None => {
                     // A merged list of primitives: union, original order first.
                     let mut out = orig.to_vec();
@@ -443,22 +467,34 @@ fn merge_value(
 fn merge_keyed_list(
     orig: &[Value],
     patch: &[Value],
-    key: &str,
+    keys: &[&str],
     elem: At,
+    apply: bool,
 ) -> Result<Vec<Value>, PatchError> {
     let mut out: Vec<Value> = orig.to_vec();
+    // An item's identity: its values of the keys (absent ones as null); none at all: no id.
+    let ident = |v: &Value| -> Option<Vec<Value>> {
+        let id: Vec<Value> = keys
+            .iter()
+            .map(|k| v.get(*k).cloned().unwrap_or(Value::Null))
+            .collect();
+        id.iter().any(|v| !v.is_null()).then_some(id)
+    };
     for item in patch {
         let Value::Object(pm) = item else {
             return Err(err(format!(
-                "elements of a list merged by {key:?} must be objects"
+                "elements of a list merged by {:?} must be objects",
+                keys.join(",")
             )));
         };
-        let id = pm.get(key);
-        let pos = id.and_then(|id| out.iter().position(|o| o.get(key) == Some(id)));
+        let id = ident(item);
+        let pos = id
+            .as_ref()
+            .and_then(|id| out.iter().position(|o| ident(o).as_ref() == Some(id)));
         match pm.get(DIRECTIVE).and_then(Value::as_str) {
             Some("delete") => {
-                if let Some(id) = id {
-                    out.retain(|o| o.get(key) != Some(id));
+                if let Some(id) = &id {
+                    out.retain(|o| ident(o).as_ref() != Some(id));
                 }
                 continue;
             }
@@ -471,7 +507,7 @@ fn merge_keyed_list(
                     Value::Object(m) => m.clone(),
                     _ => Map::new(),
                 };
-                match merge_map(&base, pm, elem)? {
+                match merge_map(&base, pm, elem, apply)? {
                     Some(m) => out[i] = Value::Object(m),
                     None => {
                         out.remove(i);
@@ -481,10 +517,11 @@ fn merge_keyed_list(
             None => {
                 if id.is_none() {
                     return Err(err(format!(
-                        "map: {item} does not contain declared merge key: {key}"
+                        "map: {item} does not contain declared merge key: {}",
+                        keys.join(",")
                     )));
                 }
-                if let Some(m) = merge_map(&Map::new(), pm, elem)? {
+                if let Some(m) = merge_map(&Map::new(), pm, elem, apply)? {
                     out.push(Value::Object(m));
                 }
             }
@@ -533,6 +570,25 @@ fn strip_value(v: Value) -> Result<Value, PatchError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn apply_merge_keys_service_ports_by_port_and_protocol() {
+        let svc = "io.k8s.api.core.v1.Service";
+        let base = json!({"spec": {"ports": [{"port": 53, "protocol": "UDP", "name": "dns"}]}});
+        let patch = json!({"spec": {"ports": [
+            {"port": 53, "protocol": "UDP", "targetPort": 10053},
+            {"port": 53, "protocol": "TCP", "name": "dns-tcp"}]}});
+        let applied = apply_merge(&base, &patch, svc).unwrap();
+        assert_eq!(
+            applied["spec"]["ports"],
+            json!([{"port": 53, "protocol": "UDP", "name": "dns", "targetPort": 10053},
+                   {"port": 53, "protocol": "TCP", "name": "dns-tcp"}])
+        );
+        // Strategic merge keeps upstream's single merge key (port): one item.
+        let merged = strategic_merge(&base, &patch, svc).unwrap();
+        assert_eq!(merged["spec"]["ports"].as_array().unwrap().len(), 1);
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -92,6 +92,21 @@ fn owner(svc: &Object) -> String {
     format!("{ns}/{name}")
 }
 
+/// A random offset into a range of `size` addresses for a Service that asks for none. As
+/// upstream (KEP-3070), the first 64 attempts take the upper band, keeping the lower one
+/// (size/16, between 16 and 256 addresses) for Services that ask for a fixed address, such as
+/// kube-dns's; later attempts take any. Offset 1 is the kubernetes Service's, the last address
+/// the broadcast.
+fn dynamic_offset(size: u32, attempt: u32) -> u32 {
+    let band = (size / 16).clamp(16, 256);
+    let lo = if attempt < 64 && size > band + 8 {
+        band
+    } else {
+        2
+    };
+    lo + random_u32() % (size - 1).saturating_sub(lo).max(1)
+}
+
 fn random_u32() -> u32 {
     let b = uuid::Uuid::new_v4().into_bytes();
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
@@ -257,9 +272,8 @@ async fn allocate_inner(
             (None, None) => {
                 let used = taken(store, IP_PREFIX).await?;
                 let mut chosen = None;
-                for _ in 0..64 {
-                    // Offsets 2.. (the first address is the kubernetes Service's).
-                    let offset = 2 + random_u32() % (ranges.size - 3);
+                for attempt in 0..96 {
+                    let offset = dynamic_offset(ranges.size, attempt);
                     let ip = Ipv4Addr::from(ranges.base + offset).to_string();
                     if used.contains(&ip) {
                         continue;
@@ -490,6 +504,21 @@ pub(crate) async fn repair(store: &Arc<dyn Store>) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dynamic_ips_keep_off_the_static_band() {
+        let size = 1 << 20;
+        for _ in 0..1000 {
+            let o = dynamic_offset(size, 0);
+            assert!((256..size - 1).contains(&o), "{o}");
+        }
+        // A /24: a band of 16; once the upper band is exhausted, anything from 2.
+        assert!((0..200).all(|_| (16..255).contains(&dynamic_offset(256, 0))));
+        assert!((0..200).all(|_| (2..255).contains(&dynamic_offset(256, 90))));
+        assert!((0..200).any(|_| dynamic_offset(256, 90) < 16));
+        // Tiny ranges still work.
+        assert_eq!(dynamic_offset(4, 0), 2);
+    }
 
     #[test]
     fn ranges_parse_and_bound() {

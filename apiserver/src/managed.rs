@@ -630,7 +630,7 @@ pub(crate) fn apply(
     );
     let base = current.cloned().unwrap_or_default();
     let mut merged = match w.type_name {
-        Some(t) => bosun_api_types::patch::strategic_merge(&Value::Object(base), &config_value, t)
+        Some(t) => bosun_api_types::patch::apply_merge(&Value::Object(base), &config_value, t)
             .unwrap_or_else(|_| config_value.clone()),
         None => {
             let mut b = Value::Object(base);

@@ -211,9 +211,18 @@ struct AgentArgs {
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
-    /// The Service proxy: `nftables` (rules in the kernel, table `ip bosun-proxy`) or `none`.
+    /// The port this node's cluster DNS server listens on, at the node's address (UDP and
+    /// TCP); with `--cluster-dns`, the agent serves the cluster's names there and publishes
+    /// itself as the `kube-dns` Service in `kube-system` at that address. 0: no DNS server.
+    #[arg(long, default_value_t = 10053)]
+    dns_port: u16,
+    /// The Service proxy: `nftables` (rules in the kernel, table `ip bosun-proxy`),
+    /// `userspace` (a TCP/UDP proxy in the agent, for machines without nftables) or `none`.
     #[arg(long, default_value = "nftables")]
     proxy_mode: String,
+    /// Enforce NetworkPolicies for this node's pods (nftables table `ip bosun-netpol`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    network_policy: bool,
     /// The pods' address range (traffic to a Service from outside it is masqueraded).
     #[arg(long = "cluster-cidr", default_value = "10.244.0.0/16")]
     proxy_cluster_cidr: String,
@@ -851,17 +860,84 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
                 shutdown_signal(),
             ));
         }
+        "userspace" => {
+            let dataplane = Arc::new(bosun_proxy::userspace::UserspaceDataplane::new(
+                bosun_proxy::userspace::UserspaceConfig::new(cfg.name.clone()),
+            ));
+            tokio::spawn(bosun_proxy::runner::run(
+                client.clone(),
+                dataplane,
+                Default::default(),
+                shutdown_signal(),
+            ));
+        }
         "none" => {}
-        other => return Err(format!("--proxy-mode {other}: use nftables or none")),
+        other => {
+            return Err(format!(
+                "--proxy-mode {other}: use nftables, userspace or none"
+            ))
+        }
+    }
+    if args.network_policy {
+        tokio::spawn(bosun_proxy::netpol::run(
+            client.clone(),
+            cfg.name.clone(),
+            Arc::new(bosun_proxy::netpol::NftPolicies::new()),
+            Default::default(),
+            shutdown_signal(),
+        ));
+    }
+    // The cluster DNS, on the node's address, published as kube-dns.
+    let mut dns_published = false;
+    if let (Some(cluster_ip), Ok(node_ip), true) = (
+        args.cluster_dns.first(),
+        host_ip.parse::<std::net::IpAddr>(),
+        args.dns_port != 0,
+    ) {
+        use bosun_proxy::dns;
+        let upstreams = std::fs::read_to_string("/etc/resolv.conf")
+            .map(|t| dns::upstreams_from_resolv_conf(&t))
+            .unwrap_or_default();
+        let server = dns::ClusterDns::new(dns::DnsConfig {
+            domain: args.cluster_domain.clone(),
+            upstreams,
+            ..Default::default()
+        });
+        match dns::serve(server.clone(), (node_ip, args.dns_port).into()).await {
+            Ok((mut running, addr)) => {
+                tracing::info!(%addr, "cluster DNS serving");
+                tokio::spawn(dns::run(client.clone(), server, shutdown_signal()));
+                tokio::spawn(async move {
+                    let _ = running.block_until_done().await;
+                });
+                dns_published = true;
+                tokio::spawn(dns::publish(
+                    client.clone(),
+                    *cluster_ip,
+                    cfg.name.clone(),
+                    node_ip,
+                    args.dns_port,
+                    shutdown_signal(),
+                ));
+            }
+            // Another agent on this address serves it already.
+            Err(e) => tracing::warn!(error = %e, "cluster DNS not started"),
+        }
     }
     tracing::info!(node = %cfg.name, runtime = %cfg.runtime_version, "node agent starting");
-    let agent = NodeAgent::new(client, machine, cfg).with_pressure(pressure);
+    let agent = NodeAgent::new(client.clone(), machine, cfg).with_pressure(pressure);
     agent
         .run(
             move || ready.lock().map_or(Ok(()), |g| g.clone()),
             shutdown_signal(),
         )
         .await;
+    if dns_published {
+        // Withdrawn here too: the process may end before the publishing task sees the signal.
+        if let Err(e) = bosun_proxy::dns::unregister(&client, &node_name).await {
+            tracing::warn!(error = %e, "withdrawing the cluster DNS");
+        }
+    }
     Ok(())
 }
 

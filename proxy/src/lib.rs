@@ -14,9 +14,12 @@
 //! # }
 //! ```
 
+pub mod dns;
 pub mod model;
+pub mod netpol;
 pub mod nftables;
 pub mod runner;
+pub mod userspace;
 
 /// What can go wrong.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,12 @@ pub enum Error {
     /// `nft` refused the rules or could not run.
     #[error("nftables: {0}")]
     Nft(String),
+    /// The userspace proxy could not listen or set addresses.
+    #[error("userspace proxy: {0}")]
+    Userspace(String),
+    /// The DNS server could not start.
+    #[error("DNS: {0}")]
+    Dns(String),
     /// The API server could not be read.
     #[error("API: {0}")]
     Api(String),

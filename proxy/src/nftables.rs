@@ -446,37 +446,40 @@ impl NftDataplane {
     }
 
     async fn nft(&self, script: &str) -> Result<()> {
-        use tokio::io::AsyncWriteExt;
-        let (cmd, args) = self
-            .cfg
-            .nft
-            .split_first()
-            .ok_or_else(|| Error::Nft("no nft command configured".into()))?;
-        let mut child = tokio::process::Command::new(cmd)
-            .args(args)
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::Nft(format!("running {cmd}: {e}")))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(script.as_bytes())
-                .await
-                .map_err(|e| Error::Nft(format!("writing to nft: {e}")))?;
-        }
-        let out = child
-            .wait_with_output()
+        run_nft(&self.cfg.nft, script).await
+    }
+}
+
+/// Feeds `script` to `nft -f -` (`cmd`: the command line that runs nft) as one transaction.
+pub(crate) async fn run_nft(cmd: &[String], script: &str) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let (cmd, args) = cmd
+        .split_first()
+        .ok_or_else(|| Error::Nft("no nft command configured".into()))?;
+    let mut child = tokio::process::Command::new(cmd)
+        .args(args)
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Nft(format!("running {cmd}: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
             .await
-            .map_err(|e| Error::Nft(format!("waiting for nft: {e}")))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(Error::Nft(
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            ))
-        }
+            .map_err(|e| Error::Nft(format!("writing to nft: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| Error::Nft(format!("waiting for nft: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Nft(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
     }
 }
 

@@ -1462,6 +1462,100 @@ fn agent_registers_a_node_and_runs_pods_with_logs_exec_and_probes() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(in_pod("web", &cluster_ip).contains("hello-pf"), "hairpin");
+    // By name: the agent's cluster DNS, published as kube-dns at 10.96.0.10, answers the
+    // Service's name through the pod's search path, and its full name.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !in_pod("sleeper", "web-svc").contains("hello-pf") {
+        if Instant::now() > deadline {
+            let lookup = k.run(&["exec", "sleeper", "--", "nslookup", "web-svc"]);
+            let rules = Command::new("nft")
+                .args(["list", "table", "ip", "bosun-proxy"])
+                .output()
+                .unwrap();
+            panic!(
+                "no answer through the Service's DNS name: nslookup: {lookup:?}\nkube-dns: {}\n{}",
+                k.ok(&["get", "endpointslices", "-n", "kube-system", "-o", "yaml"]),
+                String::from_utf8_lossy(&rules.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = k.run(&[
+        "exec",
+        "sleeper",
+        "--",
+        "nslookup",
+        "web-svc.default.svc.cluster.local",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&cluster_ip), "{text} {out:?}");
+    let kube_dns = k.ok(&[
+        "get",
+        "svc",
+        "-n",
+        "kube-system",
+        "kube-dns",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    assert_eq!(kube_dns, "10.96.0.10");
+
+    // NetworkPolicy, enforced by the agent (nftables): a default deny blocks a connection and
+    // an allow admits it, for ingress (into web) and for egress (out of sleeper).
+    let web_ip = k.ok(&["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]);
+    let until = |want: bool, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while in_pod("sleeper", &web_ip).contains("hello-pf") != want {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    until(true, "sleeper reaches web before any policy");
+    let policies = |name: &str, yaml: &str| {
+        let f = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&f, yaml).unwrap();
+        k.ok(&["apply", "-f", f.to_str().unwrap()]);
+    };
+    policies(
+        "deny-in",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-in}\n\
+         spec: {podSelector: {matchLabels: {run: web}}}\n",
+    );
+    until(
+        false,
+        "the default-deny ingress policy did not block sleeper → web",
+    );
+    policies(
+        "allow-in",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-in}\n\
+         spec: {podSelector: {matchLabels: {run: web}}, ingress: [\
+         {from: [{podSelector: {matchLabels: {run: sleeper}}}], ports: [{port: 80}]}]}\n",
+    );
+    until(true, "the allow rule did not admit sleeper → web");
+    policies(
+        "deny-out",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-out}\n\
+         spec: {podSelector: {matchLabels: {run: sleeper}}, policyTypes: [Egress]}\n",
+    );
+    until(
+        false,
+        "the default-deny egress policy did not block sleeper → web",
+    );
+    policies(
+        "allow-out",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-out}\n\
+         spec: {podSelector: {matchLabels: {run: sleeper}}, policyTypes: [Egress], egress: [\
+         {to: [{podSelector: {matchLabels: {run: web}}}]}]}\n",
+    );
+    until(true, "the egress allow did not admit sleeper → web");
+    k.ok(&[
+        "delete",
+        "networkpolicy",
+        "deny-in",
+        "allow-in",
+        "deny-out",
+        "allow-out",
+    ]);
     assert!(from_host(format!("{cluster_ip}:80")).contains("hello-pf"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while !from_host(format!("{node_ip}:{node_port}")).contains("hello-pf") {
@@ -1867,10 +1961,12 @@ impl Drop for HostNetworkCleanup {
         let _ = Command::new("pkill")
             .args(["-9", "-f", &format!("bosun agent .*--bridge {}", self.0)])
             .status();
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", "bosun-proxy"])
-            .stderr(Stdio::null())
-            .status();
+        for table in ["bosun-proxy", "bosun-netpol"] {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", table])
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = Command::new("ip")
             .args(["link", "del", self.0])
             .stderr(Stdio::null())
@@ -1908,7 +2004,7 @@ fn busybox_archive(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(img.join("archive")).unwrap();
     std::fs::copy("/bin/busybox", img.join("rootfs/bin/busybox")).unwrap();
     for a in [
-        "sh", "sleep", "test", "touch", "rm", "cat", "httpd", "nc", "mkdir", "id",
+        "sh", "sleep", "test", "touch", "rm", "cat", "httpd", "nc", "mkdir", "id", "nslookup",
     ] {
         std::os::unix::fs::symlink("busybox", img.join("rootfs/bin").join(a)).unwrap();
     }
