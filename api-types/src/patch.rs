@@ -289,28 +289,29 @@ pub fn strategic_merge(
     patch: &Value,
     type_name: &str,
 ) -> Result<Value, PatchError> {
-    let root = type_info(type_name)
-        .map(|t| At::Type(t.name))
-        .unwrap_or(At::Shape(Shape::Any));
-    let (Value::Object(o), Value::Object(p)) = (original, patch) else {
-        return Err(err("a strategic merge patch must be a JSON object"));
-    };
-    Ok(merge_map(o, p, root, false)?
-        .map(Value::Object)
-        .unwrap_or_else(|| Value::Object(Map::new())))
+    merge_root(original, patch, type_name, false)
 }
 
 /// As [`strategic_merge`], but list items are identified as server-side apply identifies
 /// them: by all of a list's `x-kubernetes-list-map-keys` (a Service's ports by port *and*
 /// protocol), where strategic merge uses the single patch merge key.
 pub fn apply_merge(original: &Value, patch: &Value, type_name: &str) -> Result<Value, PatchError> {
+    merge_root(original, patch, type_name, true)
+}
+
+fn merge_root(
+    original: &Value,
+    patch: &Value,
+    type_name: &str,
+    apply: bool,
+) -> Result<Value, PatchError> {
     let root = type_info(type_name)
         .map(|t| At::Type(t.name))
         .unwrap_or(At::Shape(Shape::Any));
     let (Value::Object(o), Value::Object(p)) = (original, patch) else {
-        return Err(err("an applied configuration must be a JSON object"));
+        return Err(err("a strategic merge patch must be a JSON object"));
     };
-    Ok(merge_map(o, p, root, true)?
+    Ok(merge_map(o, p, root, apply)?
         .map(Value::Object)
         .unwrap_or_else(|| Value::Object(Map::new())))
 }

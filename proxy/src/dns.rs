@@ -31,7 +31,6 @@
 use crate::{Error, Result};
 use bosun_api_types::core::v1::Service;
 use bosun_api_types::discovery::v1::EndpointSlice;
-use bosun_client::informer::InformerFactory;
 use bosun_client::{Api, Client, Patch, PatchParams};
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{
@@ -723,41 +722,29 @@ pub async fn serve(dns: ClusterDns, addr: SocketAddr) -> Result<(Server<ClusterD
     Ok((server, bound))
 }
 
-fn values<K: serde::Serialize>(items: Vec<Arc<K>>) -> Vec<Value> {
-    items
-        .iter()
-        .filter_map(|k| serde_json::to_value(&**k).ok())
-        .collect()
-}
-
 /// Keeps `dns`'s zone up to date with `client`'s Services and EndpointSlices until
 /// `shutdown` (changes settle for 100 ms before a rebuild).
 pub async fn run(client: Client, dns: ClusterDns, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let factory = InformerFactory::new(client);
-    let services = factory.informer::<Service>(None);
-    let slices = factory.informer::<EndpointSlice>(None);
-    let mut svc_changes = services.subscribe();
-    let mut slice_changes = slices.subscribe();
+    let mut watch = crate::runner::ServiceWatch::new(client);
     tokio::select! {
         _ = &mut shutdown => return,
-        _ = async { services.wait_until_ready().await; slices.wait_until_ready().await } => {}
+        _ = watch.ready() => {}
     }
     loop {
-        let zone = Zone::build(
-            &dns.config.domain,
-            &values(services.store().list()),
-            &values(slices.store().list()),
-        );
-        tracing::debug!(names = zone.len(), "cluster DNS zone rebuilt");
-        dns.set_zone(zone);
+        match watch.objects() {
+            Ok((services, slices)) => {
+                let zone = Zone::build(&dns.config.domain, &services, &slices);
+                tracing::debug!(names = zone.len(), "cluster DNS zone rebuilt");
+                dns.set_zone(zone);
+            }
+            Err(e) => tracing::warn!(error = %e, "reading Services and EndpointSlices"),
+        }
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = svc_changes.recv() => {}
-            _ = slice_changes.recv() => {}
+            _ = watch.changed() => {}
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        while svc_changes.try_recv().is_ok() || slice_changes.try_recv().is_ok() {}
+        watch.settle(Duration::from_millis(100)).await;
     }
 }
 

@@ -7,10 +7,11 @@
 use crate::{model, Dataplane, Error, Result};
 use bosun_api_types::core::v1::Service;
 use bosun_api_types::discovery::v1::EndpointSlice;
-use bosun_client::informer::InformerFactory;
+use bosun_client::informer::{Informer, InformerFactory, Notification};
 use bosun_client::Client;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::broadcast;
 
 /// Timing of the sync loop.
 #[derive(Clone, Copy, Debug)]
@@ -37,6 +38,62 @@ fn values<K: serde::Serialize>(items: Vec<Arc<K>>) -> Result<Vec<serde_json::Val
         .collect()
 }
 
+/// Informers on Services and EndpointSlices with their change notifications: what the
+/// proxy and the cluster DNS both follow.
+pub(crate) struct ServiceWatch {
+    /// Kept: the informers run as long as their factory lives.
+    _factory: InformerFactory,
+    services: Informer<Service>,
+    slices: Informer<EndpointSlice>,
+    svc_changes: broadcast::Receiver<Notification<Service>>,
+    slice_changes: broadcast::Receiver<Notification<EndpointSlice>>,
+}
+
+impl ServiceWatch {
+    /// Starts the informers.
+    pub(crate) fn new(client: Client) -> Self {
+        let factory = InformerFactory::new(client);
+        let services = factory.informer::<Service>(None);
+        let slices = factory.informer::<EndpointSlice>(None);
+        let (svc_changes, slice_changes) = (services.subscribe(), slices.subscribe());
+        ServiceWatch {
+            _factory: factory,
+            services,
+            slices,
+            svc_changes,
+            slice_changes,
+        }
+    }
+
+    /// Waits for both informers' first lists.
+    pub(crate) async fn ready(&self) {
+        self.services.wait_until_ready().await;
+        self.slices.wait_until_ready().await;
+    }
+
+    /// The Services and EndpointSlices now known, as JSON.
+    pub(crate) fn objects(&self) -> Result<(Vec<serde_json::Value>, Vec<serde_json::Value>)> {
+        Ok((
+            values(self.services.store().list())?,
+            values(self.slices.store().list())?,
+        ))
+    }
+
+    /// Waits for a change to either.
+    pub(crate) async fn changed(&mut self) {
+        tokio::select! {
+            _ = self.svc_changes.recv() => {}
+            _ = self.slice_changes.recv() => {}
+        }
+    }
+
+    /// Waits `settle`, then forgets the changes seen meanwhile (a burst becomes one).
+    pub(crate) async fn settle(&mut self, settle: Duration) {
+        tokio::time::sleep(settle).await;
+        while self.svc_changes.try_recv().is_ok() || self.slice_changes.try_recv().is_ok() {}
+    }
+}
+
 /// Runs `dataplane` from `client`'s Services and EndpointSlices until `shutdown`.
 pub async fn run(
     client: Client,
@@ -45,24 +102,17 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let factory = InformerFactory::new(client);
-    let services = factory.informer::<Service>(None);
-    let slices = factory.informer::<EndpointSlice>(None);
-    let mut svc_changes = services.subscribe();
-    let mut slice_changes = slices.subscribe();
+    let mut watch = ServiceWatch::new(client);
     tokio::select! {
         _ = &mut shutdown => return,
-        _ = async { services.wait_until_ready().await; slices.wait_until_ready().await } => {}
+        _ = watch.ready() => {}
     }
     let mut last: Option<model::ProxyState> = None;
     let mut last_full = tokio::time::Instant::now();
     loop {
-        let state = match (
-            values(services.store().list()),
-            values(slices.store().list()),
-        ) {
-            (Ok(s), Ok(e)) => model::build(&s, &e),
-            (Err(e), _) | (_, Err(e)) => {
+        let state = match watch.objects() {
+            Ok((s, e)) => model::build(&s, &e),
+            Err(e) => {
                 tracing::warn!(error = %e, "reading Services and EndpointSlices");
                 last.clone().unwrap_or_default()
             }
@@ -86,11 +136,9 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tokio::time::sleep(wait) => {}
-            _ = svc_changes.recv() => {}
-            _ = slice_changes.recv() => {}
+            _ = watch.changed() => {}
         }
         // Let a burst of changes settle into one sync.
-        tokio::time::sleep(timing.min_interval).await;
-        while svc_changes.try_recv().is_ok() || slice_changes.try_recv().is_ok() {}
+        watch.settle(timing.min_interval).await;
     }
 }

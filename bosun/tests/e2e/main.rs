@@ -1562,6 +1562,73 @@ fn agent_registers_a_node_and_runs_pods_with_logs_exec_and_probes() {
         assert!(Instant::now() < deadline, "no answer on the NodePort");
         std::thread::sleep(Duration::from_millis(300));
     }
+    // Three pods behind one Service: traffic from a pod spreads over all three; one that turns
+    // unready (its readiness file removed) gets no more.
+    let manifest = dir.path().join("spread.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: spread}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: spread}}
+  template:
+    metadata: {labels: {app: spread}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: docker.io/e2e/busybox:1
+        env: [{name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+        command: [sh, -c, "mkdir -p /www; echo $POD > /www/index.html; touch /tmp/ready; exec httpd -f -p 80 -h /www"]
+        readinessProbe: {exec: {command: [test, -f, /tmp/ready]}, periodSeconds: 1}
+"#,
+    )
+    .unwrap();
+    k.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    k.ok(&["expose", "deployment", "spread", "--port=80"]);
+    let spread_ip = k.ok(&["get", "svc", "spread", "-o", "jsonpath={.spec.clusterIP}"]);
+    let answers = || -> std::collections::BTreeSet<String> {
+        let script = format!(
+            "i=0; while [ $i -lt 30 ]; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {spread_ip} 80; i=$((i+1)); done"
+        );
+        let out = k.run(&["exec", "sleeper", "--", "sh", "-c", &script]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("spread-"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let all = loop {
+        let seen = answers();
+        if seen.len() == 3 {
+            break seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "traffic never reached 3 endpoints: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let unready = all.iter().next().unwrap().clone();
+    k.ok(&["exec", &unready, "--", "rm", "/tmp/ready"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = answers();
+        if seen.len() == 2 && !seen.contains(&unready) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the unready pod still gets traffic: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    k.ok(&["delete", "svc", "spread"]);
+    k.ok(&["delete", "deployment", "spread"]);
+
     // A deleted Service's rules go: the ClusterIP no longer answers.
     k.ok(&["delete", "svc", "web-svc", "web-np"]);
     let deadline = Instant::now() + Duration::from_secs(30);
