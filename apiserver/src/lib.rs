@@ -36,6 +36,7 @@ pub mod openapi;
 mod pods;
 pub mod printers;
 mod proxy;
+pub mod rbac;
 pub mod request;
 pub mod resources;
 mod rest;
