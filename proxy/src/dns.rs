@@ -556,7 +556,7 @@ impl ClusterDns {
 
     /// Asks the upstream servers for `name`/`qtype` (recursion desired).
     async fn forward_query(&self, name: &Name, qtype: RecordType) -> Option<Message> {
-        let mut msg = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+        let mut msg = Message::new(crate::random() as u16, MessageType::Query, OpCode::Query);
         msg.metadata.recursion_desired = true;
         msg.add_query(Query::query(name.clone(), qtype));
         let bytes = msg.to_vec().ok()?;
@@ -575,18 +575,6 @@ impl ClusterDns {
         }
         None
     }
-}
-
-fn rand_id() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-    );
-    h.finish() as u16
 }
 
 /// `A-B-C-D.NS.pod.DOMAIN` → the address.

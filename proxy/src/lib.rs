@@ -51,3 +51,17 @@ pub trait Dataplane: Send + Sync {
     /// Removes everything this dataplane installed.
     async fn cleanup(&self) -> Result<()>;
 }
+
+/// A random number for load spreading and query IDs (std's per-process random hash keys,
+/// mixed with the time; not for secrets).
+pub(crate) fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}

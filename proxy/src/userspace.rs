@@ -73,7 +73,7 @@ impl Backends {
         if list.is_empty() {
             return list;
         }
-        let start = random() as usize % list.len();
+        let start = crate::random() as usize % list.len();
         list.rotate_left(start);
         if let Some(timeout) = self.affinity {
             self.sticky.retain(|_, (_, at)| at.elapsed() < timeout);
@@ -91,18 +91,6 @@ impl Backends {
             self.sticky.insert(client, (ep, Instant::now()));
         }
     }
-}
-
-fn random() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }
 
 type Shared = Arc<RwLock<Backends>>;
