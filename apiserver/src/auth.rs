@@ -100,6 +100,94 @@ impl Authenticator for AllowAllOnLoopback {
     }
 }
 
+/// Users from a static token file, upstream's `--token-auth-file` format: CSV lines
+/// `token,user,uid[,"group1,group2"]` (blank lines and `#` comments skipped). A request with
+/// `Authorization: Bearer TOKEN` is that user, in `system:authenticated` too; one without the
+/// header, or with an unknown token, is not authenticated (401).
+#[derive(Clone, Debug, Default)]
+pub struct TokenFile {
+    users: std::collections::HashMap<String, UserInfo>,
+}
+
+impl TokenFile {
+    /// Parses the file's text; the error names the bad line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut users = std::collections::HashMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let fields = split_csv(line);
+            let [token, user, ..] = fields.as_slice() else {
+                return Err(format!("line {}: want token,user,uid[,groups]", n + 1));
+            };
+            if token.is_empty() || user.is_empty() {
+                return Err(format!(
+                    "line {}: the token and the user may not be empty",
+                    n + 1
+                ));
+            }
+            let mut groups: Vec<String> = fields
+                .get(3)
+                .map(|g| {
+                    g.split(',')
+                        .map(str::trim)
+                        .filter(|g| !g.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            groups.push("system:authenticated".into());
+            users.insert(
+                token.clone(),
+                UserInfo {
+                    name: user.clone(),
+                    groups,
+                },
+            );
+        }
+        Ok(TokenFile { users })
+    }
+}
+
+/// One CSV line's fields (double quotes group commas; `""` is a quote).
+fn split_csv(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                if let Some(f) = fields.last_mut() {
+                    f.push('"');
+                }
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(String::new()),
+            (c, _) => {
+                if let Some(f) = fields.last_mut() {
+                    f.push(c);
+                }
+            }
+        }
+    }
+    fields.into_iter().map(|f| f.trim().to_owned()).collect()
+}
+
+#[async_trait::async_trait]
+impl Authenticator for TokenFile {
+    async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Option<UserInfo>, ApiError> {
+        let token = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        Ok(token.and_then(|t| self.users.get(t)).cloned())
+    }
+}
+
 /// Allows everything.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AlwaysAllow;
@@ -263,5 +351,57 @@ impl AdmissionPlugin for DefaultTolerationSeconds {
             crate::defaults::default_tolerations(obj);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn token_file_users() {
+        let file = TokenFile::parse("# users\nt0k3n,alice,1,\"dev,ops\"\n\nother,bob,2\n").unwrap();
+        let mut h = http::HeaderMap::new();
+        assert_eq!(file.authenticate(&h).await.unwrap(), None, "no credentials");
+        h.insert(http::header::AUTHORIZATION, "Bearer t0k3n".parse().unwrap());
+        let alice = file.authenticate(&h).await.unwrap().unwrap();
+        assert_eq!(alice.name, "alice");
+        assert_eq!(alice.groups, ["dev", "ops", "system:authenticated"]);
+        h.insert(http::header::AUTHORIZATION, "Bearer nope".parse().unwrap());
+        assert_eq!(file.authenticate(&h).await.unwrap(), None);
+        h.insert(http::header::AUTHORIZATION, "Bearer other".parse().unwrap());
+        assert_eq!(
+            file.authenticate(&h).await.unwrap().unwrap().groups,
+            ["system:authenticated"]
+        );
+        assert!(TokenFile::parse("lonely\n").unwrap_err().contains("line 1"));
+        assert!(TokenFile::parse(",bob,1\n").is_err());
+        assert_eq!(split_csv(r#"a,"b,""c""",d"#), ["a", "b,\"c\"", "d"]);
+    }
+
+    proptest::proptest! {
+        /// Any file text parses or fails with a message; any header value authenticates or
+        /// not — never a panic; a parsed line's token finds its user.
+        #[test]
+        fn token_files_and_headers_never_panic(
+            text in ".{0,200}",
+            header in proptest::collection::vec(proptest::num::u8::ANY, 0..80),
+            token in "[A-Za-z0-9]{1,20}",
+            user in "[a-z]{1,10}",
+        ) {
+            let _ = TokenFile::parse(&text);
+            let file = TokenFile::parse(&format!("{token},{user},1\n")).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            if let Ok(v) = http::HeaderValue::from_bytes(&header) {
+                let mut h = http::HeaderMap::new();
+                h.insert(http::header::AUTHORIZATION, v);
+                let _ = rt.block_on(file.authenticate(&h)).unwrap();
+            }
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+            let found = rt.block_on(file.authenticate(&h)).unwrap().unwrap();
+            proptest::prop_assert_eq!(found.name, user);
+        }
     }
 }

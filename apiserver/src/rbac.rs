@@ -26,11 +26,12 @@
 //! assert!(!state.allows(&alice, &Access::resource("delete", "", "pods", Some("default"))));
 //! ```
 
-use crate::auth::UserInfo;
+use crate::auth::{Authorizer, Decision, RequestInfo, UserInfo};
 use bosun_api_types::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 /// What a request asks, as RBAC sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -263,6 +264,54 @@ pub fn forbidden_message(user: &UserInfo, access: &Access) -> String {
     )
 }
 
+/// The RBAC [`Authorizer`], deciding from a snapshot its owner keeps current
+/// ([`RbacAuthorizer::set`], as roles and bindings change). It allows or has no opinion, so
+/// other authorizers may be chained after it, as upstream's.
+#[derive(Clone, Default)]
+pub struct RbacAuthorizer {
+    state: Arc<RwLock<Arc<RbacState>>>,
+}
+
+impl RbacAuthorizer {
+    /// An authorizer deciding from `state`.
+    pub fn new(state: RbacState) -> Self {
+        RbacAuthorizer {
+            state: Arc::new(RwLock::new(Arc::new(state))),
+        }
+    }
+
+    /// Replaces the snapshot.
+    pub fn set(&self, state: RbacState) {
+        let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+        *s = Arc::new(state);
+    }
+
+    /// The snapshot decisions are made from.
+    pub fn state(&self) -> Arc<RbacState> {
+        Arc::clone(&self.state.read().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Authorizer for RbacAuthorizer {
+    async fn authorize(&self, user: &UserInfo, req: &RequestInfo<'_>) -> Decision {
+        let access = Access {
+            verb: req.verb,
+            group: req.group,
+            resource: req.resource,
+            subresource: req.subresource,
+            namespace: req.namespace,
+            name: req.name,
+            path: None,
+        };
+        if self.state().allows(user, &access) {
+            Decision::Allow
+        } else {
+            Decision::NoOpinion
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -394,6 +443,26 @@ mod tests {
             &user("root", &["system:masters"]),
             &Access::resource("delete", "", "nodes", None)
         ));
+        // The same, through the Authorizer seam.
+        let authz = RbacAuthorizer::default();
+        let req = RequestInfo {
+            verb: "list",
+            group: "",
+            version: "v1",
+            resource: "pods",
+            subresource: None,
+            namespace: Some("a"),
+            name: None,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(
+            rt.block_on(authz.authorize(&bob, &req)),
+            Decision::NoOpinion
+        );
+        authz.set(st.clone());
+        assert_eq!(rt.block_on(authz.authorize(&bob, &req)), Decision::Allow);
         assert_eq!(
             forbidden_message(&bob, &Access::resource("create", "", "pods", Some("a"))),
             r#"User "bob" cannot create resource "pods" in API group "" in the namespace "a""#
