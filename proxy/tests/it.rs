@@ -186,6 +186,26 @@ impl Drop for Netns {
     }
 }
 
+/// `nft list table ip bosun-proxy` inside `ns`; `None` when there is no such table.
+fn nft_table(ns: &Netns) -> Option<String> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "bosun-proxy",
+        ])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Connects to `addr` and reads what the server says (its name), or the error.
 fn fetch(addr: &str) -> std::result::Result<String, std::io::ErrorKind> {
     let mut c =
@@ -299,20 +319,7 @@ async fn real_nftables_spread_traffic_and_follow_changes() {
     dp.sync(&model::build(&services[1..], &slices))
         .await
         .unwrap();
-    let listing = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0,
-            "nft",
-            "list",
-            "table",
-            "ip",
-            "bosun-proxy",
-        ])
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&listing.stdout);
+    let listing = nft_table(&ns).expect("the table exists");
     assert!(!listing.contains("10.96.0.10"), "{listing}");
     assert!(listing.contains("10.96.0.11"), "{listing}");
     assert!(
@@ -328,20 +335,7 @@ async fn real_nftables_spread_traffic_and_follow_changes() {
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert_eq!((dp.counts().full, dp.counts().incremental), (1, 3));
     dp.cleanup().await.unwrap();
-    let gone = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0,
-            "nft",
-            "list",
-            "table",
-            "ip",
-            "bosun-proxy",
-        ])
-        .output()
-        .unwrap();
-    assert!(!gone.status.success());
+    assert_eq!(nft_table(&ns), None, "cleanup removes the table");
 }
 
 /// The userspace dataplane in a network namespace: cluster IPs become local addresses, TCP
