@@ -57,6 +57,56 @@ pub struct RequestInfo<'a> {
     pub namespace: Option<&'a str>,
     /// Object name, if any.
     pub name: Option<&'a str>,
+    /// For a request outside the resource API (`/healthz`, `/api`, `/metrics`): its path.
+    /// The verb is then the HTTP method in lower case (`get`, `post`), and the resource
+    /// fields are empty.
+    pub path: Option<&'a str>,
+}
+
+impl<'a> RequestInfo<'a> {
+    /// A request for `path` outside the resource API, with the HTTP method's verb.
+    pub fn non_resource(verb: &'a str, path: &'a str) -> Self {
+        RequestInfo {
+            verb,
+            group: "",
+            version: "",
+            resource: "",
+            subresource: None,
+            namespace: None,
+            name: None,
+            path: Some(path),
+        }
+    }
+}
+
+/// What a request presents to prove who sent it.
+#[derive(Clone, Copy, Debug)]
+pub struct Credentials<'a> {
+    /// The request's headers (`Authorization: Bearer …`).
+    pub headers: &'a http::HeaderMap,
+    /// The client certificate chain, leaf first, that the TLS handshake verified against the
+    /// cluster CA; empty over plain HTTP or when the client sent none.
+    pub client_certificates: &'a [rustls::pki_types::CertificateDer<'static>],
+}
+
+impl<'a> Credentials<'a> {
+    /// Credentials of these headers only (no client certificate).
+    pub fn headers(headers: &'a http::HeaderMap) -> Self {
+        Credentials {
+            headers,
+            client_certificates: &[],
+        }
+    }
+
+    /// The bearer token, if the request carries one.
+    pub fn bearer_token(&self) -> Option<&'a str> {
+        self.headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    }
 }
 
 /// An authorizer's answer.
@@ -73,9 +123,9 @@ pub enum Decision {
 /// Finds out who made a request.
 #[async_trait::async_trait]
 pub trait Authenticator: Send + Sync {
-    /// The user behind these request headers; `None` when the request carries no credentials
-    /// this authenticator accepts (answered 401).
-    async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Option<UserInfo>, ApiError>;
+    /// The user behind these credentials; `None` when the request carries none this
+    /// authenticator accepts (answered 401 unless another authenticator knows the user).
+    async fn authenticate(&self, req: &Credentials<'_>) -> Result<Option<UserInfo>, ApiError>;
 }
 
 /// Decides whether a user may make a request.
@@ -83,6 +133,17 @@ pub trait Authenticator: Send + Sync {
 pub trait Authorizer: Send + Sync {
     /// The decision for `user` doing `req`.
     async fn authorize(&self, user: &UserInfo, req: &RequestInfo<'_>) -> Decision;
+
+    /// The rules `user` has in `namespace` (cluster-wide ones included), for
+    /// SelfSubjectRulesReview (`kubectl auth can-i --list`); `None` when this authorizer
+    /// cannot enumerate them (the review then says it is incomplete).
+    async fn rules(
+        &self,
+        _user: &UserInfo,
+        _namespace: &str,
+    ) -> Option<Vec<bosun_api_types::rbac::v1::PolicyRule>> {
+        None
+    }
 }
 
 /// Every request is the cluster admin (`admin` in `system:masters`). Acceptable only while the
@@ -92,7 +153,7 @@ pub struct AllowAllOnLoopback;
 
 #[async_trait::async_trait]
 impl Authenticator for AllowAllOnLoopback {
-    async fn authenticate(&self, _: &http::HeaderMap) -> Result<Option<UserInfo>, ApiError> {
+    async fn authenticate(&self, _: &Credentials<'_>) -> Result<Option<UserInfo>, ApiError> {
         Ok(Some(UserInfo {
             name: "admin".into(),
             groups: vec!["system:masters".into(), "system:authenticated".into()],
@@ -110,6 +171,15 @@ pub struct TokenFile {
 }
 
 impl TokenFile {
+    /// Adds (or replaces) the user a token stands for; `system:authenticated` is added to its
+    /// groups.
+    pub fn insert(&mut self, token: impl Into<String>, mut user: UserInfo) {
+        if !user.groups.iter().any(|g| g == "system:authenticated") {
+            user.groups.push("system:authenticated".into());
+        }
+        self.users.insert(token.into(), user);
+    }
+
     /// Parses the file's text; the error names the bad line.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut users = std::collections::HashMap::new();
@@ -178,13 +248,70 @@ fn split_csv(line: &str) -> Vec<String> {
 
 #[async_trait::async_trait]
 impl Authenticator for TokenFile {
-    async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Option<UserInfo>, ApiError> {
-        let token = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        Ok(token.and_then(|t| self.users.get(t)).cloned())
+    async fn authenticate(&self, req: &Credentials<'_>) -> Result<Option<UserInfo>, ApiError> {
+        Ok(req.bearer_token().and_then(|t| self.users.get(t)).cloned())
+    }
+}
+
+/// Users from client certificates (upstream's x509 authenticator): the leaf certificate's
+/// CN is the user and each O a group, plus `system:authenticated`. The server hands over only
+/// certificates its TLS handshake verified against the cluster CA.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct X509;
+
+#[async_trait::async_trait]
+impl Authenticator for X509 {
+    async fn authenticate(&self, req: &Credentials<'_>) -> Result<Option<UserInfo>, ApiError> {
+        let Some(leaf) = req.client_certificates.first() else {
+            return Ok(None);
+        };
+        Ok(
+            crate::pki::certificate_user(leaf).map(|(name, mut groups)| {
+                if !groups.iter().any(|g| g == "system:authenticated") {
+                    groups.push("system:authenticated".into());
+                }
+                UserInfo { name, groups }
+            }),
+        )
+    }
+}
+
+/// Asks each authenticator in turn; the first that knows the user wins (upstream's union).
+/// An error is returned only when no authenticator knows the user.
+#[derive(Clone, Default)]
+pub struct Union(pub Vec<Arc<dyn Authenticator>>);
+
+#[async_trait::async_trait]
+impl Authenticator for Union {
+    async fn authenticate(&self, req: &Credentials<'_>) -> Result<Option<UserInfo>, ApiError> {
+        let mut failed = None;
+        for a in &self.0 {
+            match a.authenticate(req).await {
+                Ok(Some(user)) => return Ok(Some(user)),
+                Ok(None) => {}
+                Err(e) => failed = Some(e),
+            }
+        }
+        failed.map_or(Ok(None), Err)
+    }
+}
+
+/// A request without credentials is `system:anonymous` in `system:unauthenticated`
+/// (upstream's `--anonymous-auth`). Put last in a [`Union`]; a request that presented a
+/// token no authenticator accepted stays unauthenticated (401), as upstream's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Anonymous;
+
+#[async_trait::async_trait]
+impl Authenticator for Anonymous {
+    async fn authenticate(&self, req: &Credentials<'_>) -> Result<Option<UserInfo>, ApiError> {
+        if req.headers.contains_key(http::header::AUTHORIZATION) {
+            return Ok(None);
+        }
+        Ok(Some(UserInfo {
+            name: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+        }))
     }
 }
 
@@ -196,6 +323,14 @@ pub struct AlwaysAllow;
 impl Authorizer for AlwaysAllow {
     async fn authorize(&self, _: &UserInfo, _: &RequestInfo<'_>) -> Decision {
         Decision::Allow
+    }
+
+    async fn rules(
+        &self,
+        _: &UserInfo,
+        _: &str,
+    ) -> Option<Vec<bosun_api_types::rbac::v1::PolicyRule>> {
+        Some(crate::rbac::everything())
     }
 }
 
@@ -363,16 +498,31 @@ mod tests {
     async fn token_file_users() {
         let file = TokenFile::parse("# users\nt0k3n,alice,1,\"dev,ops\"\n\nother,bob,2\n").unwrap();
         let mut h = http::HeaderMap::new();
-        assert_eq!(file.authenticate(&h).await.unwrap(), None, "no credentials");
+        assert_eq!(
+            file.authenticate(&Credentials::headers(&h)).await.unwrap(),
+            None,
+            "no credentials"
+        );
         h.insert(http::header::AUTHORIZATION, "Bearer t0k3n".parse().unwrap());
-        let alice = file.authenticate(&h).await.unwrap().unwrap();
+        let alice = file
+            .authenticate(&Credentials::headers(&h))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(alice.name, "alice");
         assert_eq!(alice.groups, ["dev", "ops", "system:authenticated"]);
         h.insert(http::header::AUTHORIZATION, "Bearer nope".parse().unwrap());
-        assert_eq!(file.authenticate(&h).await.unwrap(), None);
+        assert_eq!(
+            file.authenticate(&Credentials::headers(&h)).await.unwrap(),
+            None
+        );
         h.insert(http::header::AUTHORIZATION, "Bearer other".parse().unwrap());
         assert_eq!(
-            file.authenticate(&h).await.unwrap().unwrap().groups,
+            file.authenticate(&Credentials::headers(&h))
+                .await
+                .unwrap()
+                .unwrap()
+                .groups,
             ["system:authenticated"]
         );
         assert!(TokenFile::parse("lonely\n").unwrap_err().contains("line 1"));
@@ -396,11 +546,11 @@ mod tests {
             if let Ok(v) = http::HeaderValue::from_bytes(&header) {
                 let mut h = http::HeaderMap::new();
                 h.insert(http::header::AUTHORIZATION, v);
-                let _ = rt.block_on(file.authenticate(&h)).unwrap();
+                let _ = rt.block_on(file.authenticate(&Credentials::headers(&h))).unwrap();
             }
             let mut h = http::HeaderMap::new();
             h.insert(http::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
-            let found = rt.block_on(file.authenticate(&h)).unwrap().unwrap();
+            let found = rt.block_on(file.authenticate(&Credentials::headers(&h))).unwrap().unwrap();
             proptest::prop_assert_eq!(found.name, user);
         }
     }

@@ -240,6 +240,22 @@ impl ApiError {
         req: &crate::auth::RequestInfo<'_>,
         reason: &str,
     ) -> Self {
+        if let Some(path) = req.path {
+            let mut message = format!(
+                "forbidden: User \"{}\" cannot {} path \"{path}\"",
+                user.name, req.verb
+            );
+            if !reason.is_empty() {
+                message.push_str(": ");
+                message.push_str(reason);
+            }
+            return ApiError {
+                code: 403,
+                reason: "Forbidden",
+                message,
+                details: Some(Box::default()),
+            };
+        }
         let resource = match req.subresource {
             Some(sub) => format!("{}/{sub}", req.resource),
             None => req.resource.to_owned(),

@@ -30,6 +30,7 @@ use crate::auth::{Authorizer, Decision, RequestInfo, UserInfo};
 use bosun_api_types::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
+use futures_util::FutureExt;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -177,10 +178,7 @@ impl RbacState {
                     )
                 })
                 .collect(),
-            cluster_roles: cluster_roles
-                .iter()
-                .map(|r| (r.metadata.name.clone().unwrap_or_default(), r.rules.clone()))
-                .collect(),
+            cluster_roles: aggregate(cluster_roles),
             role_bindings: role_bindings
                 .iter()
                 .map(|b| {
@@ -244,6 +242,347 @@ impl RbacState {
     }
 }
 
+/// The rules of each ClusterRole, with aggregation applied: a role with an `aggregationRule`
+/// has the rules of every other ClusterRole its selectors match (its own list is the
+/// aggregation's to write, as upstream), to a fixed point, so `admin` gets `edit`'s aggregated rules as upstream's controller converges to.
+pub fn aggregate(cluster_roles: &[ClusterRole]) -> HashMap<String, Vec<PolicyRule>> {
+    use bosun_api_types::selector::LabelSelectorExt;
+    let mut rules: HashMap<String, Vec<PolicyRule>> = cluster_roles
+        .iter()
+        .map(|r| (r.metadata.name.clone().unwrap_or_default(), r.rules.clone()))
+        .collect();
+    let aggregated: Vec<(&str, Vec<bosun_api_types::selector::Selector>)> = cluster_roles
+        .iter()
+        .filter_map(|r| {
+            let rule = r.aggregation_rule.as_ref()?;
+            let selectors = rule
+                .cluster_role_selectors
+                .iter()
+                .filter_map(|s| s.to_selector().ok())
+                .collect();
+            Some((r.metadata.name.as_deref().unwrap_or_default(), selectors))
+        })
+        .collect();
+    // Each pass can carry rules one aggregation level further; roles nest a few levels deep.
+    for _ in 0..8 {
+        let mut changed = false;
+        for (name, selectors) in &aggregated {
+            let mut merged: Vec<PolicyRule> = Vec::new();
+            for other in cluster_roles {
+                let other_name = other.metadata.name.as_deref().unwrap_or_default();
+                if other_name == *name
+                    || !selectors.iter().any(|s| s.matches(&other.metadata.labels))
+                {
+                    continue;
+                }
+                for r in rules.get(other_name).into_iter().flatten() {
+                    if !merged.contains(r) {
+                        merged.push(r.clone());
+                    }
+                }
+            }
+            if rules.get(*name) != Some(&merged) {
+                rules.insert((*name).to_owned(), merged);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    rules
+}
+
+/// Whether `owner`'s rules allow everything `rule` grants (upstream's `Covers`): each verb,
+/// group, resource and name of `rule` taken literally, so a `*` in it is covered only by a
+/// `*` the owner holds.
+pub fn covers(owner: &[&PolicyRule], rule: &PolicyRule) -> bool {
+    let held = |access: &Access| owner.iter().any(|o| rule_allows(o, access));
+    for verb in &rule.verbs {
+        for url in &rule.non_resource_urls {
+            if !held(&Access::path(verb, url)) {
+                return false;
+            }
+        }
+        for group in &rule.api_groups {
+            for resource in &rule.resources {
+                let (resource, sub) = match resource.split_once('/') {
+                    Some((r, s)) => (r, Some(s)),
+                    None => (resource.as_str(), None),
+                };
+                let base = Access {
+                    verb,
+                    group,
+                    resource,
+                    subresource: sub,
+                    namespace: None,
+                    name: None,
+                    path: None,
+                };
+                let ok = if rule.resource_names.is_empty() {
+                    held(&base)
+                } else {
+                    rule.resource_names.iter().all(|n| {
+                        held(&Access {
+                            name: Some(n),
+                            ..base
+                        })
+                    })
+                };
+                if !ok {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Escalation prevention for RBAC writes (upstream does it in the RBAC storage): a user may
+/// create or update a Role or ClusterRole only with permissions they hold themselves (or with
+/// the `escalate` verb on it), and bind a role only when they hold its permissions (or the
+/// `bind` verb on it). `system:masters` may do both.
+#[derive(Clone)]
+pub struct EscalationCheck {
+    authorizer: RbacAuthorizer,
+}
+
+impl EscalationCheck {
+    /// The check over `authorizer`'s snapshot.
+    pub fn new(authorizer: RbacAuthorizer) -> Self {
+        EscalationCheck { authorizer }
+    }
+}
+
+fn rule_text(r: &PolicyRule) -> String {
+    let mut parts = Vec::new();
+    let list = |v: &[String]| {
+        format!(
+            "[{}]",
+            v.iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    };
+    if !r.api_groups.is_empty() {
+        parts.push(format!("APIGroups:{}", list(&r.api_groups)));
+    }
+    if !r.resources.is_empty() {
+        parts.push(format!("Resources:{}", list(&r.resources)));
+    }
+    if !r.resource_names.is_empty() {
+        parts.push(format!("ResourceNames:{}", list(&r.resource_names)));
+    }
+    if !r.non_resource_urls.is_empty() {
+        parts.push(format!("NonResourceURLs:{}", list(&r.non_resource_urls)));
+    }
+    parts.push(format!("Verbs:{}", list(&r.verbs)));
+    format!("{{{}}}", parts.join(", "))
+}
+
+#[async_trait::async_trait]
+impl crate::auth::AdmissionPlugin for EscalationCheck {
+    fn name(&self) -> &str {
+        "RBACEscalation"
+    }
+
+    async fn validate(
+        &self,
+        req: &crate::auth::AdmissionRequest<'_>,
+        obj: &crate::object::Object,
+    ) -> Result<(), crate::ApiError> {
+        let r = req.resource;
+        if r.group != "rbac.authorization.k8s.io"
+            || req.operation == crate::auth::Operation::Delete
+            || req.user.groups.iter().any(|g| g == "system:masters")
+        {
+            return Ok(());
+        }
+        let state = self.authorizer.state();
+        let ns = req.namespace;
+        let value = serde_json::Value::Object(obj.clone());
+        let (wanted, exempt) = match r.plural.as_str() {
+            "roles" | "clusterroles" => {
+                let rules: Vec<PolicyRule> =
+                    serde_json::from_value(value["rules"].clone()).unwrap_or_default();
+                let access = Access {
+                    verb: "escalate",
+                    group: &r.group,
+                    resource: &r.plural,
+                    subresource: None,
+                    namespace: ns,
+                    name: Some(req.name),
+                    path: None,
+                };
+                (rules, state.allows(req.user, &access))
+            }
+            "rolebindings" | "clusterrolebindings" => {
+                let role_ref: RoleRef =
+                    serde_json::from_value(value["roleRef"].clone()).unwrap_or_default();
+                let rules = match role_ref.kind.as_str() {
+                    "Role" => state
+                        .roles
+                        .get(&(ns.unwrap_or_default().to_owned(), role_ref.name.clone()))
+                        .cloned(),
+                    _ => state.cluster_roles.get(&role_ref.name).cloned(),
+                }
+                .unwrap_or_default();
+                let resource = if role_ref.kind == "Role" {
+                    "roles"
+                } else {
+                    "clusterroles"
+                };
+                let access = Access {
+                    verb: "bind",
+                    group: "rbac.authorization.k8s.io",
+                    resource,
+                    subresource: None,
+                    namespace: ns,
+                    name: Some(&role_ref.name),
+                    path: None,
+                };
+                (rules, state.allows(req.user, &access))
+            }
+            _ => return Ok(()),
+        };
+        if exempt {
+            return Ok(());
+        }
+        let owner = state.rules_for(req.user, ns);
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|rule| !covers(&owner, rule))
+            .map(rule_text)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let qualified = format!("{}.{}", r.plural, r.group);
+        Err(crate::ApiError {
+            code: 403,
+            reason: "Forbidden",
+            message: format!(
+                "{qualified} {:?} is forbidden: user {:?} (groups={:?}) is attempting to grant RBAC permissions not currently held:\n{}",
+                req.name,
+                req.user.name,
+                req.user.groups,
+                missing.join("\n"),
+            ),
+            details: Some(Box::new(bosun_api_types::meta::v1::StatusDetails {
+                name: Some(req.name.to_owned()),
+                group: Some(r.group.clone()),
+                kind: Some(r.plural.clone()),
+                ..Default::default()
+            })),
+        })
+    }
+}
+
+/// Store key prefix of every RBAC object (roles, cluster roles and their bindings).
+const RBAC_PREFIX: &str = "/registry/rbac.authorization.k8s.io/";
+
+/// Reads every RBAC object in `store` into a snapshot, and writes the aggregated rules into
+/// ClusterRoles with an `aggregationRule` whose stored rules differ (upstream's
+/// clusterrole-aggregation controller), so `kubectl get clusterrole view -o yaml` shows them.
+pub async fn load(store: &dyn bosun_store::Store) -> Result<RbacState, bosun_store::Error> {
+    let page = store
+        .range(bosun_store::RangeRequest::prefix(RBAC_PREFIX))
+        .await?;
+    let (mut roles, mut cluster_roles, mut role_bindings, mut cluster_role_bindings) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut revisions = HashMap::new();
+    for kv in &page.kvs {
+        let rest = kv.key.trim_start_matches(RBAC_PREFIX);
+        let parsed = match rest.split('/').next() {
+            Some("roles") => serde_json::from_slice(&kv.value).map(|r| roles.push(r)),
+            Some("clusterroles") => serde_json::from_slice::<ClusterRole>(&kv.value).map(|r| {
+                revisions.insert(r.metadata.name.clone().unwrap_or_default(), kv);
+                cluster_roles.push(r);
+            }),
+            Some("rolebindings") => {
+                serde_json::from_slice(&kv.value).map(|b| role_bindings.push(b))
+            }
+            Some("clusterrolebindings") => {
+                serde_json::from_slice(&kv.value).map(|b| cluster_role_bindings.push(b))
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = parsed {
+            tracing::warn!(key = %kv.key, error = %e, "skipping an RBAC object that does not parse");
+        }
+    }
+    let state = RbacState::new(
+        &roles,
+        &cluster_roles,
+        &role_bindings,
+        &cluster_role_bindings,
+    );
+    for role in cluster_roles
+        .iter()
+        .filter(|r| r.aggregation_rule.is_some())
+    {
+        let name = role.metadata.name.clone().unwrap_or_default();
+        let (Some(want), Some(kv)) = (state.cluster_roles.get(&name), revisions.get(&name)) else {
+            continue;
+        };
+        if *want == role.rules {
+            continue;
+        }
+        let Ok(mut obj) = serde_json::from_slice::<serde_json::Value>(&kv.value) else {
+            continue;
+        };
+        obj["rules"] = serde_json::to_value(want).unwrap_or_default();
+        let Ok(bytes) = serde_json::to_vec(&obj) else {
+            continue;
+        };
+        // A conflict means someone else wrote it: the next pass sees their version.
+        if let Err(e) = store.update(&kv.key, bytes.into(), kv.mod_revision).await {
+            tracing::debug!(role = %name, error = %e, "aggregated rules not written");
+        }
+    }
+    Ok(state)
+}
+
+/// Loads the RBAC snapshot into `authorizer` now, then keeps it current as roles and bindings
+/// change (a watch on the store; every change reloads, as the objects are few).
+pub async fn keep_current(
+    store: Arc<dyn bosun_store::Store>,
+    authorizer: RbacAuthorizer,
+) -> Result<(), bosun_store::Error> {
+    let mut from = store.current_revision().await?;
+    authorizer.set(load(store.as_ref()).await?);
+    tokio::spawn(async move {
+        loop {
+            let mut watch = match store.watch(RBAC_PREFIX, from).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching RBAC objects failed; reloading");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    from = store.current_revision().await.unwrap_or(from);
+                    if let Ok(state) = load(store.as_ref()).await {
+                        authorizer.set(state);
+                    }
+                    continue;
+                }
+            };
+            while let Some(ev) = watch.next().await {
+                let Ok(ev) = ev else { break };
+                from = from.max(ev.revision());
+                // Coalesce a burst (a `kubectl apply` of many bindings) into one reload.
+                while let Some(Some(Ok(ev))) = watch.next().now_or_never() {
+                    from = from.max(ev.revision());
+                }
+                match load(store.as_ref()).await {
+                    Ok(state) => authorizer.set(state),
+                    Err(e) => tracing::warn!(error = %e, "reloading RBAC objects failed"),
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Upstream's wording of a refusal (`User "bob" cannot list resource "pods" in API group ""
 /// in the namespace "default"`).
 pub fn forbidden_message(user: &UserInfo, access: &Access) -> String {
@@ -292,17 +631,53 @@ impl RbacAuthorizer {
     }
 }
 
+/// Rules allowing everything (what `system:masters` and `cluster-admin` have).
+pub fn everything() -> Vec<PolicyRule> {
+    let all = || vec!["*".to_owned()];
+    vec![
+        PolicyRule {
+            verbs: all(),
+            api_groups: all(),
+            resources: all(),
+            ..Default::default()
+        },
+        PolicyRule {
+            verbs: all(),
+            non_resource_urls: all(),
+            ..Default::default()
+        },
+    ]
+}
+
 #[async_trait::async_trait]
 impl Authorizer for RbacAuthorizer {
+    async fn rules(&self, user: &UserInfo, namespace: &str) -> Option<Vec<PolicyRule>> {
+        if user.groups.iter().any(|g| g == "system:masters") {
+            return Some(everything());
+        }
+        let state = self.state();
+        let ns = Some(namespace).filter(|n| !n.is_empty());
+        let mut out: Vec<PolicyRule> = Vec::new();
+        for r in state.rules_for(user, ns) {
+            if !out.contains(r) {
+                out.push(r.clone());
+            }
+        }
+        Some(out)
+    }
+
     async fn authorize(&self, user: &UserInfo, req: &RequestInfo<'_>) -> Decision {
-        let access = Access {
-            verb: req.verb,
-            group: req.group,
-            resource: req.resource,
-            subresource: req.subresource,
-            namespace: req.namespace,
-            name: req.name,
-            path: None,
+        let access = match req.path {
+            Some(path) => Access::path(req.verb, path),
+            None => Access {
+                verb: req.verb,
+                group: req.group,
+                resource: req.resource,
+                subresource: req.subresource,
+                namespace: req.namespace,
+                name: req.name,
+                path: None,
+            },
         };
         if self.state().allows(user, &access) {
             Decision::Allow
@@ -328,6 +703,113 @@ mod tests {
             name: name.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn covers_takes_the_granted_rule_literally() {
+        let rule = |v: serde_json::Value| serde_json::from_value::<PolicyRule>(v).unwrap();
+        let owner = [
+            rule(
+                json!({"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods", "pods/log"]}),
+            ),
+            rule(json!({"verbs": ["*"], "apiGroups": ["apps"], "resources": ["*"]})),
+            rule(json!({"verbs": ["get"], "nonResourceURLs": ["/apis/*"]})),
+        ];
+        let owner: Vec<&PolicyRule> = owner.iter().collect();
+        let ok = |v| covers(&owner, &rule(v));
+        assert!(ok(
+            json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]})
+        ));
+        assert!(ok(
+            json!({"verbs": ["list"], "apiGroups": [""], "resources": ["pods/log"], "resourceNames": ["a"]})
+        ));
+        assert!(ok(
+            json!({"verbs": ["*"], "apiGroups": ["apps"], "resources": ["*"]})
+        ));
+        assert!(ok(
+            json!({"verbs": ["get"], "nonResourceURLs": ["/apis/apps"]})
+        ));
+        assert!(!ok(
+            json!({"verbs": ["delete"], "apiGroups": [""], "resources": ["pods"]})
+        ));
+        assert!(!ok(
+            json!({"verbs": ["*"], "apiGroups": [""], "resources": ["pods"]})
+        ));
+        assert!(!ok(
+            json!({"verbs": ["get"], "apiGroups": ["*"], "resources": ["pods"]})
+        ));
+        assert!(!ok(
+            json!({"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"]})
+        ));
+        assert!(!ok(
+            json!({"verbs": ["get"], "nonResourceURLs": ["/metrics"]})
+        ));
+        assert!(
+            ok(json!({"verbs": [], "apiGroups": [""], "resources": ["secrets"]})),
+            "grants nothing"
+        );
+    }
+
+    #[test]
+    fn bootstrap_roles_aggregate_view_into_edit_into_admin() {
+        let roles: Vec<ClusterRole> = crate::bootstrap_policy::cluster_roles()
+            .into_iter()
+            .map(|r| serde_json::from_value(r).unwrap())
+            .collect();
+        let bindings: Vec<RoleBinding> = ["view", "edit", "admin"]
+            .iter()
+            .map(|role| {
+                serde_json::from_value(json!({
+                    "metadata": {"name": role, "namespace": "ns"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                    "subjects": [{"kind": "User", "name": format!("{role}-user")}],
+                }))
+                .unwrap()
+            })
+            .collect();
+        let state = RbacState::new(&[], &roles, &bindings, &[]);
+        let user = |n: &str| UserInfo {
+            name: format!("{n}-user"),
+            groups: vec!["system:authenticated".into()],
+        };
+        let can = |who: &str, verb: &str, group: &str, resource: &str| {
+            state.allows(
+                &user(who),
+                &Access::resource(verb, group, resource, Some("ns")),
+            )
+        };
+        // view reads, but not secrets; edit writes and reads secrets; admin grants roles.
+        assert!(can("view", "list", "apps", "deployments"));
+        assert!(!can("view", "get", "", "secrets"));
+        assert!(!can("view", "create", "", "configmaps"));
+        assert!(can("edit", "create", "", "configmaps"));
+        assert!(can("edit", "get", "", "secrets"));
+        assert!(
+            can("edit", "list", "apps", "deployments"),
+            "edit has view's rules"
+        );
+        assert!(!can(
+            "edit",
+            "create",
+            "rbac.authorization.k8s.io",
+            "rolebindings"
+        ));
+        assert!(can(
+            "admin",
+            "create",
+            "rbac.authorization.k8s.io",
+            "rolebindings"
+        ));
+        assert!(
+            can("admin", "list", "apps", "deployments"),
+            "admin has view's rules"
+        );
+        assert!(can("admin", "delete", "", "pods"), "admin has edit's rules");
+        // Nothing outside the namespace.
+        assert!(!state.allows(
+            &user("admin"),
+            &Access::resource("list", "", "pods", Some("other"))
+        ));
     }
 
     #[test]
@@ -453,6 +935,7 @@ mod tests {
             subresource: None,
             namespace: Some("a"),
             name: None,
+            path: None,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()

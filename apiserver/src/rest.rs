@@ -337,6 +337,12 @@ pub(crate) async fn access_review(
     ctx: &Ctx<'_>,
     body: &[u8],
 ) -> Result<Option<Response<Body>>, ApiError> {
+    if matches!(ctx.r.plural.as_str(), "selfsubjectreviews" | "tokenreviews") {
+        return identity_review(ctx, body).await.map(Some);
+    }
+    if ctx.r.plural == "selfsubjectrulesreviews" {
+        return rules_review(ctx, body).await.map(Some);
+    }
     let own = match ctx.r.plural.as_str() {
         "selfsubjectaccessreviews" => true,
         "subjectaccessreviews" | "localsubjectaccessreviews" => false,
@@ -364,29 +370,23 @@ pub(crate) async fn access_review(
     };
     let attrs = &spec["resourceAttributes"];
     let s = |k: &str| attrs[k].as_str().filter(|v| !v.is_empty());
-    let (verb, group, version, resource) = if attrs.is_object() {
-        (
-            s("verb").unwrap_or(""),
-            s("group").unwrap_or(""),
-            s("version").unwrap_or(""),
-            s("resource").unwrap_or(""),
-        )
+    let info = if attrs.is_object() {
+        crate::auth::RequestInfo {
+            verb: s("verb").unwrap_or(""),
+            group: s("group").unwrap_or(""),
+            version: s("version").unwrap_or(""),
+            resource: s("resource").unwrap_or(""),
+            subresource: s("subresource"),
+            namespace: s("namespace").or(ctx.namespace),
+            name: s("name"),
+            path: None,
+        }
     } else {
-        (
-            spec["nonResourceAttributes"]["verb"].as_str().unwrap_or(""),
-            "",
-            "",
-            spec["nonResourceAttributes"]["path"].as_str().unwrap_or(""),
+        let non = &spec["nonResourceAttributes"];
+        crate::auth::RequestInfo::non_resource(
+            non["verb"].as_str().unwrap_or(""),
+            non["path"].as_str().unwrap_or(""),
         )
-    };
-    let info = crate::auth::RequestInfo {
-        verb,
-        group,
-        version,
-        resource,
-        subresource: s("subresource"),
-        namespace: s("namespace").or(ctx.namespace),
-        name: s("name"),
     };
     let decision = ctx
         .server
@@ -407,6 +407,106 @@ pub(crate) async fn access_review(
         meta.insert("creationTimestamp".into(), Value::Null);
     }
     json(StatusCode::CREATED, &review).map(Some)
+}
+
+/// `SelfSubjectRulesReview`: what the caller may do in `spec.namespace`, as resource and
+/// non-resource rules (`kubectl auth can-i --list`).
+async fn rules_review(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let format = object::body_format(ctx.content_type)?;
+    let mut review = object::decode_body(body, format)?;
+    object::check_type(ctx.r, &mut review)?;
+    let namespace = review
+        .get("spec")
+        .and_then(|s| s.get("namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let rules = ctx
+        .server
+        .inner
+        .pipeline
+        .authorizer
+        .rules(ctx.user, &namespace)
+        .await;
+    let status = match rules {
+        None => json!({
+            "resourceRules": [],
+            "nonResourceRules": [],
+            "incomplete": true,
+            "evaluationError": "the authorizer cannot list rules",
+        }),
+        Some(rules) => {
+            let mut resource = Vec::new();
+            let mut non_resource = Vec::new();
+            for r in rules {
+                if !r.non_resource_urls.is_empty() {
+                    non_resource
+                        .push(json!({"verbs": r.verbs, "nonResourceURLs": r.non_resource_urls}));
+                }
+                if !r.resources.is_empty() {
+                    let mut rule = json!({
+                        "verbs": r.verbs,
+                        "apiGroups": r.api_groups,
+                        "resources": r.resources,
+                    });
+                    if !r.resource_names.is_empty() {
+                        rule["resourceNames"] = json!(r.resource_names);
+                    }
+                    resource.push(rule);
+                }
+            }
+            json!({"resourceRules": resource, "nonResourceRules": non_resource, "incomplete": false})
+        }
+    };
+    review.insert("status".into(), status);
+    if let Some(Value::Object(meta)) = review.get_mut("metadata") {
+        meta.insert("creationTimestamp".into(), Value::Null);
+    }
+    json(StatusCode::CREATED, &review)
+}
+
+/// `SelfSubjectReview` (who am I: `kubectl auth whoami`) and `TokenReview` (who does this
+/// token stand for, through the server's own authenticators). Nothing is stored.
+async fn identity_review(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let format = object::body_format(ctx.content_type)?;
+    let mut review = object::decode_body(body, format)?;
+    object::check_type(ctx.r, &mut review)?;
+    let user_json = |u: &crate::auth::UserInfo| json!({"username": u.name, "groups": u.groups});
+    let status = if ctx.r.plural == "selfsubjectreviews" {
+        json!({"userInfo": user_json(ctx.user)})
+    } else {
+        let token = review
+            .get("spec")
+            .and_then(|s| s.get("token"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let mut headers = http::HeaderMap::new();
+        if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {token}")) {
+            headers.insert(http::header::AUTHORIZATION, v);
+        }
+        let found = if token.is_empty() {
+            None
+        } else {
+            ctx.server
+                .inner
+                .pipeline
+                .authenticator
+                .authenticate(&crate::auth::Credentials::headers(&headers))
+                .await
+                .ok()
+                .flatten()
+                .filter(|u| u.name != "system:anonymous")
+        };
+        match found {
+            Some(u) => json!({"authenticated": true, "user": user_json(&u)}),
+            None => json!({"authenticated": false, "user": {}, "error": "invalid bearer token"}),
+        }
+    };
+    review.insert("status".into(), status);
+    if let Some(Value::Object(meta)) = review.get_mut("metadata") {
+        meta.insert("creationTimestamp".into(), Value::Null);
+    }
+    json(StatusCode::CREATED, &review)
 }
 
 /// Deletes the parent object of a subresource (`eviction`) with the main resource's rules.
@@ -1916,6 +2016,22 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
     ctx.check_subresource(&[])?;
     ctx.check_verb("delete")?;
     let opts = delete_options(ctx, body)?;
+    // A write racing the delete (a controller updating status) moves the object on: without a
+    // resourceVersion precondition the delete reads it again and retries, as upstream's store.
+    let pinned = opts
+        .preconditions
+        .as_ref()
+        .is_some_and(|p| p.resource_version.is_some());
+    let mut attempts = 0;
+    loop {
+        match delete_once(ctx, &opts).await {
+            Err(e) if e.code == 409 && !pinned && attempts < 10 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+async fn delete_once(ctx: &Ctx<'_>, opts: &DeleteOptions) -> Result<Response<Body>, ApiError> {
     let dry_run = ctx.query.dry_run || opts.dry_run.iter().any(|d| d == "All");
     let name = ctx.name().to_owned();
     let (obj, kv) = ctx.current(&name).await?;
@@ -1950,7 +2066,7 @@ pub(crate) async fn delete(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
     if is_namespace {
         return delete_namespace(ctx, obj, &kv).await;
     }
-    match delete_object(ctx, &opts, obj, &kv).await? {
+    match delete_object(ctx, opts, obj, &kv).await? {
         Deletion::Marked(obj) => object_response(ctx, StatusCode::OK, &obj),
         Deletion::Gone(obj) => deleted_response(ctx, &obj),
     }

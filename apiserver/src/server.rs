@@ -228,11 +228,15 @@ impl ApiServer {
     }
 
     /// Creates the system objects a fresh cluster has (namespaces `default`, `kube-system`,
-    /// `kube-public`, `kube-node-lease`) if missing.
+    /// `kube-public`, `kube-node-lease`, the system priority classes, the bootstrap RBAC
+    /// roles and bindings of [`crate::bootstrap_policy`]) if missing.
     /// Also starts serving the CustomResourceDefinitions in the store, and keeps doing so as
     /// they change.
     pub async fn bootstrap(&self) -> Result<(), ApiError> {
         rest::bootstrap(self).await?;
+        crate::bootstrap_policy::ensure(self.store().as_ref())
+            .await
+            .map_err(ApiError::internal)?;
         self.cache();
         let rev = self
             .inner
@@ -245,11 +249,36 @@ impl ApiServer {
         Ok(())
     }
 
-    /// Accepts connections on `listener` until `shutdown` resolves, then ends open watches and
-    /// waits for in-flight requests.
+    /// Accepts plain-HTTP connections on `listener` until `shutdown` resolves, then ends open
+    /// watches and waits for in-flight requests.
     pub async fn serve(
         self,
         listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        self.serve_with(listener, None, shutdown).await
+    }
+
+    /// As [`ApiServer::serve`], over TLS with `tls` (see [`crate::pki::server_config`]): the
+    /// client certificate a handshake verified is handed to the authenticators.
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        self.serve_with(
+            listener,
+            Some(tokio_rustls::TlsAcceptor::from(tls)),
+            shutdown,
+        )
+        .await
+    }
+
+    async fn serve_with(
+        self,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -267,20 +296,66 @@ impl ApiServer {
                     };
                     let _ = stream.set_nodelay(true);
                     let server = self.clone();
-                    let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(PeerAddr(peer));
-                        let server = server.clone();
-                        async move { Ok::<_, Infallible>(server.handle(req).await) }
-                    });
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    let service = move |certs: ClientCertificates| {
+                        hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                            req.extensions_mut().insert(PeerAddr(peer));
+                            req.extensions_mut().insert(certs.clone());
+                            let server = server.clone();
+                            async move { Ok::<_, Infallible>(server.handle(req).await) }
+                        })
+                    };
+                    match &tls {
+                        None => {
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service(ClientCertificates::default()))
+                                .into_owned();
+                            let conn = graceful.watch(conn);
+                            tokio::spawn(async move {
+                                if let Err(e) = conn.await {
+                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                                }
+                            });
                         }
-                    });
+                        Some(acceptor) => {
+                            // The handshake runs on the connection's own task, bounded, so a
+                            // slow client holds up nobody; the connection joins the graceful
+                            // shutdown once it speaks HTTP.
+                            let acceptor = acceptor.clone();
+                            let builder = builder.clone();
+                            let watcher = graceful.watcher();
+                            tokio::spawn(async move {
+                                let handshake = tokio::time::timeout(
+                                    std::time::Duration::from_secs(10),
+                                    acceptor.accept(stream),
+                                );
+                                let stream = match handshake.await {
+                                    Ok(Ok(s)) => s,
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "TLS handshake timed out");
+                                        return;
+                                    }
+                                };
+                                let certs = ClientCertificates(Arc::new(
+                                    stream
+                                        .get_ref()
+                                        .1
+                                        .peer_certificates()
+                                        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                                        .unwrap_or_default(),
+                                ));
+                                let conn = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), service(certs))
+                                    .into_owned();
+                                if let Err(e) = watcher.watch(conn).await {
+                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                                }
+                            });
+                        }
+                    }
                 }
                 () = &mut shutdown => break,
             }
@@ -293,6 +368,35 @@ impl ApiServer {
             }
         }
         Ok(())
+    }
+
+    /// Who sent `req`, by the pipeline's authenticator (401 when nobody).
+    async fn authenticate<B>(&self, req: &Request<B>) -> Result<crate::auth::UserInfo, ApiError> {
+        let certs = req.extensions().get::<ClientCertificates>();
+        let creds = crate::auth::Credentials {
+            headers: req.headers(),
+            client_certificates: certs.map(|c| c.0.as_slice()).unwrap_or_default(),
+        };
+        self.inner
+            .pipeline
+            .authenticator
+            .authenticate(&creds)
+            .await?
+            .ok_or_else(ApiError::unauthorized)
+    }
+
+    /// Authenticates and authorizes a request outside the resource API (discovery, OpenAPI,
+    /// `/healthz`, `/metrics`, unknown paths) by its path and method.
+    async fn admit_non_resource<B>(&self, req: &Request<B>) -> Result<(), ApiError> {
+        let user = self.authenticate(req).await?;
+        let verb = req.method().as_str().to_ascii_lowercase();
+        let path = req.uri().path();
+        let info = RequestInfo::non_resource(&verb, path);
+        match self.inner.pipeline.authorizer.authorize(&user, &info).await {
+            Decision::Allow => Ok(()),
+            Decision::Deny(reason) => Err(ApiError::forbidden(&user, &info, &reason)),
+            Decision::NoOpinion => Err(ApiError::forbidden(&user, &info, "")),
+        }
     }
 
     /// Answers one request.
@@ -419,7 +523,11 @@ impl ApiServer {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let table = self.resources();
-        let Some(route) = route(req.uri().path(), &table) else {
+        let route = route(req.uri().path(), &table);
+        if !matches!(route, Some(Route::Resource(_))) {
+            self.admit_non_resource(&req).await?;
+        }
+        let Some(route) = route else {
             return Err(ApiError::no_route());
         };
         let accept = header_str(&req, header::ACCEPT).to_owned();
@@ -608,13 +716,7 @@ impl ApiServer {
         let query = Query::parse(req.uri().query())?;
         let output = crate::negotiate::negotiate(accept, r.builtin.is_some())?;
         // Who asks, and may they.
-        let user = self
-            .inner
-            .pipeline
-            .authenticator
-            .authenticate(req.headers())
-            .await?
-            .ok_or_else(ApiError::unauthorized)?;
+        let user = self.authenticate(&req).await?;
         let verb = match (req.method().as_str(), target.name.is_some()) {
             ("GET", true) => "get",
             ("GET", false) if query.watch => "watch",
@@ -636,6 +738,7 @@ impl ApiServer {
             subresource: target.subresource.as_deref(),
             namespace: target.namespace.as_deref(),
             name: target.name.as_deref(),
+            path: None,
         };
         match self.inner.pipeline.authorizer.authorize(&user, &info).await {
             Decision::Allow => {}
@@ -676,7 +779,9 @@ impl ApiServer {
             user_agent: &user_agent,
             user: &user,
         };
-        if r.group == "authorization.k8s.io" && method == Method::POST {
+        if (r.group == "authorization.k8s.io" || r.group == "authentication.k8s.io")
+            && method == Method::POST
+        {
             if let Some(resp) = crate::rest::access_review(&ctx, &body).await? {
                 return Ok(resp);
             }
@@ -721,6 +826,11 @@ struct Audited {
     user: Option<crate::auth::UserInfo>,
     verb: &'static str,
 }
+
+/// The client certificate chain a TLS handshake verified (leaf first), attached to each
+/// request by [`ApiServer::serve_tls`]; empty over plain HTTP.
+#[derive(Clone, Debug, Default)]
+pub struct ClientCertificates(pub Arc<Vec<rustls::pki_types::CertificateDer<'static>>>);
 
 /// The client's address, attached to each request by [`ApiServer::serve`].
 #[derive(Clone, Copy, Debug)]

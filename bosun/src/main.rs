@@ -33,15 +33,41 @@ enum StoreKind {
     Memory,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum AuthorizationMode {
+    #[value(name = "RBAC")]
+    Rbac,
+    #[value(name = "AlwaysAllow")]
+    AlwaysAllow,
+}
+
 #[derive(clap::Args, Clone)]
 struct ServerArgs {
     /// Directory for the embedded store and generated files.
     #[arg(long, default_value = "/var/lib/bosun")]
     data_dir: PathBuf,
-    /// Address to listen on. Without authentication (until the security work lands) only a
-    /// loopback address is accepted.
+    /// Address to listen on (TLS; with --insecure-http only a loopback address).
     #[arg(long, default_value = "127.0.0.1")]
     bind_address: std::net::IpAddr,
+    /// Serve plain HTTP without authentication (every request is the cluster admin). Only on
+    /// a loopback address; for development and tests that want no TLS.
+    #[arg(long)]
+    insecure_http: bool,
+    /// Extra names and addresses for the serving certificate (the bind address, 127.0.0.1,
+    /// localhost, the host name and the `kubernetes` Service's names are always in it).
+    #[arg(long = "tls-san", value_name = "NAME|IP", value_delimiter = ',')]
+    tls_sans: Vec<String>,
+    /// Users from a static token file (upstream's format: `token,user,uid[,"group1,group2"]`).
+    #[arg(long, value_name = "FILE")]
+    token_auth_file: Option<PathBuf>,
+    /// How requests are authorized: RBAC (roles and bindings, upstream's bootstrap roles
+    /// included) or AlwaysAllow (any authenticated user may do anything).
+    #[arg(long, value_enum, default_value = "RBAC")]
+    authorization_mode: AuthorizationMode,
+    /// Treat requests without credentials as `system:anonymous` (group
+    /// `system:unauthenticated`) instead of refusing them with 401.
+    #[arg(long)]
+    anonymous_auth: bool,
     /// Port to listen on.
     #[arg(long, default_value_t = 6443)]
     port: u16,
@@ -374,6 +400,11 @@ fn main() -> std::process::ExitCode {
                 write_kubeconfig: Some(data_dir.join("kubeconfig")),
                 data_dir,
                 bind_address: std::net::Ipv4Addr::LOCALHOST.into(),
+                insecure_http: false,
+                tls_sans: Vec::new(),
+                token_auth_file: None,
+                authorization_mode: AuthorizationMode::Rbac,
+                anonymous_auth: false,
                 port,
                 store: StoreKind::Embedded,
                 etcd_endpoints: Vec::new(),
@@ -482,17 +513,41 @@ async fn open_store(args: &ServerArgs) -> Result<Arc<dyn Store>, String> {
     }
 }
 
-fn write_kubeconfig(path: &Path, server: &str) -> std::io::Result<()> {
+/// The admin's credentials a kubeconfig carries.
+enum KubeconfigUser<'a> {
+    /// None (plain HTTP on loopback).
+    Nobody,
+    /// The cluster CA and a client certificate, embedded.
+    Certificate {
+        ca_pem: &'a str,
+        client: &'a bosun_apiserver::pki::Issued,
+    },
+}
+
+fn write_kubeconfig(path: &Path, server: &str, user: &KubeconfigUser<'_>) -> Result<(), String> {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
+    let (ca, creds) = match user {
+        KubeconfigUser::Nobody => (String::new(), "{}".to_owned()),
+        KubeconfigUser::Certificate { ca_pem, client } => (
+            format!("\n    certificate-authority-data: {}", b64(ca_pem)),
+            format!(
+                "\n    client-certificate-data: {}\n    client-key-data: {}",
+                b64(&client.cert_pem),
+                b64(&client.key_pem)
+            ),
+        ),
+    };
     let config = format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: bosun
   cluster:
-    server: {server}
+    server: {server}{ca}
 contexts:
 - name: bosun
   context:
@@ -502,18 +557,84 @@ contexts:
 current-context: bosun
 users:
 - name: admin
-  user: {{}}
+  user: {creds}
 "
     );
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, config)?;
-    std::fs::rename(&tmp, path)
+    // It holds the admin's key: readable by its owner only.
+    bosun_apiserver::pki::write_private(path, config.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// The names and addresses the API server's certificate is good for.
+fn serving_sans(args: &ServerArgs) -> Vec<String> {
+    let mut sans: Vec<String> = vec![
+        "127.0.0.1".into(),
+        "::1".into(),
+        "localhost".into(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        "kubernetes.default.svc.cluster.local".into(),
+    ];
+    if !args.bind_address.is_unspecified() {
+        sans.push(args.bind_address.to_string());
+    }
+    // The `kubernetes` Service's cluster IP: the service range's first address.
+    if let Some(ip) = args
+        .service_cluster_ip_range
+        .split_once('/')
+        .and_then(|(ip, _)| ip.parse::<std::net::Ipv4Addr>().ok())
+    {
+        sans.push(std::net::Ipv4Addr::from(u32::from(ip).wrapping_add(1)).to_string());
+    }
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if !host.is_empty() {
+            sans.push(host.to_owned());
+        }
+    }
+    for san in &args.tls_sans {
+        if !san.is_empty() && !sans.contains(san) {
+            sans.push(san.clone());
+        }
+    }
+    sans
+}
+
+/// A random bearer token (256 bits).
+fn random_token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// The in-process components' clients: each its own identity, a token only this process knows.
+struct LoopbackClients {
+    url: String,
+    ca_pem: Option<String>,
+    tokens: Vec<(&'static str, String)>,
+}
+
+impl LoopbackClients {
+    fn client(&self, user: &str) -> Result<bosun_client::Client, String> {
+        let url = self.url.parse().map_err(|e| format!("{}: {e}", self.url))?;
+        let mut config = bosun_client::Config::new(url);
+        if let Some(ca) = &self.ca_pem {
+            config.tls.ca = Some(ca.as_bytes().to_vec());
+        }
+        if let Some((_, token)) = self.tokens.iter().find(|(u, _)| *u == user) {
+            config.auth = bosun_client::config::Auth::Bearer(token.clone());
+        }
+        bosun_client::Client::try_from_config(config).map_err(|e| e.to_string())
+    }
 }
 
 async fn server(args: ServerArgs) -> Result<(), String> {
-    if !args.bind_address.is_loopback() {
+    use bosun_apiserver::auth;
+    if args.insecure_http && !args.bind_address.is_loopback() {
         return Err(format!(
-            "refusing to bind {}: the server has no authentication yet, so it only listens on loopback",
+            "refusing to bind {} with --insecure-http: plain HTTP without authentication is only served on loopback (drop --insecure-http to serve TLS)",
             args.bind_address
         ));
     }
@@ -545,78 +666,151 @@ async fn server(args: ServerArgs) -> Result<(), String> {
             .open(path)
             .map_err(|e| format!("--audit-log-path {}: {e}", path.display()))?;
     }
+    // The address clients are given: loopback when listening everywhere.
+    let reach = if local.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port())
+    } else {
+        local
+    };
     let config = Config {
-        advertise_address: local.to_string(),
+        advertise_address: reach.to_string(),
         service_ranges,
         audit_log_path: args.audit_log_path.clone(),
         ..Config::default()
     };
-    let api = ApiServer::with_resources(Arc::clone(&store), ResourceTable::builtin(), config);
+    // Who may do what: TLS with client certificates, tokens, RBAC; or, asked for, plain HTTP on
+    // loopback where every request is the admin.
+    let mut tls = None;
+    let mut loopback = LoopbackClients {
+        url: format!("http://{reach}"),
+        ca_pem: None,
+        tokens: Vec::new(),
+    };
+    let mut kubeconfig_user = None;
+    let mut rbac = None;
+    let pipeline = if args.insecure_http {
+        auth::Pipeline::default()
+    } else {
+        let pki_dir = args.data_dir.join("pki");
+        let pki = bosun_apiserver::pki::Pki::load_or_create(&pki_dir)
+            .map_err(|e| format!("the cluster's certificates in {}: {e}", pki_dir.display()))?;
+        let serving = pki
+            .issue_serving("kube-apiserver", &serving_sans(&args))
+            .map_err(|e| e.to_string())?;
+        pki.issue_to_files("apiserver", &serving)
+            .map_err(|e| e.to_string())?;
+        let admin = pki
+            .issue_client("kubernetes-admin", &["system:masters".into()])
+            .map_err(|e| e.to_string())?;
+        pki.issue_to_files("admin", &admin)
+            .map_err(|e| e.to_string())?;
+        tls = Some(pki.server_config(&serving).map_err(|e| e.to_string())?);
+        let mut tokens = match &args.token_auth_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--token-auth-file {}: {e}", path.display()))?;
+                auth::TokenFile::parse(&text)
+                    .map_err(|e| format!("--token-auth-file {}: {e}", path.display()))?
+            }
+            None => auth::TokenFile::default(),
+        };
+        for user in ["system:kube-controller-manager", "system:kube-scheduler"] {
+            let token = random_token();
+            tokens.insert(
+                token.clone(),
+                auth::UserInfo {
+                    name: user.into(),
+                    groups: Vec::new(),
+                },
+            );
+            loopback.tokens.push((user, token));
+        }
+        loopback.url = format!("https://{reach}");
+        loopback.ca_pem = Some(pki.ca_pem().to_owned());
+        let mut authenticators: Vec<Arc<dyn auth::Authenticator>> =
+            vec![Arc::new(auth::X509), Arc::new(tokens)];
+        if args.anonymous_auth {
+            authenticators.push(Arc::new(auth::Anonymous));
+        }
+        let mut admission = auth::default_admission();
+        let authorizer: Arc<dyn auth::Authorizer> = match args.authorization_mode {
+            AuthorizationMode::AlwaysAllow => Arc::new(auth::AlwaysAllow),
+            AuthorizationMode::Rbac => {
+                let r = bosun_apiserver::rbac::RbacAuthorizer::default();
+                rbac = Some(r.clone());
+                admission.push(Arc::new(bosun_apiserver::rbac::EscalationCheck::new(
+                    r.clone(),
+                )));
+                Arc::new(r)
+            }
+        };
+        kubeconfig_user = Some((pki.ca_pem().to_owned(), admin));
+        auth::Pipeline {
+            authenticator: Arc::new(auth::Union(authenticators)),
+            authorizer,
+            admission,
+        }
+    };
+    let api = ApiServer::build(
+        Arc::clone(&store),
+        ResourceTable::builtin(),
+        config,
+        pipeline,
+    );
     api.bootstrap()
         .await
         .map_err(|e| format!("creating the system objects: {e}"))?;
+    if let Some(rbac) = rbac {
+        bosun_apiserver::rbac::keep_current(Arc::clone(&store), rbac)
+            .await
+            .map_err(|e| format!("reading the RBAC roles and bindings: {e}"))?;
+    }
     if args.compaction_interval > 0 {
         bosun_store::compactor::spawn_compactor(
             Arc::clone(&store),
             std::time::Duration::from_secs(args.compaction_interval),
         );
     }
-    let url = format!("http://{local}");
+    let url = loopback.url.clone();
     if let Some(path) = &args.write_kubeconfig {
-        write_kubeconfig(path, &url)
+        let user = match &kubeconfig_user {
+            Some((ca_pem, client)) => KubeconfigUser::Certificate { ca_pem, client },
+            None => KubeconfigUser::Nobody,
+        };
+        write_kubeconfig(path, &url, &user)
             .map_err(|e| format!("writing the kubeconfig {}: {e}", path.display()))?;
         tracing::info!(kubeconfig = %path.display(), "kubeconfig written");
     }
-    tracing::info!(%url, "bosun API server ready");
+    tracing::info!(%url, tls = tls.is_some(), "bosun API server ready");
     if !args.no_controllers {
-        start_controllers(&url);
+        match loopback.client("system:kube-controller-manager") {
+            Ok(client) => {
+                tokio::spawn(bosun_controllers::builtin::manager::run(client));
+            }
+            Err(e) => tracing::error!(error = %e, "controllers not started"),
+        }
     }
     if !args.no_scheduler {
-        start_scheduler(&url);
+        match loopback.client("system:kube-scheduler") {
+            Ok(client) => {
+                tokio::spawn(async move {
+                    if let Err(e) =
+                        bosun_scheduler_framework::runner::run(client, Default::default()).await
+                    {
+                        tracing::error!(error = %e, "scheduler stopped");
+                    }
+                });
+            }
+            Err(e) => tracing::error!(error = %e, "scheduler not started"),
+        }
     }
-    api.serve(listener, shutdown_signal())
-        .await
-        .map_err(|e| format!("serving: {e}"))?;
+    let served = match tls {
+        Some(tls) => api.serve_tls(listener, tls, shutdown_signal()).await,
+        None => api.serve(listener, shutdown_signal()).await,
+    };
+    served.map_err(|e| format!("serving: {e}"))?;
     tracing::info!("bosun API server stopped");
     Ok(())
-}
-
-/// Runs the built-in controllers in this process, as clients of the server at `url`.
-fn start_controllers(url: &str) {
-    let config = match url.parse() {
-        Ok(u) => bosun_client::Config::new(u),
-        Err(e) => {
-            tracing::error!(%url, error = %e, "controllers not started");
-            return;
-        }
-    };
-    let client = match bosun_client::Client::try_from_config(config) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "controllers not started");
-            return;
-        }
-    };
-    tokio::spawn(bosun_controllers::builtin::manager::run(client));
-}
-
-/// Runs the scheduler (default profile) in this process, as a client of the server at `url`.
-fn start_scheduler(url: &str) {
-    let client = match url.parse().map_err(|e| format!("{e}")).and_then(|u| {
-        bosun_client::Client::try_from_config(bosun_client::Config::new(u))
-            .map_err(|e| e.to_string())
-    }) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "scheduler not started");
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        if let Err(e) = bosun_scheduler_framework::runner::run(client, Default::default()).await {
-            tracing::error!(error = %e, "scheduler stopped");
-        }
-    });
 }
 
 /// A client from `--kubeconfig FILE`, or the usual places.

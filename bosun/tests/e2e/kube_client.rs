@@ -9,9 +9,15 @@ use kube::runtime::{reflector, watcher, WatchStreamExt};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-fn client(port: u16) -> kube::Client {
-    let url: http::Uri = format!("http://127.0.0.1:{port}").parse().unwrap();
-    let config = kube::Config::new(url);
+/// A client from the kubeconfig `bosun server` wrote: TLS to the cluster CA, the admin's
+/// client certificate.
+async fn client(kubeconfig: &std::path::Path) -> kube::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let k = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(k, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(config.cluster_url.scheme_str(), Some("https"));
     kube::Client::try_from(config).unwrap()
 }
 
@@ -40,8 +46,8 @@ fn config_map(name: &str) -> ConfigMap {
 async fn kube_client_crud_watcher_across_restart_and_reflector() {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let (mut server, _) = spawn_server(data.path(), port);
-    let client = client(port);
+    let (mut server, kubeconfig) = spawn_server(data.path(), port);
+    let client = client(&kubeconfig).await;
 
     // Typed CRUD on pods.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");

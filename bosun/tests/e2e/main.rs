@@ -41,6 +41,24 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Users of the token file every test server is started with (`--token-auth-file`), beside
+/// the admin of the kubeconfig: `alice` (no groups, so no rights beyond signing in until a
+/// test binds her a role).
+const TOKENS: &str = "alice-token,alice,1001\n";
+
+/// The API server's flags every test server gets: the test users' token file, and the relay
+/// address the node agents of the agent test reach it at in its certificate.
+fn server_flags(data: &Path) -> Vec<std::ffi::OsString> {
+    let tokens = data.join("tokens.csv");
+    std::fs::write(&tokens, TOKENS).unwrap();
+    vec![
+        "--token-auth-file".into(),
+        tokens.into(),
+        "--tls-san".into(),
+        "172.31.250.1".into(),
+    ]
+}
+
 /// Starts `bosun server` with extra `flags` on a fresh data directory; the returned cluster
 /// owns the process.
 fn bare_server(flags: &[&str]) -> Cluster {
@@ -49,6 +67,7 @@ fn bare_server(flags: &[&str]) -> Cluster {
     let port = free_port();
     let child = Command::new(bosun_bin())
         .arg("server")
+        .args(server_flags(data.path()))
         .args(flags)
         .arg("--data-dir")
         .arg(data.path())
@@ -81,7 +100,9 @@ fn spawn_server(data: &Path, port: u16) -> (Child, PathBuf) {
     let _ = std::fs::remove_file(&kubeconfig);
     let started = Instant::now();
     let child = Command::new(bosun_bin())
-        .args(["server", "--data-dir"])
+        .arg("server")
+        .args(server_flags(data))
+        .arg("--data-dir")
         .arg(data)
         .args(["--port", &port.to_string(), "--write-kubeconfig"])
         .arg(&kubeconfig)
@@ -824,6 +845,301 @@ fn every_kubectl_from_1_27_to_1_33_works() {
         };
         scenario(&k, &format!("e2e-{minor}"), work.path());
     }
+}
+
+/// A copy of the cluster's kubeconfig (same server and CA) whose user is `user_yaml`.
+fn kubeconfig_as(cluster: &Cluster, name: &str, user_yaml: &str) -> PathBuf {
+    let text = std::fs::read_to_string(&cluster.kubeconfig).unwrap();
+    let head = &text[..text.find("users:").unwrap()];
+    let path = cluster.home.path().join(format!("kubeconfig-{name}"));
+    std::fs::write(
+        &path,
+        format!("{head}users:\n- name: admin\n  user:{user_yaml}\n"),
+    )
+    .unwrap();
+    path
+}
+
+/// Secure by default: TLS with the admin's client certificate in a private kubeconfig, 401
+/// without credentials, RBAC with upstream's bootstrap roles, and `kubectl auth can-i`
+/// telling the truth about what then happens.
+#[test]
+fn security_tls_authentication_and_rbac_with_kubectl() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = start();
+    let bin = kubectl_dir().join("kubectl.1.32");
+    let admin = Kubectl {
+        bin: bin.clone(),
+        cluster: &cluster,
+    };
+    let text = std::fs::read_to_string(&cluster.kubeconfig).unwrap();
+    assert!(text.contains("server: https://127.0.0.1:"), "{text}");
+    assert!(text.contains("client-certificate-data:"), "{text}");
+    let mode = std::fs::metadata(&cluster.kubeconfig)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let as_user = |kubeconfig: &Path, args: &[&str]| {
+        Command::new(&bin)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("HOME", cluster.home.path())
+            .output()
+            .unwrap()
+    };
+    let text_of = |o: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    // No credentials: 401 with a Status, for resources and discovery alike (kubectl itself
+    // would prompt for a password here, so curl asks, trusting only the cluster CA).
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap();
+    let ca = cluster._data.path().join("pki/ca.crt");
+    for path in ["/api/v1/namespaces/default/pods", "/api", "/healthz"] {
+        let out = Command::new("curl")
+            .args(["-sS", "--cacert"])
+            .arg(&ca)
+            .args(["-w", "\n%{http_code}", &format!("{server}{path}")])
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(body.ends_with("\n401"), "{path}: {body}{}", text_of(&out));
+        assert!(body.contains(r#""reason":"Unauthorized""#), "{body}");
+    }
+    // A token nobody issued is no better.
+    let forged = kubeconfig_as(&cluster, "forged", "\n    token: not-a-token");
+    let out = as_user(&forged, &["get", "pods"]);
+    assert!(
+        text_of(&out).contains("You must be logged in to the server"),
+        "{}",
+        text_of(&out)
+    );
+
+    // The admin sets the scene: two namespaces with a secret each; alice may view one.
+    for ns in ["sec-a", "sec-b"] {
+        admin.ok(&["create", "namespace", ns]);
+        admin.ok(&[
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "--from-literal=k=hush",
+            "-n",
+            ns,
+        ]);
+        admin.ok(&["create", "configmap", "c", "--from-literal=k=v", "-n", ns]);
+    }
+    admin.ok(&[
+        "create",
+        "rolebinding",
+        "alice-view",
+        "--clusterrole=view",
+        "--user=alice",
+        "-n",
+        "sec-a",
+    ]);
+    let alice = kubeconfig_as(&cluster, "alice", "\n    token: alice-token");
+    assert_eq!(
+        String::from_utf8_lossy(
+            &as_user(
+                &alice,
+                &[
+                    "auth",
+                    "whoami",
+                    "-o",
+                    "jsonpath={.status.userInfo.username}"
+                ]
+            )
+            .stdout
+        ),
+        "alice"
+    );
+    // The binding reaches the authorizer through its watch.
+    eventually(
+        || {
+            as_user(&alice, &["get", "configmaps", "-n", "sec-a"])
+                .status
+                .success()
+        },
+        "alice's view binding",
+    );
+
+    // What alice tries, what `kubectl auth can-i` says beforehand, and what happens.
+    let cases: &[(&[&str], &[&str], bool)] = &[
+        (
+            &["get", "configmap", "c", "-n", "sec-a"],
+            &["get", "configmaps", "-n", "sec-a"],
+            true,
+        ),
+        (
+            &["get", "pods", "-n", "sec-a"],
+            &["list", "pods", "-n", "sec-a"],
+            true,
+        ),
+        (
+            &[
+                "create",
+                "configmap",
+                "d",
+                "--from-literal=k=v",
+                "-n",
+                "sec-a",
+            ],
+            &["create", "configmaps", "-n", "sec-a"],
+            false,
+        ),
+        (
+            &["delete", "configmap", "c", "-n", "sec-a"],
+            &["delete", "configmaps", "-n", "sec-a"],
+            false,
+        ),
+        (
+            &["get", "secret", "s", "-n", "sec-a"],
+            &["get", "secrets", "-n", "sec-a"],
+            false,
+        ),
+        (
+            &["get", "secrets", "-n", "sec-b"],
+            &["list", "secrets", "-n", "sec-b"],
+            false,
+        ),
+        (&["get", "secrets", "-A"], &["list", "secrets", "-A"], false),
+        (
+            &["get", "configmaps", "-n", "sec-b"],
+            &["list", "configmaps", "-n", "sec-b"],
+            false,
+        ),
+        (&["get", "nodes"], &["list", "nodes"], false),
+    ];
+    for (action, question, allowed) in cases {
+        let mut can_i = vec!["auth", "can-i"];
+        can_i.extend(*question);
+        let answer = as_user(&alice, &can_i);
+        let said = String::from_utf8_lossy(&answer.stdout).trim().to_owned();
+        assert_eq!(
+            said,
+            if *allowed { "yes" } else { "no" },
+            "can-i {question:?}"
+        );
+        let out = as_user(&alice, action);
+        assert_eq!(
+            out.status.success(),
+            *allowed,
+            "{action:?}: {}",
+            text_of(&out)
+        );
+        if !allowed {
+            assert!(
+                text_of(&out).contains("forbidden"),
+                "{action:?}: {}",
+                text_of(&out)
+            );
+        }
+    }
+    // Refused writes wrote nothing; the secrets are untouched.
+    assert!(!admin
+        .run(&["get", "configmap", "d", "-n", "sec-a"])
+        .status
+        .success());
+    admin.ok(&["get", "configmap", "c", "-n", "sec-a"]);
+    // `can-i --list` shows view's rules, without secrets.
+    let list = String::from_utf8_lossy(
+        &as_user(&alice, &["auth", "can-i", "--list", "-n", "sec-a"]).stdout,
+    )
+    .into_owned();
+    assert!(list.lines().any(|l| l.starts_with("configmaps ")), "{list}");
+    assert!(!list.lines().any(|l| l.starts_with("secrets")), "{list}");
+    // The admin is in system:masters.
+    assert_eq!(admin.ok(&["auth", "can-i", "*", "*"]).trim(), "yes");
+    let who = admin.json(&["auth", "whoami"]);
+    assert_eq!(who["status"]["userInfo"]["username"], "kubernetes-admin");
+    // Escalation prevention: as `admin` of sec-c alice may bind `edit` there (she holds its
+    // rights), but not grant what she lacks, in a Role or through a binding.
+    admin.ok(&["create", "namespace", "sec-c"]);
+    admin.ok(&[
+        "create",
+        "rolebinding",
+        "alice-admin",
+        "--clusterrole=admin",
+        "--user=alice",
+        "-n",
+        "sec-c",
+    ]);
+    eventually(
+        || {
+            as_user(
+                &alice,
+                &["auth", "can-i", "create", "rolebindings", "-n", "sec-c"],
+            )
+            .status
+            .success()
+        },
+        "alice's admin binding",
+    );
+    let ok = as_user(
+        &alice,
+        &[
+            "create",
+            "rolebinding",
+            "bob-edit",
+            "--clusterrole=edit",
+            "--user=bob",
+            "-n",
+            "sec-c",
+        ],
+    );
+    assert!(ok.status.success(), "{}", text_of(&ok));
+    for attempt in [
+        &[
+            "create",
+            "rolebinding",
+            "bob-root",
+            "--clusterrole=cluster-admin",
+            "--user=bob",
+            "-n",
+            "sec-c",
+        ][..],
+        &[
+            "create",
+            "role",
+            "nodes",
+            "--verb=get",
+            "--resource=nodes",
+            "-n",
+            "sec-c",
+        ],
+    ] {
+        let out = as_user(&alice, attempt);
+        assert!(!out.status.success(), "{attempt:?}");
+        assert!(
+            text_of(&out).contains("attempting to grant RBAC permissions not currently held"),
+            "{attempt:?}: {}",
+            text_of(&out)
+        );
+    }
+    assert!(!admin
+        .run(&["get", "rolebinding", "bob-root", "-n", "sec-c"])
+        .status
+        .success());
+
+    // Taking the binding away takes the access away.
+    admin.ok(&["delete", "rolebinding", "alice-view", "-n", "sec-a"]);
+    eventually(
+        || {
+            !as_user(&alice, &["get", "configmaps", "-n", "sec-a"])
+                .status
+                .success()
+        },
+        "alice's access revoked",
+    );
 }
 
 /// The official Python `kubernetes` client, unchanged: CRUD, selectors, pagination, watch
@@ -2251,7 +2567,7 @@ fn agent_pods_on_two_nodes_reach_each_other_by_pod_ip() {
     let agent_config = dir.path().join("agent-kubeconfig");
     std::fs::write(
         &agent_config,
-        kubeconfig.replace(&server, &format!("http://{relayed}")),
+        kubeconfig.replace(&server, &format!("https://{relayed}")),
     )
     .unwrap();
     let mut agents = Vec::new();

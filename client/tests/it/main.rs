@@ -3,7 +3,7 @@
 
 use bosun_api_types::core::v1::ConfigMap;
 use bosun_api_types::meta::v1::ObjectMeta;
-use bosun_apiserver::auth::{Authenticator, Pipeline, UserInfo};
+use bosun_apiserver::auth::{Authenticator, Credentials, Pipeline, UserInfo};
 use bosun_apiserver::{ApiError, ApiServer};
 use bosun_client::{
     Api, Client, Config, DeleteParams, Deleted, Kubeconfig, KubeconfigOptions, ListParams, Patch,
@@ -22,10 +22,8 @@ struct OneToken;
 
 #[async_trait::async_trait]
 impl Authenticator for OneToken {
-    async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Option<UserInfo>, ApiError> {
-        let ok = headers
-            .get(http::header::AUTHORIZATION)
-            .is_some_and(|v| v == "Bearer t0k3n");
+    async fn authenticate(&self, req: &Credentials<'_>) -> Result<Option<UserInfo>, ApiError> {
+        let ok = req.bearer_token() == Some("t0k3n");
         Ok(ok.then(|| UserInfo {
             name: "tester".into(),
             groups: vec!["system:masters".into()],

@@ -136,3 +136,126 @@ async fn https_with_the_cluster_ca() {
 fn pki_ca_only() -> String {
     pki().ca_pem
 }
+
+/// The API server over TLS with the cluster's own PKI (`bosun_apiserver::pki`): client
+/// certificates name users (CN) and groups (O), RBAC over the bootstrap roles decides, and the
+/// server asks for credentials when none are presented.
+#[tokio::test]
+async fn client_certificates_authenticate_and_rbac_decides() {
+    use bosun_api_types::rbac::v1::RoleBinding;
+    use bosun_apiserver::auth::{self, Pipeline};
+    use bosun_apiserver::pki::Pki;
+    use bosun_apiserver::rbac::{keep_current, RbacAuthorizer};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::load_or_create(dir.path()).unwrap();
+    let store: Arc<dyn bosun_store::Store> = Arc::new(bosun_store::memory::MemoryStore::new());
+    let rbac = RbacAuthorizer::default();
+    let server = bosun_apiserver::ApiServer::build(
+        Arc::clone(&store),
+        bosun_apiserver::ResourceTable::builtin(),
+        bosun_apiserver::Config::default(),
+        Pipeline {
+            authenticator: Arc::new(auth::Union(vec![Arc::new(auth::X509)])),
+            authorizer: Arc::new(rbac.clone()),
+            ..Pipeline::default()
+        },
+    );
+    server.bootstrap().await.unwrap();
+    keep_current(Arc::clone(&store), rbac).await.unwrap();
+    let serving = pki
+        .issue_serving("kube-apiserver", &["127.0.0.1".into()])
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(server.serve_tls(
+        listener,
+        pki.server_config(&serving).unwrap(),
+        std::future::pending(),
+    ));
+    let as_user = |user: &str, group: Option<&str>| {
+        let groups: Vec<String> = group.into_iter().map(String::from).collect();
+        let cert = pki.issue_client(user, &groups).unwrap();
+        Client::try_from_config(config(
+            &url,
+            Tls {
+                ca: Some(pki.ca_pem().as_bytes().to_vec()),
+                identity: Some((cert.cert_pem.into_bytes(), cert.key_pem.into_bytes())),
+                ..Default::default()
+            },
+        ))
+        .unwrap()
+    };
+    let admin = as_user("kubernetes-admin", Some("system:masters"));
+    let admin_cms: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
+    admin_cms
+        .create(&PostParams::default(), &cm("by-admin", &[]))
+        .await
+        .unwrap();
+
+    // alice is someone, but may do nothing yet.
+    let alice: Api<ConfigMap> = Api::namespaced(as_user("alice", None), "default");
+    let err = alice.get("by-admin").await.unwrap_err();
+    assert_eq!(err.code(), Some(403), "{err}");
+    assert!(err
+        .to_string()
+        .contains(r#"User "alice" cannot get resource "configmaps""#));
+
+    // Bound to `view` (aggregated from system:aggregate-to-view), she can read, not write.
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "alice-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin, "default")
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while alice.get("by-admin").await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "binding not honoured");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let err = alice
+        .create(&PostParams::default(), &cm("by-alice", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(403), "{err}");
+    assert!(admin_cms.get_opt("by-alice").await.unwrap().is_none());
+
+    // No certificate: 401.
+    let nobody = Client::try_from_config(config(
+        &url,
+        Tls {
+            ca: Some(pki.ca_pem().as_bytes().to_vec()),
+            ..Default::default()
+        },
+    ))
+    .unwrap();
+    let err = Api::<ConfigMap>::namespaced(nobody, "default")
+        .get("by-admin")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(401), "{err}");
+
+    // A certificate from another CA does not get past the handshake.
+    let stranger_dir = tempfile::tempdir().unwrap();
+    let stranger = Pki::load_or_create(stranger_dir.path()).unwrap();
+    let forged = stranger
+        .issue_client("kubernetes-admin", &["system:masters".into()])
+        .unwrap();
+    let forger = Client::try_from_config(config(
+        &url,
+        Tls {
+            ca: Some(pki.ca_pem().as_bytes().to_vec()),
+            identity: Some((forged.cert_pem.into_bytes(), forged.key_pem.into_bytes())),
+            ..Default::default()
+        },
+    ))
+    .unwrap();
+    let err = Api::<ConfigMap>::namespaced(forger, "default")
+        .get("by-admin")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, bosun_client::Error::Transport(_)), "{err}");
+}
