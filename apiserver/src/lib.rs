@@ -28,6 +28,7 @@ mod cache;
 pub mod crd;
 mod defaults;
 pub mod discovery;
+pub mod encryption;
 pub mod error;
 mod managed;
 mod metrics;

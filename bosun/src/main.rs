@@ -92,6 +92,10 @@ struct ServerArgs {
     /// Append an audit record (`audit.k8s.io/v1` Event, Metadata level) per request to FILE.
     #[arg(long, value_name = "FILE")]
     audit_log_path: Option<PathBuf>,
+    /// Encrypt resources at rest as this `apiserver.config.k8s.io/v1` EncryptionConfiguration
+    /// says (aesgcm, secretbox and identity providers).
+    #[arg(long, value_name = "FILE")]
+    encryption_provider_config: Option<PathBuf>,
     /// Do not run the built-in controllers in this process.
     #[arg(long)]
     no_controllers: bool,
@@ -412,6 +416,7 @@ fn main() -> std::process::ExitCode {
                 service_cluster_ip_range: "10.96.0.0/12".into(),
                 service_node_port_range: "30000-32767".into(),
                 audit_log_path: None,
+                encryption_provider_config: None,
                 no_controllers: false,
                 no_scheduler: false,
             }
@@ -492,6 +497,20 @@ async fn controller_manager(args: ControllerManagerArgs) -> Result<(), String> {
 }
 
 async fn open_store(args: &ServerArgs) -> Result<Arc<dyn Store>, String> {
+    let store = open_backend(args).await?;
+    let Some(path) = &args.encryption_provider_config else {
+        return Ok(store);
+    };
+    let text = std::fs::read(path)
+        .map_err(|e| format!("--encryption-provider-config {}: {e}", path.display()))?;
+    let config = bosun_apiserver::encryption::EncryptionConfig::parse(&text)
+        .map_err(|e| format!("--encryption-provider-config {}: {e}", path.display()))?;
+    Ok(Arc::new(bosun_apiserver::encryption::EncryptingStore::new(
+        store, config,
+    )))
+}
+
+async fn open_backend(args: &ServerArgs) -> Result<Arc<dyn Store>, String> {
     match args.store {
         StoreKind::Memory => Ok(Arc::new(bosun_store::memory::MemoryStore::new())),
         StoreKind::Embedded => {

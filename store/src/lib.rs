@@ -44,7 +44,7 @@ pub mod conformance;
 
 use bytes::Bytes;
 
-pub use watch::Watch;
+pub use watch::{watch_channel, Watch, WatchSender};
 
 /// A store revision: incremented by every write; the `resourceVersion` of the API.
 pub type Revision = i64;

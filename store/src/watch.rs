@@ -36,17 +36,17 @@ impl Watch {
     }
 }
 
-/// The sending side of a watch fed by a backend's own stream (etcd).
-#[cfg(feature = "etcd")]
-pub(crate) struct WatchSender {
+/// The sending side of a watch fed by a backend's own stream (etcd) or by a [`crate::Store`]
+/// that wraps another and transforms its events.
+#[derive(Debug)]
+pub struct WatchSender {
     tx: mpsc::UnboundedSender<Result<Arc<Event>>>,
     queued: Arc<AtomicUsize>,
 }
 
-#[cfg(feature = "etcd")]
 impl WatchSender {
     /// Sends an event or error; false once the receiver is gone.
-    pub(crate) fn send(&self, item: Result<Arc<Event>>) -> bool {
+    pub fn send(&self, item: Result<Arc<Event>>) -> bool {
         if item.is_ok() {
             self.queued.fetch_add(1, Ordering::Relaxed);
         }
@@ -54,19 +54,18 @@ impl WatchSender {
     }
 
     /// Whether the receiver is gone.
-    pub(crate) fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }
 
     /// Resolves when the receiver is gone.
-    pub(crate) async fn closed(&self) {
+    pub async fn closed(&self) {
         self.tx.closed().await
     }
 }
 
 /// A watch and the sender that feeds it.
-#[cfg(feature = "etcd")]
-pub(crate) fn watch_channel() -> (WatchSender, Watch) {
+pub fn watch_channel() -> (WatchSender, Watch) {
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
     (

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 mod admission;
 mod cache;
+mod encryption;
 mod negotiation;
 mod oracle;
 mod proxy;
