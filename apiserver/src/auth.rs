@@ -2,8 +2,10 @@
 //! ([`Authorizer`]), and what admission does to and thinks of the object
 //! ([`AdmissionPlugin`], mutating then validating, around defaulting and validation).
 //!
-//! The defaults are [`AllowAllOnLoopback`] (every request is the cluster admin; `bosun server`
-//! only binds to loopback until the security issue lands), [`AlwaysAllow`], and the admission
+//! The defaults are [`AllowAllOnLoopback`] (every request is the cluster admin: for library
+//! users on loopback; `bosun server` chains [`X509`], [`TokenFile`] and optionally
+//! [`Anonymous`] with [`Union`], and authorizes with [`crate::rbac::RbacAuthorizer`]),
+//! [`AlwaysAllow`], and the admission
 //! plugins upstream enables by default that need no other component (see
 //! [`default_admission`]). A library user passes their own through [`Pipeline`].
 //!
@@ -365,6 +367,18 @@ pub struct AdmissionRequest<'a> {
     pub dry_run: bool,
     /// The server, for plugins that read other objects ([`crate::ApiServer::list_objects`]).
     pub server: &'a crate::ApiServer,
+    /// Warnings for the client (`Warning` headers; see [`AdmissionRequest::warn`]).
+    pub warnings: &'a std::sync::Mutex<Vec<String>>,
+}
+
+impl AdmissionRequest<'_> {
+    /// Adds a warning the client shows (kubectl prints `Warning: …`).
+    pub fn warn(&self, message: impl Into<String>) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(message.into());
+    }
 }
 
 /// An admission plugin: mutates, then (after defaulting and validation) validates.
@@ -404,7 +418,7 @@ impl Default for Pipeline {
 }
 
 /// The plugins upstream enables by default that need no other component, in upstream's order:
-/// NamespaceLifecycle, LimitRanger, ServiceAccount, TaintNodesByCondition, Priority,
+/// NamespaceLifecycle, LimitRanger, ServiceAccount, TaintNodesByCondition, PodSecurity, Priority,
 /// DefaultTolerationSeconds, DefaultStorageClass, StorageObjectInUseProtection, ResourceQuota.
 pub fn default_admission() -> Vec<Arc<dyn AdmissionPlugin>> {
     vec![
@@ -412,6 +426,7 @@ pub fn default_admission() -> Vec<Arc<dyn AdmissionPlugin>> {
         Arc::new(LimitRanger),
         Arc::new(ServiceAccount),
         Arc::new(TaintNodesByCondition),
+        Arc::new(crate::podsecurity::PodSecurity),
         Arc::new(Priority),
         Arc::new(DefaultTolerationSeconds),
         Arc::new(DefaultStorageClass),

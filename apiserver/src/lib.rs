@@ -37,6 +37,7 @@ pub mod object;
 pub mod openapi;
 pub mod pki;
 mod pods;
+pub mod podsecurity;
 pub mod printers;
 mod proxy;
 pub mod rbac;

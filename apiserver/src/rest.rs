@@ -110,6 +110,7 @@ impl Ctx<'_> {
             old,
             dry_run: self.query.dry_run,
             server: self.server,
+            warnings: &self.warnings,
         }
     }
 

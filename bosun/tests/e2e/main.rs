@@ -1130,6 +1130,59 @@ fn security_tls_authentication_and_rbac_with_kubectl() {
         .status
         .success());
 
+    // Pod Security Admission: a `restricted` namespace refuses a privileged pod, admits a
+    // hardened one; `warn` lets a pod in with kubectl's warning.
+    admin.ok(&["create", "namespace", "locked"]);
+    admin.ok(&[
+        "label",
+        "namespace",
+        "locked",
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    let out = admin.run(&[
+        "run",
+        "priv",
+        "--image=busybox",
+        "--privileged",
+        "-n",
+        "locked",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text_of(&out).contains(r#"violates PodSecurity "restricted:latest": privileged (container "priv" must not set securityContext.privileged=true)"#),
+        "{}",
+        text_of(&out)
+    );
+    let hardened = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hardened"},
+        "spec": {"securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+                 "containers": [{"name": "c", "image": "busybox",
+                     "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}}"#;
+    let manifest = cluster.home.path().join("hardened.json");
+    std::fs::write(&manifest, hardened).unwrap();
+    admin.ok(&["create", "-n", "locked", "-f", manifest.to_str().unwrap()]);
+    admin.ok(&["create", "namespace", "watched"]);
+    admin.ok(&[
+        "label",
+        "namespace",
+        "watched",
+        "pod-security.kubernetes.io/warn=baseline",
+    ]);
+    let out = admin.run(&[
+        "run",
+        "hostnet",
+        "--image=busybox",
+        "-n",
+        "watched",
+        "--overrides",
+        r#"{"spec": {"hostNetwork": true}}"#,
+    ]);
+    assert!(out.status.success(), "{}", text_of(&out));
+    assert!(
+        text_of(&out).contains(r#"Warning: would violate PodSecurity "baseline:latest": host namespaces (hostNetwork=true)"#),
+        "{}",
+        text_of(&out)
+    );
+
     // Taking the binding away takes the access away.
     admin.ok(&["delete", "rolebinding", "alice-view", "-n", "sec-a"]);
     eventually(
