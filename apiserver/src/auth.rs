@@ -419,7 +419,8 @@ impl Default for Pipeline {
 
 /// The plugins upstream enables by default that need no other component, in upstream's order:
 /// NamespaceLifecycle, LimitRanger, ServiceAccount, TaintNodesByCondition, PodSecurity, Priority,
-/// DefaultTolerationSeconds, DefaultStorageClass, StorageObjectInUseProtection, ResourceQuota.
+/// DefaultTolerationSeconds, DefaultStorageClass, StorageObjectInUseProtection,
+/// MutatingAdmissionWebhook, ValidatingAdmissionWebhook, ResourceQuota.
 pub fn default_admission() -> Vec<Arc<dyn AdmissionPlugin>> {
     vec![
         Arc::new(NamespaceLifecycle),
@@ -431,6 +432,8 @@ pub fn default_admission() -> Vec<Arc<dyn AdmissionPlugin>> {
         Arc::new(DefaultTolerationSeconds),
         Arc::new(DefaultStorageClass),
         Arc::new(StorageObjectInUseProtection),
+        Arc::new(crate::webhook::MutatingWebhooks::default()),
+        Arc::new(crate::webhook::ValidatingWebhooks::default()),
         Arc::new(ResourceQuota),
     ]
 }

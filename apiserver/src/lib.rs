@@ -47,6 +47,7 @@ mod rest;
 mod scale;
 mod server;
 pub mod validate;
+pub mod webhook;
 
 pub use error::ApiError;
 pub use resources::{ApiResource, ResourceTable};

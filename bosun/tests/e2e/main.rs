@@ -1269,6 +1269,264 @@ resources:
     assert_eq!(found(b64.as_bytes()), Vec::<String>::new());
 }
 
+/// A minimal HTTPS admission webhook on a thread: at `/admit` it denies ConfigMaps labelled
+/// `deny=yes` with a message; at `/mutate` it adds the label `mutated=yes` with a JSONPatch.
+/// Returns its port; requests seen are counted.
+fn webhook_server(
+    cert_pem: String,
+    key_pem: String,
+    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> u16 {
+    use std::io::{BufRead, Read, Write};
+    let certs = rustls_pemfile_certs(&cert_pem);
+    let key = rustls::pki_types::PrivateKeyDer::try_from(pem_body(&key_pem)).unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            let config = config.clone();
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = std::io::BufReader::new(rustls::StreamOwned::new(conn, tcp));
+                let mut length = 0usize;
+                let mut path = String::new();
+                loop {
+                    let mut line = String::new();
+                    if tls.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if path.is_empty() {
+                        path = line.split(' ').nth(1).unwrap_or("/").to_owned();
+                    }
+                    let line = line.trim_end();
+                    if line.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                }
+                let mut body = vec![0; length];
+                tls.read_exact(&mut body).unwrap();
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let review: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let request = &review["request"];
+                let labels = &request["object"]["metadata"]["labels"];
+                let response = if path != "/mutate" {
+                    if labels["deny"] == "yes" {
+                        serde_json::json!({"uid": request["uid"], "allowed": false,
+                            "status": {"code": 403, "message": "configmaps labelled deny=yes are not welcome here"}})
+                    } else {
+                        serde_json::json!({"uid": request["uid"], "allowed": true})
+                    }
+                } else {
+                    use base64::Engine;
+                    let op = if labels.is_object() {
+                        serde_json::json!([{"op": "add", "path": "/metadata/labels/mutated", "value": "yes"}])
+                    } else {
+                        serde_json::json!([{"op": "add", "path": "/metadata/labels", "value": {"mutated": "yes"}}])
+                    };
+                    serde_json::json!({"uid": request["uid"], "allowed": true, "patchType": "JSONPatch",
+                        "patch": base64::engine::general_purpose::STANDARD.encode(op.to_string())})
+                };
+                let answer = serde_json::json!({"apiVersion": "admission.k8s.io/v1",
+                    "kind": "AdmissionReview", "response": response})
+                .to_string();
+                let tls = tls.get_mut();
+                let _ = write!(
+                    tls,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    port
+}
+
+fn pem_body(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
+}
+
+fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    pem.split("-----END CERTIFICATE-----")
+        .filter(|p| p.contains("BEGIN CERTIFICATE"))
+        .map(|p| rustls::pki_types::CertificateDer::from(pem_body(p)))
+        .collect()
+}
+
+/// Validating and mutating admission webhooks, called over HTTPS trusting their caBundle: a
+/// denial reaches kubectl with the webhook's message and nothing is stored; a patch is
+/// applied; `failurePolicy` decides what an unreachable webhook does.
+#[test]
+fn admission_webhooks_deny_and_mutate_through_kubectl() {
+    use base64::Engine;
+    let cluster = start();
+    let k = Kubectl {
+        bin: kubectl_dir().join("kubectl.1.32"),
+        cluster: &cluster,
+    };
+    let ca_dir = tempfile::tempdir().unwrap();
+    let pki = bosun_apiserver::pki::Pki::load_or_create(ca_dir.path()).unwrap();
+    let serving = pki.issue_serving("webhook", &["127.0.0.1".into()]).unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let port = webhook_server(serving.cert_pem, serving.key_pem, seen.clone());
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(pki.ca_pem());
+    k.ok(&["create", "namespace", "hooked"]);
+    k.ok(&["label", "namespace", "hooked", "webhooks=on"]);
+    let config = |kind: &str, name: &str, url: &str, policy: &str| {
+        format!(
+            r#"{{"apiVersion": "admissionregistration.k8s.io/v1", "kind": "{kind}",
+              "metadata": {{"name": "{name}"}},
+              "webhooks": [{{"name": "{name}.bosun.test", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                 "failurePolicy": "{policy}", "timeoutSeconds": 5,
+                 "clientConfig": {{"url": "{url}", "caBundle": "{ca_bundle}"}},
+                 "namespaceSelector": {{"matchLabels": {{"webhooks": "on"}}}},
+                 "rules": [{{"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}}]}}]}}"#
+        )
+    };
+    let url = format!("https://127.0.0.1:{port}/admit");
+    let apply = |text: String| {
+        let path = cluster
+            .home
+            .path()
+            .join(format!("hook-{}.json", uuid_like()));
+        std::fs::write(&path, text).unwrap();
+        k.ok(&["apply", "-f", path.to_str().unwrap()]);
+    };
+    apply(config(
+        "ValidatingWebhookConfiguration",
+        "deny",
+        &url,
+        "Fail",
+    ));
+    apply(config(
+        "MutatingWebhookConfiguration",
+        "mutate",
+        &format!("https://127.0.0.1:{port}/mutate"),
+        "Fail",
+    ));
+    // The configurations reach the server's webhook cache through its watch.
+    let bad = cluster.home.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bad", "labels": {"deny": "yes"}}}"#,
+    )
+    .unwrap();
+    let mut denied = None;
+    eventually(
+        || {
+            let out = k.run(&["create", "-n", "hooked", "-f", bad.to_str().unwrap()]);
+            if out.status.success() {
+                k.ok(&["delete", "configmap", "bad", "-n", "hooked"]);
+                return false;
+            }
+            denied = Some(String::from_utf8_lossy(&out.stderr).into_owned());
+            true
+        },
+        "the webhook configurations",
+    );
+    let denied = denied.unwrap();
+    assert!(
+        denied.contains(r#"admission webhook "deny.bosun.test" denied the request: configmaps labelled deny=yes are not welcome here"#),
+        "{denied}"
+    );
+    assert!(!k
+        .run(&["get", "configmap", "bad", "-n", "hooked"])
+        .status
+        .success());
+    // Allowed ones are mutated by the patch.
+    k.ok(&[
+        "create",
+        "configmap",
+        "good",
+        "-n",
+        "hooked",
+        "--from-literal=a=b",
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "configmap",
+            "good",
+            "-n",
+            "hooked",
+            "-o",
+            "jsonpath={.metadata.labels.mutated}"
+        ]),
+        "yes"
+    );
+    // Outside the selected namespaces the webhooks are not called.
+    let before = seen.load(std::sync::atomic::Ordering::SeqCst);
+    k.ok(&["create", "configmap", "elsewhere", "--from-literal=a=b"]);
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), before);
+    // An unreachable webhook: Fail refuses the write, Ignore lets it through.
+    let dead = format!("https://127.0.0.1:{}/admit", free_port());
+    apply(config(
+        "ValidatingWebhookConfiguration",
+        "deny",
+        &dead,
+        "Fail",
+    ));
+    eventually(
+        || {
+            let out = k.run(&["create", "configmap", "probe", "-n", "hooked"]);
+            if out.status.success() {
+                k.ok(&["delete", "configmap", "probe", "-n", "hooked"]);
+                return false;
+            }
+            String::from_utf8_lossy(&out.stderr)
+                .contains(r#"failed calling webhook "deny.bosun.test""#)
+        },
+        "an unreachable webhook failing the write",
+    );
+    apply(config(
+        "ValidatingWebhookConfiguration",
+        "deny",
+        &dead,
+        "Ignore",
+    ));
+    eventually(
+        || {
+            k.run(&["create", "configmap", "ignored", "-n", "hooked"])
+                .status
+                .success()
+        },
+        "failurePolicy Ignore",
+    );
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
 /// The official Python `kubernetes` client, unchanged: CRUD, selectors, pagination, watch
 /// resumed from a resourceVersion (`tests/clients/python_client.py`). `scripts/test-all`
 /// installs the client and points `BOSUN_PYTHON` at it; without it this test fails.
