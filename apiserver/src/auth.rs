@@ -426,6 +426,7 @@ pub fn default_admission() -> Vec<Arc<dyn AdmissionPlugin>> {
         Arc::new(NamespaceLifecycle),
         Arc::new(LimitRanger),
         Arc::new(ServiceAccount),
+        Arc::new(crate::serviceaccount::TokenSecrets),
         Arc::new(TaintNodesByCondition),
         Arc::new(crate::podsecurity::PodSecurity),
         Arc::new(Priority),

@@ -54,6 +54,24 @@ impl ApiError {
         }
     }
 
+    /// 404 NotFound for an object of `resource` in `group` known only by name.
+    pub fn not_found_named(group: &str, resource: &str, name: &str) -> Self {
+        let qualified = if group.is_empty() {
+            resource.to_owned()
+        } else {
+            format!("{resource}.{group}")
+        };
+        ApiError {
+            details: Some(Box::new(StatusDetails {
+                name: Some(name.to_owned()),
+                group: Some(group.to_owned()).filter(|g| !g.is_empty()),
+                kind: Some(resource.to_owned()),
+                ..Default::default()
+            })),
+            ..Self::new(404, "NotFound", format!("{qualified} \"{name}\" not found"))
+        }
+    }
+
     /// 404 NotFound for a path nothing is served at.
     pub fn no_route() -> Self {
         Self::new(

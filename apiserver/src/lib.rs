@@ -46,6 +46,7 @@ pub mod resources;
 mod rest;
 mod scale;
 mod server;
+pub mod serviceaccount;
 pub mod validate;
 pub mod webhook;
 

@@ -531,8 +531,130 @@ pub(crate) async fn post_subresource(
             let b = object::decode_body(body, format)?;
             json(StatusCode::CREATED, &crate::pods::evict(ctx, &b).await?)
         }
+        (false, Some("token")) if ctx.r.group.is_empty() && ctx.r.plural == "serviceaccounts" => {
+            let b = object::decode_body(body, format)?;
+            json(StatusCode::CREATED, &token_request(ctx, &b).await?)
+        }
         _ => Err(ApiError::method_not_allowed(ctx.r, "create")),
     }
+}
+
+/// The TokenRequest API: a token for the service account, bound to a pod or secret if asked,
+/// for the audiences asked (the issuer's own by default), valid `expirationSeconds` (default
+/// an hour, at least ten minutes).
+async fn token_request(ctx: &Ctx<'_>, req: &Object) -> Result<Value, ApiError> {
+    let Some(issuer) = ctx.server.inner.config.service_account_issuer.clone() else {
+        return Err(ApiError::no_route());
+    };
+    let ns = ctx.namespace.unwrap_or_default();
+    let name = ctx.name();
+    let spec = req.get("spec").cloned().unwrap_or(Value::Null);
+    let seconds = spec["expirationSeconds"].as_i64().unwrap_or(3600);
+    let field = FieldPath::new("spec").child("expirationSeconds");
+    if seconds < 600 {
+        return Err(ApiError::invalid_kind(
+            "authentication.k8s.io",
+            "TokenRequest",
+            name,
+            &[FieldError::invalid(
+                &field,
+                seconds,
+                "may not specify a duration less than 10 minutes",
+            )],
+        ));
+    }
+    if seconds > 1 << 32 {
+        return Err(ApiError::invalid_kind(
+            "authentication.k8s.io",
+            "TokenRequest",
+            name,
+            &[FieldError::invalid(
+                &field,
+                seconds,
+                "may not specify a duration larger than 2^32 seconds",
+            )],
+        ));
+    }
+    let mut audiences: Vec<String> = spec["audiences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    if audiences.is_empty() {
+        audiences.push(issuer.issuer().to_owned());
+    }
+    let stored = |resource: &'static str, obj_name: String| async move {
+        let key = format!("/registry/core/{resource}/{ns}/{obj_name}");
+        let kv = ctx
+            .store()
+            .get(&key, None)
+            .await
+            .map_err(ApiError::internal)?;
+        kv.and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+            .ok_or_else(|| ApiError::not_found_named("", resource, &obj_name))
+    };
+    let account = stored("serviceaccounts", name.to_owned()).await?;
+    let sa_uid = account["metadata"]["uid"].as_str().unwrap_or("").to_owned();
+    let bound = &spec["boundObjectRef"];
+    let mut binding = None;
+    if bound.is_object() {
+        let kind = bound["kind"].as_str().unwrap_or("");
+        let resource = match kind {
+            "Pod" => "pods",
+            "Secret" => "secrets",
+            other => {
+                return Err(ApiError::invalid_kind(
+                    "authentication.k8s.io",
+                    "TokenRequest",
+                    name,
+                    &[FieldError::not_supported(
+                        &FieldPath::new("spec").child("boundObjectRef").child("kind"),
+                        other,
+                        &["Pod", "Secret"],
+                    )],
+                ))
+            }
+        };
+        let bound_name = bound["name"].as_str().unwrap_or("").to_owned();
+        let obj = stored(resource, bound_name.clone()).await?;
+        let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_owned();
+        if let Some(want) = bound["uid"].as_str().filter(|u| !u.is_empty()) {
+            if want != uid {
+                return Err(ApiError::conflict_message(format!(
+                    "the UID in the bound object reference ({want}) does not match the UID in record. The object might have been deleted and then recreated"
+                )));
+            }
+        }
+        binding = Some((kind.to_owned(), bound_name, uid));
+    }
+    let claims = issuer.bound_claims(
+        ns,
+        (name, &sa_uid),
+        binding
+            .as_ref()
+            .map(|(k, n, u)| (k.as_str(), n.as_str(), u.as_str())),
+        &audiences,
+        seconds,
+    );
+    let token = issuer
+        .sign(&claims)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let expires = claims["exp"].as_i64().unwrap_or_default();
+    let mut spec = spec;
+    spec["audiences"] = json!(audiences);
+    spec["expirationSeconds"] = json!(seconds);
+    Ok(json!({
+        "kind": "TokenRequest",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": name, "namespace": ns, "creationTimestamp": Value::Null},
+        "spec": spec,
+        "status": {
+            "token": token,
+            "expirationTimestamp": Time::from_unix(expires, 0),
+        },
+    }))
 }
 
 /// Writes the parent object of a subresource (`scale`) with the main resource's rules.

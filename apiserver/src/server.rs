@@ -43,6 +43,11 @@ pub struct Config {
     /// Where to append the audit log (`audit.k8s.io/v1` events as JSON lines, Metadata level;
     /// upstream's `--audit-log-path`); none if `None`.
     pub audit_log_path: Option<std::path::PathBuf>,
+    /// Signs service-account tokens: the TokenRequest API and the tokens of
+    /// `kubernetes.io/service-account-token` Secrets are served only with one.
+    pub service_account_issuer: Option<Arc<crate::serviceaccount::TokenIssuer>>,
+    /// The cluster CA (PEM) put into token Secrets as `ca.crt`.
+    pub root_ca_pem: Option<String>,
 }
 
 impl Default for Config {
@@ -55,6 +60,8 @@ impl Default for Config {
             max_requests_inflight: 600,
             request_timeout: std::time::Duration::from_secs(60),
             audit_log_path: None,
+            service_account_issuer: None,
+            root_ca_pem: None,
         }
     }
 }
@@ -122,6 +129,11 @@ impl ApiServer {
                 audit,
             }),
         }
+    }
+
+    /// The settings the server was built with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
     }
 
     /// The served resources now.

@@ -449,7 +449,13 @@ fn run(main: impl std::future::Future<Output = Result<(), String>>) -> std::proc
 /// `bosun controller-manager`: the built-in controllers as a client of a cluster, working
 /// only while it holds the leader Lease (and exiting if it loses it, as upstream does).
 async fn controller_manager(args: ControllerManagerArgs) -> Result<(), String> {
-    let client = client_from(args.kubeconfig.as_deref())?;
+    let config = config_from(args.kubeconfig.as_deref())?;
+    let root_ca = config
+        .tls
+        .ca
+        .as_ref()
+        .and_then(|ca| String::from_utf8(ca.clone()).ok());
+    let client = bosun_client::Client::try_from_config(config).map_err(|e| e.to_string())?;
     let cidr = bosun_controllers::builtin::nodelifecycle::parse_cidr(&args.cluster_cidr)
         .ok_or_else(|| {
             format!(
@@ -463,6 +469,7 @@ async fn controller_manager(args: ControllerManagerArgs) -> Result<(), String> {
             cluster_cidr: Some(cidr),
             ..Default::default()
         },
+        root_ca,
     };
     if !args.leader_elect {
         tokio::select! {
@@ -691,7 +698,7 @@ async fn server(args: ServerArgs) -> Result<(), String> {
     } else {
         local
     };
-    let config = Config {
+    let mut config = Config {
         advertise_address: reach.to_string(),
         service_ranges,
         audit_log_path: args.audit_log_path.clone(),
@@ -746,8 +753,26 @@ async fn server(args: ServerArgs) -> Result<(), String> {
         }
         loopback.url = format!("https://{reach}");
         loopback.ca_pem = Some(pki.ca_pem().to_owned());
-        let mut authenticators: Vec<Arc<dyn auth::Authenticator>> =
-            vec![Arc::new(auth::X509), Arc::new(tokens)];
+        let sa_key = pki.service_account_key_pem().map_err(|e| e.to_string())?;
+        let issuer = Arc::new(
+            bosun_apiserver::serviceaccount::TokenIssuer::from_pkcs8_pem(
+                &sa_key,
+                bosun_apiserver::serviceaccount::DEFAULT_ISSUER,
+            )
+            .map_err(|e| format!("{}: {e}", pki_dir.join("sa.key").display()))?,
+        );
+        config.service_account_issuer = Some(Arc::clone(&issuer));
+        config.root_ca_pem = Some(pki.ca_pem().to_owned());
+        let service_accounts = bosun_apiserver::serviceaccount::ServiceAccountAuthenticator::new(
+            issuer,
+            vec![bosun_apiserver::serviceaccount::DEFAULT_ISSUER.to_owned()],
+            Arc::clone(&store),
+        );
+        let mut authenticators: Vec<Arc<dyn auth::Authenticator>> = vec![
+            Arc::new(auth::X509),
+            Arc::new(tokens),
+            Arc::new(service_accounts),
+        ];
         if args.anonymous_auth {
             authenticators.push(Arc::new(auth::Anonymous));
         }
@@ -804,7 +829,13 @@ async fn server(args: ServerArgs) -> Result<(), String> {
     if !args.no_controllers {
         match loopback.client("system:kube-controller-manager") {
             Ok(client) => {
-                tokio::spawn(bosun_controllers::builtin::manager::run(client));
+                let options = bosun_controllers::builtin::manager::Options {
+                    root_ca: loopback.ca_pem.clone(),
+                    ..Default::default()
+                };
+                tokio::spawn(bosun_controllers::builtin::manager::run_with(
+                    client, options,
+                ));
             }
             Err(e) => tracing::error!(error = %e, "controllers not started"),
         }
@@ -834,7 +865,12 @@ async fn server(args: ServerArgs) -> Result<(), String> {
 
 /// A client from `--kubeconfig FILE`, or the usual places.
 fn client_from(kubeconfig: Option<&Path>) -> Result<bosun_client::Client, String> {
-    let config = match kubeconfig {
+    bosun_client::Client::try_from_config(config_from(kubeconfig)?).map_err(|e| e.to_string())
+}
+
+/// The client configuration of `--kubeconfig FILE`, or of the usual places.
+fn config_from(kubeconfig: Option<&Path>) -> Result<bosun_client::Config, String> {
+    Ok(match kubeconfig {
         Some(path) => {
             let kubeconfig = bosun_client::config::Kubeconfig::read(path)
                 .map_err(|e| format!("reading {}: {e}", path.display()))?;
@@ -842,8 +878,7 @@ fn client_from(kubeconfig: Option<&Path>) -> Result<bosun_client::Client, String
                 .map_err(|e| format!("using {}: {e}", path.display()))?
         }
         None => bosun_client::Config::infer().map_err(|e| format!("finding a cluster: {e}"))?,
-    };
-    bosun_client::Client::try_from_config(config).map_err(|e| e.to_string())
+    })
 }
 
 /// Runs the node's pods through `rt` (a pass a second; static pods from

@@ -51,14 +51,24 @@ fn contained(p: &str) -> bool {
 pub struct VolumeManager {
     client: Client,
     root: Option<PathBuf>,
+    /// Service-account tokens by (pod uid, audience, lifetime): the token, when it was issued
+    /// and for how long. Refreshed after 80 % of the lifetime (or 24 h), as upstream's kubelet.
+    tokens: std::sync::Mutex<HashMap<TokenKey, (String, std::time::Instant)>>,
 }
+
+/// A pod's uid, a token's audience and its requested lifetime in seconds.
+type TokenKey = (String, String, i64);
 
 impl VolumeManager {
     /// Volumes under `root` (`/var/lib/bosun/pods`), objects read through `client`. Without
     /// a root no volume is set up (environment lookups still work): a simulated node's pods
     /// have no files.
     pub fn new(client: Client, root: Option<PathBuf>) -> Self {
-        VolumeManager { client, root }
+        VolumeManager {
+            client,
+            root,
+            tokens: std::sync::Mutex::default(),
+        }
     }
 
     /// Whether volumes are set up.
@@ -241,8 +251,36 @@ impl VolumeManager {
         Ok(Some(out))
     }
 
-    /// A bound service-account token for the pod (TokenRequest).
+    /// A bound service-account token for the pod: the one issued before while it is fresh,
+    /// else a new one (TokenRequest).
     async fn token(&self, pod: &Value, src: &Value) -> Result<String> {
+        let seconds = src["expirationSeconds"].as_i64().unwrap_or(3607);
+        let key = (s(&pod["metadata"]["uid"]), s(&src["audience"]), seconds);
+        let refresh_after = std::time::Duration::from_secs(
+            u64::try_from(seconds.saturating_mul(8) / 10)
+                .unwrap_or(0)
+                .min(24 * 3600),
+        );
+        {
+            let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            // Forget tokens no pass has asked for in a long time (pods gone).
+            tokens.retain(|_, (_, at)| at.elapsed() < std::time::Duration::from_secs(48 * 3600));
+            if let Some((t, at)) = tokens.get(&key) {
+                if at.elapsed() < refresh_after {
+                    return Ok(t.clone());
+                }
+            }
+        }
+        let token = self.request_token(pod, src).await?;
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (token.clone(), std::time::Instant::now()));
+        Ok(token)
+    }
+
+    /// A new bound service-account token for the pod (TokenRequest).
+    async fn request_token(&self, pod: &Value, src: &Value) -> Result<String> {
         let ns = s(&pod["metadata"]["namespace"]);
         let sa = pod["spec"]["serviceAccountName"]
             .as_str()

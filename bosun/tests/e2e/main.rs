@@ -1527,6 +1527,204 @@ fn uuid_like() -> String {
     )
 }
 
+/// Service-account tokens: `kubectl create token` (the TokenRequest API) bound to a pod gives a
+/// token that authenticates as the account, with the account's RBAC, until the pod is gone;
+/// a token Secret gets a legacy token that works while the Secret exists; the namespace gets
+/// `kube-root-ca.crt` with the cluster CA.
+#[test]
+fn service_account_tokens_are_bound_and_authorized() {
+    let cluster = start();
+    let bin = kubectl_dir().join("kubectl.1.32");
+    let admin = Kubectl {
+        bin: bin.clone(),
+        cluster: &cluster,
+    };
+    let as_token = |token: &str, args: &[&str]| {
+        let path = kubeconfig_as(&cluster, "sa", &format!("\n    token: {token}"));
+        Command::new(&bin)
+            .args(args)
+            .env("KUBECONFIG", path)
+            .env("HOME", cluster.home.path())
+            .output()
+            .unwrap()
+    };
+    admin.ok(&["create", "namespace", "robots"]);
+    eventually(
+        || {
+            admin
+                .run(&["get", "sa", "default", "-n", "robots"])
+                .status
+                .success()
+        },
+        "the default service account",
+    );
+    // The CA every pod's token volume mounts.
+    eventually(
+        || {
+            admin
+                .run(&[
+                    "get",
+                    "configmap",
+                    "kube-root-ca.crt",
+                    "-n",
+                    "robots",
+                    "-o",
+                    "jsonpath={.data.ca\\.crt}",
+                ])
+                .stdout
+                .starts_with(b"-----BEGIN CERTIFICATE-----")
+        },
+        "kube-root-ca.crt",
+    );
+    admin.ok(&["create", "sa", "builder", "-n", "robots"]);
+    admin.ok(&[
+        "create",
+        "rolebinding",
+        "builder-view",
+        "--clusterrole=view",
+        "--serviceaccount=robots:builder",
+        "-n",
+        "robots",
+    ]);
+    admin.ok(&[
+        "run",
+        "holder",
+        "--image=busybox",
+        "-n",
+        "robots",
+        "--overrides",
+        r#"{"spec": {"serviceAccountName": "builder", "nodeName": "nowhere"}}"#,
+    ]);
+    let token = admin
+        .ok(&[
+            "create",
+            "token",
+            "builder",
+            "-n",
+            "robots",
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            "holder",
+            "--duration",
+            "15m",
+        ])
+        .trim()
+        .to_owned();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    let who = as_token(
+        &token,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&who.stdout),
+        "system:serviceaccount:robots:builder"
+    );
+    eventually(
+        || {
+            as_token(&token, &["get", "pods", "-n", "robots"])
+                .status
+                .success()
+        },
+        "the account's view binding",
+    );
+    let out = as_token(&token, &["get", "secrets", "-n", "robots"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains(r#"User "system:serviceaccount:robots:builder" cannot list resource "secrets""#));
+    // A token for another audience is not for the API server.
+    let foreign = admin
+        .ok(&[
+            "create",
+            "token",
+            "builder",
+            "-n",
+            "robots",
+            "--audience",
+            "vault",
+        ])
+        .trim()
+        .to_owned();
+    assert!(!as_token(&foreign, &["get", "pods", "-n", "robots"])
+        .status
+        .success());
+    // Too short a lifetime is refused as upstream.
+    let out = admin.run(&[
+        "create",
+        "token",
+        "builder",
+        "-n",
+        "robots",
+        "--duration",
+        "5m",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("may not specify a duration less than 10 minutes"));
+    // Deleting the pod invalidates its token.
+    admin.ok(&[
+        "delete",
+        "pod",
+        "holder",
+        "-n",
+        "robots",
+        "--grace-period=0",
+        "--force",
+    ]);
+    eventually(
+        || {
+            !admin
+                .run(&["get", "pod", "holder", "-n", "robots"])
+                .status
+                .success()
+        },
+        "the pod gone",
+    );
+    let out = as_token(&token, &["get", "pods", "-n", "robots"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("You must be logged in to the server"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A token Secret gets a legacy token, valid while the Secret exists.
+    let secret = cluster.home.path().join("token-secret.json");
+    std::fs::write(
+        &secret,
+        r#"{"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+            "metadata": {"name": "builder-token", "annotations": {"kubernetes.io/service-account.name": "builder"}}}"#,
+    )
+    .unwrap();
+    admin.ok(&["create", "-n", "robots", "-f", secret.to_str().unwrap()]);
+    let encoded = admin.ok(&[
+        "get",
+        "secret",
+        "builder-token",
+        "-n",
+        "robots",
+        "-o",
+        "jsonpath={.data.token}",
+    ]);
+    use base64::Engine;
+    let legacy = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(as_token(&legacy, &["get", "pods", "-n", "robots"])
+        .status
+        .success());
+    admin.ok(&["delete", "secret", "builder-token", "-n", "robots"]);
+    assert!(!as_token(&legacy, &["get", "pods", "-n", "robots"])
+        .status
+        .success());
+}
+
 /// The official Python `kubernetes` client, unchanged: CRUD, selectors, pagination, watch
 /// resumed from a resourceVersion (`tests/clients/python_client.py`). `scripts/test-all`
 /// installs the client and points `BOSUN_PYTHON` at it; without it this test fails.

@@ -56,6 +56,8 @@ pub const CONTROLLERS: &[&str] = &[
 pub struct Options {
     /// The node lifecycle monitor's settings (grace period, pod CIDRs).
     pub node_lifecycle: nodelifecycle::Config,
+    /// The cluster CA (PEM) to publish as `kube-root-ca.crt` in every namespace.
+    pub root_ca: Option<String>,
 }
 
 /// Runs every built-in controller on shared informers until the task is dropped.
@@ -68,7 +70,7 @@ pub async fn run_with(client: Client, options: Options) {
     let factory = Arc::new(InformerFactory::new(client.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     let accounts = ServiceAccounts::controller(Arc::clone(&factory));
-    tasks.spawn(accounts.run(ServiceAccounts::new(client.clone())));
+    tasks.spawn(accounts.run(ServiceAccounts::new(client.clone()).with_root_ca(options.root_ca)));
     let (rs, logic) = ReplicaSets::<ReplicaSet>::new(client.clone(), &factory);
     tasks.spawn(rs.concurrency(5).run(logic));
     let (rc, logic) = ReplicaSets::<ReplicationController>::new(client.clone(), &factory);

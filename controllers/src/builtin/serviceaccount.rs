@@ -1,8 +1,9 @@
 //! The ServiceAccount controller: every active namespace has a `default` ServiceAccount (made
-//! again if it is deleted).
+//! again if it is deleted) and, when the cluster CA is known, the `kube-root-ca.crt` ConfigMap
+//! holding it (upstream's root-ca-cert-publisher), which pods' service-account volumes mount.
 
 use crate::controller::{Action, Controller, Reconciler};
-use bosun_api_types::core::v1::{Namespace, ServiceAccount};
+use bosun_api_types::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use bosun_client::informer::InformerFactory;
 use bosun_client::reflector::Key;
 use bosun_client::{Api, Client, PostParams};
@@ -11,28 +12,84 @@ use std::sync::Arc;
 /// Ensures the `default` ServiceAccount of each namespace.
 pub struct ServiceAccounts {
     client: Client,
+    root_ca: Option<String>,
 }
+
+/// The ConfigMap every namespace gets with the cluster CA.
+pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
 
 impl ServiceAccounts {
     /// The controller's logic over `client`.
     pub fn new(client: Client) -> Self {
-        ServiceAccounts { client }
+        ServiceAccounts {
+            client,
+            root_ca: None,
+        }
+    }
+
+    /// Also publishes `ca_pem` as `kube-root-ca.crt` (key `ca.crt`) in every namespace.
+    pub fn with_root_ca(mut self, ca_pem: Option<String>) -> Self {
+        self.root_ca = ca_pem;
+        self
+    }
+
+    async fn publish_root_ca(&self, namespace: &str) -> Result<(), bosun_client::Error> {
+        let Some(ca) = &self.root_ca else {
+            return Ok(());
+        };
+        let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let want = std::collections::BTreeMap::from([("ca.crt".to_owned(), ca.clone())]);
+        let result = match maps.get_opt(ROOT_CA_CONFIGMAP).await? {
+            Some(cm) if cm.data == want => return Ok(()),
+            Some(mut cm) => {
+                cm.data = want;
+                maps.replace(ROOT_CA_CONFIGMAP, &PostParams::default(), &cm)
+                    .await
+                    .map(|_| ())
+            }
+            None => {
+                let mut cm = ConfigMap::default();
+                cm.metadata.name = Some(ROOT_CA_CONFIGMAP.into());
+                cm.metadata.annotations.insert(
+                    "kubernetes.io/description".into(),
+                    "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.".into(),
+                );
+                cm.data = want;
+                maps.create(&PostParams::default(), &cm).await.map(|_| ())
+            }
+        };
+        match result {
+            Err(e) if e.is_conflict() || e.code() == Some(403) || e.is_not_found() => Ok(()),
+            other => other,
+        }
     }
 
     /// Runs it on `factory`'s informers (namespaces, and service accounts so that a deleted
     /// `default` is noticed) until the returned controller's queue shuts down.
     pub fn controller(factory: Arc<InformerFactory>) -> Controller<Namespace> {
-        Controller::<Namespace>::new(factory, None).watches_with::<ServiceAccount>(|sa| {
-            if sa.metadata.name.as_deref() == Some("default") {
-                sa.metadata
-                    .namespace
-                    .as_deref()
-                    .map(|ns| vec![Key::cluster(ns)])
-                    .unwrap_or_default()
-            } else {
-                Vec::new()
-            }
-        })
+        Controller::<Namespace>::new(factory, None)
+            .watches_with::<ServiceAccount>(|sa| {
+                if sa.metadata.name.as_deref() == Some("default") {
+                    sa.metadata
+                        .namespace
+                        .as_deref()
+                        .map(|ns| vec![Key::cluster(ns)])
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                }
+            })
+            .watches_with::<ConfigMap>(|cm| {
+                if cm.metadata.name.as_deref() == Some(ROOT_CA_CONFIGMAP) {
+                    cm.metadata
+                        .namespace
+                        .as_deref()
+                        .map(|ns| vec![Key::cluster(ns)])
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                }
+            })
     }
 }
 
@@ -46,6 +103,7 @@ impl Reconciler<Namespace> for ServiceAccounts {
         let Some(name) = ns.metadata.name.as_deref().filter(|_| !terminating) else {
             return Ok(Action::Done);
         };
+        self.publish_root_ca(name).await?;
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), name);
         if accounts.get_opt("default").await?.is_some() {
             return Ok(Action::Done);
