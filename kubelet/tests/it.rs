@@ -711,12 +711,19 @@ async fn pulls_private_images_with_the_pods_pull_secrets() {
     };
     // Without the right credentials the pull fails; with them (after a wrong one and a
     // missing one) it works.
+    // One after the other: once the image is on the node, IfNotPresent would not pull again.
     pods.create(
         &PostParams::default(),
         &pod("denied", serde_json::json!([{"name": "wrong"}])),
     )
     .await
     .unwrap();
+    let _ = worker.sync().await;
+    let denied = serde_json::to_value(pods.get("denied").await.unwrap()).unwrap();
+    assert_eq!(
+        denied["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "ErrImagePull",
+        "{denied}"
+    );
     pods.create(
         &PostParams::default(),
         &pod(
@@ -727,11 +734,6 @@ async fn pulls_private_images_with_the_pods_pull_secrets() {
     .await
     .unwrap();
     let _ = worker.sync().await;
-    let denied = serde_json::to_value(pods.get("denied").await.unwrap()).unwrap();
-    assert_eq!(
-        denied["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "ErrImagePull",
-        "{denied}"
-    );
     let allowed = serde_json::to_value(pods.get("allowed").await.unwrap()).unwrap();
     assert_eq!(allowed["status"]["phase"], "Running", "{allowed}");
 }
