@@ -317,6 +317,40 @@ impl Authenticator for Anonymous {
     }
 }
 
+/// Asks each authorizer in turn (upstream's `--authorization-mode Node,RBAC`): the first
+/// `Allow` or `Deny` decides; no opinion from all of them is no opinion.
+#[derive(Clone, Default)]
+pub struct FirstOpinion(pub Vec<Arc<dyn Authorizer>>);
+
+#[async_trait::async_trait]
+impl Authorizer for FirstOpinion {
+    async fn authorize(&self, user: &UserInfo, req: &RequestInfo<'_>) -> Decision {
+        for a in &self.0 {
+            match a.authorize(user, req).await {
+                Decision::NoOpinion => {}
+                decided => return decided,
+            }
+        }
+        Decision::NoOpinion
+    }
+
+    async fn rules(
+        &self,
+        user: &UserInfo,
+        namespace: &str,
+    ) -> Option<Vec<bosun_api_types::rbac::v1::PolicyRule>> {
+        let mut out = Vec::new();
+        let mut any = false;
+        for a in &self.0 {
+            if let Some(rules) = a.rules(user, namespace).await {
+                any = true;
+                out.extend(rules);
+            }
+        }
+        any.then_some(out)
+    }
+}
+
 /// Allows everything.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AlwaysAllow;
@@ -427,6 +461,8 @@ pub fn default_admission() -> Vec<Arc<dyn AdmissionPlugin>> {
         Arc::new(LimitRanger),
         Arc::new(ServiceAccount),
         Arc::new(crate::serviceaccount::TokenSecrets),
+        Arc::new(crate::certificates::CsrRequestor),
+        Arc::new(crate::node::NodeRestriction),
         Arc::new(TaintNodesByCondition),
         Arc::new(crate::podsecurity::PodSecurity),
         Arc::new(Priority),

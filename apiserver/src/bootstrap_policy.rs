@@ -438,6 +438,30 @@ pub fn cluster_roles() -> Vec<Value> {
             "system:kube-dns",
             vec![rule(&["list", "watch"], &[""], &["endpoints", "services"])],
         ),
+        role(
+            "system:node-bootstrapper",
+            vec![rule(
+                &["create", "get", "list", "watch"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+            )],
+        ),
+        role(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            vec![rule(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/nodeclient"],
+            )],
+        ),
+        role(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            vec![rule(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/selfnodeclient"],
+            )],
+        ),
     ]
 }
 
@@ -498,6 +522,23 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         same(
             "system:kube-dns",
             &[("ServiceAccount", "kube-system/kube-dns")],
+        ),
+        // kubeadm's: nodes joining with a bootstrap token may ask for, and get, a client
+        // certificate; nodes renew their own.
+        binding(
+            "bosun:kubelet-bootstrap",
+            "system:node-bootstrapper",
+            &[("Group", "system:bootstrappers")],
+        ),
+        binding(
+            "bosun:node-autoapprove-bootstrap",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[("Group", "system:bootstrappers")],
+        ),
+        binding(
+            "bosun:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[("Group", "system:nodes")],
         ),
     ]
 }

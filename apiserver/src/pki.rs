@@ -26,6 +26,7 @@ use rcgen::{
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use x509_parser::prelude::FromDer;
 
 /// What went wrong making, reading or using the cluster's certificates.
 #[derive(Debug, thiserror::Error)]
@@ -274,6 +275,40 @@ impl Pki {
         )
     }
 
+    /// Signs a PEM certificate signing request as a client certificate (the subject as asked,
+    /// client-auth usage), valid `seconds` (default and at most a year, at least ten minutes).
+    /// The request's own signature must verify (the requester holds the key).
+    pub fn sign_client_csr(&self, csr_pem: &str, seconds: Option<i64>) -> Result<String, PkiError> {
+        let der = rustls_pemfile::csr(&mut csr_pem.as_bytes())
+            .map_err(|e| PkiError::Invalid(format!("the request is not PEM: {e}")))?
+            .ok_or_else(|| PkiError::Invalid("no CERTIFICATE REQUEST in the request".into()))?;
+        let (_, parsed) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(der.as_ref())
+                .map_err(|e| PkiError::Invalid(format!("the request does not parse: {e}")))?;
+        parsed
+            .verify_signature()
+            .map_err(|e| PkiError::Invalid(format!("the request's signature: {e}")))?;
+        let mut csr = rcgen::CertificateSigningRequestParams::from_der(&der)
+            .map_err(cert_err("certificate signing request"))?;
+        let seconds = seconds.unwrap_or(365 * 86400).clamp(600, 365 * 86400);
+        let now = time::OffsetDateTime::now_utc();
+        let p = &mut csr.params;
+        p.not_before = now - time::Duration::minutes(5);
+        p.not_after = now + time::Duration::seconds(seconds);
+        p.is_ca = IsCa::NoCa;
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.use_authority_key_identifier_extension = true;
+        p.serial_number = Some(serial());
+        let cert = csr
+            .signed_by(&self.ca_cert, &self.ca_key)
+            .map_err(cert_err("certificate signing request"))?;
+        Ok(cert.pem())
+    }
+
     /// Issues a certificate and keeps it as `NAME.crt`/`NAME.key` in the CA's directory.
     pub fn issue_to_files(&self, name: &str, issued: &Issued) -> Result<(), PkiError> {
         write_private(
@@ -296,6 +331,24 @@ impl Pki {
             serving.key_pem.as_bytes(),
         )
     }
+}
+
+/// A new key and a PEM certificate signing request for a client certificate naming `user`
+/// (CN) in `group` (O), as a joining node sends to the CSR API. Returns (request, key).
+pub fn client_csr(user: &str, group: Option<&str>) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate().map_err(cert_err("client key"))?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    if let Some(g) = group {
+        dn.push(DnType::OrganizationName, g);
+    }
+    dn.push(DnType::CommonName, user);
+    params.distinguished_name = dn;
+    let csr = params
+        .serialize_request(&key)
+        .map_err(cert_err("certificate signing request"))?;
+    let pem = csr.pem().map_err(cert_err("certificate signing request"))?;
+    Ok((pem, key.serialize_pem()))
 }
 
 /// A rustls server configuration from PEM: the client CA bundle, the serving certificate chain

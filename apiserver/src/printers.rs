@@ -73,6 +73,14 @@ fn columns(group: &str, kind: &str) -> Option<Vec<Col>> {
             col("Pod Labels", "string", ("", "The labels for the pod template.")),
         ],
         ("", "Namespace") => vec![NAME, col("Status", "string", ("", "The status of the namespace")), AGE],
+        ("certificates.k8s.io", "CertificateSigningRequest") => vec![
+            NAME,
+            AGE,
+            col("SignerName", "string", ("io.k8s.api.certificates.v1.CertificateSigningRequestSpec", "signerName")),
+            col("Requestor", "string", ("io.k8s.api.certificates.v1.CertificateSigningRequestSpec", "request")),
+            col("RequestedDuration", "string", ("io.k8s.api.certificates.v1.CertificateSigningRequestSpec", "expirationSeconds")),
+            col("Condition", "string", ("io.k8s.api.certificates.v1.CertificateSigningRequestStatus", "conditions")),
+        ],
         ("", "ConfigMap") => vec![NAME, col("Data", "string", ("io.k8s.api.core.v1.ConfigMap", "data")), AGE],
         ("", "Secret") => vec![
             NAME,
@@ -649,6 +657,42 @@ fn cells(group: &str, kind: &str, o: &Object, now: &Time) -> Vec<Value> {
             ]
         }
         ("", "Namespace") => vec![name, s(o, "/status/phase"), age(o, now)],
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            let signer = at(o, "/spec/signerName")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .unwrap_or("<none>");
+            let duration = at(o, "/spec/expirationSeconds")
+                .and_then(Value::as_i64)
+                .map_or_else(|| "<none>".to_owned(), human_duration);
+            // Upstream's: each condition type that holds, then Issued; Pending when none.
+            let mut state: Vec<String> = at(o, "/status/conditions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|c| c["status"] != "False")
+                .filter_map(|c| c["type"].as_str().map(str::to_owned))
+                .collect();
+            if at(o, "/status/certificate")
+                .and_then(Value::as_str)
+                .is_some_and(|c| !c.is_empty())
+            {
+                state.push("Issued".into());
+            }
+            let condition = if state.is_empty() {
+                "Pending".to_owned()
+            } else {
+                state.join(",")
+            };
+            vec![
+                name,
+                age(o, now),
+                json!(signer),
+                s(o, "/spec/username"),
+                json!(duration),
+                json!(condition),
+            ]
+        }
         ("", "ConfigMap") => vec![
             name,
             json!(len(o, "/data") + len(o, "/binaryData")),

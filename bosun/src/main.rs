@@ -626,6 +626,36 @@ fn serving_sans(args: &ServerArgs) -> Vec<String> {
     sans
 }
 
+/// The cluster's join token: read from `path` (made, 0600, on first start) and kept as a
+/// bootstrap-token Secret in `kube-system` (made again if someone deleted it).
+async fn ensure_node_token(api: &ApiServer, path: &Path) -> Result<String, String> {
+    use bosun_apiserver::certificates::{is_bootstrap_token, new_bootstrap_token};
+    let token = match std::fs::read_to_string(path) {
+        Ok(t) if is_bootstrap_token(t.trim()) => t.trim().to_owned(),
+        Ok(_) => {
+            return Err(format!(
+                "{}: not a bootstrap token (ID.SECRET)",
+                path.display()
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let t = new_bootstrap_token();
+            bosun_apiserver::pki::write_private(path, format!("{t}\n").as_bytes())
+                .map_err(|e| e.to_string())?;
+            t
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    bosun_apiserver::certificates::store_bootstrap_token(
+        api.store().as_ref(),
+        &token,
+        "bosun agents join with this token",
+    )
+    .await
+    .map_err(|e| format!("storing the join token: {e}"))?;
+    Ok(token)
+}
+
 /// A random bearer token (256 bits).
 fn random_token() -> String {
     format!(
@@ -714,6 +744,7 @@ async fn server(args: ServerArgs) -> Result<(), String> {
     };
     let mut kubeconfig_user = None;
     let mut rbac = None;
+    let mut signer = None;
     let pipeline = if args.insecure_http {
         auth::Pipeline::default()
     } else {
@@ -772,6 +803,9 @@ async fn server(args: ServerArgs) -> Result<(), String> {
             Arc::new(auth::X509),
             Arc::new(tokens),
             Arc::new(service_accounts),
+            Arc::new(bosun_apiserver::certificates::BootstrapTokens::new(
+                Arc::clone(&store),
+            )),
         ];
         if args.anonymous_auth {
             authenticators.push(Arc::new(auth::Anonymous));
@@ -785,10 +819,15 @@ async fn server(args: ServerArgs) -> Result<(), String> {
                 admission.push(Arc::new(bosun_apiserver::rbac::EscalationCheck::new(
                     r.clone(),
                 )));
-                Arc::new(r)
+                // Upstream's `--authorization-mode Node,RBAC`.
+                let node = bosun_apiserver::node::NodeAuthorizer::keep_current(Arc::clone(&store))
+                    .await
+                    .map_err(|e| format!("reading the pods for the node authorizer: {e}"))?;
+                Arc::new(auth::FirstOpinion(vec![Arc::new(node), Arc::new(r)]))
             }
         };
         kubeconfig_user = Some((pki.ca_pem().to_owned(), admin));
+        signer = Some((Arc::new(pki), Arc::clone(&authorizer)));
         auth::Pipeline {
             authenticator: Arc::new(auth::Union(authenticators)),
             authorizer,
@@ -808,6 +847,17 @@ async fn server(args: ServerArgs) -> Result<(), String> {
         bosun_apiserver::rbac::keep_current(Arc::clone(&store), rbac)
             .await
             .map_err(|e| format!("reading the RBAC roles and bindings: {e}"))?;
+    }
+    if let Some((pki, authorizer)) = signer {
+        bosun_apiserver::certificates::run_signer(api.clone(), pki, authorizer);
+        let path = args.data_dir.join("node-token");
+        ensure_node_token(&api, &path).await?;
+        tracing::info!(
+            "nodes join with: bosun agent --server {url} --token $(cat {}) --ca-cert {}",
+            path.display(),
+            args.data_dir.join("pki/ca.crt").display(),
+            url = loopback.url
+        );
     }
     if args.compaction_interval > 0 {
         bosun_store::compactor::spawn_compactor(

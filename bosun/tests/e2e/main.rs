@@ -1725,6 +1725,233 @@ fn service_account_tokens_are_bound_and_authorized() {
         .success());
 }
 
+/// A node's own credentials (`system:node:NAME` in `system:nodes`): through the Node
+/// authorizer it reads the Secrets its pods use and no other, and NodeRestriction keeps its
+/// writes to itself. A node joins as upstream's do: a bootstrap token (`DATA/node-token`)
+/// sends a CSR, the server approves and signs it, and the certificate is that node.
+#[test]
+fn node_credentials_see_only_their_pods_secrets_and_join_by_csr() {
+    use base64::Engine;
+    let cluster = start();
+    let bin = kubectl_dir().join("kubectl.1.32");
+    let admin = Kubectl {
+        bin: bin.clone(),
+        cluster: &cluster,
+    };
+    let data = cluster._data.path();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let as_user = |kubeconfig: &Path, args: &[&str]| {
+        Command::new(&bin)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("HOME", cluster.home.path())
+            .output()
+            .unwrap()
+    };
+    let text_of = |o: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    // Join: the bootstrap token may create a CSR, which is approved and signed.
+    let token = std::fs::read_to_string(data.join("node-token")).unwrap();
+    let bootstrap = kubeconfig_as(
+        &cluster,
+        "bootstrap",
+        &format!("\n    token: {}", token.trim()),
+    );
+    let who = as_user(
+        &bootstrap,
+        &["auth", "whoami", "-o", "jsonpath={.status.userInfo.groups}"],
+    );
+    assert!(
+        String::from_utf8_lossy(&who.stdout).contains("system:bootstrappers"),
+        "{}",
+        text_of(&who)
+    );
+    let (csr, key) =
+        bosun_apiserver::pki::client_csr("system:node:n1", Some("system:nodes")).unwrap();
+    let manifest = cluster.home.path().join("csr.json");
+    std::fs::write(
+        &manifest,
+        serde_json::json!({
+            "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+            "metadata": {"name": "node-csr-n1"},
+            "spec": {"request": b64(&csr), "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                     "usages": ["digital signature", "client auth"]},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = as_user(&bootstrap, &["create", "-f", manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text_of(&out));
+    let mut cert = String::new();
+    eventually(
+        || {
+            cert = String::from_utf8_lossy(
+                &as_user(
+                    &bootstrap,
+                    &[
+                        "get",
+                        "csr",
+                        "node-csr-n1",
+                        "-o",
+                        "jsonpath={.status.certificate}",
+                    ],
+                )
+                .stdout,
+            )
+            .into_owned();
+            !cert.is_empty()
+        },
+        "the node's certificate",
+    );
+    let table = admin.ok(&["get", "csr", "node-csr-n1"]);
+    assert!(table.contains("Approved,Issued"), "{table}");
+    assert!(table.contains("system:bootstrap:"), "{table}");
+    let cert = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(cert)
+            .unwrap(),
+    )
+    .unwrap();
+    let node = kubeconfig_as(
+        &cluster,
+        "node",
+        &format!(
+            "\n    client-certificate-data: {}\n    client-key-data: {}",
+            b64(&cert),
+            b64(&key)
+        ),
+    );
+    let who = as_user(
+        &node,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&who.stdout),
+        "system:node:n1",
+        "{}",
+        text_of(&who)
+    );
+    // A bootstrap token cannot approve its own way to other certificates: an admin-only signer
+    // stays pending.
+    let (other, _) = bosun_apiserver::pki::client_csr("mallory", Some("system:masters")).unwrap();
+    std::fs::write(
+        &manifest,
+        serde_json::json!({
+            "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+            "metadata": {"name": "sneaky"},
+            "spec": {"request": b64(&other), "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                     "usages": ["client auth"]},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    assert!(
+        as_user(&bootstrap, &["create", "-f", manifest.to_str().unwrap()])
+            .status
+            .success()
+    );
+
+    // The scene: n1 runs a pod using `used`; `unused` belongs to no pod on n1.
+    admin.ok(&["create", "namespace", "nodes-e2e"]);
+    for s in ["used", "unused"] {
+        admin.ok(&[
+            "create",
+            "secret",
+            "generic",
+            s,
+            "--from-literal=k=v",
+            "-n",
+            "nodes-e2e",
+        ]);
+    }
+    admin.ok(&[
+        "run", "worker", "--image=busybox", "-n", "nodes-e2e", "--overrides",
+        r#"{"spec": {"nodeName": "n1", "volumes": [{"name": "s", "secret": {"secretName": "used"}}],
+            "containers": [{"name": "worker", "image": "busybox", "volumeMounts": [{"name": "s", "mountPath": "/s"}]}]}}"#,
+    ]);
+    eventually(
+        || {
+            as_user(&node, &["get", "secret", "used", "-n", "nodes-e2e"])
+                .status
+                .success()
+        },
+        "the node reading its pod's secret",
+    );
+    for args in [
+        &["get", "secret", "unused", "-n", "nodes-e2e"][..],
+        &["get", "secrets", "-n", "nodes-e2e"],
+        &["get", "secrets", "-A"],
+    ] {
+        let out = as_user(&node, args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            text_of(&out).contains("forbidden"),
+            "{args:?}: {}",
+            text_of(&out)
+        );
+    }
+    // The node reads pods and nodes; it may not create an ordinary pod, nor touch another node.
+    assert!(as_user(&node, &["get", "pods", "-A"]).status.success());
+    let out = as_user(
+        &node,
+        &["run", "intruder", "--image=busybox", "-n", "nodes-e2e"],
+    );
+    assert!(
+        text_of(&out).contains("can only create mirror pods"),
+        "{}",
+        text_of(&out)
+    );
+    admin.ok(&["create", "-f", &write_node(&cluster, "n2")]);
+    let out = as_user(&node, &["label", "node", "n2", "owned=yes"]);
+    assert!(
+        text_of(&out).contains("can only change its own node object"),
+        "{}",
+        text_of(&out)
+    );
+    // Once the pod is gone, so is the node's access to its secret.
+    admin.ok(&[
+        "delete",
+        "pod",
+        "worker",
+        "-n",
+        "nodes-e2e",
+        "--grace-period=0",
+        "--force",
+    ]);
+    eventually(
+        || {
+            !as_user(&node, &["get", "secret", "used", "-n", "nodes-e2e"])
+                .status
+                .success()
+        },
+        "access ending with the pod",
+    );
+    // The sneaky CSR was never approved.
+    let sneaky = admin.ok(&["get", "csr", "sneaky"]);
+    assert!(sneaky.contains("Pending"), "{sneaky}");
+}
+
+/// A Node object manifest named `name`, written into the cluster's home; its path.
+fn write_node(cluster: &Cluster, name: &str) -> String {
+    let path = cluster.home.path().join(format!("node-{name}.json"));
+    std::fs::write(
+        &path,
+        format!(r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "{name}"}}}}"#),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
 /// The official Python `kubernetes` client, unchanged: CRUD, selectors, pagination, watch
 /// resumed from a resourceVersion (`tests/clients/python_client.py`). `scripts/test-all`
 /// installs the client and points `BOSUN_PYTHON` at it; without it this test fails.
