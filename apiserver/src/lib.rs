@@ -21,7 +21,7 @@
 
 pub mod admission;
 pub mod allocator;
-mod audit;
+pub mod audit;
 pub mod auth;
 pub mod bootstrap_policy;
 mod cache;

@@ -43,6 +43,9 @@ pub struct Config {
     /// Where to append the audit log (`audit.k8s.io/v1` events as JSON lines, Metadata level;
     /// upstream's `--audit-log-path`); none if `None`.
     pub audit_log_path: Option<std::path::PathBuf>,
+    /// Which requests the audit log records, and how much of each (upstream's
+    /// `--audit-policy-file`); `None` logs every resource request at `Metadata`.
+    pub audit_policy: Option<Arc<crate::audit::AuditPolicy>>,
     /// Signs service-account tokens: the TokenRequest API and the tokens of
     /// `kubernetes.io/service-account-token` Secrets are served only with one.
     pub service_account_issuer: Option<Arc<crate::serviceaccount::TokenIssuer>>,
@@ -60,6 +63,7 @@ impl Default for Config {
             max_requests_inflight: 600,
             request_timeout: std::time::Duration::from_secs(60),
             audit_log_path: None,
+            audit_policy: None,
             service_account_issuer: None,
             root_ca_pem: None,
         }
@@ -680,6 +684,18 @@ impl ApiServer {
             groups: vec!["system:unauthenticated".into()],
         };
         let user = who.user.as_ref().unwrap_or(&anonymous);
+        let level = match &self.inner.config.audit_policy {
+            None => crate::audit::Level::Metadata,
+            Some(p) => p.level(&crate::audit::Subject {
+                user,
+                verb: who.verb,
+                group: &r.group,
+                resource: &r.plural,
+                subresource: target.subresource.as_deref(),
+                namespace: target.namespace.as_deref(),
+                name: target.name.as_deref(),
+            }),
+        };
         // Also a tracing event: `RUST_LOG=bosun::audit=debug`.
         tracing::debug!(
             target: "bosun::audit",
@@ -692,7 +708,34 @@ impl ApiServer {
             code,
             "audit"
         );
-        if let Some(log) = &self.inner.audit {
+        let mut result = result;
+        if let (Some(log), true) = (&self.inner.audit, level > crate::audit::Level::None) {
+            let json_of = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).ok();
+            let request_object = (level >= crate::audit::Level::Request)
+                .then(|| who.body.as_deref().and_then(json_of))
+                .flatten();
+            let mut response_object = None;
+            // Whole responses only: a watch or a stream is never buffered for the log.
+            let streaming = who.verb == "watch"
+                || target.subresource.as_deref().is_some_and(|s| {
+                    matches!(s, "log" | "exec" | "attach" | "portforward" | "proxy")
+                });
+            if level == crate::audit::Level::RequestResponse && !streaming {
+                match result {
+                    Ok(resp) => {
+                        use http_body_util::BodyExt;
+                        let (parts, body) = resp.into_parts();
+                        let bytes = body
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes())
+                            .unwrap_or_default();
+                        response_object = json_of(&bytes);
+                        result = Ok(Response::from_parts(parts, full(bytes)));
+                    }
+                    Err(ref e) => response_object = serde_json::to_value(e.status()).ok(),
+                }
+            }
             log.record(&crate::audit::Record {
                 request_uri: &uri,
                 verb: who.verb,
@@ -707,6 +750,9 @@ impl ApiServer {
                 name: target.name.as_deref(),
                 code,
                 received,
+                level,
+                request_object,
+                response_object,
             });
         }
         result
@@ -778,6 +824,9 @@ impl ApiServer {
         } else {
             Bytes::new()
         };
+        if self.inner.audit.is_some() && !body.is_empty() {
+            who.body = Some(body.clone());
+        }
         let ctx = rest::Ctx {
             server: self,
             r: &r,
@@ -837,6 +886,8 @@ impl ApiServer {
 struct Audited {
     user: Option<crate::auth::UserInfo>,
     verb: &'static str,
+    /// The request body, kept for `Request`-level audit records.
+    body: Option<Bytes>,
 }
 
 /// The client certificate chain a TLS handshake verified (leaf first), attached to each

@@ -89,9 +89,13 @@ struct ServerArgs {
     /// Range (`LOW-HIGH`) that NodePort Services get ports from.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
-    /// Append an audit record (`audit.k8s.io/v1` Event, Metadata level) per request to FILE.
+    /// Append an audit record (`audit.k8s.io/v1` Event) per request to FILE.
     #[arg(long, value_name = "FILE")]
     audit_log_path: Option<PathBuf>,
+    /// An `audit.k8s.io/v1` Policy choosing each request's audit level (None, Metadata,
+    /// Request, RequestResponse); without one every request is logged at Metadata.
+    #[arg(long, value_name = "FILE")]
+    audit_policy_file: Option<PathBuf>,
     /// Encrypt resources at rest as this `apiserver.config.k8s.io/v1` EncryptionConfiguration
     /// says (aesgcm, secretbox and identity providers).
     #[arg(long, value_name = "FILE")]
@@ -416,6 +420,7 @@ fn main() -> std::process::ExitCode {
                 service_cluster_ip_range: "10.96.0.0/12".into(),
                 service_node_port_range: "30000-32767".into(),
                 audit_log_path: None,
+                audit_policy_file: None,
                 encryption_provider_config: None,
                 no_controllers: false,
                 no_scheduler: false,
@@ -728,10 +733,22 @@ async fn server(args: ServerArgs) -> Result<(), String> {
     } else {
         local
     };
+    let audit_policy = match &args.audit_policy_file {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .map_err(|e| format!("--audit-policy-file {}: {e}", path.display()))?;
+            Some(Arc::new(
+                bosun_apiserver::audit::AuditPolicy::parse(&text)
+                    .map_err(|e| format!("--audit-policy-file {}: {e}", path.display()))?,
+            ))
+        }
+        None => None,
+    };
     let mut config = Config {
         advertise_address: reach.to_string(),
         service_ranges,
         audit_log_path: args.audit_log_path.clone(),
+        audit_policy,
         ..Config::default()
     };
     // Who may do what: TLS with client certificates, tokens, RBAC; or, asked for, plain HTTP on

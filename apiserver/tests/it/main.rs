@@ -1576,6 +1576,88 @@ async fn audit_log_records_every_resource_request() {
     assert_eq!(events[1]["responseStatus"]["code"], 404);
 }
 
+/// An audit policy: secrets at Metadata (never their bodies), configmap writes with their
+/// request and response, reads of events not at all, the rest at Metadata; the first matching
+/// rule decides.
+#[tokio::test]
+async fn audit_policy_sets_each_requests_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let policy = bosun_apiserver::audit::AuditPolicy::parse(
+        br#"
+apiVersion: audit.k8s.io/v1
+kind: Policy
+rules:
+- level: Metadata
+  resources: [{group: "", resources: [secrets]}]
+- level: RequestResponse
+  verbs: [create, update, patch]
+  resources: [{group: "", resources: [configmaps]}]
+- level: None
+  resources: [{group: "", resources: [events, configmaps]}]
+- level: Metadata
+"#,
+    )
+    .unwrap();
+    let config = bosun_apiserver::Config {
+        audit_log_path: Some(path.clone()),
+        audit_policy: Some(Arc::new(policy)),
+        ..Default::default()
+    };
+    let s = ApiServer::with_resources(
+        Arc::new(MemoryStore::new()),
+        bosun_apiserver::ResourceTable::builtin(),
+        config,
+    );
+    s.bootstrap().await.unwrap();
+    post(&s, "/api/v1/namespaces/default/configmaps", cm("logged")).await;
+    call(
+        &s,
+        Method::GET,
+        "/api/v1/namespaces/default/configmaps/logged",
+        None,
+        "",
+    )
+    .await;
+    post(
+        &s,
+        "/api/v1/namespaces/default/secrets",
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"k": "hush"}}),
+    )
+    .await;
+    call(&s, Method::GET, "/api/v1/namespaces/default/pods", None, "").await;
+    let mut events: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        events = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if events.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The configmap read is not logged (level None).
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events[0]["level"], "RequestResponse");
+    assert_eq!(events[0]["requestObject"]["metadata"]["name"], "logged");
+    assert_eq!(
+        events[0]["responseObject"]["metadata"]["uid"]
+            .as_str()
+            .map(str::len),
+        Some(36)
+    );
+    assert_eq!(events[1]["level"], "Metadata");
+    assert_eq!(events[1]["objectRef"]["resource"], "secrets");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("hush") && !text.contains("aHVzaA"), "{text}");
+    assert_eq!(events[2]["objectRef"]["resource"], "pods");
+    for bad in ["kind: Other", "kind: Policy\nrules: [{level: Loud}]"] {
+        assert!(bosun_apiserver::audit::AuditPolicy::parse(bad.as_bytes()).is_err());
+    }
+}
+
 /// A CRD with two served versions: objects are stored in the storage version and served in the
 /// version asked for (the `None` conversion strategy).
 #[tokio::test]
