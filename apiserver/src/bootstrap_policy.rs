@@ -438,6 +438,27 @@ pub fn cluster_roles() -> Vec<Value> {
             "system:kube-dns",
             vec![rule(&["list", "watch"], &[""], &["endpoints", "services"])],
         ),
+        // What a node agent's service proxy, network policy and DNS read, and the kube-dns
+        // Service and EndpointSlices its DNS publishes (bosun's; upstream runs kube-proxy and
+        // CoreDNS as service accounts with roles of their own).
+        role(
+            "bosun:network-agent",
+            vec![
+                rule(
+                    READ,
+                    &[""],
+                    &["pods", "namespaces", "services", "endpoints", "nodes"],
+                ),
+                rule(READ, &["networking.k8s.io"], &["networkpolicies"]),
+                rule(READ, &["discovery.k8s.io"], &["endpointslices"]),
+                rule(&["create", "patch", "update"], &[""], &["services"]),
+                rule(
+                    &["create", "patch", "update", "delete"],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                ),
+            ],
+        ),
         role(
             "system:node-bootstrapper",
             vec![rule(
@@ -522,6 +543,11 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         same(
             "system:kube-dns",
             &[("ServiceAccount", "kube-system/kube-dns")],
+        ),
+        binding(
+            "bosun:network-agent",
+            "bosun:network-agent",
+            &[("User", "system:kube-proxy")],
         ),
         // kubeadm's: nodes joining with a bootstrap token may ask for, and get, a client
         // certificate; nodes renew their own.

@@ -13,7 +13,8 @@
 //!   very node renewing and may `create …/selfnodeclient`, as upstream's approver decides with
 //!   a SubjectAccessReview. Approved CSRs of that signer and of
 //!   `kubernetes.io/kube-apiserver-client` are signed by the cluster CA for a year (or
-//!   `spec.expirationSeconds`).
+//!   `spec.expirationSeconds`). A node may also get `CN=system:kube-proxy` from the latter
+//!   signer, for the service proxy and DNS its agent runs (bosun's rule, as k3s's).
 
 use crate::auth::{
     AdmissionPlugin, AdmissionRequest, Authenticator, Authorizer, Credentials, Decision, Operation,
@@ -242,12 +243,36 @@ fn condition(csr: &Value, kind: &str) -> bool {
 /// Whether upstream's approver would approve this CSR: a kubelet client certificate for a
 /// node, asked for by someone allowed to ask for it.
 async fn auto_approvable(csr: &Value, authorizer: &dyn Authorizer) -> bool {
-    if csr["spec"]["signerName"] != KUBELET_CLIENT_SIGNER {
-        return false;
-    }
     let Some((cn, orgs)) = requested(csr) else {
         return false;
     };
+    // bosun's own rule (k3s has the like): a node may get the service proxy's identity,
+    // `system:kube-proxy`, for the proxy and DNS it runs beside its kubelet.
+    if csr["spec"]["signerName"] == CLIENT_SIGNER {
+        let requestor = UserInfo {
+            name: csr["spec"]["username"].as_str().unwrap_or("").to_owned(),
+            groups: csr["spec"]["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+        };
+        let usages_ok = csr["spec"]["usages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .all(|u| ["digital signature", "key encipherment", "client auth"].contains(&u));
+        return cn == "system:kube-proxy"
+            && orgs.is_empty()
+            && usages_ok
+            && crate::node::node_of(&requestor).is_some();
+    }
+    if csr["spec"]["signerName"] != KUBELET_CLIENT_SIGNER {
+        return false;
+    }
     if !cn.starts_with("system:node:") || orgs != ["system:nodes"] {
         return false;
     }

@@ -185,9 +185,14 @@ struct AgentArgs {
     /// The API server's URL (with --token); otherwise --kubeconfig or the usual lookup.
     #[arg(long, value_name = "URL")]
     server: Option<String>,
-    /// A bearer token for --server.
+    /// A bearer token for --server. A bootstrap token (`ID.SECRET`, the server's
+    /// DATA/node-token) joins the node: it asks for the node's own client certificate and the
+    /// service proxy's, kept in DATA/pki.
     #[arg(long)]
     token: Option<String>,
+    /// The cluster CA to trust with --server (the server's DATA/pki/ca.crt).
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// Accept the server's certificate without checking it (with --server).
     #[arg(long)]
     insecure_skip_tls_verify: bool,
@@ -1005,21 +1010,6 @@ where
 async fn agent(args: AgentArgs) -> Result<(), String> {
     use bosun_cri::RuntimeService;
     use bosun_kubelet::{machine::Machine, node::NodeAgent, node::NodeConfig};
-    let client = match &args.server {
-        Some(server) => {
-            let mut config = bosun_client::Config::new(
-                server
-                    .parse()
-                    .map_err(|e| format!("--server {server}: {e}"))?,
-            );
-            if let Some(t) = &args.token {
-                config.auth = bosun_client::config::Auth::Bearer(t.clone());
-            }
-            config.tls.insecure = args.insecure_skip_tls_verify;
-            bosun_client::Client::try_from_config(config).map_err(|e| e.to_string())?
-        }
-        None => client_from(args.kubeconfig.as_deref())?,
-    };
     let data_dir = default_data_dir(args.data_dir.clone());
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
@@ -1032,6 +1022,8 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
         .internal_ip
         .map(|ip| ip.to_string())
         .unwrap_or_default();
+    // The kubelet's client, and the one the service proxy, network policy and DNS use.
+    let (client, net_client) = agent_clients(&args, &node_name, &data_dir).await?;
     let thresholds = bosun_kubelet::eviction::Thresholds::parse(&args.eviction_hard)
         .map_err(|e| format!("--eviction-hard: {e}"))?;
     let pressure;
@@ -1169,7 +1161,7 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
             pcfg.cluster_cidr = Some(args.proxy_cluster_cidr.clone());
             let dataplane = Arc::new(bosun_proxy::nftables::NftDataplane::new(pcfg));
             tokio::spawn(bosun_proxy::runner::run(
-                client.clone(),
+                net_client.clone(),
                 dataplane,
                 Default::default(),
                 shutdown_signal(),
@@ -1180,7 +1172,7 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
                 bosun_proxy::userspace::UserspaceConfig::new(cfg.name.clone()),
             ));
             tokio::spawn(bosun_proxy::runner::run(
-                client.clone(),
+                net_client.clone(),
                 dataplane,
                 Default::default(),
                 shutdown_signal(),
@@ -1195,7 +1187,7 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
     }
     if args.network_policy {
         tokio::spawn(bosun_proxy::netpol::run(
-            client.clone(),
+            net_client.clone(),
             cfg.name.clone(),
             Arc::new(bosun_proxy::netpol::NftPolicies::new()),
             Default::default(),
@@ -1221,13 +1213,13 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
         match dns::serve(server.clone(), (node_ip, args.dns_port).into()).await {
             Ok((mut running, addr)) => {
                 tracing::info!(%addr, "cluster DNS serving");
-                tokio::spawn(dns::run(client.clone(), server, shutdown_signal()));
+                tokio::spawn(dns::run(net_client.clone(), server, shutdown_signal()));
                 tokio::spawn(async move {
                     let _ = running.block_until_done().await;
                 });
                 dns_published = true;
                 tokio::spawn(dns::publish(
-                    client.clone(),
+                    net_client.clone(),
                     *cluster_ip,
                     cfg.name.clone(),
                     node_ip,
@@ -1249,11 +1241,122 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
         .await;
     if dns_published {
         // Withdrawn here too: the process may end before the publishing task sees the signal.
-        if let Err(e) = bosun_proxy::dns::unregister(&client, &node_name).await {
+        if let Err(e) = bosun_proxy::dns::unregister(&net_client, &node_name).await {
             tracing::warn!(error = %e, "withdrawing the cluster DNS");
         }
     }
     Ok(())
+}
+
+/// The agent's two clients: the kubelet's and the network parts'. With `--server` and a
+/// bootstrap token the node joins: it asks for `system:node:NAME` (approved by the cluster for
+/// bootstrap tokens) and, as that node, for `system:kube-proxy`; both are kept in DATA/pki
+/// (0600) and reused on later starts. Otherwise both are the one client of `--server` (with
+/// `--token`) or of the kubeconfig.
+async fn agent_clients(
+    args: &AgentArgs,
+    node_name: &str,
+    data_dir: &Path,
+) -> Result<(bosun_client::Client, bosun_client::Client), String> {
+    use bosun_kubelet::bootstrap::{request_client_certificate, CLIENT_SIGNER, KUBELET_SIGNER};
+    let Some(server) = &args.server else {
+        let c = client_from(args.kubeconfig.as_deref())?;
+        return Ok((c.clone(), c));
+    };
+    let url: http::Uri = server
+        .parse()
+        .map_err(|e| format!("--server {server}: {e}"))?;
+    let ca = match &args.ca_cert {
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| format!("--ca-cert {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let config = |auth: bosun_client::config::Auth, identity: Option<(String, String)>| {
+        let mut c = bosun_client::Config::new(url.clone());
+        c.auth = auth;
+        c.tls.ca = ca.clone();
+        c.tls.insecure = args.insecure_skip_tls_verify;
+        c.tls.identity = identity.map(|(cert, key)| (cert.into_bytes(), key.into_bytes()));
+        bosun_client::Client::try_from_config(c).map_err(|e| e.to_string())
+    };
+    let token = args.token.clone().unwrap_or_default();
+    if !bosun_apiserver::certificates::is_bootstrap_token(&token) {
+        let auth = if token.is_empty() {
+            bosun_client::config::Auth::None
+        } else {
+            bosun_client::config::Auth::Bearer(token)
+        };
+        let c = config(auth, None)?;
+        return Ok((c.clone(), c));
+    }
+    if ca.is_none() && !args.insecure_skip_tls_verify {
+        return Err(
+            "--token joins over TLS: pass --ca-cert FILE (the server's DATA/pki/ca.crt)".into(),
+        );
+    }
+    let dir = data_dir.join("pki");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let load = |name: &str| -> Option<(String, String)> {
+        let cert = std::fs::read_to_string(dir.join(format!("{name}.crt"))).ok()?;
+        let key = std::fs::read_to_string(dir.join(format!("{name}.key"))).ok()?;
+        Some((cert, key))
+    };
+    let keep = |name: &str, issued: &bosun_kubelet::bootstrap::Issued| -> Result<(), String> {
+        bosun_apiserver::pki::write_private(
+            &dir.join(format!("{name}.key")),
+            issued.key_pem.as_bytes(),
+        )
+        .and_then(|()| {
+            bosun_apiserver::pki::write_private(
+                &dir.join(format!("{name}.crt")),
+                issued.cert_pem.as_bytes(),
+            )
+        })
+        .map_err(|e| e.to_string())
+    };
+    let wait = std::time::Duration::from_secs(300);
+    let node = match load("kubelet") {
+        Some(pair) => pair,
+        None => {
+            tracing::info!(node = node_name, "joining with the bootstrap token");
+            let bootstrap = config(bosun_client::config::Auth::Bearer(token), None)?;
+            let issued = request_client_certificate(
+                &bootstrap,
+                &format!("system:node:{node_name}"),
+                Some("system:nodes"),
+                KUBELET_SIGNER,
+                wait,
+            )
+            .await
+            .map_err(|e| format!("joining as system:node:{node_name}: {e}"))?;
+            keep("kubelet", &issued)?;
+            (issued.cert_pem, issued.key_pem)
+        }
+    };
+    let node_client = config(bosun_client::config::Auth::None, Some(node))?;
+    let proxy = match load("kube-proxy") {
+        Some(pair) => pair,
+        None => {
+            let issued = request_client_certificate(
+                &node_client,
+                "system:kube-proxy",
+                None,
+                CLIENT_SIGNER,
+                wait,
+            )
+            .await
+            .map_err(|e| format!("getting the service proxy's identity: {e}"))?;
+            keep("kube-proxy", &issued)?;
+            (issued.cert_pem, issued.key_pem)
+        }
+    };
+    let proxy_client = config(bosun_client::config::Auth::None, Some(proxy))?;
+    tracing::info!(
+        node = node_name,
+        "joined: the kubelet is system:node:{node_name}, the network parts system:kube-proxy"
+    );
+    Ok((node_client, proxy_client))
 }
 
 /// `bosun scheduler`: the scheduler as a client of a cluster, working only while it holds

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod backoff;
+pub mod bootstrap;
 pub mod credentials;
 pub mod dns;
 pub mod eviction;

@@ -2341,15 +2341,18 @@ fn agent_registers_a_node_and_runs_pods_with_logs_exec_and_probes() {
         .spawn()
         .unwrap();
     wait_ready(&k, "e2e-node-1", &mut agent);
-    let table = k.ok(&["get", "nodes"]);
-    let row = table
-        .lines()
-        .find(|l| l.starts_with("e2e-node-1"))
-        .unwrap()
-        .to_string();
-    assert!(
-        row.contains(" Ready ") && row.contains("v1.32.0-bosun"),
-        "{table}"
+    // (Seen once: Ready, then NotReady for a moment as the pod CIDR arrives; the table is read
+    // until it shows Ready.)
+    let mut table = String::new();
+    eventually(
+        || {
+            table = k.ok(&["get", "nodes"]);
+            table
+                .lines()
+                .find(|l| l.starts_with("e2e-node-1"))
+                .is_some_and(|row| row.contains(" Ready ") && row.contains("v1.32.0-bosun"))
+        },
+        "the node's row saying Ready",
     );
     let node = k.json(&["get", "node", "e2e-node-1"]);
     assert_eq!(node["metadata"]["labels"]["example.com/pool"], "e2e");
@@ -3374,12 +3377,10 @@ fn agent_pods_on_two_nodes_reach_each_other_by_pod_ip() {
         .parse()
         .unwrap();
     let relayed = relay("172.31.250.1:0", target);
-    let agent_config = dir.path().join("agent-kubeconfig");
-    std::fs::write(
-        &agent_config,
-        kubeconfig.replace(&server, &format!("https://{relayed}")),
-    )
-    .unwrap();
+    // The agents join as real nodes do: the server's join token and CA, no admin credentials.
+    // Each becomes system:node:NAME (its kubelet) and system:kube-proxy (its proxy and DNS).
+    let token = std::fs::read_to_string(cluster._data.path().join("node-token")).unwrap();
+    let ca = cluster._data.path().join("pki/ca.crt");
     let mut agents = Vec::new();
     for i in 1..=2 {
         let data = dir.path().join(format!("n{i}"));
@@ -3391,8 +3392,14 @@ fn agent_pods_on_two_nodes_reach_each_other_by_pod_ip() {
             .arg("agent")
             // As kind does: the test machine's disk may be fuller than the default threshold.
             .arg("--eviction-hard=memory.available<100Mi,nodefs.available<0%")
-            .arg("--kubeconfig")
-            .arg(&agent_config)
+            .args([
+                "--server",
+                &format!("https://{relayed}"),
+                "--token",
+                token.trim(),
+            ])
+            .arg("--ca-cert")
+            .arg(&ca)
             .args(["--node-name", &format!("e2e-n{i}")])
             .arg("--data-dir")
             .arg(data.join("data"))
@@ -3446,6 +3453,63 @@ fn agent_pods_on_two_nodes_reach_each_other_by_pod_ip() {
         ips[1].rsplit_once('.').unwrap().0,
         "each node has its own pod CIDR: {ips:?}"
     );
+    // The token the kubelet (as its node) mounted into a pod works as the pod's service
+    // account, with its RBAC, and stops working once the pod is gone.
+    let token = k
+        .ok(&[
+            "exec",
+            "web1",
+            "--",
+            "cat",
+            "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        ])
+        .trim()
+        .to_owned();
+    let mounted_ca = k.ok(&[
+        "exec",
+        "web1",
+        "--",
+        "cat",
+        "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+    ]);
+    assert!(
+        mounted_ca.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{mounted_ca}"
+    );
+    let as_pod = kubeconfig_as(&cluster, "pod-sa", &format!("\n    token: {token}"));
+    let as_pod_run = |args: &[&str]| {
+        Command::new(&k.bin)
+            .args(args)
+            .env("KUBECONFIG", &as_pod)
+            .env("HOME", cluster.home.path())
+            .output()
+            .unwrap()
+    };
+    let who = as_pod_run(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&who.stdout),
+        "system:serviceaccount:default:default"
+    );
+    assert!(
+        !as_pod_run(&["get", "pods"]).status.success(),
+        "no rights yet"
+    );
+    k.ok(&[
+        "create",
+        "rolebinding",
+        "default-view",
+        "--clusterrole=view",
+        "--serviceaccount=default:default",
+    ]);
+    eventually(
+        || as_pod_run(&["get", "pods"]).status.success(),
+        "the pod's token with view",
+    );
     // Each reaches the other across the nodes, by pod IP.
     for (from, to, want) in [("web1", &ips[1], "from-n2"), ("web2", &ips[0], "from-n1")] {
         // busybox's static wget crashes without NSS files in the image; nc does the job.
@@ -3467,6 +3531,10 @@ fn agent_pods_on_two_nodes_reach_each_other_by_pod_ip() {
     for i in 1..=2 {
         k.ok(&["delete", "pod", &format!("web{i}"), "--grace-period=1"]);
     }
+    eventually(
+        || !as_pod_run(&["get", "pods"]).status.success(),
+        "the pod's token ending with the pod",
+    );
     for mut a in agents {
         let _ = a.kill();
         let _ = a.wait();
