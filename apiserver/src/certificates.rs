@@ -232,6 +232,20 @@ fn requested(csr: &Value) -> Option<(String, Vec<String>)> {
     Some((cn, orgs))
 }
 
+/// Who asked for a CSR (its `spec.username` and `spec.groups`).
+fn requestor(csr: &Value) -> UserInfo {
+    UserInfo {
+        name: csr["spec"]["username"].as_str().unwrap_or("").to_owned(),
+        groups: csr["spec"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+    }
+}
+
 fn condition(csr: &Value, kind: &str) -> bool {
     csr["status"]["conditions"]
         .as_array()
@@ -249,16 +263,7 @@ async fn auto_approvable(csr: &Value, authorizer: &dyn Authorizer) -> bool {
     // bosun's own rule (k3s has the like): a node may get the service proxy's identity,
     // `system:kube-proxy`, for the proxy and DNS it runs beside its kubelet.
     if csr["spec"]["signerName"] == CLIENT_SIGNER {
-        let requestor = UserInfo {
-            name: csr["spec"]["username"].as_str().unwrap_or("").to_owned(),
-            groups: csr["spec"]["groups"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
-        };
+        let requestor = requestor(csr);
         let usages_ok = csr["spec"]["usages"]
             .as_array()
             .into_iter()
@@ -289,16 +294,7 @@ async fn auto_approvable(csr: &Value, authorizer: &dyn Authorizer) -> bool {
     {
         return false;
     }
-    let user = UserInfo {
-        name: csr["spec"]["username"].as_str().unwrap_or("").to_owned(),
-        groups: csr["spec"]["groups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-    };
+    let user = requestor(csr);
     let sub = if user.name == cn {
         "selfnodeclient"
     } else {

@@ -294,18 +294,7 @@ impl Authorizer for NodeAuthorizer {
                 };
             }
         }
-        let access = match req.path {
-            Some(path) => Access::path(req.verb, path),
-            None => Access {
-                verb: req.verb,
-                group: req.group,
-                resource: req.resource,
-                subresource: req.subresource,
-                namespace: req.namespace,
-                name: req.name,
-                path: None,
-            },
-        };
+        let access = Access::of(req);
         if self.rules.iter().any(|r| rule_allows(r, &access)) {
             Decision::Allow
         } else {
@@ -339,18 +328,21 @@ impl AdmissionPlugin for NodeRestriction {
         };
         let r = req.resource;
         let who = &req.user.name;
-        let value = Value::Object(obj.clone());
         match (r.group.as_str(), r.plural.as_str()) {
             ("", "pods") => {
-                let bound = value["spec"]["nodeName"].as_str().unwrap_or("");
+                let bound = obj
+                    .get("spec")
+                    .and_then(|s| s["nodeName"].as_str())
+                    .unwrap_or("");
                 let old_bound = req
                     .old
                     .and_then(|o| o.get("spec"))
                     .and_then(|s| s["nodeName"].as_str())
                     .unwrap_or(bound);
                 if req.operation == Operation::Create && req.subresource.is_none() {
-                    let mirror = value["metadata"]["annotations"]
-                        .get("kubernetes.io/config.mirror")
+                    let mirror = obj
+                        .get("metadata")
+                        .and_then(|m| m["annotations"].get("kubernetes.io/config.mirror"))
                         .is_some();
                     if !mirror {
                         return Err(forbidden(format!(
@@ -364,7 +356,8 @@ impl AdmissionPlugin for NodeRestriction {
                             req.name
                         )));
                     }
-                    let refs = refs_of(&value);
+                    // Mirror pods are rare: the copy for the reference scan is fine here.
+                    let refs = refs_of(&Value::Object(obj.clone()));
                     if let Some((kind, name)) = refs.objects.iter().next() {
                         return Err(forbidden(format!(
                             "pod {:?} is forbidden: node {node:?} can not create pods that reference {kind} ({name})",

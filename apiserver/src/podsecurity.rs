@@ -365,27 +365,18 @@ pub fn check(level: Level, spec: &Value) -> Vec<String> {
 }
 
 /// The pod spec a written object carries: a Pod's own, or a workload's template's.
-fn pod_spec<'a>(kind: &str, obj: &'a Value) -> Option<(&'a Value, bool)> {
+fn pod_spec<'a>(kind: &str, obj: &'a Object) -> Option<(&'a Value, bool)> {
+    let spec = obj.get("spec");
     match kind {
-        "Pod" => Some((&obj["spec"], true)),
-        "CronJob" => Some((
-            &obj["spec"]["jobTemplate"]["spec"]["template"]["spec"],
-            false,
-        )),
+        "Pod" => Some((spec?, true)),
+        "CronJob" => Some((&spec?["jobTemplate"]["spec"]["template"]["spec"], false)),
+        "PodTemplate" => Some((&obj.get("template")?["spec"], false)),
         "Deployment"
         | "ReplicaSet"
         | "StatefulSet"
         | "DaemonSet"
         | "Job"
-        | "ReplicationController"
-        | "PodTemplate" => {
-            let spec = if kind == "PodTemplate" {
-                &obj["template"]["spec"]
-            } else {
-                &obj["spec"]["template"]["spec"]
-            };
-            Some((spec, false))
-        }
+        | "ReplicationController" => Some((&spec?["template"]["spec"], false)),
         _ => None,
     }
 }
@@ -410,14 +401,12 @@ impl AdmissionPlugin for PodSecurity {
         let Some(ns) = req.namespace.filter(|_| builtin_workload) else {
             return Ok(());
         };
-        let value = Value::Object(obj.clone());
-        let Some((spec, is_pod)) = pod_spec(&req.resource.kind, &value) else {
+        let Some((spec, is_pod)) = pod_spec(&req.resource.kind, obj) else {
             return Ok(());
         };
         // An update that leaves the pod spec as it was (labels, status) is not re-checked.
         if let Some(old) = req.old {
-            let old = Value::Object(old.clone());
-            if pod_spec(&req.resource.kind, &old).map(|(s, _)| s) == Some(spec) {
+            if pod_spec(&req.resource.kind, old).map(|(s, _)| s) == Some(spec) {
                 return Ok(());
             }
         }

@@ -54,6 +54,22 @@ pub struct Access<'a> {
 }
 
 impl<'a> Access<'a> {
+    /// What an authorizer's request asks, as RBAC sees it.
+    pub fn of(req: &RequestInfo<'a>) -> Self {
+        match req.path {
+            Some(path) => Access::path(req.verb, path),
+            None => Access {
+                verb: req.verb,
+                group: req.group,
+                resource: req.resource,
+                subresource: req.subresource,
+                namespace: req.namespace,
+                name: req.name,
+                path: None,
+            },
+        }
+    }
+
     /// A resource request.
     pub fn resource(
         verb: &'a str,
@@ -667,18 +683,7 @@ impl Authorizer for RbacAuthorizer {
     }
 
     async fn authorize(&self, user: &UserInfo, req: &RequestInfo<'_>) -> Decision {
-        let access = match req.path {
-            Some(path) => Access::path(req.verb, path),
-            None => Access {
-                verb: req.verb,
-                group: req.group,
-                resource: req.resource,
-                subresource: req.subresource,
-                namespace: req.namespace,
-                name: req.name,
-                path: None,
-            },
-        };
+        let access = Access::of(req);
         if self.state().allows(user, &access) {
             Decision::Allow
         } else {

@@ -34,12 +34,15 @@ enum Kind {
 /// The webhook configurations of one kind, read from the store on first use and kept current
 /// by a watch, so a write costs no store read to learn there are none.
 #[derive(Clone, Default)]
-struct Configs(Arc<tokio::sync::OnceCell<Arc<std::sync::RwLock<Vec<Object>>>>>);
+struct Configs(Arc<tokio::sync::OnceCell<Shared>>);
+
+/// The current configurations, swapped whole on each change.
+type Shared = Arc<std::sync::RwLock<Arc<Vec<Object>>>>;
 
 impl Configs {
-    async fn load(store: &dyn bosun_store::Store, prefix: &str) -> Vec<Object> {
+    async fn load(store: &dyn bosun_store::Store, prefix: &str) -> Arc<Vec<Object>> {
         let Ok(page) = store.range(bosun_store::RangeRequest::prefix(prefix)).await else {
-            return Vec::new();
+            return Arc::default();
         };
         let mut out: Vec<Object> = page
             .kvs
@@ -53,10 +56,11 @@ impl Configs {
                 .to_owned()
         };
         out.sort_by_key(name);
-        out
+        Arc::new(out)
     }
 
-    async fn get(&self, server: &crate::ApiServer, kind: Kind) -> Vec<Object> {
+    /// The configurations now (shared, not copied: this runs on every write).
+    async fn get(&self, server: &crate::ApiServer, kind: Kind) -> Arc<Vec<Object>> {
         let plural = match kind {
             Kind::Mutating => "mutatingwebhookconfigurations",
             Kind::Validating => "validatingwebhookconfigurations",
@@ -120,7 +124,7 @@ impl AdmissionPlugin for MutatingWebhooks {
 
     async fn mutate(&self, req: &AdmissionRequest<'_>, obj: &mut Object) -> Result<(), ApiError> {
         let configs = self.configs.get(req.server, Kind::Mutating).await;
-        for hook in webhooks(req, configs).await {
+        for hook in webhooks(req, &configs).await {
             if let Some(patched) = call(&hook, req, Some(obj)).await? {
                 *obj = patched;
             }
@@ -137,7 +141,7 @@ impl AdmissionPlugin for ValidatingWebhooks {
 
     async fn validate(&self, req: &AdmissionRequest<'_>, obj: &Object) -> Result<(), ApiError> {
         let configs = self.configs.get(req.server, Kind::Validating).await;
-        let hooks = webhooks(req, configs).await;
+        let hooks = webhooks(req, &configs).await;
         // Validating webhooks run in parallel upstream; they cannot change anything.
         let calls = hooks.iter().map(|h| call(h, req, Some(obj)));
         for result in futures_util::future::join_all(calls).await {
@@ -148,7 +152,7 @@ impl AdmissionPlugin for ValidatingWebhooks {
 }
 
 /// The webhooks of `configs` whose rules and namespace selectors match `req`.
-async fn webhooks(req: &AdmissionRequest<'_>, configs: Vec<Object>) -> Vec<Value> {
+async fn webhooks(req: &AdmissionRequest<'_>, configs: &[Object]) -> Vec<Value> {
     // The configurations themselves are never sent to webhooks (upstream's rule: a broken
     // webhook must not lock its own configuration).
     if configs.is_empty() || req.resource.group == "admissionregistration.k8s.io" {

@@ -163,6 +163,16 @@ impl Kubectl<'_> {
             .unwrap()
     }
 
+    /// Runs with another kubeconfig (another user of the same cluster).
+    fn run_as(&self, kubeconfig: &Path, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("HOME", self.cluster.home.path())
+            .output()
+            .unwrap()
+    }
+
     /// Runs and expects success; returns stdout.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -847,6 +857,15 @@ fn every_kubectl_from_1_27_to_1_33_works() {
     }
 }
 
+/// A command's stdout and stderr, as text.
+fn output_text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// A copy of the cluster's kubeconfig (same server and CA) whose user is `user_yaml`.
 fn kubeconfig_as(cluster: &Cluster, name: &str, user_yaml: &str) -> PathBuf {
     let text = std::fs::read_to_string(&cluster.kubeconfig).unwrap();
@@ -880,21 +899,8 @@ fn security_tls_authentication_and_rbac_with_kubectl() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let as_user = |kubeconfig: &Path, args: &[&str]| {
-        Command::new(&bin)
-            .args(args)
-            .env("KUBECONFIG", kubeconfig)
-            .env("HOME", cluster.home.path())
-            .output()
-            .unwrap()
-    };
-    let text_of = |o: &Output| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    };
+    let as_user = |kubeconfig: &Path, args: &[&str]| admin.run_as(kubeconfig, args);
+    let text_of = output_text;
 
     // No credentials: 401 with a Status, for resources and discovery alike (kubectl itself
     // would prompt for a password here, so curl asks, trusting only the cluster CA).
@@ -1540,13 +1546,10 @@ fn service_account_tokens_are_bound_and_authorized() {
         cluster: &cluster,
     };
     let as_token = |token: &str, args: &[&str]| {
-        let path = kubeconfig_as(&cluster, "sa", &format!("\n    token: {token}"));
-        Command::new(&bin)
-            .args(args)
-            .env("KUBECONFIG", path)
-            .env("HOME", cluster.home.path())
-            .output()
-            .unwrap()
+        admin.run_as(
+            &kubeconfig_as(&cluster, "sa", &format!("\n    token: {token}")),
+            args,
+        )
     };
     admin.ok(&["create", "namespace", "robots"]);
     eventually(
@@ -1740,21 +1743,8 @@ fn node_credentials_see_only_their_pods_secrets_and_join_by_csr() {
     };
     let data = cluster._data.path();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let as_user = |kubeconfig: &Path, args: &[&str]| {
-        Command::new(&bin)
-            .args(args)
-            .env("KUBECONFIG", kubeconfig)
-            .env("HOME", cluster.home.path())
-            .output()
-            .unwrap()
-    };
-    let text_of = |o: &Output| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    };
+    let as_user = |kubeconfig: &Path, args: &[&str]| admin.run_as(kubeconfig, args);
+    let text_of = output_text;
     // Join: the bootstrap token may create a CSR, which is approved and signed.
     let token = std::fs::read_to_string(data.join("node-token")).unwrap();
     let bootstrap = kubeconfig_as(
@@ -3477,14 +3467,7 @@ fn agent_pods_on_two_nodes_reach_each_other_by_pod_ip() {
         "{mounted_ca}"
     );
     let as_pod = kubeconfig_as(&cluster, "pod-sa", &format!("\n    token: {token}"));
-    let as_pod_run = |args: &[&str]| {
-        Command::new(&k.bin)
-            .args(args)
-            .env("KUBECONFIG", &as_pod)
-            .env("HOME", cluster.home.path())
-            .output()
-            .unwrap()
-    };
+    let as_pod_run = |args: &[&str]| k.run_as(&as_pod, args);
     let who = as_pod_run(&[
         "auth",
         "whoami",
