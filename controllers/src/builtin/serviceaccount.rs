@@ -68,28 +68,16 @@ impl ServiceAccounts {
     /// `default` is noticed) until the returned controller's queue shuts down.
     pub fn controller(factory: Arc<InformerFactory>) -> Controller<Namespace> {
         Controller::<Namespace>::new(factory, None)
-            .watches_with::<ServiceAccount>(|sa| {
-                if sa.metadata.name.as_deref() == Some("default") {
-                    sa.metadata
-                        .namespace
-                        .as_deref()
-                        .map(|ns| vec![Key::cluster(ns)])
-                        .unwrap_or_default()
-                } else {
-                    Vec::new()
-                }
-            })
-            .watches_with::<ConfigMap>(|cm| {
-                if cm.metadata.name.as_deref() == Some(ROOT_CA_CONFIGMAP) {
-                    cm.metadata
-                        .namespace
-                        .as_deref()
-                        .map(|ns| vec![Key::cluster(ns)])
-                        .unwrap_or_default()
-                } else {
-                    Vec::new()
-                }
-            })
+            .watches_with::<ServiceAccount>(|sa| namespace_if_named(&sa.metadata, "default"))
+            .watches_with::<ConfigMap>(|cm| namespace_if_named(&cm.metadata, ROOT_CA_CONFIGMAP))
+    }
+}
+
+/// The key of the namespace an object named `name` lives in (nothing for other objects).
+fn namespace_if_named(meta: &bosun_api_types::meta::v1::ObjectMeta, name: &str) -> Vec<Key> {
+    match (meta.name.as_deref(), meta.namespace.as_deref()) {
+        (Some(n), Some(ns)) if n == name => vec![Key::cluster(ns)],
+        _ => Vec::new(),
     }
 }
 
