@@ -15,6 +15,13 @@
 //!   `kubernetes.io/kube-apiserver-client` are signed by the cluster CA for a year (or
 //!   `spec.expirationSeconds`). A node may also get `CN=system:kube-proxy` from the latter
 //!   signer, for the service proxy and DNS its agent runs (bosun's rule, as k3s's).
+//! - A node's own `kubernetes.io/kubelet-serving` CSR (`CN=system:node:NAME`,
+//!   `O=system:nodes`, asked for by that node, server-auth usages, only host names and IP
+//!   addresses as subject alternative names) is approved and signed too, so the API server can
+//!   check the kubelet it talks to. Upstream leaves these to an external approver because a
+//!   node could name addresses not its own; bosun approves them as k3s does (a node already
+//!   reports its own addresses), and an administrator who wants to vet them can deny the CSR
+//!   before the signer sees it by running without this approver.
 
 use crate::auth::{
     AdmissionPlugin, AdmissionRequest, Authenticator, Authorizer, Credentials, Decision, Operation,
@@ -32,6 +39,8 @@ use x509_parser::prelude::FromDer;
 pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 /// The signer of other API client certificates (approved by an administrator).
 pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
+/// The signer of kubelets' serving certificates (the kubelet's HTTPS server).
+pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 
 /// Whether `token` has a bootstrap token's shape (`[a-z0-9]{6}.[a-z0-9]{16}`).
 pub fn is_bootstrap_token(token: &str) -> bool {
@@ -212,8 +221,14 @@ impl AdmissionPlugin for CsrRequestor {
     }
 }
 
-/// The subject and usages a CSR asks for, if its request parses.
+/// The subject a CSR asks for (CN, O values), if its request parses.
 fn requested(csr: &Value) -> Option<(String, Vec<String>)> {
+    requested_names(csr).map(|(cn, orgs, _)| (cn, orgs))
+}
+
+/// The subject a CSR asks for and whether its subject alternative names are all host names
+/// or IP addresses (and there is at least one), if its request parses.
+fn requested_names(csr: &Value) -> Option<(String, Vec<String>, bool)> {
     let pem = base64::engine::general_purpose::STANDARD
         .decode(csr["spec"]["request"].as_str()?)
         .ok()?;
@@ -229,7 +244,68 @@ fn requested(csr: &Value) -> Option<(String, Vec<String>)> {
         .filter_map(|o| o.as_str().ok())
         .map(str::to_owned)
         .collect();
-    Some((cn, orgs))
+    let mut names = 0;
+    let mut hosts_only = true;
+    for ext in req.requested_extensions().into_iter().flatten() {
+        if let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) = ext {
+            for name in &san.general_names {
+                names += 1;
+                hosts_only &= matches!(
+                    name,
+                    x509_parser::extensions::GeneralName::DNSName(_)
+                        | x509_parser::extensions::GeneralName::IPAddress(_)
+                );
+            }
+        }
+    }
+    Some((cn, orgs, hosts_only && names > 0))
+}
+
+/// Whether a kubelet-serving CSR is a node asking for its own serving certificate.
+fn serving_approvable(csr: &Value) -> bool {
+    let Some((cn, orgs, hosts_only)) = requested_names(csr) else {
+        return false;
+    };
+    let usages_ok = usages(csr).contains(&"server auth")
+        && usages(csr)
+            .iter()
+            .all(|u| ["digital signature", "key encipherment", "server auth"].contains(u));
+    let requestor = requestor(csr);
+    cn.starts_with("system:node:")
+        && orgs == ["system:nodes"]
+        && hosts_only
+        && usages_ok
+        && requestor.name == cn
+        && requestor.groups.iter().any(|g| g == "system:nodes")
+}
+
+/// What the kubelet signers sign whoever approved it, as upstream's signer checks: only a
+/// node's subject (`CN=system:node:…`, `O=system:nodes`), and for serving certificates only
+/// host names and addresses. The kube-apiserver-client signer signs any approved subject.
+fn signer_accepts(csr: &Value) -> Result<(), String> {
+    let signer = csr["spec"]["signerName"].as_str().unwrap_or("");
+    if signer != KUBELET_CLIENT_SIGNER && signer != KUBELET_SERVING_SIGNER {
+        return Ok(());
+    }
+    let (cn, orgs, hosts_only) = requested_names(csr).ok_or("the request does not parse")?;
+    if !cn.starts_with("system:node:") || orgs != ["system:nodes"] {
+        return Err(format!(
+            "{signer} signs only node subjects (CN=system:node:NAME, O=system:nodes), not CN={cn:?} O={orgs:?}"
+        ));
+    }
+    if signer == KUBELET_SERVING_SIGNER && !hosts_only {
+        return Err("a kubelet serving certificate names host names and IP addresses only".into());
+    }
+    Ok(())
+}
+
+fn usages(csr: &Value) -> Vec<&str> {
+    csr["spec"]["usages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
 }
 
 /// Who asked for a CSR (its `spec.username` and `spec.groups`).
@@ -257,6 +333,9 @@ fn condition(csr: &Value, kind: &str) -> bool {
 /// Whether upstream's approver would approve this CSR: a kubelet client certificate for a
 /// node, asked for by someone allowed to ask for it.
 async fn auto_approvable(csr: &Value, authorizer: &dyn Authorizer) -> bool {
+    if csr["spec"]["signerName"] == KUBELET_SERVING_SIGNER {
+        return serving_approvable(csr);
+    }
     let Some((cn, orgs)) = requested(csr) else {
         return false;
     };
@@ -329,6 +408,7 @@ async fn reconcile(
         status = json!({});
     }
     let now = bosun_api_types::Time::now();
+    let signer = csr["spec"]["signerName"].as_str().unwrap_or("");
     if !condition(csr, "Approved") {
         if !auto_approvable(csr, authorizer).await {
             return Ok(());
@@ -336,14 +416,17 @@ async fn reconcile(
         let mut conditions = status["conditions"].as_array().cloned().unwrap_or_default();
         conditions.push(json!({
             "type": "Approved", "status": "True", "reason": "AutoApproved",
-            "message": "Auto approving kubelet client certificate after SubjectAccessReview.",
+            "message": if signer == KUBELET_SERVING_SIGNER {
+                "Auto approving the node's own kubelet serving certificate."
+            } else {
+                "Auto approving kubelet client certificate after SubjectAccessReview."
+            },
             "lastUpdateTime": now, "lastTransitionTime": now,
         }));
         status["conditions"] = Value::Array(conditions);
     }
-    let signer = csr["spec"]["signerName"].as_str().unwrap_or("");
     if status["certificate"].as_str().is_none_or(str::is_empty)
-        && (signer == KUBELET_CLIENT_SIGNER || signer == CLIENT_SIGNER)
+        && [KUBELET_CLIENT_SIGNER, CLIENT_SIGNER, KUBELET_SERVING_SIGNER].contains(&signer)
     {
         let request = csr["spec"]["request"]
             .as_str()
@@ -351,7 +434,14 @@ async fn reconcile(
             .and_then(|r| String::from_utf8(r).ok())
             .unwrap_or_default();
         let seconds = csr["spec"]["expirationSeconds"].as_i64();
-        match pki.sign_client_csr(&request, seconds) {
+        let signed = if let Err(why) = signer_accepts(csr) {
+            Err(crate::pki::PkiError::Invalid(why))
+        } else if signer == KUBELET_SERVING_SIGNER {
+            pki.sign_serving_csr(&request, seconds)
+        } else {
+            pki.sign_client_csr(&request, seconds)
+        };
+        match signed {
             Ok(cert) => {
                 status["certificate"] =
                     json!(base64::engine::general_purpose::STANDARD.encode(cert));
@@ -442,5 +532,66 @@ mod tests {
         assert!(!is_bootstrap_token("abcdef0123456789abcdef"));
         let s = bootstrap_token_secret("abcdef.0123456789abcdef", "x").unwrap();
         assert_eq!(s["metadata"]["name"], "bootstrap-token-abcdef");
+    }
+
+    fn serving_csr(cn: &str, sans: Vec<rcgen::SanType>, requestor: &str, usages: Value) -> Value {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = sans;
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::OrganizationName, "system:nodes");
+        dn.push(rcgen::DnType::CommonName, cn);
+        params.distinguished_name = dn;
+        let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        json!({"spec": {
+            "request": base64::engine::general_purpose::STANDARD.encode(pem),
+            "signerName": KUBELET_SERVING_SIGNER,
+            "usages": usages,
+            "username": requestor,
+            "groups": ["system:nodes", "system:authenticated"],
+        }})
+    }
+
+    #[test]
+    fn a_node_gets_its_own_serving_certificate_and_nothing_else() {
+        let ip = || rcgen::SanType::IpAddress([192, 0, 2, 7].into());
+        let dns = || rcgen::SanType::DnsName("n1".try_into().unwrap());
+        let server = json!(["digital signature", "server auth"]);
+        let own = serving_csr(
+            "system:node:n1",
+            vec![ip(), dns()],
+            "system:node:n1",
+            server.clone(),
+        );
+        assert!(serving_approvable(&own));
+        // Another node's name, another requestor, an e-mail name, no names, client usages.
+        let other = serving_csr(
+            "system:node:n2",
+            vec![ip()],
+            "system:node:n1",
+            server.clone(),
+        );
+        assert!(!serving_approvable(&other));
+        let by_user = serving_csr("system:node:n1", vec![ip()], "alice", server.clone());
+        assert!(!serving_approvable(&by_user));
+        let email = serving_csr(
+            "system:node:n1",
+            vec![
+                ip(),
+                rcgen::SanType::Rfc822Name("a@b.c".try_into().unwrap()),
+            ],
+            "system:node:n1",
+            server.clone(),
+        );
+        assert!(!serving_approvable(&email));
+        let bare = serving_csr("system:node:n1", vec![], "system:node:n1", server);
+        assert!(!serving_approvable(&bare));
+        let client = serving_csr(
+            "system:node:n1",
+            vec![ip()],
+            "system:node:n1",
+            json!(["digital signature", "client auth"]),
+        );
+        assert!(!serving_approvable(&client));
     }
 }

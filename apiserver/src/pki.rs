@@ -279,6 +279,26 @@ impl Pki {
     /// client-auth usage), valid `seconds` (default and at most a year, at least ten minutes).
     /// The request's own signature must verify (the requester holds the key).
     pub fn sign_client_csr(&self, csr_pem: &str, seconds: Option<i64>) -> Result<String, PkiError> {
+        self.sign_csr(csr_pem, seconds, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    /// Signs a PEM certificate signing request as a serving certificate (server auth) for the
+    /// host names and addresses it asks for, valid for `seconds` (a year if `None`; at least
+    /// ten minutes, at most a year), as the `kubernetes.io/kubelet-serving` signer does.
+    pub fn sign_serving_csr(
+        &self,
+        csr_pem: &str,
+        seconds: Option<i64>,
+    ) -> Result<String, PkiError> {
+        self.sign_csr(csr_pem, seconds, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    fn sign_csr(
+        &self,
+        csr_pem: &str,
+        seconds: Option<i64>,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Result<String, PkiError> {
         let der = rustls_pemfile::csr(&mut csr_pem.as_bytes())
             .map_err(|e| PkiError::Invalid(format!("the request is not PEM: {e}")))?
             .ok_or_else(|| PkiError::Invalid("no CERTIFICATE REQUEST in the request".into()))?;
@@ -300,7 +320,12 @@ impl Pki {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        if usage == ExtendedKeyUsagePurpose::ServerAuth && p.subject_alt_names.is_empty() {
+            return Err(PkiError::Invalid(
+                "a serving certificate needs at least one host name or address".into(),
+            ));
+        }
+        p.extended_key_usages = vec![usage];
         p.use_authority_key_identifier_extension = true;
         p.serial_number = Some(serial());
         let cert = csr
@@ -319,6 +344,36 @@ impl Pki {
             &self.dir.join(format!("{name}.crt")),
             issued.cert_pem.as_bytes(),
         )
+    }
+
+    /// The rustls configuration the API server reaches kubelets with: their serving
+    /// certificates must chain to this CA, and the server presents `client` (upstream's
+    /// `apiserver-kubelet-client`: CN `kube-apiserver-kubelet-client`, O `system:masters`).
+    /// HTTP/1.1 only: exec, attach and port-forward upgrade the connection.
+    pub fn kubelet_client_config(
+        &self,
+        client: &Issued,
+    ) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+        let tls = |e: &dyn std::fmt::Display| PkiError::Tls(e.to_string());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in rustls_pemfile::certs(&mut self.ca_pem.as_bytes()) {
+            roots.add(ca.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
+        }
+        let chain = rustls_pemfile::certs(&mut client.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| tls(&e))?;
+        let key = rustls_pemfile::private_key(&mut client.key_pem.as_bytes())
+            .map_err(|e| tls(&e))?
+            .ok_or_else(|| PkiError::Tls("the kubelet client key is not PEM".into()))?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls(&e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| tls(&e))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
     }
 
     /// The rustls configuration to serve `serving` with: HTTP/2 and HTTP/1.1 by ALPN, client

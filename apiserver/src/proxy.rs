@@ -7,7 +7,9 @@
 //! `/attach/…`, `/portForward/…`, or the node proxy path) over HTTP/1.1. Streaming responses
 //! (`logs -f`) stream through; upgrades (WebSocket or SPDY, for exec, attach and port-forward)
 //! are answered with the kubelet's 101 and the two connections are then joined byte for byte.
-//! The kubelet is reached over plain HTTP until the security issue brings TLS to both ends.
+//! With [`crate::Config::kubelet_tls`] the kubelet is reached over HTTPS: its serving
+//! certificate must chain to the cluster CA and name the address dialled, and the server
+//! presents its kubelet client certificate; otherwise over plain HTTP.
 
 use crate::error::ApiError;
 use crate::resources::ApiResource;
@@ -17,6 +19,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// Whether `subresource` of `r` is a connect subresource this module proxies.
 pub(crate) fn is_connect(r: &ApiResource, subresource: &str) -> bool {
@@ -184,6 +187,50 @@ async fn pod_target(
     Ok((node, path))
 }
 
+/// How long connecting to a kubelet (TCP and TLS) may take.
+const KUBELET_DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An HTTP/1.1 connection to a kubelet at `address` over `stream`: HTTPS when the server has
+/// [`crate::Config::kubelet_tls`] (the kubelet's certificate must name the address dialled).
+async fn kubelet_connection(
+    server: &ApiServer,
+    address: &str,
+    stream: tokio::net::TcpStream,
+) -> Result<
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    let Some(tls) = &server.inner.config.kubelet_tls else {
+        return Ok(handshake(TokioIo::new(stream)).await?);
+    };
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
+        .connect(name, stream)
+        .await?;
+    Ok(handshake(TokioIo::new(stream)).await?)
+}
+
+/// An HTTP/1.1 connection (with upgrades) over `io`, driven in the background.
+async fn handshake<T>(
+    io: T,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, hyper::Error>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "kubelet connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
 /// Proxies a connect request to the kubelet of the object's node.
 pub(crate) async fn connect<B>(
     server: &ApiServer,
@@ -231,17 +278,18 @@ where
             "error trying to reach the kubelet of node {node} at {address}: {e}"
         ))
     };
-    let stream = tokio::net::TcpStream::connect(&address)
+    let connect = async {
+        let stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        kubelet_connection(server, &address, stream)
+            .await
+            .map_err(|e| unreachable(&e))
+    };
+    // A kubelet that accepts but never answers (its server not up yet) fails the request.
+    let mut sender = tokio::time::timeout(KUBELET_DIAL_TIMEOUT, connect)
         .await
-        .map_err(|e| unreachable(&e))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unreachable(&e))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "kubelet connection ended with an error");
-        }
-    });
+        .map_err(|_| unreachable(&"timed out connecting"))??;
     let mut out = Request::builder()
         .method(parts.method.clone())
         .uri(path_and_query);

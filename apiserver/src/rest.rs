@@ -169,7 +169,7 @@ impl Ctx<'_> {
 
     /// What a write by this request manages.
     fn part(&self) -> managed::Part {
-        if self.subresource == Some("status") {
+        if matches!(self.subresource, Some("status" | "approval")) {
             managed::Part::Status
         } else {
             managed::Part::Main {
@@ -322,7 +322,7 @@ fn object_response(
 // get / list
 
 pub(crate) async fn get(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
-    ctx.check_subresource(&["status", "scale"])?;
+    ctx.check_subresource(&["status", "scale", "approval"])?;
     ctx.check_verb("get")?;
     if ctx.subresource == Some("scale") {
         return json(StatusCode::OK, &crate::scale::get(ctx).await?);
@@ -1744,7 +1744,30 @@ async fn write_update_obj(
     meta.generation = old_meta.generation;
     meta.self_link = None;
     let has_status = ctx.r.subresources.iter().any(|s| s == "status");
-    if ctx.subresource == Some("status") {
+    if ctx.subresource == Some("approval") {
+        // Only the approval conditions change through /approval, by someone who may approve
+        // for the CSR's signer (upstream's CertificateApproval admission).
+        approve_for_signer(ctx, old, &name).await?;
+        let conditions = new.get("status").and_then(|s| s.get("conditions")).cloned();
+        let mut merged = old.clone();
+        let status = merged
+            .entry("status")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Value::Object(status) = status {
+            match conditions {
+                Some(c) => {
+                    status.insert("conditions".into(), c);
+                }
+                None => {
+                    status.shift_remove("conditions");
+                }
+            }
+        }
+        new = merged;
+        let mut m = old_meta.clone();
+        m.resource_version = None;
+        meta = m;
+    } else if ctx.subresource == Some("status") {
         // Only status changes through /status.
         let status = new.get("status").cloned();
         let mut merged = old.clone();
@@ -1869,11 +1892,49 @@ async fn write_update(
     object_response(ctx, StatusCode::OK, &obj)
 }
 
+/// Refuses an approval unless the user may `approve` `signers` for the CSR's signer (by name
+/// or as `DOMAIN/*`), as upstream's CertificateApproval admission plugin.
+async fn approve_for_signer(ctx: &Ctx<'_>, csr: &Object, name: &str) -> Result<(), ApiError> {
+    let signer = csr
+        .get("spec")
+        .and_then(|s| s.get("signerName"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let authorizer = &ctx.server.inner.pipeline.authorizer;
+    let wildcard = signer
+        .split_once('/')
+        .map(|(domain, _)| format!("{domain}/*"));
+    for resource_name in std::iter::once(signer.to_owned()).chain(wildcard) {
+        let info = crate::auth::RequestInfo {
+            verb: "approve",
+            group: "certificates.k8s.io",
+            version: "v1",
+            resource: "signers",
+            subresource: None,
+            namespace: None,
+            name: Some(&resource_name),
+            path: None,
+        };
+        if authorizer.authorize(ctx.user, &info).await == crate::auth::Decision::Allow {
+            return Ok(());
+        }
+    }
+    Err(ApiError {
+        code: 403,
+        reason: "Forbidden",
+        message: format!(
+            "{} \"{name}\" is forbidden: user not permitted to approve requests with signerName {signer:?}",
+            ctx.r.group_resource()
+        ),
+        details: None,
+    })
+}
+
 pub(crate) async fn update(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
     if is_namespace(ctx.r) && ctx.subresource == Some("finalize") {
         return finalize_namespace(ctx, body).await;
     }
-    ctx.check_subresource(&["status", "scale"])?;
+    ctx.check_subresource(&["status", "scale", "approval"])?;
     ctx.check_verb("update")?;
     let format = object::body_format(ctx.content_type)?;
     if ctx.subresource == Some("scale") {
@@ -2040,7 +2101,7 @@ pub(crate) fn patch_error(e: patch::PatchError) -> ApiError {
 }
 
 pub(crate) async fn patch(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
-    ctx.check_subresource(&["status", "scale"])?;
+    ctx.check_subresource(&["status", "scale", "approval"])?;
     ctx.check_verb("patch")?;
     let ct = ctx.content_type.unwrap_or("");
     let essence = ct.split(';').next().unwrap_or("").trim();

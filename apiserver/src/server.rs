@@ -51,6 +51,11 @@ pub struct Config {
     pub service_account_issuer: Option<Arc<crate::serviceaccount::TokenIssuer>>,
     /// The cluster CA (PEM) put into token Secrets as `ca.crt`.
     pub root_ca_pem: Option<String>,
+    /// How the server reaches kubelets (logs, exec, attach, port-forward, node proxy): HTTPS
+    /// with this configuration — the kubelets' CA and the server's client certificate
+    /// (upstream's `--kubelet-certificate-authority`, `--kubelet-client-certificate`), see
+    /// [`crate::pki::Pki::kubelet_client_config`]. Plain HTTP if `None`.
+    pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for Config {
@@ -66,6 +71,7 @@ impl Default for Config {
             audit_policy: None,
             service_account_issuer: None,
             root_ca_pem: None,
+            kubelet_tls: None,
         }
     }
 }

@@ -783,6 +783,17 @@ async fn server(args: ServerArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         pki.issue_to_files("admin", &admin)
             .map_err(|e| e.to_string())?;
+        // The API server's identity towards kubelets (kubeadm's apiserver-kubelet-client);
+        // kubelets' serving certificates are checked against the same CA.
+        let kubelet_client = pki
+            .issue_client("kube-apiserver-kubelet-client", &["system:masters".into()])
+            .map_err(|e| e.to_string())?;
+        pki.issue_to_files("apiserver-kubelet-client", &kubelet_client)
+            .map_err(|e| e.to_string())?;
+        config.kubelet_tls = Some(
+            pki.kubelet_client_config(&kubelet_client)
+                .map_err(|e| e.to_string())?,
+        );
         tls = Some(pki.server_config(&serving).map_err(|e| e.to_string())?);
         let mut tokens = match &args.token_auth_file {
             Some(path) => {
@@ -1023,7 +1034,8 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
         .map(|ip| ip.to_string())
         .unwrap_or_default();
     // The kubelet's client, and the one the service proxy, network policy and DNS use.
-    let (client, net_client) = agent_clients(&args, &node_name, &data_dir).await?;
+    let identity = agent_clients(&args, &node_name, &data_dir).await?;
+    let (client, net_client) = (identity.kubelet.clone(), identity.network.clone());
     let thresholds = bosun_kubelet::eviction::Thresholds::parse(&args.eviction_hard)
         .map_err(|e| format!("--eviction-hard: {e}"))?;
     let pressure;
@@ -1102,14 +1114,24 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("kubelet server address: {e}"))?
         .port();
-    tokio::spawn(
+    // The names the API server may dial the kubelet by: its address and host names.
+    let mut names: Vec<String> = [host_ip.clone(), node_name.clone(), machine.hostname.clone()]
+        .into_iter()
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.dedup();
+    spawn_kubelet_server(
         bosun_kubelet::server::KubeletServer::new(
             client.clone(),
             node_name.clone(),
             runtime.clone(),
             data_dir.clone(),
-        )
-        .serve(listener, std::future::pending()),
+        ),
+        listener,
+        &identity,
+        &node_name,
+        names,
+        &data_dir,
     );
     let mut cfg = NodeConfig::new(node_name.clone());
     cfg.kubelet_port = port;
@@ -1248,20 +1270,41 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The agent's two clients: the kubelet's and the network parts'. With `--server` and a
-/// bootstrap token the node joins: it asks for `system:node:NAME` (approved by the cluster for
-/// bootstrap tokens) and, as that node, for `system:kube-proxy`; both are kept in DATA/pki
-/// (0600) and reused on later starts. Otherwise both are the one client of `--server` (with
-/// `--token`) or of the kubeconfig.
+/// The agent's credentials: the kubelet's client, the one the service proxy, network policy
+/// and DNS use, and the cluster CA the kubelet's server checks clients against.
+struct AgentIdentity {
+    kubelet: bosun_client::Client,
+    network: bosun_client::Client,
+    /// The cluster CA (PEM) when the cluster speaks TLS.
+    ca: Option<Vec<u8>>,
+    /// Whether the node joined with its own certificates (it renews them, and the cluster
+    /// approves its serving certificate); otherwise its kubeconfig's credentials approve it.
+    joined: bool,
+}
+
+/// The agent's credentials (see [`AgentIdentity`]). With `--server` and a bootstrap token the
+/// node joins: it asks for `system:node:NAME` (approved by the cluster for bootstrap tokens)
+/// and, as that node, for `system:kube-proxy`; both are kept in DATA/pki (0600), reused on
+/// later starts and renewed with the node's own credentials at 80% of their lifetime.
+/// Otherwise both clients are the one of `--server` (with `--token`) or of the kubeconfig.
 async fn agent_clients(
     args: &AgentArgs,
     node_name: &str,
     data_dir: &Path,
-) -> Result<(bosun_client::Client, bosun_client::Client), String> {
-    use bosun_kubelet::bootstrap::{request_client_certificate, CLIENT_SIGNER, KUBELET_SIGNER};
+) -> Result<AgentIdentity, String> {
+    use bosun_kubelet::bootstrap::{
+        keep_renewed, request_certificate, CertificateRequest, CLIENT_SIGNER, KUBELET_SIGNER,
+    };
     let Some(server) = &args.server else {
-        let c = client_from(args.kubeconfig.as_deref())?;
-        return Ok((c.clone(), c));
+        let config = config_from(args.kubeconfig.as_deref())?;
+        let ca = config.tls.ca.clone();
+        let c = bosun_client::Client::try_from_config(config).map_err(|e| e.to_string())?;
+        return Ok(AgentIdentity {
+            kubelet: c.clone(),
+            network: c,
+            ca,
+            joined: false,
+        });
     };
     let url: http::Uri = server
         .parse()
@@ -1272,12 +1315,13 @@ async fn agent_clients(
         }
         None => None,
     };
-    let config = |auth: bosun_client::config::Auth, identity: Option<(String, String)>| {
+    let config = |auth: bosun_client::config::Auth,
+                  identity: Option<bosun_client::tls::RotatingIdentity>| {
         let mut c = bosun_client::Config::new(url.clone());
         c.auth = auth;
         c.tls.ca = ca.clone();
         c.tls.insecure = args.insecure_skip_tls_verify;
-        c.tls.identity = identity.map(|(cert, key)| (cert.into_bytes(), key.into_bytes()));
+        c.tls.rotating = identity;
         bosun_client::Client::try_from_config(c).map_err(|e| e.to_string())
     };
     let token = args.token.clone().unwrap_or_default();
@@ -1288,7 +1332,12 @@ async fn agent_clients(
             bosun_client::config::Auth::Bearer(token)
         };
         let c = config(auth, None)?;
-        return Ok((c.clone(), c));
+        return Ok(AgentIdentity {
+            kubelet: c.clone(),
+            network: c,
+            ca,
+            joined: false,
+        });
     }
     if ca.is_none() && !args.insecure_skip_tls_verify {
         return Err(
@@ -1297,66 +1346,190 @@ async fn agent_clients(
     }
     let dir = data_dir.join("pki");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let load = |name: &str| -> Option<(String, String)> {
-        let cert = std::fs::read_to_string(dir.join(format!("{name}.crt"))).ok()?;
-        let key = std::fs::read_to_string(dir.join(format!("{name}.key"))).ok()?;
-        Some((cert, key))
+    let wait = std::time::Duration::from_secs(300);
+    let kubelet_want = CertificateRequest::client(
+        &format!("system:node:{node_name}"),
+        Some("system:nodes"),
+        KUBELET_SIGNER,
+    );
+    let (cert, key) = match load_pair(&dir, "kubelet") {
+        Some(pair) => pair,
+        None => {
+            tracing::info!(node = node_name, "joining with the bootstrap token");
+            let bootstrap = config(bosun_client::config::Auth::Bearer(token), None)?;
+            let issued = request_certificate(&bootstrap, &kubelet_want, wait)
+                .await
+                .map_err(|e| format!("joining as system:node:{node_name}: {e}"))?;
+            keep_pair(&dir, "kubelet", &issued)?;
+            (issued.cert_pem, issued.key_pem)
+        }
     };
-    let keep = |name: &str, issued: &bosun_kubelet::bootstrap::Issued| -> Result<(), String> {
-        bosun_apiserver::pki::write_private(
-            &dir.join(format!("{name}.key")),
-            issued.key_pem.as_bytes(),
-        )
+    let kubelet_identity =
+        bosun_client::tls::RotatingIdentity::new(cert.as_bytes(), key.as_bytes())
+            .map_err(|e| format!("{}: {e}", dir.join("kubelet.crt").display()))?;
+    let node_client = config(
+        bosun_client::config::Auth::None,
+        Some(kubelet_identity.clone()),
+    )?;
+    let proxy_want = CertificateRequest::client("system:kube-proxy", None, CLIENT_SIGNER);
+    let (proxy_cert, proxy_key) = match load_pair(&dir, "kube-proxy") {
+        Some(pair) => pair,
+        None => {
+            let issued = request_certificate(&node_client, &proxy_want, wait)
+                .await
+                .map_err(|e| format!("getting the service proxy's identity: {e}"))?;
+            keep_pair(&dir, "kube-proxy", &issued)?;
+            (issued.cert_pem, issued.key_pem)
+        }
+    };
+    let proxy_identity =
+        bosun_client::tls::RotatingIdentity::new(proxy_cert.as_bytes(), proxy_key.as_bytes())
+            .map_err(|e| format!("{}: {e}", dir.join("kube-proxy.crt").display()))?;
+    let proxy_client = config(
+        bosun_client::config::Auth::None,
+        Some(proxy_identity.clone()),
+    )?;
+    // Both certificates are renewed with the node's own credentials before they expire.
+    for (name, want, current, identity) in [
+        ("kubelet", kubelet_want, cert, kubelet_identity),
+        ("kube-proxy", proxy_want, proxy_cert, proxy_identity),
+    ] {
+        let dir = dir.clone();
+        tokio::spawn(keep_renewed(
+            node_client.clone(),
+            want,
+            current,
+            move |issued| {
+                keep_pair(&dir, name, issued)?;
+                identity
+                    .replace(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())
+                    .map_err(|e| e.to_string())
+            },
+        ));
+    }
+    tracing::info!(
+        node = node_name,
+        "joined: the kubelet is system:node:{node_name}, the network parts system:kube-proxy"
+    );
+    Ok(AgentIdentity {
+        kubelet: node_client,
+        network: proxy_client,
+        ca,
+        joined: true,
+    })
+}
+
+/// `NAME.crt` and `NAME.key` (PEM) from `dir`, if both are there.
+fn load_pair(dir: &Path, name: &str) -> Option<(String, String)> {
+    let cert = std::fs::read_to_string(dir.join(format!("{name}.crt"))).ok()?;
+    let key = std::fs::read_to_string(dir.join(format!("{name}.key"))).ok()?;
+    Some((cert, key))
+}
+
+/// Keeps an issued certificate and its key as `NAME.crt`/`NAME.key` in `dir`, mode 0600.
+fn keep_pair(
+    dir: &Path,
+    name: &str,
+    issued: &bosun_kubelet::bootstrap::Issued,
+) -> Result<(), String> {
+    bosun_apiserver::pki::write_private(&dir.join(format!("{name}.key")), issued.key_pem.as_bytes())
         .and_then(|()| {
             bosun_apiserver::pki::write_private(
                 &dir.join(format!("{name}.crt")),
                 issued.cert_pem.as_bytes(),
             )
         })
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("keeping {name}'s certificate in {}: {e}", dir.display()))
+}
+
+/// Serves the kubelet's API on `listener`: over TLS when the cluster has a CA (a serving
+/// certificate for the node's names from the CSR API, kept in DATA/pki and renewed; every
+/// request authenticated and authorized through the API server), else plain HTTP.
+fn spawn_kubelet_server(
+    server: Arc<bosun_kubelet::server::KubeletServer>,
+    listener: tokio::net::TcpListener,
+    identity: &AgentIdentity,
+    node_name: &str,
+    names: Vec<String>,
+    data_dir: &Path,
+) {
+    use bosun_kubelet::auth::{server_config, KubeletAuth, ServingCertificate};
+    use bosun_kubelet::bootstrap::{
+        keep_renewed, renewal_time, request_certificate, CertificateRequest,
     };
-    let wait = std::time::Duration::from_secs(300);
-    let node = match load("kubelet") {
-        Some(pair) => pair,
-        None => {
-            tracing::info!(node = node_name, "joining with the bootstrap token");
-            let bootstrap = config(bosun_client::config::Auth::Bearer(token), None)?;
-            let issued = request_client_certificate(
-                &bootstrap,
-                &format!("system:node:{node_name}"),
-                Some("system:nodes"),
-                KUBELET_SIGNER,
-                wait,
-            )
-            .await
-            .map_err(|e| format!("joining as system:node:{node_name}: {e}"))?;
-            keep("kubelet", &issued)?;
-            (issued.cert_pem, issued.key_pem)
-        }
+    let Some(ca) = identity.ca.clone() else {
+        tracing::warn!(
+            "the cluster has no CA: the kubelet's server speaks plain HTTP without authentication"
+        );
+        tokio::spawn(server.serve(listener, std::future::pending()));
+        return;
     };
-    let node_client = config(bosun_client::config::Auth::None, Some(node))?;
-    let proxy = match load("kube-proxy") {
-        Some(pair) => pair,
-        None => {
-            let issued = request_client_certificate(
-                &node_client,
-                "system:kube-proxy",
-                None,
-                CLIENT_SIGNER,
-                wait,
-            )
-            .await
-            .map_err(|e| format!("getting the service proxy's identity: {e}"))?;
-            keep("kube-proxy", &issued)?;
-            (issued.cert_pem, issued.key_pem)
-        }
-    };
-    let proxy_client = config(bosun_client::config::Auth::None, Some(proxy))?;
-    tracing::info!(
-        node = node_name,
-        "joined: the kubelet is system:node:{node_name}, the network parts system:kube-proxy"
-    );
-    Ok((node_client, proxy_client))
+    let client = identity.kubelet.clone();
+    let node = node_name.to_owned();
+    let dir = data_dir.join("pki");
+    let mut want = CertificateRequest::kubelet_serving(node_name, names);
+    want.approve = !identity.joined;
+    tokio::spawn(async move {
+        let names_file = dir.join("kubelet-server.names");
+        let names = want.names.join(",");
+        let kept = load_pair(&dir, "kubelet-server").filter(|(cert, _)| {
+            std::fs::read_to_string(&names_file).is_ok_and(|n| n == names)
+                && renewal_time(cert).is_some_and(|t| t > std::time::SystemTime::now())
+        });
+        let (cert, key) = match kept {
+            Some(pair) => pair,
+            None => loop {
+                match request_certificate(&client, &want, std::time::Duration::from_secs(300)).await
+                {
+                    Ok(issued) => {
+                        if let Err(e) = std::fs::create_dir_all(&dir)
+                            .map_err(|e| e.to_string())
+                            .and_then(|()| keep_pair(&dir, "kubelet-server", &issued))
+                            .and_then(|()| {
+                                std::fs::write(&names_file, &names).map_err(|e| e.to_string())
+                            })
+                        {
+                            tracing::warn!(error = %e, "the kubelet's serving certificate is not kept");
+                        }
+                        break (issued.cert_pem, issued.key_pem);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no serving certificate for the kubelet yet; asking again in 10 s");
+                        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                    }
+                }
+            },
+        };
+        let serving = match ServingCertificate::new(cert.as_bytes(), key.as_bytes()) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::error!(error = %e, "the kubelet's serving certificate is unusable");
+                return;
+            }
+        };
+        let tls = match server_config(&ca, serving.clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "the kubelet's TLS configuration");
+                return;
+            }
+        };
+        let renewing = serving.clone();
+        tokio::spawn(keep_renewed(client.clone(), want, cert, move |issued| {
+            keep_pair(&dir, "kubelet-server", issued)?;
+            renewing
+                .replace(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())
+                .map_err(|e| e.to_string())
+        }));
+        tracing::info!(
+            node,
+            "the kubelet's server speaks TLS and checks every request with the API server"
+        );
+        server
+            .with_auth(KubeletAuth::new(client, &node))
+            .serve_tls(listener, tls, std::future::pending())
+            .await;
+    });
 }
 
 /// `bosun scheduler`: the scheduler as a client of a cluster, working only while it holds

@@ -300,6 +300,9 @@ pub struct Tls {
     pub insecure: bool,
     /// Name to check the server certificate against.
     pub server_name: Option<String>,
+    /// A client certificate that may be replaced while the client runs (a kubelet's rotated
+    /// certificate); used instead of `identity` when set.
+    pub rotating: Option<crate::tls::RotatingIdentity>,
 }
 
 /// Everything a [`crate::Client`] needs.
@@ -435,6 +438,7 @@ impl Config {
                 identity: cert.zip(key),
                 insecure: cluster.insecure_skip_tls_verify,
                 server_name: cluster.tls_server_name,
+                rotating: None,
             },
             ..Config::new(http::Uri::default())
         })

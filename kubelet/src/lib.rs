@@ -12,6 +12,7 @@
 //! # }
 //! ```
 
+pub mod auth;
 pub mod backoff;
 pub mod bootstrap;
 pub mod credentials;

@@ -15,8 +15,11 @@
 //! - `GET /metrics`: the kubelet's own metrics (running pods and containers, the process's
 //!   memory and CPU).
 //!
-//! Plain HTTP for now; TLS and the API server's client certificate come with the security
-//! work.
+//! [`KubeletServer::serve_tls`] serves HTTPS with the node's serving certificate; with
+//! [`KubeletServer::with_auth`] every request is authenticated and authorized first
+//! ([`crate::auth`]: the API server's client certificate, or a token by TokenReview, and a
+//! SubjectAccessReview on `nodes/…`). [`KubeletServer::serve`] is plain HTTP, for tests and
+//! clusters served without TLS.
 
 use crate::logs::{self, form_pairs, LogOptions};
 use crate::pods::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE};
@@ -42,6 +45,7 @@ pub struct KubeletServer {
     pods: Api<Pod>,
     node: String,
     stats: Stats,
+    auth: std::sync::OnceLock<Arc<crate::auth::KubeletAuth>>,
 }
 
 fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
@@ -131,7 +135,86 @@ impl KubeletServer {
             rt,
             pods: Api::all(client),
             node,
+            auth: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The same server, checking every request with `auth` first.
+    pub fn with_auth(self: Arc<Self>, auth: Arc<crate::auth::KubeletAuth>) -> Arc<Self> {
+        if self.auth.set(auth).is_err() {
+            tracing::warn!(
+                "the kubelet server's authentication was already set; keeping the first"
+            );
+        }
+        self
+    }
+
+    /// Serves HTTPS connections from `listener` with `tls` (see [`crate::auth::server_config`])
+    /// until `shutdown`; the client certificate verified in the handshake, if any, is the
+    /// request's identity.
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        tokio::pin!(shutdown);
+        loop {
+            let conn = tokio::select! {
+                _ = &mut shutdown => return,
+                c = listener.accept() => c,
+            };
+            let Ok((conn, from)) = conn else {
+                continue;
+            };
+            let (me, acceptor) = (self.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let tls = match acceptor.accept(conn).await {
+                    Ok(tls) => tls,
+                    Err(e) => {
+                        tracing::debug!(%from, error = %e, "kubelet TLS handshake failed");
+                        return;
+                    }
+                };
+                let peer: Option<Arc<[u8]>> = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| Arc::from(c.as_ref()));
+                let svc = hyper::service::service_fn(move |req| {
+                    let (me, peer) = (me.clone(), peer.clone());
+                    async move { Ok::<_, Infallible>(me.answer(peer.as_deref(), req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .with_upgrades();
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "kubelet connection");
+                }
+            });
+        }
+    }
+
+    /// Checks a request (when the server has [`KubeletServer::with_auth`]) and answers it.
+    async fn answer(
+        self: Arc<Self>,
+        peer: Option<&[u8]>,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
+        if let Some(auth) = self.auth.get() {
+            if let Err(refusal) = auth.check(peer, &req).await {
+                let code = match refusal {
+                    crate::auth::Refusal::Unauthorized => StatusCode::UNAUTHORIZED,
+                    crate::auth::Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
+                    crate::auth::Refusal::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                tracing::debug!(path = req.uri().path(), %refusal, "kubelet request refused");
+                return text(code, refusal.to_string());
+            }
+        }
+        self.handle(req).await
     }
 
     /// Serves connections from `listener` until `shutdown`.
@@ -153,7 +236,7 @@ impl KubeletServer {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let me = me.clone();
-                    async move { Ok::<_, Infallible>(me.handle(req).await) }
+                    async move { Ok::<_, Infallible>(me.answer(None, req).await) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(conn), svc)
@@ -165,7 +248,7 @@ impl KubeletServer {
         }
     }
 
-    /// Answers one request.
+    /// Answers one request, unchecked (see [`KubeletServer::with_auth`]).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();

@@ -737,3 +737,328 @@ async fn pulls_private_images_with_the_pods_pull_secrets() {
     let allowed = serde_json::to_value(pods.get("allowed").await.unwrap()).unwrap();
     assert_eq!(allowed["status"]["phase"], "Running", "{allowed}");
 }
+
+/// A GET over TLS with `tls`'s trust and client certificate, and an optional bearer token:
+/// (status, body).
+async fn tls_get(
+    addr: std::net::SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String), String> {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = http::Request::get(path).header("host", "127.0.0.1");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = sender
+        .send_request(
+            req.body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let code = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A TLS client trusting `ca_pem`, presenting `identity` (cert, key PEM) if any.
+fn tls_client(ca_pem: &str, identity: Option<(&str, &str)>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    Arc::new(match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                rustls_pemfile::certs(&mut cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap(),
+                rustls_pemfile::private_key(&mut key.as_bytes())
+                    .unwrap()
+                    .unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// The kubelet's server over TLS, as a joined node runs it: its serving certificate comes
+/// through the CSR API (approved and signed for the node itself), the API server's kubelet
+/// client certificate gets in, and everyone else is authenticated (TokenReview) and authorized
+/// (SubjectAccessReview on nodes/…) by the API server. Certificates are renewed through the
+/// CSR API with the node's own credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubelet_server_speaks_tls_and_asks_the_api_server_who_may_do_what() {
+    use bosun_apiserver::auth::{self, Pipeline};
+    use bosun_apiserver::pki::Pki;
+    use bosun_apiserver::rbac::{keep_current, RbacAuthorizer};
+    use bosun_cri::simulated::SimulatedRuntime;
+    use bosun_kubelet::auth::{server_config, KubeletAuth, ServingCertificate};
+    use bosun_kubelet::bootstrap::{
+        keep_renewed, renewal_time, request_certificate, validity, CertificateRequest,
+        KUBELET_SIGNER,
+    };
+    use bosun_kubelet::server::KubeletServer;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Arc::new(Pki::load_or_create(&dir.path().join("pki")).unwrap());
+    let store: Arc<dyn bosun_store::Store> = Arc::new(MemoryStore::new());
+    let rbac = RbacAuthorizer::default();
+    let nodes = bosun_apiserver::node::NodeAuthorizer::keep_current(Arc::clone(&store))
+        .await
+        .unwrap();
+    let authorizer: Arc<dyn auth::Authorizer> = Arc::new(auth::FirstOpinion(vec![
+        Arc::new(nodes),
+        Arc::new(rbac.clone()),
+    ]));
+    let tokens = auth::TokenFile::parse("alice-token,alice,alice-uid\n").unwrap();
+    let server = ApiServer::build(
+        Arc::clone(&store),
+        bosun_apiserver::ResourceTable::builtin(),
+        bosun_apiserver::Config::default(),
+        Pipeline {
+            authenticator: Arc::new(auth::Union(vec![Arc::new(auth::X509), Arc::new(tokens)])),
+            authorizer: authorizer.clone(),
+            ..Pipeline::default()
+        },
+    );
+    server.bootstrap().await.unwrap();
+    keep_current(Arc::clone(&store), rbac).await.unwrap();
+    bosun_apiserver::certificates::run_signer(server.clone(), pki.clone(), authorizer);
+    let serving = pki
+        .issue_serving("kube-apiserver", &["127.0.0.1".into()])
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(server.clone().serve_tls(
+        listener,
+        pki.server_config(&serving).unwrap(),
+        std::future::pending(),
+    ));
+    let client_as = |user: &str, group: &str| {
+        let cert = pki.issue_client(user, &[group.into()]).unwrap();
+        let mut c = Config::new(url.parse().unwrap());
+        c.tls.ca = Some(pki.ca_pem().as_bytes().to_vec());
+        c.tls.identity = Some((cert.cert_pem.into_bytes(), cert.key_pem.into_bytes()));
+        Client::try_from_config(c).unwrap()
+    };
+    let node = client_as("system:node:node-a", "system:nodes");
+    let admin = client_as("kubernetes-admin", "system:masters");
+
+    // The node asks for its serving certificate; the cluster approves and signs it.
+    let wait = Duration::from_secs(20);
+    let issued = request_certificate(
+        &node,
+        &CertificateRequest::kubelet_serving("node-a", vec!["127.0.0.1".into(), "node-a".into()]),
+        wait,
+    )
+    .await
+    .unwrap();
+    // Not for another node's name.
+    let mut other = CertificateRequest::kubelet_serving("node-b", vec!["127.0.0.1".into()]);
+    other.user = "system:node:node-b".into();
+    let err = request_certificate(&node, &other, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, bosun_kubelet::bootstrap::Error::Timeout(_)),
+        "{err}"
+    );
+
+    let serving = Arc::new(
+        ServingCertificate::new(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes()).unwrap(),
+    );
+    let kubelet_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = kubelet_listener.local_addr().unwrap();
+    let rt: Arc<dyn bosun_cri::RuntimeService> = Arc::new(SimulatedRuntime::new([10, 244, 1]));
+    tokio::spawn(
+        KubeletServer::new(node.clone(), "node-a".into(), rt, dir.path().to_path_buf())
+            .with_auth(KubeletAuth::new(node.clone(), "node-a"))
+            .serve_tls(
+                kubelet_listener,
+                server_config(pki.ca_pem().as_bytes(), serving.clone()).unwrap(),
+                std::future::pending(),
+            ),
+    );
+
+    // The API server's kubelet client certificate (system:masters) may do anything; its TLS
+    // configuration checks the kubelet's certificate against the cluster CA.
+    let apiserver_client = pki
+        .issue_client("kube-apiserver-kubelet-client", &["system:masters".into()])
+        .unwrap();
+    let as_apiserver = pki.kubelet_client_config(&apiserver_client).unwrap();
+    assert_eq!(
+        tls_get(addr, as_apiserver.clone(), "/healthz", None)
+            .await
+            .unwrap(),
+        (200, "ok".into())
+    );
+    let (code, body) = tls_get(addr, as_apiserver.clone(), "/stats/summary", None)
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+
+    // Nobody: 401.
+    let anonymous = tls_client(pki.ca_pem(), None);
+    assert_eq!(
+        tls_get(addr, anonymous.clone(), "/pods", None)
+            .await
+            .unwrap(),
+        (401, "Unauthorized".into())
+    );
+    assert_eq!(
+        tls_get(addr, anonymous.clone(), "/pods", Some("forged"))
+            .await
+            .unwrap()
+            .0,
+        401
+    );
+    // alice (by token, through a TokenReview) is someone, but may not read the node's stats.
+    assert_eq!(
+        tls_get(
+            addr,
+            anonymous.clone(),
+            "/stats/summary",
+            Some("alice-token")
+        )
+        .await
+        .unwrap(),
+        (
+            403,
+            "Forbidden (user=alice, verb=get, resource=nodes, subresource=stats)".into()
+        )
+    );
+    // Another node (a client certificate) may not exec on this one.
+    let node_b = pki
+        .issue_client("system:node:node-b", &["system:nodes".into()])
+        .unwrap();
+    let as_node_b = tls_client(pki.ca_pem(), Some((&node_b.cert_pem, &node_b.key_pem)));
+    assert_eq!(
+        tls_get(addr, as_node_b, "/exec/default/p/c?command=ls", None)
+            .await
+            .unwrap()
+            .0,
+        403
+    );
+    // Bound to a role over nodes/proxy, alice gets in.
+    let role = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "node-proxier"},
+        "rules": [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}],
+    });
+    let binding = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "alice-node-proxier"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "node-proxier"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
+    });
+    for (path, body) in [
+        ("/apis/rbac.authorization.k8s.io/v1/clusterroles", role),
+        (
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            binding,
+        ),
+    ] {
+        let req = http::Request::post(path)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .unwrap();
+        let _: Value = admin.request(req).await.unwrap();
+    }
+    eventually("alice may use nodes/proxy", async || {
+        let (code, body) = tls_get(addr, anonymous.clone(), "/healthz", Some("alice-token"))
+            .await
+            .unwrap();
+        (code == 200).then_some(body)
+    })
+    .await;
+
+    // A client certificate from another CA does not get through the handshake, and a client
+    // trusting another CA does not trust the kubelet.
+    let stranger = Pki::load_or_create(&dir.path().join("stranger")).unwrap();
+    let forged = stranger
+        .issue_client("kube-apiserver-kubelet-client", &["system:masters".into()])
+        .unwrap();
+    let forger = tls_client(pki.ca_pem(), Some((&forged.cert_pem, &forged.key_pem)));
+    assert!(tls_get(addr, forger, "/healthz", None).await.is_err());
+    assert!(
+        tls_get(addr, tls_client(stranger.ca_pem(), None), "/healthz", None)
+            .await
+            .is_err()
+    );
+
+    // Renewal: a certificate past 80% of its life (here, past all of it) is renewed through the CSR API with the
+    // node's own credentials (selfnodeclient), handed over, and then waited on again.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut old = rcgen::CertificateParams::default();
+    old.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    old.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let aging = old.self_signed(&key).unwrap().pem();
+    assert!(renewal_time(&aging).unwrap() < std::time::SystemTime::now());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(keep_renewed(
+        node.clone(),
+        CertificateRequest::client("system:node:node-a", Some("system:nodes"), KUBELET_SIGNER),
+        aging,
+        move |issued| tx.send(issued.clone()).map_err(|e| e.to_string()),
+    ));
+    let renewed = tokio::time::timeout(wait, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let (from, to) = validity(&renewed.cert_pem).unwrap();
+    assert!(to.duration_since(from).unwrap() > Duration::from_secs(300 * 86400));
+    assert!(renewal_time(&renewed.cert_pem).unwrap() > std::time::SystemTime::now());
+    // The renewed certificate is the node's, and the next one is not asked for yet.
+    let user = bosun_kubelet::auth::certificate_user(
+        rustls_pemfile::certs(&mut renewed.cert_pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap()
+            .as_ref(),
+    )
+    .unwrap();
+    assert_eq!(user.name, "system:node:node-a");
+    assert_eq!(user.groups[0], "system:nodes");
+    assert!(tokio::time::timeout(Duration::from_millis(500), rx.recv())
+        .await
+        .is_err());
+    // A replaced serving certificate is served from the next connection on.
+    let again = request_certificate(
+        &node,
+        &CertificateRequest::kubelet_serving("node-a", vec!["127.0.0.1".into()]),
+        wait,
+    )
+    .await
+    .unwrap();
+    serving
+        .replace(again.cert_pem.as_bytes(), again.key_pem.as_bytes())
+        .unwrap();
+    assert_eq!(
+        tls_get(addr, as_apiserver, "/healthz", None)
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+}

@@ -1850,6 +1850,22 @@ fn node_credentials_see_only_their_pods_secrets_and_join_by_csr() {
             .status
             .success()
     );
+    // The node may not approve it either. An administrator may approve (`kubectl certificate
+    // approve`, the approval subresource), but the kubelet-client signer signs only node
+    // subjects: the request fails.
+    let out = as_user(&node, &["certificate", "approve", "sneaky"]);
+    assert!(!out.status.success(), "{}", text_of(&out));
+    assert!(text_of(&out).contains("forbidden"), "{}", text_of(&out));
+    assert!(admin.ok(&["get", "csr", "sneaky"]).contains("Pending"));
+    admin.ok(&["certificate", "approve", "sneaky"]);
+    eventually(
+        || {
+            admin
+                .ok(&["get", "csr", "sneaky"])
+                .contains("Approved,Failed")
+        },
+        "the approved request refused by the signer",
+    );
 
     // The scene: n1 runs a pod using `used`; `unused` belongs to no pod on n1.
     admin.ok(&["create", "namespace", "nodes-e2e"]);
@@ -1926,9 +1942,15 @@ fn node_credentials_see_only_their_pods_secrets_and_join_by_csr() {
         },
         "access ending with the pod",
     );
-    // The sneaky CSR was never approved.
-    let sneaky = admin.ok(&["get", "csr", "sneaky"]);
-    assert!(sneaky.contains("Pending"), "{sneaky}");
+    // The sneaky CSR was never signed.
+    let sneaky = admin.ok(&[
+        "get",
+        "csr",
+        "sneaky",
+        "-o",
+        "jsonpath={.status.certificate}",
+    ]);
+    assert!(sneaky.is_empty(), "{sneaky}");
 }
 
 /// A Node object manifest named `name`, written into the cluster's home; its path.
@@ -2346,6 +2368,32 @@ fn agent_registers_a_node_and_runs_pods_with_logs_exec_and_probes() {
     );
     let node = k.json(&["get", "node", "e2e-node-1"]);
     assert_eq!(node["metadata"]["labels"]["example.com/pool"], "e2e");
+    // The kubelet's server speaks TLS with a certificate from the cluster CA and answers
+    // nobody without credentials; the API server reaches it with its own client certificate.
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .unwrap();
+    // curl checks the certificate against the cluster CA and the node's name.
+    let ca = cluster._data.path().join("pki/ca.crt");
+    let kubelet_code = || {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&ca)
+            .arg("--resolve")
+            .arg(format!("e2e-node-1:{port}:127.0.0.1"))
+            .arg(format!("https://e2e-node-1:{port}/pods"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    eventually(
+        || kubelet_code() == "401",
+        "the kubelet refusing a request without credentials",
+    );
+    assert_eq!(
+        k.ok(&["get", "--raw", "/api/v1/nodes/e2e-node-1/proxy/healthz"]),
+        "ok"
+    );
     assert!(node["status"]["nodeInfo"]["containerRuntimeVersion"]
         .as_str()
         .unwrap()
@@ -3089,18 +3137,24 @@ spec:
         !mounts.contains(dir.path().to_str().unwrap()),
         "mounts left behind"
     );
-    let pod_cgroups: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/memory/bosun")
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().is_dir())
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(
-        pod_cgroups.is_empty(),
-        "cgroups left behind: {pod_cgroups:?}"
-    );
+    // The runtime removes a container's cgroup once its last process is reaped, which may
+    // come a moment after the pod object is gone.
+    let pod_cgroups = || -> Vec<PathBuf> {
+        std::fs::read_dir("/sys/fs/cgroup/memory/bosun")
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pod_cgroups().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let left = pod_cgroups();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
     let _ = agent.kill();
     let _ = agent.wait();
 }

@@ -258,4 +258,46 @@ async fn client_certificates_authenticate_and_rbac_decides() {
         .await
         .unwrap_err();
     assert!(matches!(err, bosun_client::Error::Transport(_)), "{err}");
+
+    // A rotating identity: connections opened after a replacement present the new one.
+    let alice_cert = pki.issue_client("alice", &[]).unwrap();
+    let identity = bosun_client::tls::RotatingIdentity::new(
+        alice_cert.cert_pem.as_bytes(),
+        alice_cert.key_pem.as_bytes(),
+    )
+    .unwrap();
+    let rotating = config(
+        &url,
+        Tls {
+            ca: Some(pki.ca_pem().as_bytes().to_vec()),
+            rotating: Some(identity.clone()),
+            ..Default::default()
+        },
+    );
+    let before: Api<ConfigMap> = Api::namespaced(
+        Client::try_from_config(rotating.clone()).unwrap(),
+        "default",
+    );
+    assert!(before.get_opt("by-admin").await.unwrap().is_some());
+    let err = before
+        .create(&PostParams::default(), &cm("by-rotated", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(403), "{err}");
+    let admin_cert = pki
+        .issue_client("kubernetes-admin", &["system:masters".into()])
+        .unwrap();
+    identity
+        .replace(
+            admin_cert.cert_pem.as_bytes(),
+            admin_cert.key_pem.as_bytes(),
+        )
+        .unwrap();
+    let after: Api<ConfigMap> =
+        Api::namespaced(Client::try_from_config(rotating).unwrap(), "default");
+    after
+        .create(&PostParams::default(), &cm("by-rotated", &[]))
+        .await
+        .unwrap();
+    assert!(identity.replace(b"not pem", b"not pem").is_err());
 }
