@@ -329,7 +329,7 @@ pub fn cluster_roles() -> Vec<Value> {
             &["rolebindings", "roles"],
         ),
     ];
-    vec![
+    let mut roles = vec![
         role(
             "cluster-admin",
             vec![rule(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])],
@@ -425,13 +425,10 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
-        // Upstream splits the controllers' rights into one role per controller, used through
-        // per-controller service accounts; bosun's controllers share one identity, which needs
-        // what all of them together need.
-        role(
-            "system:kube-controller-manager",
-            vec![rule(&["*"], &["*"], &["*"])],
-        ),
+        // As upstream: the controller manager's own identity runs the shared informers and
+        // leader election; each controller writes as its own service account
+        // (`system:controller:NAME`, see `controller_roles`).
+        role("system:kube-controller-manager", controller_manager()),
         role("system:node", node),
         role("system:node-proxier", proxier),
         role(
@@ -483,7 +480,372 @@ pub fn cluster_roles() -> Vec<Value> {
                 &["certificatesigningrequests/selfnodeclient"],
             )],
         ),
+    ];
+    roles.extend(controller_roles().into_iter().map(|(account, mut rules)| {
+        rules.extend(events());
+        role(&format!("system:controller:{account}"), rules)
+    }));
+    roles
+}
+
+/// `system:kube-controller-manager`: what the controller manager itself does (shared
+/// informers over everything, its leader Lease, events, token requests for its controllers'
+/// service accounts), after upstream's role.
+fn controller_manager() -> Vec<Value> {
+    let mut rules = vec![
+        rule(&["create"], &["coordination.k8s.io"], &["leases"]),
+        rule(&["get", "update"], &["coordination.k8s.io"], &["leases"]),
+        rule(&["create"], &[""], &["secrets", "serviceaccounts"]),
+        rule(&["delete"], &[""], &["secrets"]),
+        rule(
+            &["get"],
+            &[""],
+            &["namespaces", "secrets", "serviceaccounts", "configmaps"],
+        ),
+        rule(&["update"], &[""], &["secrets", "serviceaccounts"]),
+        rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+        rule(
+            &["create"],
+            &["authorization.k8s.io"],
+            &["subjectaccessreviews"],
+        ),
+        rule(&["list", "watch"], &["*"], &["*"]),
+        rule(&["create"], &[""], &["serviceaccounts/token"]),
+    ];
+    rules.extend(events());
+    rules
+}
+
+/// The built-in controllers' service accounts (in `kube-system`) and the rules of each one's
+/// `system:controller:NAME` ClusterRole (events come on top), after upstream's controller
+/// policy, with what bosun's controllers do differently (patches where upstream updates,
+/// evictions, the local-path provisioner's volumes).
+pub fn controller_roles() -> Vec<(&'static str, Vec<Value>)> {
+    let apps = &["apps"][..];
+    let core = &[""][..];
+    let batch = &["batch"][..];
+    vec![
+        (
+            "service-account-controller",
+            vec![
+                rule(&["get", "create"], core, &["serviceaccounts"]),
+                // The root CA publisher's part: kube-root-ca.crt in every namespace.
+                rule(&["get", "create", "update"], core, &["configmaps"]),
+            ],
+        ),
+        (
+            "replicaset-controller",
+            vec![
+                rule(
+                    &["get", "list", "watch", "update", "patch"],
+                    apps,
+                    &["replicasets"],
+                ),
+                rule(
+                    &["update"],
+                    apps,
+                    &["replicasets/status", "replicasets/finalizers"],
+                ),
+                rule(
+                    &["list", "watch", "patch", "create", "delete"],
+                    core,
+                    &["pods"],
+                ),
+            ],
+        ),
+        (
+            "replication-controller",
+            vec![
+                rule(
+                    &["get", "list", "watch", "update", "patch"],
+                    core,
+                    &["replicationcontrollers"],
+                ),
+                rule(
+                    &["update"],
+                    core,
+                    &[
+                        "replicationcontrollers/status",
+                        "replicationcontrollers/finalizers",
+                    ],
+                ),
+                rule(
+                    &["list", "watch", "patch", "create", "delete"],
+                    core,
+                    &["pods"],
+                ),
+            ],
+        ),
+        (
+            "deployment-controller",
+            vec![
+                rule(
+                    &["get", "list", "watch", "update", "patch"],
+                    apps,
+                    &["deployments"],
+                ),
+                rule(
+                    &["update"],
+                    apps,
+                    &["deployments/status", "deployments/finalizers"],
+                ),
+                rule(
+                    &[
+                        "get", "list", "watch", "create", "update", "patch", "delete",
+                    ],
+                    apps,
+                    &["replicasets"],
+                ),
+                rule(&["get", "list", "watch", "update"], core, &["pods"]),
+            ],
+        ),
+        (
+            "namespace-controller",
+            vec![
+                rule(&["get", "list", "watch", "delete"], core, &["namespaces"]),
+                rule(
+                    &["update"],
+                    core,
+                    &["namespaces/finalize", "namespaces/status"],
+                ),
+                rule(
+                    &["get", "list", "watch", "delete", "deletecollection"],
+                    &["*"],
+                    &["*"],
+                ),
+            ],
+        ),
+        (
+            "node-controller",
+            vec![
+                rule(
+                    &["get", "list", "watch", "update", "delete", "patch"],
+                    core,
+                    &["nodes"],
+                ),
+                rule(&["patch", "update"], core, &["nodes/status", "pods/status"]),
+                rule(&["list", "watch", "get", "delete"], core, &["pods"]),
+                rule(&["create"], core, &["pods/eviction"]),
+            ],
+        ),
+        (
+            "endpoint-controller",
+            vec![
+                rule(READ, core, &["services", "pods", "nodes"]),
+                rule(
+                    &[
+                        "get", "list", "watch", "create", "update", "patch", "delete",
+                    ],
+                    core,
+                    &["endpoints"],
+                ),
+                rule(&["create"], core, &["endpoints/restricted"]),
+                rule(&["update"], core, &["services/finalizers"]),
+                rule(
+                    &[
+                        "get", "list", "watch", "create", "update", "patch", "delete",
+                    ],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                ),
+            ],
+        ),
+        (
+            "statefulset-controller",
+            vec![
+                rule(&["list", "watch"], core, &["pods"]),
+                rule(READ, apps, &["statefulsets"]),
+                rule(
+                    &["update"],
+                    apps,
+                    &["statefulsets/status", "statefulsets/finalizers"],
+                ),
+                rule(
+                    &["get", "create", "delete", "update", "patch"],
+                    core,
+                    &["pods"],
+                ),
+                rule(
+                    &[
+                        "get", "create", "delete", "update", "patch", "list", "watch",
+                    ],
+                    apps,
+                    &["controllerrevisions"],
+                ),
+                rule(
+                    &[
+                        "get", "create", "list", "watch", "update", "patch", "delete",
+                    ],
+                    core,
+                    &["persistentvolumeclaims"],
+                ),
+                rule(&["update"], core, &["pods/finalizers"]),
+            ],
+        ),
+        (
+            "daemon-set-controller",
+            vec![
+                rule(READ, apps, &["daemonsets"]),
+                rule(
+                    &["update"],
+                    apps,
+                    &["daemonsets/status", "daemonsets/finalizers"],
+                ),
+                rule(&["list", "watch"], core, &["nodes"]),
+                rule(
+                    &["get", "list", "watch", "create", "delete", "patch"],
+                    core,
+                    &["pods"],
+                ),
+                rule(&["create"], core, &["pods/binding"]),
+                rule(
+                    &[
+                        "get", "list", "watch", "create", "delete", "update", "patch",
+                    ],
+                    apps,
+                    &["controllerrevisions"],
+                ),
+            ],
+        ),
+        (
+            "pvc-protection-controller",
+            vec![
+                rule(
+                    &["get", "list", "watch", "update", "patch"],
+                    core,
+                    &["persistentvolumeclaims"],
+                ),
+                rule(READ, core, &["pods"]),
+            ],
+        ),
+        (
+            "pv-protection-controller",
+            vec![rule(
+                &["get", "list", "watch", "update", "patch"],
+                core,
+                &["persistentvolumes"],
+            )],
+        ),
+        (
+            "persistent-volume-binder",
+            vec![
+                rule(
+                    &[
+                        "get", "list", "watch", "update", "patch", "create", "delete",
+                    ],
+                    core,
+                    &["persistentvolumes"],
+                ),
+                rule(&["update", "patch"], core, &["persistentvolumes/status"]),
+                rule(
+                    &["get", "list", "watch", "update", "patch"],
+                    core,
+                    &["persistentvolumeclaims"],
+                ),
+                rule(
+                    &["update", "patch"],
+                    core,
+                    &["persistentvolumeclaims/status"],
+                ),
+                rule(
+                    &["list", "watch", "get", "create", "delete"],
+                    core,
+                    &["pods"],
+                ),
+                // The local-path provisioner makes its StorageClass.
+                rule(
+                    &["get", "list", "watch", "create"],
+                    &["storage.k8s.io"],
+                    &["storageclasses"],
+                ),
+                rule(&["get", "list", "watch"], core, &["nodes"]),
+            ],
+        ),
+        (
+            "horizontal-pod-autoscaler",
+            vec![
+                rule(READ, &["autoscaling"], &["horizontalpodautoscalers"]),
+                rule(
+                    &["update"],
+                    &["autoscaling"],
+                    &["horizontalpodautoscalers/status"],
+                ),
+                rule(&["get", "update", "patch"], &["*"], &["*/scale"]),
+                rule(&["list", "watch"], core, &["pods"]),
+                rule(&["get", "list", "watch"], &["metrics.k8s.io"], &["pods"]),
+            ],
+        ),
+        (
+            "resourcequota-controller",
+            vec![
+                rule(&["list", "watch"], &["*"], &["*"]),
+                rule(&["update"], core, &["resourcequotas/status"]),
+            ],
+        ),
+        (
+            "disruption-controller",
+            vec![
+                rule(READ, apps, &["deployments", "replicasets", "statefulsets"]),
+                rule(READ, core, &["replicationcontrollers"]),
+                rule(READ, &["policy"], &["poddisruptionbudgets"]),
+                rule(&["update"], &["policy"], &["poddisruptionbudgets/status"]),
+                rule(&["patch", "update"], core, &["pods/status"]),
+                rule(&["get"], &["*"], &["*/scale"]),
+            ],
+        ),
+        (
+            "job-controller",
+            vec![
+                rule(
+                    &["get", "list", "watch", "update", "patch"],
+                    batch,
+                    &["jobs"],
+                ),
+                rule(&["update"], batch, &["jobs/status", "jobs/finalizers"]),
+                rule(
+                    &["get", "list", "watch", "create", "delete", "patch"],
+                    core,
+                    &["pods"],
+                ),
+            ],
+        ),
+        (
+            "cronjob-controller",
+            vec![
+                rule(&["get", "list", "watch", "update"], batch, &["cronjobs"]),
+                rule(
+                    &[
+                        "get", "list", "watch", "create", "update", "delete", "patch",
+                    ],
+                    batch,
+                    &["jobs"],
+                ),
+                rule(
+                    &["update"],
+                    batch,
+                    &["cronjobs/status", "cronjobs/finalizers"],
+                ),
+                rule(&["list", "watch", "delete"], core, &["pods"]),
+            ],
+        ),
+        (
+            "ttl-after-finished-controller",
+            vec![rule(&["get", "list", "watch", "delete"], batch, &["jobs"])],
+        ),
+        (
+            "generic-garbage-collector",
+            vec![rule(
+                &["get", "list", "watch", "patch", "update", "delete"],
+                &["*"],
+                &["*"],
+            )],
+        ),
     ]
+}
+
+/// The user a controller's service account authenticates as.
+pub fn controller_user(account: &str) -> String {
+    format!("system:serviceaccount:kube-system:{account}")
 }
 
 fn binding(name: &str, role: &str, subjects: &[(&str, &str)]) -> Value {
@@ -513,7 +875,7 @@ fn binding(name: &str, role: &str, subjects: &[(&str, &str)]) -> Value {
 /// The bootstrap ClusterRoleBindings.
 pub fn cluster_role_bindings() -> Vec<Value> {
     let same = |role: &str, subjects: &[(&str, &str)]| binding(role, role, subjects);
-    vec![
+    let mut bindings = vec![
         same("cluster-admin", &[("Group", "system:masters")]),
         same("system:discovery", &[("Group", "system:authenticated")]),
         same("system:basic-user", &[("Group", "system:authenticated")]),
@@ -566,7 +928,16 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
             &[("Group", "system:nodes")],
         ),
-    ]
+    ];
+    bindings.extend(controller_roles().into_iter().map(|(account, _)| {
+        let name = format!("system:controller:{account}");
+        binding(
+            &name,
+            &name,
+            &[("ServiceAccount", &format!("kube-system/{account}"))],
+        )
+    }));
+    bindings
 }
 
 /// What to write over `existing` (a stored bootstrap object) so it has everything `wanted`

@@ -756,6 +756,99 @@ mod tests {
     }
 
     #[test]
+    fn each_controller_has_only_its_own_role() {
+        let roles: Vec<ClusterRole> = crate::bootstrap_policy::cluster_roles()
+            .into_iter()
+            .map(|r| serde_json::from_value(r).unwrap())
+            .collect();
+        let bindings: Vec<ClusterRoleBinding> = crate::bootstrap_policy::cluster_role_bindings()
+            .into_iter()
+            .map(|b| serde_json::from_value(b).unwrap())
+            .collect();
+        let state = RbacState::new(&[], &roles, &[], &bindings);
+        let can = |account: &str, verb: &str, group: &str, resource: &str| {
+            let user = UserInfo {
+                name: crate::bootstrap_policy::controller_user(account),
+                groups: vec![
+                    "system:serviceaccounts".into(),
+                    "system:serviceaccounts:kube-system".into(),
+                    "system:authenticated".into(),
+                ],
+            };
+            state.allows(&user, &Access::resource(verb, group, resource, Some("ns")))
+        };
+        assert!(can("replicaset-controller", "create", "", "pods"));
+        assert!(can(
+            "replicaset-controller",
+            "update",
+            "apps",
+            "replicasets/status"
+        ));
+        assert!(!can(
+            "replicaset-controller",
+            "create",
+            "apps",
+            "deployments"
+        ));
+        assert!(!can("replicaset-controller", "get", "", "secrets"));
+        assert!(can(
+            "deployment-controller",
+            "create",
+            "apps",
+            "replicasets"
+        ));
+        assert!(!can("deployment-controller", "create", "", "pods"));
+        assert!(can("job-controller", "create", "", "pods"));
+        assert!(!can("job-controller", "delete", "", "nodes"));
+        assert!(can("node-controller", "delete", "", "pods"));
+        assert!(can(
+            "namespace-controller",
+            "deletecollection",
+            "",
+            "secrets"
+        ));
+        assert!(!can("namespace-controller", "create", "", "secrets"));
+        assert!(can(
+            "generic-garbage-collector",
+            "delete",
+            "apps",
+            "replicasets"
+        ));
+        assert!(!can("generic-garbage-collector", "create", "", "pods"));
+        for account in [
+            "replicaset-controller",
+            "job-controller",
+            "endpoint-controller",
+        ] {
+            assert!(
+                can(account, "create", "events.k8s.io", "events"),
+                "{account}"
+            );
+            assert!(!can(
+                account,
+                "escalate",
+                "rbac.authorization.k8s.io",
+                "clusterroles"
+            ));
+        }
+        // The manager's own identity reads everything, writes little.
+        let manager = UserInfo {
+            name: "system:kube-controller-manager".into(),
+            groups: vec!["system:authenticated".into()],
+        };
+        let manager_can = |verb: &str, group: &str, resource: &str| {
+            state.allows(
+                &manager,
+                &Access::resource(verb, group, resource, Some("ns")),
+            )
+        };
+        assert!(manager_can("watch", "apps", "deployments"));
+        assert!(manager_can("update", "coordination.k8s.io", "leases"));
+        assert!(!manager_can("create", "", "pods"));
+        assert!(!manager_can("delete", "apps", "deployments"));
+    }
+
+    #[test]
     fn bootstrap_roles_aggregate_view_into_edit_into_admin() {
         let roles: Vec<ClusterRole> = crate::bootstrap_policy::cluster_roles()
             .into_iter()

@@ -480,6 +480,9 @@ async fn controller_manager(args: ControllerManagerArgs) -> Result<(), String> {
             ..Default::default()
         },
         root_ca,
+        // Every controller acts with the kubeconfig's identity (upstream's default without
+        // --use-service-account-credentials): give it the rights they all need.
+        credentials: None,
     };
     if !args.leader_elect {
         tokio::select! {
@@ -676,10 +679,11 @@ fn random_token() -> String {
 }
 
 /// The in-process components' clients: each its own identity, a token only this process knows.
+#[derive(Clone)]
 struct LoopbackClients {
     url: String,
     ca_pem: Option<String>,
-    tokens: Vec<(&'static str, String)>,
+    tokens: Vec<(String, String)>,
 }
 
 impl LoopbackClients {
@@ -813,6 +817,22 @@ async fn server(args: ServerArgs) -> Result<(), String> {
                     groups: Vec::new(),
                 },
             );
+            loopback.tokens.push((user.to_owned(), token));
+        }
+        // Each controller acts as its own service account, with only its own role.
+        for account in bosun_controllers::builtin::manager::ACCOUNTS {
+            let token = random_token();
+            let user = bosun_apiserver::bootstrap_policy::controller_user(account);
+            tokens.insert(
+                token.clone(),
+                auth::UserInfo {
+                    name: user.clone(),
+                    groups: vec![
+                        "system:serviceaccounts".into(),
+                        "system:serviceaccounts:kube-system".into(),
+                    ],
+                },
+            );
             loopback.tokens.push((user, token));
         }
         loopback.url = format!("https://{reach}");
@@ -912,8 +932,20 @@ async fn server(args: ServerArgs) -> Result<(), String> {
     if !args.no_controllers {
         match loopback.client("system:kube-controller-manager") {
             Ok(client) => {
+                let accounts = loopback.clone();
+                let fallback = client.clone();
+                let credentials = bosun_controllers::builtin::manager::Credentials(Arc::new(
+                    move |account: &str| {
+                        let user = bosun_apiserver::bootstrap_policy::controller_user(account);
+                        accounts.client(&user).unwrap_or_else(|e| {
+                            tracing::error!(account, error = %e, "a controller's client; using the manager's");
+                            fallback.clone()
+                        })
+                    },
+                ));
                 let options = bosun_controllers::builtin::manager::Options {
                     root_ca: loopback.ca_pem.clone(),
+                    credentials: (!loopback.tokens.is_empty()).then_some(credentials),
                     ..Default::default()
                 };
                 tokio::spawn(bosun_controllers::builtin::manager::run_with(
