@@ -701,9 +701,18 @@ impl RequestHandler for ClusterDns {
 /// Returns the server and the address it listens on.
 pub async fn serve(dns: ClusterDns, addr: SocketAddr) -> Result<(Server<ClusterDns>, SocketAddr)> {
     let io = |e: std::io::Error| Error::Dns(format!("binding {addr}: {e}"));
-    let udp = tokio::net::UdpSocket::bind(addr).await.map_err(io)?;
-    let bound = udp.local_addr().map_err(io)?;
-    let tcp = tokio::net::TcpListener::bind(bound).await.map_err(io)?;
+    // With port 0 the UDP port picked may be taken for TCP: pick again a few times.
+    let mut attempts = if addr.port() == 0 { 16 } else { 1 };
+    let (udp, tcp, bound) = loop {
+        attempts -= 1;
+        let udp = tokio::net::UdpSocket::bind(addr).await.map_err(io)?;
+        let bound = udp.local_addr().map_err(io)?;
+        match tokio::net::TcpListener::bind(bound).await {
+            Ok(tcp) => break (udp, tcp, bound),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts > 0 => continue,
+            Err(e) => return Err(io(e)),
+        }
+    };
     let mut server = Server::new(dns);
     server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(10), 32);
