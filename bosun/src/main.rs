@@ -155,16 +155,11 @@ enum Command {
     ControllerManager(ControllerManagerArgs),
     /// Run the scheduler against a cluster (with leader election).
     Scheduler(SchedulerArgs),
-    /// Start a cluster on the embedded defaults (data in ~/.local/share/bosun unless
-    /// --data-dir), writing its kubeconfig into the data directory.
-    Up {
-        /// Directory for the cluster's data.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Port to listen on.
-        #[arg(long, default_value_t = 6443)]
-        port: u16,
-    },
+    /// Start a whole cluster on this machine, on the embedded defaults: the API server, the
+    /// scheduler and controllers, and a node agent joined to it (pods on runc, the CNI bridge,
+    /// the service proxy, cluster DNS). Data in ~/.local/share/bosun unless --data-dir; the
+    /// kubeconfig is DATA/kubeconfig.
+    Up(UpArgs),
     /// Run the node agent: register this machine as a Node and keep its status and Lease
     /// current (running pods comes next).
     Agent(AgentArgs),
@@ -178,6 +173,45 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(clap::Args, Clone)]
+struct UpArgs {
+    /// Directory for the cluster's data (the node's images and volumes in DATA/node).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The API server's port.
+    #[arg(long, default_value_t = 6443)]
+    port: u16,
+    /// Run only the control plane, no node (for machines without root or runc).
+    #[arg(long)]
+    no_agent: bool,
+    /// Install what the node needs (runc, the CNI plugins, nftables) with apt-get when
+    /// missing.
+    #[arg(long)]
+    install_missing: bool,
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The Linux bridge of the pod network.
+    #[arg(long, default_value = "bosun0")]
+    bridge: String,
+    /// The node's volatile state (namespaces, runc state, sockets).
+    #[arg(long, default_value = "/run/bosun")]
+    state_dir: PathBuf,
+    /// Where container logs go.
+    #[arg(long, default_value = "/var/log/pods")]
+    pod_log_dir: PathBuf,
+    /// The kubelet server's port.
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+}
+
+/// Parses an agent's arguments from flags (as `bosun agent FLAGS` would).
+#[derive(clap::Parser)]
+struct AgentCli {
+    #[command(flatten)]
+    args: AgentArgs,
 }
 
 #[derive(clap::Args, Clone)]
@@ -402,37 +436,173 @@ fn main() -> std::process::ExitCode {
                 }
             }
         }
-        Command::Up { data_dir, port } => {
-            let data_dir = data_dir.unwrap_or_else(|| {
-                std::env::var_os("HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("."))
-                    .join(".local/share/bosun")
-            });
-            ServerArgs {
-                write_kubeconfig: Some(data_dir.join("kubeconfig")),
-                data_dir,
-                bind_address: std::net::Ipv4Addr::LOCALHOST.into(),
-                insecure_http: false,
-                tls_sans: Vec::new(),
-                token_auth_file: None,
-                authorization_mode: AuthorizationMode::Rbac,
-                anonymous_auth: false,
-                port,
-                store: StoreKind::Embedded,
-                etcd_endpoints: Vec::new(),
-                compaction_interval: 300,
-                service_cluster_ip_range: "10.96.0.0/12".into(),
-                service_node_port_range: "30000-32767".into(),
-                audit_log_path: None,
-                audit_policy_file: None,
-                encryption_provider_config: None,
-                no_controllers: false,
-                no_scheduler: false,
-            }
-        }
+        Command::Up(up_args) => return run(up(up_args)),
     };
     run(server(args))
+}
+
+/// The server `bosun up` runs: TLS and RBAC on the embedded store, on loopback.
+fn up_server_args(data_dir: PathBuf, port: u16) -> ServerArgs {
+    ServerArgs {
+        write_kubeconfig: Some(data_dir.join("kubeconfig")),
+        data_dir,
+        bind_address: std::net::Ipv4Addr::LOCALHOST.into(),
+        insecure_http: false,
+        tls_sans: Vec::new(),
+        token_auth_file: None,
+        authorization_mode: AuthorizationMode::Rbac,
+        anonymous_auth: false,
+        port,
+        store: StoreKind::Embedded,
+        etcd_endpoints: Vec::new(),
+        compaction_interval: 300,
+        service_cluster_ip_range: "10.96.0.0/12".into(),
+        service_node_port_range: "30000-32767".into(),
+        audit_log_path: None,
+        audit_policy_file: None,
+        encryption_provider_config: None,
+        no_controllers: false,
+        no_scheduler: false,
+    }
+}
+
+/// Whether this process runs as root (uid 0, from /proc/self/status).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+/// What the node agent needs on this machine and is missing, each with what provides it.
+fn missing_for_agent() -> Vec<(&'static str, &'static str)> {
+    let found = |paths: &[&str]| paths.iter().any(|p| Path::new(p).exists());
+    let mut missing = Vec::new();
+    if !found(&["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"]) {
+        missing.push(("runc", "runc"));
+    }
+    for plugin in ["bridge", "host-local", "loopback", "portmap"] {
+        let paths = [
+            format!("/usr/lib/cni/{plugin}"),
+            format!("/opt/cni/bin/{plugin}"),
+        ];
+        if !paths.iter().any(|p| Path::new(p).exists()) {
+            missing.push((
+                "the CNI plugins (bridge, host-local, loopback, portmap)",
+                "containernetworking-plugins",
+            ));
+            break;
+        }
+    }
+    if !found(&["/usr/sbin/nft", "/usr/bin/nft"]) {
+        missing.push(("nft", "nftables"));
+    }
+    missing
+}
+
+/// `bosun up`: the API server, then a node agent joined to it with the node token, in one
+/// process. Each missing prerequisite is one line saying what to install.
+async fn up(args: UpArgs) -> Result<(), String> {
+    let data_dir = default_data_dir(args.data_dir.clone());
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
+        format!(
+            "cannot create the data directory {}: {e} (pass --data-dir DIR somewhere writable)",
+            data_dir.display()
+        )
+    })?;
+    if !args.no_agent {
+        if !running_as_root() {
+            return Err("bosun up runs pods, which needs root: run it with sudo, or pass --no-agent for the control plane only".into());
+        }
+        let mut missing = missing_for_agent();
+        if !missing.is_empty() && args.install_missing {
+            let packages: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+            tracing::info!(?packages, "installing what the node needs");
+            let status = std::process::Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&packages)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .map_err(|e| format!("running apt-get: {e}"))?;
+            if !status.success() {
+                return Err(format!(
+                    "apt-get install {} failed ({status})",
+                    packages.join(" ")
+                ));
+            }
+            missing = missing_for_agent();
+        }
+        if !missing.is_empty() {
+            let what: Vec<&str> = missing.iter().map(|(w, _)| *w).collect();
+            let packages: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+            return Err(format!(
+                "the node needs {} : install with `apt-get install {}`, or run `bosun up --install-missing`, or `bosun up --no-agent` for the control plane only",
+                what.join(", "),
+                packages.join(" ")
+            ));
+        }
+    }
+    let server_args = up_server_args(data_dir.clone(), args.port);
+    let kubeconfig = data_dir.join("kubeconfig");
+    let token_file = data_dir.join("node-token");
+    // A kubeconfig from an earlier start must not be mistaken for this one's.
+    let _ = std::fs::remove_file(&kubeconfig);
+    let control_plane = server(server_args);
+    if args.no_agent {
+        return control_plane.await;
+    }
+    let node = async {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !kubeconfig.exists() || !token_file.exists() {
+            if tokio::time::Instant::now() > deadline {
+                return Err("the API server did not come up within a minute".to_string());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let token = std::fs::read_to_string(&token_file)
+            .map_err(|e| format!("reading {}: {e}", token_file.display()))?;
+        let node_dir = data_dir.join("node");
+        let mut flags: Vec<std::ffi::OsString> = vec![
+            "agent".into(),
+            "--server".into(),
+            format!("https://127.0.0.1:{}", args.port).into(),
+            "--token".into(),
+            token.trim().into(),
+            "--ca-cert".into(),
+            data_dir.join("pki/ca.crt").into(),
+            "--data-dir".into(),
+            node_dir.into(),
+            "--state-dir".into(),
+            args.state_dir.clone().into(),
+            "--pod-log-dir".into(),
+            args.pod_log_dir.clone().into(),
+            "--bridge".into(),
+            args.bridge.clone().into(),
+            "--port".into(),
+            args.kubelet_port.to_string().into(),
+            "--cluster-dns".into(),
+            "10.96.0.10".into(),
+        ];
+        if let Some(name) = &args.node_name {
+            flags.push("--node-name".into());
+            flags.push(name.into());
+        }
+        let cli = <AgentCli as clap::Parser>::try_parse_from(flags)
+            .map_err(|e| format!("the node agent's arguments: {e}"))?;
+        tracing::info!(
+            kubeconfig = %kubeconfig.display(),
+            "cluster starting; use it with: export KUBECONFIG={}",
+            kubeconfig.display()
+        );
+        agent(cli.args).await
+    };
+    tokio::select! {
+        r = control_plane => r,
+        r = node => r.and(Err("the node agent stopped".into())),
+    }
 }
 
 /// Runs `main` on a multi-threaded runtime; an error is one line on stderr.

@@ -3728,3 +3728,92 @@ fn agent_bench_pod_startup_100_pods() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+/// `bosun up` runs the whole cluster in one process: the API server, scheduler, controllers
+/// and a node agent joined with the node token; its node gets Ready and runs a pod that kubectl
+/// can read the logs of and exec into.
+#[test]
+fn agent_up_runs_a_whole_cluster_in_one_process() {
+    if !root_with_runc("bosun up needs root and runc") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let _cleanup = HostNetworkCleanup("bosune2e3");
+    let archive = busybox_archive(data.path());
+    import_busybox(&archive, &data.path().join("node"));
+    let port = free_port();
+    let started = Instant::now();
+    let child = Command::new(bosun_bin())
+        .arg("up")
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--port", &port.to_string(), "--node-name", "e2e-up"])
+        .args(["--bridge", "bosune2e3", "--kubelet-port", "0"])
+        .arg("--state-dir")
+        .arg(data.path().join("state"))
+        .arg("--pod-log-dir")
+        .arg(data.path().join("logs"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let kubeconfig = data.path().join("kubeconfig");
+    while !kubeconfig.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "bosun up wrote no kubeconfig"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cluster = Cluster {
+        child,
+        kubeconfig,
+        home: tempfile::tempdir().unwrap(),
+        _data: data,
+    };
+    let k = Kubectl {
+        bin: kubectl_dir().join("kubectl.1.32"),
+        cluster: &cluster,
+    };
+    let within = |secs: u64, mut cond: Box<dyn FnMut() -> bool + '_>, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting: {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    within(
+        60,
+        Box::new(|| {
+            let out = k.run(&["get", "node", "e2e-up"]);
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(" Ready ")
+        }),
+        "the node Ready",
+    );
+    eprintln!("bosun up: node Ready {:?} after start", started.elapsed());
+    k.ok(&[
+        "run",
+        "hello",
+        "--image=docker.io/e2e/busybox:1",
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        "echo hello from up; exec sleep 3600",
+    ]);
+    within(
+        60,
+        Box::new(|| k.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.phase}"]) == "Running"),
+        "the pod Running",
+    );
+    eventually(
+        || k.ok(&["logs", "hello"]).contains("hello from up"),
+        "the pod's log",
+    );
+    assert_eq!(
+        k.ok(&["exec", "hello", "--", "sh", "-c", "echo inside"])
+            .trim(),
+        "inside"
+    );
+    k.ok(&["delete", "pod", "hello", "--grace-period=1"]);
+}
