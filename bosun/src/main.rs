@@ -1357,10 +1357,12 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
     tokio::spawn(async move {
         loop {
             let state = bosun_kubelet::runtime::readiness(&*rt).await;
+            // Not ready yet (a new node waiting for its pod network): look again soon.
+            let again = if state.is_ok() { 2000 } else { 200 };
             if let Ok(mut g) = r.lock() {
                 *g = state;
             }
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(again)).await;
         }
     });
     // The node's pod CIDR goes to the runtime, which configures the pod network from it.

@@ -419,18 +419,27 @@ impl NodeAgent {
         };
         let mut lease = tokio::time::interval(self.cfg.lease_interval);
         let mut status = tokio::time::interval(self.cfg.status_interval);
+        // Readiness is looked at often: a change is written at once, not at the next interval.
+        let mut watch = tokio::time::interval(Duration::from_millis(100));
+        let mut reported: Option<bool> = None;
         loop {
-            tokio::select! {
+            let write = tokio::select! {
                 _ = &mut shutdown => return,
                 _ = lease.tick() => {
                     if let Err(e) = self.renew_lease(&uid).await {
                         tracing::warn!(error = %e, "lease renewal failed");
                     }
+                    false
                 }
-                _ = status.tick() => {
-                    if let Err(e) = self.update_status(ready()).await {
-                        tracing::warn!(error = %e, "node status update failed");
-                    }
+                _ = status.tick() => true,
+                _ = watch.tick() => reported.is_some_and(|r| r != ready().is_ok()),
+            };
+            if write {
+                let now = ready();
+                let is_ready = now.is_ok();
+                match self.update_status(now).await {
+                    Ok(()) => reported = Some(is_ready),
+                    Err(e) => tracing::warn!(error = %e, "node status update failed"),
                 }
             }
         }

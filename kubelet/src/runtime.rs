@@ -35,8 +35,8 @@ pub async fn readiness(rt: &dyn RuntimeService) -> Result<(), String> {
     Ok(())
 }
 
-/// Watches the Node's `spec.podCIDR` (every `interval`) and hands each new value to the
-/// runtime, until `shutdown` resolves.
+/// Watches the Node's `spec.podCIDR` (every 200 ms until it has one, then every `interval`)
+/// and hands each new value to the runtime, until `shutdown` resolves.
 pub async fn sync_pod_cidr(
     client: Client,
     node: String,
@@ -48,10 +48,13 @@ pub async fn sync_pod_cidr(
     let nodes: Api<Node> = Api::all(client);
     let mut sent = String::new();
     let mut tick = tokio::time::interval(interval);
+    // A new node waits for its CIDR to be Ready: ask often until it comes.
+    let mut first = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tick.tick() => {}
+            _ = first.tick(), if sent.is_empty() => {}
         }
         let cidr = match nodes.get_opt(&node).await {
             Ok(Some(n)) => n.spec.and_then(|s| s.pod_cidr).unwrap_or_default(),

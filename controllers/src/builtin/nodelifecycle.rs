@@ -65,6 +65,8 @@ pub struct NodeLifecycle {
     nodes: Store<Node>,
     leases: Store<Lease>,
     pods: Store<Pod>,
+    /// Node notifications: a new node gets its pod CIDR at once, not at the next pass.
+    node_events: tokio::sync::broadcast::Receiver<bosun_client::informer::Notification<Node>>,
     /// Per node: the last heartbeat seen and when (on this clock) it changed.
     seen: HashMap<String, (String, Instant)>,
 }
@@ -121,10 +123,12 @@ fn tolerates(
 impl NodeLifecycle {
     /// The monitor on `factory`'s informers.
     pub fn new(client: Client, factory: &Arc<InformerFactory>, config: Config) -> Self {
+        let nodes = factory.informer::<Node>(None);
         NodeLifecycle {
             client,
             config,
-            nodes: factory.informer::<Node>(None).store(),
+            node_events: nodes.subscribe(),
+            nodes: nodes.store(),
             leases: factory.informer::<Lease>(Some("kube-node-lease")).store(),
             pods: factory.informer::<Pod>(None).store(),
             seen: HashMap::new(),
@@ -139,9 +143,29 @@ impl NodeLifecycle {
         let mut tick = tokio::time::interval(self.config.monitor_period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
-            if let Err(e) = self.monitor().await {
-                tracing::warn!(error = %e, "node monitor");
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.monitor().await {
+                        tracing::warn!(error = %e, "node monitor");
+                    }
+                }
+                event = self.node_events.recv() => {
+                    let needs_cidr = match &event {
+                        Ok(n) => n.object().spec.as_ref().is_none_or(|s| s.pod_cidr.is_none()),
+                        // Fell behind: look at every node.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            tick.tick().await;
+                            false
+                        }
+                    };
+                    if needs_cidr {
+                        let api: Api<Node> = Api::all(self.client.clone());
+                        if let Err(e) = self.assign_cidrs(&api, &self.nodes.list()).await {
+                            tracing::warn!(error = %e, "assigning pod CIDRs");
+                        }
+                    }
+                }
             }
         }
     }

@@ -18,6 +18,23 @@ pub struct Agent {
     next: Arc<AtomicUsize>,
 }
 
+/// Writes `node`'s status over the stored node's, again on a conflict (node IPAM may have
+/// just given it a pod CIDR).
+async fn set_status(api: &Api<Node>, name: &str, node: &Node) {
+    loop {
+        let mut current = api.get(name).await.unwrap();
+        current.status = node.status.clone();
+        match api
+            .replace_status(name, &PostParams::default(), &current)
+            .await
+        {
+            Ok(_) => return,
+            Err(e) if e.code() == Some(409) => continue,
+            Err(e) => panic!("writing {name}'s status: {e}"),
+        }
+    }
+}
+
 impl Agent {
     /// Registers `nodes` (Ready) and starts the agent.
     pub async fn start(client: Client, nodes: &[&str]) -> Agent {
@@ -34,12 +51,8 @@ impl Agent {
                 }
             }))
             .unwrap();
-            let created = api.create(&PostParams::default(), &node).await.unwrap();
-            let mut with_status = created.clone();
-            with_status.status = node.status.clone();
-            api.replace_status(n, &PostParams::default(), &with_status)
-                .await
-                .unwrap();
+            api.create(&PostParams::default(), &node).await.unwrap();
+            set_status(&api, n, &node).await;
         }
         let agent = Agent {
             client: client.clone(),
@@ -62,12 +75,8 @@ impl Agent {
                 "lastHeartbeatTime": Time::now(), "lastTransitionTime": Time::now()}]}
         }))
         .unwrap();
-        let created = api.create(&PostParams::default(), &node).await.unwrap();
-        let mut with_status = created;
-        with_status.status = node.status;
-        api.replace_status(name, &PostParams::default(), &with_status)
-            .await
-            .unwrap();
+        api.create(&PostParams::default(), &node).await.unwrap();
+        set_status(&api, name, &node).await;
         self.alive.lock().unwrap().push(name.into());
     }
 
