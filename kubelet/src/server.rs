@@ -183,16 +183,7 @@ impl KubeletServer {
                     .peer_certificates()
                     .and_then(|c| c.first())
                     .map(|c| Arc::from(c.as_ref()));
-                let svc = hyper::service::service_fn(move |req| {
-                    let (me, peer) = (me.clone(), peer.clone());
-                    async move { Ok::<_, Infallible>(me.answer(peer.as_deref(), req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .with_upgrades();
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "kubelet connection");
-                }
+                me.serve_connection(tls, peer).await;
             });
         }
     }
@@ -232,19 +223,25 @@ impl KubeletServer {
             let Ok((conn, _)) = conn else {
                 continue;
             };
-            let me = self.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let me = me.clone();
-                    async move { Ok::<_, Infallible>(me.answer(None, req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(conn), svc)
-                    .with_upgrades();
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "kubelet connection");
-                }
-            });
+            tokio::spawn(self.clone().serve_connection(conn, None));
+        }
+    }
+
+    /// Serves one connection (HTTP/1.1 with upgrades); `peer` is the client certificate the
+    /// TLS handshake verified, if any.
+    async fn serve_connection<I>(self: Arc<Self>, io: I, peer: Option<Arc<[u8]>>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let svc = hyper::service::service_fn(move |req| {
+            let (me, peer) = (self.clone(), peer.clone());
+            async move { Ok::<_, Infallible>(me.answer(peer.as_deref(), req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades();
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "kubelet connection");
         }
     }
 
