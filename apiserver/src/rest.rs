@@ -1744,42 +1744,16 @@ async fn write_update_obj(
     meta.generation = old_meta.generation;
     meta.self_link = None;
     let has_status = ctx.r.subresources.iter().any(|s| s == "status");
-    if ctx.subresource == Some("approval") {
-        // Only the approval conditions change through /approval, by someone who may approve
-        // for the CSR's signer (upstream's CertificateApproval admission).
-        approve_for_signer(ctx, old, &name).await?;
-        let conditions = new.get("status").and_then(|s| s.get("conditions")).cloned();
-        let mut merged = old.clone();
-        let status = merged
-            .entry("status")
-            .or_insert_with(|| Value::Object(Default::default()));
-        if let Value::Object(status) = status {
-            match conditions {
-                Some(c) => {
-                    status.insert("conditions".into(), c);
-                }
-                None => {
-                    status.shift_remove("conditions");
-                }
-            }
-        }
-        new = merged;
-        let mut m = old_meta.clone();
-        m.resource_version = None;
-        meta = m;
-    } else if ctx.subresource == Some("status") {
-        // Only status changes through /status.
-        let status = new.get("status").cloned();
-        let mut merged = old.clone();
-        match status {
-            Some(s) => {
-                merged.insert("status".into(), s);
-            }
-            None => {
-                merged.shift_remove("status");
-            }
-        }
-        new = merged;
+    if let Some(sub @ ("status" | "approval")) = ctx.subresource {
+        // Only status changes through /status; through /approval only its conditions, by
+        // someone who may approve for the CSR's signer (upstream's CertificateApproval).
+        let part: &[&str] = if sub == "approval" {
+            approve_for_signer(ctx, old, &name).await?;
+            &["status", "conditions"]
+        } else {
+            &["status"]
+        };
+        new = with_part_of(old, &new, part);
         let mut m = old_meta.clone();
         m.resource_version = None;
         meta = m;
@@ -1890,6 +1864,38 @@ async fn write_update(
 ) -> Result<Response<Body>, ApiError> {
     let obj = write_update_obj(ctx, new, old, old_kv, Fields::Track).await?;
     object_response(ctx, StatusCode::OK, &obj)
+}
+
+/// `old` with the value at `path` taken from `new` (removed where `new` has none).
+fn with_part_of(old: &Object, new: &Object, path: &[&str]) -> Object {
+    let mut merged = old.clone();
+    let Some((last, parents)) = path.split_last() else {
+        return merged;
+    };
+    let mut from = Some(new);
+    let mut into = &mut merged;
+    for key in parents {
+        from = from.and_then(|o| o.get(*key)).and_then(Value::as_object);
+        let slot = into
+            .entry(*key)
+            .or_insert_with(|| Value::Object(Default::default()));
+        if !slot.is_object() {
+            *slot = Value::Object(Default::default());
+        }
+        let Value::Object(next) = slot else {
+            return merged;
+        };
+        into = next;
+    }
+    match from.and_then(|o| o.get(*last)) {
+        Some(v) => {
+            into.insert((*last).to_owned(), v.clone());
+        }
+        None => {
+            into.shift_remove(*last);
+        }
+    }
+    merged
 }
 
 /// Refuses an approval unless the user may `approve` `signers` for the CSR's signer (by name
@@ -2725,5 +2731,41 @@ async fn kubernetes_service(server: &ApiServer) -> Result<(), ApiError> {
     match store.create(key, value).await {
         Ok(_) | Err(bosun_store::Error::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> Object {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!("an object"),
+        }
+    }
+
+    #[test]
+    fn only_the_named_part_changes() {
+        let old = obj(json!({"spec": {"a": 1}, "status": {"conditions": [1], "certificate": "c"}}));
+        let new = obj(json!({"spec": {"a": 2}, "status": {"conditions": [2], "certificate": "x"}}));
+        assert_eq!(
+            Value::Object(with_part_of(&old, &new, &["status", "conditions"])),
+            json!({"spec": {"a": 1}, "status": {"conditions": [2], "certificate": "c"}})
+        );
+        assert_eq!(
+            Value::Object(with_part_of(&old, &new, &["status"])),
+            json!({"spec": {"a": 1}, "status": {"conditions": [2], "certificate": "x"}})
+        );
+        // Absent in the new object: removed.
+        let bare = obj(json!({"spec": {"a": 3}}));
+        assert_eq!(
+            Value::Object(with_part_of(&old, &bare, &["status", "conditions"])),
+            json!({"spec": {"a": 1}, "status": {"certificate": "c"}})
+        );
+        assert_eq!(
+            Value::Object(with_part_of(&old, &bare, &["status"])),
+            json!({"spec": {"a": 1}})
+        );
     }
 }
