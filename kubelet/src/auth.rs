@@ -289,15 +289,15 @@ impl KubeletAuth {
             .map_err(|e| Refusal::Failed(format!("asking the API server: {e}")))
     }
 
-    /// Who sent a request: the verified client certificate's user (`peer`, DER, checked in
-    /// the handshake), else the bearer token's, by TokenReview.
+    /// Who sent a request: the user of the client certificate the handshake verified (`peer`,
+    /// see [`certificate_user`]), else the bearer token's, by TokenReview.
     pub async fn authenticate(
         &self,
-        peer: Option<&[u8]>,
+        peer: Option<&User>,
         authorization: Option<&str>,
     ) -> Result<User, Refusal> {
-        if let Some(user) = peer.and_then(certificate_user) {
-            return Ok(user);
+        if let Some(user) = peer {
+            return Ok(user.clone());
         }
         let token = authorization
             .and_then(|h| h.strip_prefix("Bearer "))
@@ -388,7 +388,7 @@ impl KubeletAuth {
     /// Authenticates and authorizes one request.
     pub async fn check<B>(
         &self,
-        peer: Option<&[u8]>,
+        peer: Option<&User>,
         req: &http::Request<B>,
     ) -> Result<User, Refusal> {
         let authorization = req

@@ -177,12 +177,14 @@ impl KubeletServer {
                         return;
                     }
                 };
-                let peer: Option<Arc<[u8]>> = tls
+                // The verified certificate's user, read once per connection.
+                let peer = tls
                     .get_ref()
                     .1
                     .peer_certificates()
                     .and_then(|c| c.first())
-                    .map(|c| Arc::from(c.as_ref()));
+                    .and_then(|c| crate::auth::certificate_user(c.as_ref()))
+                    .map(Arc::new);
                 me.serve_connection(tls, peer).await;
             });
         }
@@ -191,7 +193,7 @@ impl KubeletServer {
     /// Checks a request (when the server has [`KubeletServer::with_auth`]) and answers it.
     async fn answer(
         self: Arc<Self>,
-        peer: Option<&[u8]>,
+        peer: Option<&crate::auth::User>,
         req: Request<Incoming>,
     ) -> Response<Body> {
         if let Some(auth) = self.auth.get() {
@@ -227,9 +229,9 @@ impl KubeletServer {
         }
     }
 
-    /// Serves one connection (HTTP/1.1 with upgrades); `peer` is the client certificate the
-    /// TLS handshake verified, if any.
-    async fn serve_connection<I>(self: Arc<Self>, io: I, peer: Option<Arc<[u8]>>)
+    /// Serves one connection (HTTP/1.1 with upgrades); `peer` is the user of the client
+    /// certificate the TLS handshake verified, if any.
+    async fn serve_connection<I>(self: Arc<Self>, io: I, peer: Option<Arc<crate::auth::User>>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
