@@ -466,6 +466,34 @@ fn up_server_args(data_dir: PathBuf, port: u16) -> ServerArgs {
     }
 }
 
+/// Makes `dir` if missing and checks this process may write there; otherwise one line with
+/// the fix.
+fn writable_dir(dir: &Path) -> Result<(), String> {
+    let probe = dir.join(".bosun-write-check");
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            format!(
+                "the data directory {} is not writable ({e}): pass --data-dir with a directory this user may write, or run as one who may",
+                dir.display()
+            )
+        })
+}
+
+/// One line for a listener that could not be opened, with the fix when the port is taken.
+fn bind_error(what: &str, flag: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "cannot listen for {what}: the port is in use (another bosun, or another cluster, still running?); stop it or pick another port with {flag}"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "cannot listen for {what}: permission denied (ports below 1024 need root); pick another port with {flag}"
+        ),
+        _ => format!("cannot listen for {what}: {e}"),
+    }
+}
+
 /// Whether this process runs as root (uid 0, from /proc/self/status).
 fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
@@ -507,12 +535,7 @@ fn missing_for_agent() -> Vec<(&'static str, &'static str)> {
 /// process. Each missing prerequisite is one line saying what to install.
 async fn up(args: UpArgs) -> Result<(), String> {
     let data_dir = default_data_dir(args.data_dir.clone());
-    std::fs::create_dir_all(&data_dir).map_err(|e| {
-        format!(
-            "cannot create the data directory {}: {e} (pass --data-dir DIR somewhere writable)",
-            data_dir.display()
-        )
-    })?;
+    writable_dir(&data_dir)?;
     if !args.no_agent {
         if !running_as_root() {
             return Err("bosun up runs pods, which needs root: run it with sudo, or pass --no-agent for the control plane only".into());
@@ -878,11 +901,12 @@ async fn server(args: ServerArgs) -> Result<(), String> {
             args.bind_address
         ));
     }
+    writable_dir(&args.data_dir)?;
     let store = open_store(&args).await?;
     let addr = SocketAddr::new(args.bind_address, args.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("listening on {addr}: {e}"))?;
+        .map_err(|e| bind_error(&format!("the API server on {addr}"), "--port", &e))?;
     let local = listener
         .local_addr()
         .map_err(|e| format!("listening on {addr}: {e}"))?;
@@ -1307,9 +1331,10 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind((args.address, args.port))
         .await
         .map_err(|e| {
-            format!(
-                "binding the kubelet server on {}:{}: {e}",
-                args.address, args.port
+            bind_error(
+                &format!("the kubelet server on {}:{}", args.address, args.port),
+                "--port",
+                &e,
             )
         })?;
     let port = listener

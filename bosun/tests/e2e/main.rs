@@ -3817,3 +3817,33 @@ fn agent_up_runs_a_whole_cluster_in_one_process() {
     );
     k.ok(&["delete", "pod", "hello", "--grace-period=1"]);
 }
+
+/// A port in use and an unwritable data directory are each one line that says the fix.
+#[test]
+fn readable_errors_for_a_port_in_use_and_an_unwritable_data_dir() {
+    let data = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let run = |args: &[&str]| {
+        let out = Command::new(bosun_bin())
+            .arg("server")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let last = err.trim_end().lines().last().unwrap_or("").to_owned();
+        assert!(last.starts_with("bosun: "), "{err}");
+        last
+    };
+    let line = run(&["--port", &port, "--data-dir", data.path().to_str().unwrap()]);
+    assert!(
+        line.contains("the port is in use") && line.contains("--port"),
+        "{line}"
+    );
+    let line = run(&["--port", "0", "--data-dir", "/proc/bosun-cannot-write-here"]);
+    assert!(
+        line.contains("not writable") && line.contains("--data-dir"),
+        "{line}"
+    );
+}
