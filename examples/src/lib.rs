@@ -8,7 +8,11 @@
 //! [`label_score`]: an out-of-tree Score plugin (prefer nodes by a numeric label) in a custom
 //! scheduler profile. [`coscheduling`]: a Permit plugin that holds the pods of a group until
 //! enough of them have a node, then lets them all bind (gang scheduling).
+//!
+//! [`team_label`]: an admission plugin (mutating and validating) added to the API server's
+//! pipeline: Pods must carry a team label, filled in from a `team-NAME` namespace.
 
 pub mod coscheduling;
 pub mod greeting;
 pub mod label_score;
+pub mod team_label;
