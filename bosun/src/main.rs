@@ -24,6 +24,16 @@ use std::sync::Arc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How logs are written to stderr: `text` for people, `json` (one object a line) for
+    /// log collectors. The level comes from RUST_LOG (default `info,fjall=warn,hickory_server=warn`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -205,6 +215,10 @@ struct UpArgs {
     /// The kubelet server's port.
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
+    /// On Ctrl-C, the most seconds a pod gets to stop (its own
+    /// terminationGracePeriodSeconds when shorter).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    shutdown_grace_period: u64,
 }
 
 /// Parses an agent's arguments from flags (as `bosun agent FLAGS` would).
@@ -277,6 +291,14 @@ struct AgentArgs {
     /// The most pods this node runs (the Node's `pods` capacity).
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
+    /// Stop the node's pods when the agent stops (a node shutting down); otherwise they
+    /// keep running and the next start takes them over, as upstream's kubelet.
+    #[arg(long)]
+    stop_pods_on_exit: bool,
+    /// With --stop-pods-on-exit, the most seconds a pod gets to stop (its own
+    /// terminationGracePeriodSeconds when shorter).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    shutdown_grace_period: u64,
     /// The cluster DNS Service's address, for pods with `dnsPolicy: ClusterFirst`;
     /// repeatable. Without it such pods use the node's resolv.conf.
     #[arg(long = "cluster-dns", value_name = "IP")]
@@ -409,14 +431,19 @@ fn images(cmd: ImagesCommand) -> Result<(), String> {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,fjall=warn,hickory_server=warn")
+            }),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let args = match cli.command {
         Command::Server(a) => a,
         Command::ControllerManager(a) => return run(controller_manager(a)),
@@ -573,10 +600,14 @@ async fn up(args: UpArgs) -> Result<(), String> {
     let token_file = data_dir.join("node-token");
     // A kubeconfig from an earlier start must not be mistaken for this one's.
     let _ = std::fs::remove_file(&kubeconfig);
-    let control_plane = server(server_args);
+    let signal = Stop::on_signal();
     if args.no_agent {
-        return control_plane.await;
+        return server_until(server_args, signal).await;
     }
+    // On Ctrl-C the node stops its pods first, while the API server still answers; then the
+    // API server stops.
+    let (stop_server, server_stop) = Stop::manual();
+    let control_plane = server_until(server_args, server_stop);
     let node = async {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
         while !kubeconfig.exists() || !token_file.exists() {
@@ -608,6 +639,9 @@ async fn up(args: UpArgs) -> Result<(), String> {
             args.kubelet_port.to_string().into(),
             "--cluster-dns".into(),
             "10.96.0.10".into(),
+            "--stop-pods-on-exit".into(),
+            "--shutdown-grace-period".into(),
+            args.shutdown_grace_period.to_string().into(),
         ];
         if let Some(name) = &args.node_name {
             flags.push("--node-name".into());
@@ -620,11 +654,17 @@ async fn up(args: UpArgs) -> Result<(), String> {
             "cluster starting; use it with: export KUBECONFIG={}",
             kubeconfig.display()
         );
-        agent(cli.args).await
+        agent_until(cli.args, signal).await
     };
+    tokio::pin!(control_plane, node);
     tokio::select! {
-        r = control_plane => r,
-        r = node => r.and(Err("the node agent stopped".into())),
+        r = &mut control_plane => r.and(Err("the API server stopped".into())),
+        r = &mut node => {
+            let _ = stop_server.send(true);
+            let served = control_plane.await;
+            tracing::info!("bosun stopped");
+            r.and(served)
+        }
     }
 }
 
@@ -894,6 +934,11 @@ impl LoopbackClients {
 }
 
 async fn server(args: ServerArgs) -> Result<(), String> {
+    server_until(args, Stop::on_signal()).await
+}
+
+/// The API server (with the controllers and scheduler unless told not to) until `stop`.
+async fn server_until(args: ServerArgs, stop: Stop) -> Result<(), String> {
     use bosun_apiserver::auth;
     if args.insecure_http && !args.bind_address.is_loopback() {
         return Err(format!(
@@ -1164,8 +1209,8 @@ async fn server(args: ServerArgs) -> Result<(), String> {
         }
     }
     let served = match tls {
-        Some(tls) => api.serve_tls(listener, tls, shutdown_signal()).await,
-        None => api.serve(listener, shutdown_signal()).await,
+        Some(tls) => api.serve_tls(listener, tls, stop.wait()).await,
+        None => api.serve(listener, stop.wait()).await,
     };
     served.map_err(|e| format!("serving: {e}"))?;
     tracing::info!("bosun API server stopped");
@@ -1192,16 +1237,21 @@ fn config_from(kubeconfig: Option<&Path>) -> Result<bosun_client::Config, String
 
 /// Runs the node's pods through `rt` (a pass a second; static pods from
 /// `--pod-manifest-path`), the eviction manager (a check every 10 s) and image garbage
-/// collection (every 5 min); returns the pressure conditions the eviction manager keeps.
+/// collection (every 5 min) until `stop`; returns the pressure conditions the eviction
+/// manager keeps and the task that ends once the pods are stopped (--stop-pods-on-exit).
+/// `node` is the node's name and address.
 fn spawn_pod_worker<R>(
     client: &bosun_client::Client,
-    node: &str,
-    host_ip: &str,
+    (node, host_ip): (&str, &str),
     rt: Arc<R>,
     data_dir: &Path,
     machine: &bosun_kubelet::machine::Machine,
     args: &AgentArgs,
-) -> Arc<bosun_kubelet::eviction::Pressure>
+    stop: &Stop,
+) -> (
+    Arc<bosun_kubelet::eviction::Pressure>,
+    tokio::task::JoinHandle<()>,
+)
 where
     R: bosun_cri::RuntimeService + bosun_cri::ImageService + 'static,
 {
@@ -1238,13 +1288,33 @@ where
     );
     let pressure = eviction.pressure();
     tokio::spawn(eviction.run(std::time::Duration::from_secs(10), std::future::pending()));
-    tokio::spawn(worker.run(std::time::Duration::from_secs(1), std::future::pending()));
-    pressure
+    // On `stop` the passes end; with --stop-pods-on-exit the pods stop too (the returned
+    // task ends when they have).
+    let (stop_pods, grace) = (args.stop_pods_on_exit, args.shutdown_grace_period);
+    let stopped = stop.wait();
+    let worked = tokio::spawn(async move {
+        worker
+            .clone()
+            .run(std::time::Duration::from_secs(1), stopped)
+            .await;
+        if stop_pods {
+            tracing::info!(grace_seconds = grace, "stopping the node's pods");
+            if let Err(e) = worker.stop_all(std::time::Duration::from_secs(grace)).await {
+                tracing::warn!(error = %e, "stopping the node's pods");
+            }
+        }
+    });
+    (pressure, worked)
 }
 
 /// `bosun agent`: the node agent. The runtime's readiness (its RuntimeReady condition, asked
 /// every 5 s) is the Node's Ready condition.
 async fn agent(args: AgentArgs) -> Result<(), String> {
+    agent_until(args, Stop::on_signal()).await
+}
+
+/// The node agent until `stop`; then, with `--stop-pods-on-exit`, its pods stop.
+async fn agent_until(args: AgentArgs, stop: Stop) -> Result<(), String> {
     use bosun_cri::RuntimeService;
     use bosun_kubelet::{machine::Machine, node::NodeAgent, node::NodeConfig};
     let data_dir = default_data_dir(args.data_dir.clone());
@@ -1264,7 +1334,7 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
     let (client, net_client) = (identity.kubelet.clone(), identity.network.clone());
     let thresholds = bosun_kubelet::eviction::Thresholds::parse(&args.eviction_hard)
         .map_err(|e| format!("--eviction-hard: {e}"))?;
-    let pressure;
+    let (pressure, pods_done);
     let runtime: Arc<dyn RuntimeService> = match args.runtime.as_str() {
         "builtin" => {
             // Images live in DATA/images, as `bosun images` keeps them.
@@ -1288,14 +1358,14 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
             rt.serve_streaming(([127, 0, 0, 1], 0).into())
                 .await
                 .map_err(|e| e.to_string())?;
-            pressure = spawn_pod_worker(
+            (pressure, pods_done) = spawn_pod_worker(
                 &client,
-                &node_name,
-                &host_ip,
+                (&node_name, &host_ip),
                 rt.clone(),
                 &data_dir,
                 &machine,
                 &args,
+                &stop,
             );
             rt
         }
@@ -1309,14 +1379,14 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
                     .await
                     .map_err(|e| format!("connecting to {}: {e}", socket.display()))?,
             );
-            pressure = spawn_pod_worker(
+            (pressure, pods_done) = spawn_pod_worker(
                 &client,
-                &node_name,
-                &host_ip,
+                (&node_name, &host_ip),
                 rt.clone(),
                 &data_dir,
                 &machine,
                 &args,
+                &stop,
             );
             rt
         }
@@ -1415,7 +1485,7 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
                 net_client.clone(),
                 dataplane,
                 Default::default(),
-                shutdown_signal(),
+                stop.wait(),
             ));
         }
         "userspace" => {
@@ -1426,7 +1496,7 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
                 net_client.clone(),
                 dataplane,
                 Default::default(),
-                shutdown_signal(),
+                stop.wait(),
             ));
         }
         "none" => {}
@@ -1442,7 +1512,7 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
             cfg.name.clone(),
             Arc::new(bosun_proxy::netpol::NftPolicies::new()),
             Default::default(),
-            shutdown_signal(),
+            stop.wait(),
         ));
     }
     // The cluster DNS, on the node's address, published as kube-dns.
@@ -1464,7 +1534,7 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
         match dns::serve(server.clone(), (node_ip, args.dns_port).into()).await {
             Ok((mut running, addr)) => {
                 tracing::info!(%addr, "cluster DNS serving");
-                tokio::spawn(dns::run(net_client.clone(), server, shutdown_signal()));
+                tokio::spawn(dns::run(net_client.clone(), server, stop.wait()));
                 tokio::spawn(async move {
                     let _ = running.block_until_done().await;
                 });
@@ -1475,7 +1545,7 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
                     cfg.name.clone(),
                     node_ip,
                     args.dns_port,
-                    shutdown_signal(),
+                    stop.wait(),
                 ));
             }
             // Another agent on this address serves it already.
@@ -1487,9 +1557,13 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
     agent
         .run(
             move || ready.lock().map_or(Ok(()), |g| g.clone()),
-            shutdown_signal(),
+            stop.wait(),
         )
         .await;
+    // The pods (with --stop-pods-on-exit) stop while the API server may still be asked.
+    if let Err(e) = pods_done.await {
+        tracing::warn!(error = %e, "the pod worker");
+    }
     if dns_published {
         // Withdrawn here too: the process may end before the publishing task sees the signal.
         if let Err(e) = bosun_proxy::dns::unregister(&net_client, &node_name).await {
@@ -1866,6 +1940,37 @@ async fn serve_metrics(
                 tracing::debug!(error = %e, "metrics connection");
             }
         });
+    }
+}
+
+/// When a command stops: on Ctrl-C or SIGTERM ([`Stop::on_signal`]), or when `bosun up`
+/// says so ([`Stop::manual`]), which stops the node's pods before the API server.
+#[derive(Clone)]
+struct Stop(tokio::sync::watch::Receiver<bool>);
+
+impl Stop {
+    /// Stops on Ctrl-C or SIGTERM.
+    fn on_signal() -> Self {
+        let (tx, stop) = Self::manual();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = tx.send(true);
+        });
+        stop
+    }
+
+    /// Stops when `true` is sent (or the sender is dropped).
+    fn manual() -> (tokio::sync::watch::Sender<bool>, Self) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (tx, Stop(rx))
+    }
+
+    /// Resolves once stopping.
+    fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
     }
 }
 

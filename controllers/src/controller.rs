@@ -217,7 +217,14 @@ impl<K: Resource> Controller<K> {
                                 queue.add_after(key.clone(), after);
                             }
                             Err(e) => {
-                                tracing::warn!(%key, error = %e, retries = queue.num_requeues(&key), "reconcile failed");
+                                // A conflict or a stale cache clears on the next try: only
+                                // a failure that keeps coming back is worth a warning.
+                                let retries = queue.num_requeues(&key);
+                                if retries >= 3 {
+                                    tracing::warn!(%key, error = %e, retries, "reconcile failed");
+                                } else {
+                                    tracing::debug!(%key, error = %e, retries, "reconcile failed; retrying");
+                                }
                                 queue.add_rate_limited(key.clone());
                             }
                         },

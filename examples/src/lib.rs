@@ -1,5 +1,10 @@
 //! Examples of building on Bosun's crates.
 //!
+//! [`orchestrator`]: a custom orchestrator assembled from the crates (API server, scheduler,
+//! controllers, kubelets on the simulated runtime) around a custom store, [`log_store`],
+//! written from scratch and proven by `bosun_store::conformance`. Run it with
+//! `cargo run -p bosun-examples --bin orchestrator` and use kubectl against it.
+//!
 //! [`greeting`]: a controller for a custom resource (`Greeting`, `example.com/v1`) against the
 //! typed client: every Greeting gets a ConfigMap it owns holding its message, and its status
 //! records what was written. Run it against a cluster with
@@ -15,4 +20,6 @@
 pub mod coscheduling;
 pub mod greeting;
 pub mod label_score;
+pub mod log_store;
+pub mod orchestrator;
 pub mod team_label;

@@ -112,6 +112,64 @@ pub fn pod_dns(pod: &Value, cluster: &ClusterDns, host: &str) -> DnsConfig {
     d
 }
 
+/// The `/etc/hosts` the kubelet gives each container of `pod` (upstream's kubelet-managed
+/// hosts file): localhost and the IPv6 names, the pod's own address under its host name (and
+/// its FQDN with `spec.subdomain`), then `spec.hostAliases`. A `hostNetwork` pod gets the
+/// node's hosts file (`node_hosts`) instead of the managed entries.
+pub fn hosts_file(pod: &serde_json::Value, pod_ip: &str, domain: &str, node_hosts: &str) -> String {
+    let spec = &pod["spec"];
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let mut out = String::new();
+    if spec["hostNetwork"].as_bool() == Some(true) {
+        out.push_str("# Kubernetes-managed hosts file (host network).\n");
+        out.push_str(node_hosts);
+        if !node_hosts.is_empty() && !node_hosts.ends_with('\n') {
+            out.push('\n');
+        }
+    } else {
+        out.push_str(
+            "# Kubernetes-managed hosts file.\n\
+             127.0.0.1\tlocalhost\n\
+             ::1\tlocalhost ip6-localhost ip6-loopback\n\
+             fe00::0\tip6-localnet\n\
+             fe00::0\tip6-mcastprefix\n\
+             fe00::1\tip6-allnodes\n\
+             fe00::2\tip6-allrouters\n",
+        );
+        let hostname = match text(&spec["hostname"]) {
+            h if h.is_empty() => text(&pod["metadata"]["name"]),
+            h => h,
+        };
+        if !pod_ip.is_empty() {
+            match text(&spec["subdomain"]) {
+                sub if sub.is_empty() => out.push_str(&format!("{pod_ip}\t{hostname}\n")),
+                sub => {
+                    let ns = text(&pod["metadata"]["namespace"]);
+                    out.push_str(&format!(
+                        "{pod_ip}\t{hostname}.{sub}.{ns}.svc.{domain}\t{hostname}\n"
+                    ));
+                }
+            }
+        }
+    }
+    let aliases = spec["hostAliases"].as_array().into_iter().flatten();
+    let mut added = false;
+    for alias in aliases {
+        if !added {
+            out.push_str("\n# Entries added by HostAliases.\n");
+            added = true;
+        }
+        let names: Vec<String> = alias["hostnames"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        out.push_str(&format!("{}\t{}\n", text(&alias["ip"]), names.join("\t")));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +182,31 @@ mod tests {
             servers: vec!["10.96.0.10".into()],
             domain: "cluster.local".into(),
         }
+    }
+
+    #[test]
+    fn hosts_files_as_upstream_writes_them() {
+        let pod = serde_json::json!({
+            "metadata": {"name": "web-1", "namespace": "shop"},
+            "spec": {"hostAliases": [{"ip": "10.1.2.3", "hostnames": ["foo.local", "bar.local"]}]}
+        });
+        let hosts = hosts_file(&pod, "10.244.0.7", "cluster.local", "");
+        assert!(hosts.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
+        assert!(hosts.contains("\n10.244.0.7\tweb-1\n"), "{hosts}");
+        assert!(
+            hosts.ends_with("\n# Entries added by HostAliases.\n10.1.2.3\tfoo.local\tbar.local\n")
+        );
+        let pod = serde_json::json!({
+            "metadata": {"name": "db-0", "namespace": "shop"},
+            "spec": {"hostname": "db", "subdomain": "dbs"}
+        });
+        let hosts = hosts_file(&pod, "10.244.0.8", "cluster.local", "");
+        assert!(hosts.ends_with("10.244.0.8\tdb.dbs.shop.svc.cluster.local\tdb\n"));
+        let pod = serde_json::json!({"metadata": {"name": "h"}, "spec": {"hostNetwork": true}});
+        assert_eq!(
+            hosts_file(&pod, "192.168.1.5", "cluster.local", "127.0.0.1 localhost"),
+            "# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n"
+        );
     }
 
     #[test]

@@ -127,6 +127,21 @@ fn attempt_of(c: &Container) -> u32 {
     c.metadata.as_ref().map_or(0, |m| m.attempt)
 }
 
+/// The attempt number of container `name`'s first instance in a new sandbox: 0 for a new
+/// pod; after the pod ran in an earlier sandbox (the node stopped its pods, or the sandbox
+/// died), one more than the restarts its status shows, as upstream counts a sandbox change
+/// as a restart (and the earlier instance's log file stays).
+fn first_attempt(pod: &Value, name: &str) -> u32 {
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|cs| cs["name"].as_str() == Some(name))
+        .filter(|cs| cs["containerID"].as_str().is_some_and(|id| !id.is_empty()))
+        .and_then(|cs| cs["restartCount"].as_u64())
+        .map_or(0, |n| u32::try_from(n + 1).unwrap_or(u32::MAX))
+}
+
 /// Whether an exited container restarts under the pod's `restartPolicy`.
 fn restarts(policy: &str, exit_code: i32) -> bool {
     match policy {
@@ -466,6 +481,73 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         watch.abort();
     }
 
+    /// Stops every pod on this node, as a node shutting down does (upstream's graceful node
+    /// shutdown): preStop hooks run and each pod gets its `terminationGracePeriodSeconds`,
+    /// at most `max_grace`; then its sandbox goes (its network torn down). Pod objects stay
+    /// as they are, so the next start runs them again in new sandboxes. Call it after
+    /// [`Self::run`] returned; work already under way finishes first. Returns how many pods
+    /// were stopped.
+    pub async fn stop_all(&self, max_grace: Duration) -> Result<usize> {
+        // Pods being started get a moment to finish (a pod being deleted may take its whole
+        // grace period: it is stopped with the others, within the cap).
+        let settle = tokio::time::Instant::now() + max_grace.min(Duration::from_secs(2));
+        while !lock(&self.busy).is_empty() && tokio::time::Instant::now() < settle {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Without the API server the pods still stop, within the cap and without hooks.
+        let pods: Vec<Value> = match self
+            .pods
+            .list(&ListParams::default().fields(&format!("spec.nodeName={}", self.node)))
+            .await
+        {
+            Ok(list) => list
+                .items
+                .iter()
+                .filter_map(|p| serde_json::to_value(p).ok())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing the node's pods to stop them");
+                Vec::new()
+            }
+        };
+        let cap = i64::try_from(max_grace.as_secs()).unwrap_or(i64::MAX);
+        let mut stopped = 0;
+        // A second round catches a sandbox a start still under way made after the first.
+        for round in 0..2 {
+            let sandboxes = self
+                .rt
+                .list_pod_sandbox(ListPodSandboxRequest::default())
+                .await
+                .map_err(|e| cri("listing sandboxes", e))?
+                .items;
+            let stops = sandboxes
+                .iter()
+                .filter(|sb| sb.state == PodSandboxState::SandboxReady as i32)
+                .map(|sb| {
+                    let uid = sb.labels.get(POD_UID).cloned().unwrap_or_default();
+                    let pod = pods.iter().find(|p| s(&p["metadata"]["uid"]) == uid);
+                    let grace = pod
+                        .and_then(|p| p["spec"]["terminationGracePeriodSeconds"].as_i64())
+                        .unwrap_or(30)
+                        .min(if round == 0 { cap } else { 0 });
+                    async move {
+                        let r = self.remove_sandbox(&sb.id, grace, pod).await;
+                        if let Err(e) = &r {
+                            tracing::warn!(sandbox = %sb.id, error = %e, "stopping a pod at shutdown");
+                        }
+                        r.is_ok()
+                    }
+                });
+            stopped += futures_util::future::join_all(stops)
+                .await
+                .into_iter()
+                .filter(|ok| *ok)
+                .count();
+        }
+        tracing::info!(pods = stopped, "the node's pods are stopped");
+        Ok(stopped)
+    }
+
     /// Evicts `pod` (the eviction manager's choice): once no task works on it, its containers
     /// stop (preStop hooks run; no grace beyond the minimum) and its sandbox stops; then its
     /// status says `Failed`, reason `Evicted`, with `message`, and a `DisruptionTarget`
@@ -625,9 +707,12 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             .find(|s| s.state == PodSandboxState::SandboxReady as i32)
         {
             self.reconcile(pod, &sb.id).await
-        } else if mine.is_empty()
-            && !matches!(s(&pod["status"]["phase"]).as_str(), "Succeeded" | "Failed")
-        {
+        } else if !matches!(s(&pod["status"]["phase"]).as_str(), "Succeeded" | "Failed") {
+            // No sandbox, or only stopped ones (the node stopped its pods, or a sandbox
+            // died): the pod runs again in a new sandbox, as upstream after a reboot.
+            for sb in &mine {
+                self.remove_sandbox(&sb.id, 0, None).await?;
+            }
             match self.start(pod).await {
                 Ok(()) => Ok(()),
                 // Say why in the pod's status; the next pass tries again.
@@ -798,7 +883,9 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
                 let name = s(&spec["name"]);
                 let inst = instances(&all, &name);
                 let Some(c) = inst.first() else {
-                    self.start_container(pod, sb, &ip, spec, 0, paths).await?;
+                    let attempt = first_attempt(pod, &name);
+                    self.start_container(pod, sb, &ip, spec, attempt, paths)
+                        .await?;
                     continue;
                 };
                 if c.state == ContainerState::ContainerRunning as i32 {
@@ -957,11 +1044,32 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
     ) -> Result<()> {
         let sbc = self.sandbox_config(pod);
         let paths = paths.as_ref().map_err(|e| Error::Volume(e.clone()))?;
-        let mounts = if self.volumes.enabled() {
+        let mut mounts = if self.volumes.enabled() {
             container_mounts(pod, c, paths)?
         } else {
             Vec::new()
         };
+        // The kubelet-managed /etc/hosts, unless the container mounts its own.
+        if let (Some(dir), false) = (
+            self.volumes.pod_dir(&s(&pod["metadata"]["uid"])),
+            mounts.iter().any(|m| m.container_path == "/etc/hosts"),
+        ) {
+            let node_hosts = if pod["spec"]["hostNetwork"].as_bool() == Some(true) {
+                std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+            } else {
+                String::new()
+            };
+            let text = crate::dns::hosts_file(pod, sb_ip, &self.cluster_dns.domain, &node_hosts);
+            let path = dir.join("etc-hosts");
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(&path, text))
+                .map_err(|e| Error::Volume(format!("writing {}: {e}", path.display())))?;
+            mounts.push(Mount {
+                container_path: "/etc/hosts".into(),
+                host_path: path.display().to_string(),
+                ..Default::default()
+            });
+        }
         let cname = s(&c["name"]);
         let mut clabels = sbc.labels.clone();
         clabels.insert(CONTAINER_NAME.into(), cname.clone());
@@ -1762,6 +1870,19 @@ mod tests {
             .resources
             .unwrap();
         assert_eq!((r.cpu_shares, r.cpu_quota), (2048, 200_000));
+    }
+
+    #[test]
+    fn a_new_sandbox_counts_as_a_restart_of_a_pod_that_ran() {
+        let pod = json!({"status": {"containerStatuses": [
+            {"name": "web", "containerID": "bosun://abc", "restartCount": 2},
+            {"name": "side", "containerID": "", "restartCount": 0},
+        ]}});
+        assert_eq!(first_attempt(&pod, "web"), 3);
+        // Never started (no container ID), or no status at all: the first attempt.
+        assert_eq!(first_attempt(&pod, "side"), 0);
+        assert_eq!(first_attempt(&pod, "other"), 0);
+        assert_eq!(first_attempt(&json!({}), "web"), 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 )]
 
 mod kube_client;
+mod tour;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -3238,13 +3239,19 @@ fn root_with_runc(why: &str) -> bool {
 
 /// Builds a busybox image archive (`e2e/busybox:1`) in `dir`; returns its path.
 fn busybox_archive(dir: &Path) -> PathBuf {
-    let img = dir.join("img");
+    busybox_archive_tagged(dir, "e2e/busybox:1")
+}
+
+/// Builds an image archive of the host's busybox, named `tag`, in `dir`; returns its path.
+fn busybox_archive_tagged(dir: &Path, tag: &str) -> PathBuf {
+    let img = dir.join(format!("img-{}", tag.replace(['/', ':'], "-")));
     std::fs::create_dir_all(img.join("rootfs/bin")).unwrap();
     std::fs::create_dir_all(img.join("rootfs/tmp")).unwrap();
     std::fs::create_dir_all(img.join("archive")).unwrap();
     std::fs::copy("/bin/busybox", img.join("rootfs/bin/busybox")).unwrap();
     for a in [
         "sh", "sleep", "test", "touch", "rm", "cat", "httpd", "nc", "mkdir", "id", "nslookup",
+        "wget", "hostname", "echo",
     ] {
         std::os::unix::fs::symlink("busybox", img.join("rootfs/bin").join(a)).unwrap();
     }
@@ -3262,7 +3269,7 @@ fn busybox_archive(dir: &Path) -> PathBuf {
     std::fs::write(arch.join("config.json"), r#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"]},"rootfs":{"type":"layers"}}"#).unwrap();
     std::fs::write(
         arch.join("manifest.json"),
-        r#"[{"Config":"config.json","RepoTags":["e2e/busybox:1"],"Layers":["layer.tar"]}]"#,
+        format!(r#"[{{"Config":"config.json","RepoTags":["{tag}"],"Layers":["layer.tar"]}}]"#),
     )
     .unwrap();
     let archive = img.join("busybox.tar");

@@ -191,6 +191,8 @@ pub struct BuiltinRuntime {
     inner: Mutex<Inner>,
     streaming: std::sync::OnceLock<Arc<StreamingServer>>,
     network: std::sync::RwLock<Option<Arc<dyn NetworkPlugin>>>,
+    /// One stop or removal of a sandbox at a time (a second caller finds it done).
+    sandbox_ops: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn internal(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
@@ -358,6 +360,7 @@ impl BuiltinRuntime {
         Ok(BuiltinRuntime {
             images,
             inner: Mutex::new(inner),
+            sandbox_ops: Mutex::default(),
             streaming: std::sync::OnceLock::new(),
             network: std::sync::RwLock::new(
                 cfg.network
@@ -383,6 +386,16 @@ impl BuiltinRuntime {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lock that orders stops and removals of sandbox `id`.
+    fn sandbox_op(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.sandbox_ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone()
     }
 
     fn sandbox_dir(&self, id: &str) -> PathBuf {
@@ -706,6 +719,10 @@ impl BuiltinRuntime {
                 .sandboxes
                 .get(id)
                 .ok_or_else(|| Error::NotFound(format!("pod sandbox {id}")))?;
+            if !s.rec.ready {
+                // Stopped already: its containers and network are gone.
+                return Ok(());
+            }
             (s.config.clone(), s.rec.host_network)
         };
         let ids: Vec<String> = self
@@ -857,6 +874,8 @@ impl RuntimeService for BuiltinRuntime {
     }
 
     async fn stop_pod_sandbox(&self, req: StopPodSandboxRequest) -> Result<StopPodSandboxResponse> {
+        let op = self.sandbox_op(&req.pod_sandbox_id);
+        let _one_at_a_time = op.lock().await;
         match self.stop_sandbox_inner(&req.pod_sandbox_id).await {
             Ok(()) | Err(Error::NotFound(_)) => Ok(StopPodSandboxResponse {}),
             Err(e) => Err(e),
@@ -868,6 +887,8 @@ impl RuntimeService for BuiltinRuntime {
         req: RemovePodSandboxRequest,
     ) -> Result<RemovePodSandboxResponse> {
         let id = req.pod_sandbox_id;
+        let op = self.sandbox_op(&id);
+        let _one_at_a_time = op.lock().await;
         let Some((ready, parent, own)) = self
             .lock()
             .sandboxes
@@ -897,6 +918,10 @@ impl RuntimeService for BuiltinRuntime {
         self.namespaces(&id).remove()?;
         remove_dir(&self.sandbox_dir(&id))?;
         self.lock().sandboxes.remove(&id);
+        self.sandbox_ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         Ok(RemovePodSandboxResponse {})
     }
 
