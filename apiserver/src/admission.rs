@@ -1,6 +1,6 @@
 //! The default admission plugins that read other objects: Priority (from PriorityClasses),
 //! LimitRanger, ResourceQuota, DefaultStorageClass, StorageObjectInUseProtection and
-//! TaintNodesByCondition. They read through [`ApiServer::list_objects`] (the watch cache when
+//! TaintNodesByCondition. They read through [`crate::ApiServer::list_objects`] (the watch cache when
 //! warm) and follow upstream's rules and messages.
 
 use crate::auth::{AdmissionPlugin, AdmissionRequest, Operation};

@@ -123,6 +123,24 @@ pub enum Decision {
 }
 
 /// Finds out who made a request.
+///
+/// ```
+/// use bosun_apiserver::auth::{Authenticator, Credentials, UserInfo};
+/// use bosun_apiserver::ApiError;
+///
+/// /// Trusts the `X-Remote-User` header (behind a proxy that sets it and strips clients' own).
+/// struct RemoteUser;
+///
+/// #[async_trait::async_trait]
+/// impl Authenticator for RemoteUser {
+///     async fn authenticate(&self, req: &Credentials<'_>) -> Result<Option<UserInfo>, ApiError> {
+///         let name = req.headers.get("x-remote-user").and_then(|v| v.to_str().ok());
+///         Ok(name.map(|name| UserInfo { name: name.to_string(), groups: vec!["proxied".into()] }))
+///     }
+/// }
+/// ```
+///
+/// Put it in [`Pipeline::authenticator`] (alone, or before others in a [`FirstOpinion`]).
 #[async_trait::async_trait]
 pub trait Authenticator: Send + Sync {
     /// The user behind these credentials; `None` when the request carries none this
@@ -131,6 +149,25 @@ pub trait Authenticator: Send + Sync {
 }
 
 /// Decides whether a user may make a request.
+///
+/// ```
+/// use bosun_apiserver::auth::{Authorizer, Decision, RequestInfo, UserInfo};
+///
+/// /// Members of `viewers` may read anything; other requests are for the next authorizer.
+/// struct Viewers;
+///
+/// #[async_trait::async_trait]
+/// impl Authorizer for Viewers {
+///     async fn authorize(&self, user: &UserInfo, req: &RequestInfo<'_>) -> Decision {
+///         let reads = matches!(req.verb, "get" | "list" | "watch");
+///         if reads && user.groups.iter().any(|g| g == "viewers") {
+///             Decision::Allow
+///         } else {
+///             Decision::NoOpinion
+///         }
+///     }
+/// }
+/// ```
 #[async_trait::async_trait]
 pub trait Authorizer: Send + Sync {
     /// The decision for `user` doing `req`.
@@ -416,6 +453,34 @@ impl AdmissionRequest<'_> {
 }
 
 /// An admission plugin: mutates, then (after defaulting and validation) validates.
+///
+/// ```
+/// use bosun_apiserver::auth::{AdmissionPlugin, AdmissionRequest, Pipeline};
+/// use bosun_apiserver::{object::Object, ApiError};
+/// use std::sync::Arc;
+///
+/// /// Every ConfigMap gets a `managed-by: bosun` label.
+/// struct Stamp;
+///
+/// #[async_trait::async_trait]
+/// impl AdmissionPlugin for Stamp {
+///     fn name(&self) -> &str {
+///         "example.com/Stamp"
+///     }
+///     async fn mutate(&self, req: &AdmissionRequest<'_>, obj: &mut Object) -> Result<(), ApiError> {
+///         if req.resource.kind == "ConfigMap" {
+///             let metadata = obj.entry("metadata").or_insert_with(|| serde_json::json!({}));
+///             metadata["labels"]["managed-by"] = "bosun".into();
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// let mut pipeline = Pipeline::default();
+/// pipeline.admission.push(Arc::new(Stamp));
+/// ```
+///
+/// `examples/src/team_label.rs` is a whole one, with its tests.
 #[async_trait::async_trait]
 pub trait AdmissionPlugin: Send + Sync {
     /// The plugin's name (`NamespaceLifecycle`).

@@ -169,6 +169,17 @@ pub struct PortMapping {
 /// How a container runtime or kubelet attaches sandboxes to the pod network. The default
 /// implementation is [`CniNetwork`]; anything else (a test double, an in-process dataplane)
 /// can take its place.
+///
+/// ```
+/// use bosun_cni::{Attachment, CniNetwork, NetworkPlugin};
+/// # async fn demo() -> Result<(), bosun_cni::Error> {
+/// let net = CniNetwork::from_dir("/etc/cni/net.d", vec!["/usr/lib/cni".into()], "/var/lib/bosun/cni")?;
+/// let pod = Attachment::new("sandbox-1", "/run/bosun/netns/sandbox-1");
+/// let result = net.add(&pod).await?;
+/// assert_eq!(net.cached(&pod).await.map(|r| r.pod_ips()), Some(result.pod_ips()));
+/// net.del(&pod).await?;
+/// # Ok(()) }
+/// ```
 #[async_trait]
 pub trait NetworkPlugin: Send + Sync + 'static {
     /// The network's name.

@@ -27,6 +27,29 @@ pub enum Action {
 }
 
 /// The logic of a controller: bring the world in line with one object.
+///
+/// ```no_run
+/// use bosun_api_types::core::v1::ConfigMap;
+/// use bosun_client::{informer::InformerFactory, Client};
+/// use bosun_controllers::{Action, Controller, Reconciler};
+/// use std::sync::Arc;
+///
+/// struct Audit;
+///
+/// #[async_trait::async_trait]
+/// impl Reconciler<ConfigMap> for Audit {
+///     type Error = std::convert::Infallible;
+///     async fn reconcile(&self, cm: Arc<ConfigMap>) -> Result<Action, Self::Error> {
+///         tracing::info!(name = ?cm.metadata.name, "seen");
+///         Ok(Action::Done)
+///     }
+/// }
+///
+/// # async fn run() -> bosun_client::Result<()> {
+/// let factory = Arc::new(InformerFactory::new(Client::try_default()?));
+/// Controller::<ConfigMap>::new(factory, None).run(Audit).await;
+/// # Ok(()) }
+/// ```
 #[async_trait::async_trait]
 pub trait Reconciler<K: Resource>: Send + Sync + 'static {
     /// Why a reconcile failed.

@@ -143,6 +143,31 @@ pub(crate) use {image_rpcs, runtime_rpcs};
 
 /// CRI's RuntimeService: pod sandboxes and containers. Each method is the RPC of the same name
 /// (see `proto/api.proto` for the contract of each).
+///
+/// ```
+/// use bosun_cri::{simulated::SimulatedRuntime, v1, RuntimeService};
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let rt = SimulatedRuntime::new([10, 244, 1]);
+/// let config = v1::PodSandboxConfig {
+///     metadata: Some(v1::PodSandboxMetadata {
+///         name: "web".into(),
+///         namespace: "default".into(),
+///         uid: "uid-1".into(),
+///         attempt: 0,
+///     }),
+///     ..Default::default()
+/// };
+/// let sandbox = rt
+///     .run_pod_sandbox(v1::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() })
+///     .await?
+///     .pod_sandbox_id;
+/// let listed = rt.list_pod_sandbox(v1::ListPodSandboxRequest::default()).await?;
+/// assert_eq!(listed.items[0].id, sandbox);
+/// # Ok::<(), bosun_cri::Error>(()) }).unwrap();
+/// ```
+///
+/// Implementations: [`remote::RemoteRuntime`] (containerd), [`simulated::SimulatedRuntime`],
+/// the built-in runtime on runc (`builtin`); [`server::serve`] exposes any of them over gRPC.
 #[async_trait]
 pub trait RuntimeService: Send + Sync {
     /// The runtime's name and versions.

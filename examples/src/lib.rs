@@ -23,3 +23,8 @@ pub mod label_score;
 pub mod log_store;
 pub mod orchestrator;
 pub mod team_label;
+
+/// The README's Rust snippets, compiled by the doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeSnippets;

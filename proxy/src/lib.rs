@@ -42,6 +42,27 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Makes the node forward Service traffic as a [`model::ProxyState`] says.
+///
+/// ```
+/// use bosun_proxy::{model::ProxyState, Dataplane};
+///
+/// /// Programs nothing: says how many Service ports there are (a dry run).
+/// struct Report;
+///
+/// #[async_trait::async_trait]
+/// impl Dataplane for Report {
+///     async fn sync(&self, state: &ProxyState) -> bosun_proxy::Result<()> {
+///         tracing::info!(ports = state.services.len(), "would program");
+///         Ok(())
+///     }
+///     async fn cleanup(&self) -> bosun_proxy::Result<()> {
+///         Ok(())
+///     }
+/// }
+/// ```
+///
+/// `bosun_proxy::runner::run` feeds a dataplane from the cluster's Services and
+/// EndpointSlices; [`nftables::NftDataplane`] is the default, [`userspace`] the fallback.
 #[async_trait::async_trait]
 pub trait Dataplane: Send + Sync {
     /// Brings the dataplane to `state` (the whole state each time: an implementation may

@@ -200,6 +200,36 @@ macro_rules! extension_points {
 
 /// A plugin: its name, the extension points it implements (each `as_*` returns `Some(self)`
 /// for an implemented point) and the events that may make pods it rejected schedulable.
+///
+/// ```
+/// use bosun_scheduler_framework::{CycleState, FilterPlugin, NodeInfo, Plugin, PodInfo, Status};
+///
+/// /// Keeps pods off nodes whose name starts with `edge-`.
+/// struct NoEdge;
+///
+/// impl Plugin for NoEdge {
+///     fn name(&self) -> &str {
+///         "NoEdge"
+///     }
+///     fn as_filter(&self) -> Option<&dyn FilterPlugin> {
+///         Some(self)
+///     }
+/// }
+///
+/// impl FilterPlugin for NoEdge {
+///     fn filter(&self, _: &CycleState, _: &PodInfo, node: &NodeInfo) -> Status {
+///         if node.name.starts_with("edge-") {
+///             Status::unschedulable("edge nodes take no pods")
+///         } else {
+///             Status::success()
+///         }
+///     }
+/// }
+/// ```
+///
+/// Register it in a [`crate::plugins::Registry`] and enable it in a profile of a
+/// KubeSchedulerConfiguration; `examples/src/label_score.rs` (Score) and
+/// `examples/src/coscheduling.rs` (Permit) are whole ones, with tests.
 pub trait Plugin: Send + Sync + 'static {
     /// The plugin's name, as configuration refers to it.
     fn name(&self) -> &str;

@@ -224,6 +224,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// Implementations are `Send + Sync` and used as `Arc<dyn Store>`. Writes are linearizable: each
 /// returns the revision it created, and every watcher sees writes in revision order.
+///
+/// ```
+/// use bosun_store::{memory::MemoryStore, Store};
+/// use std::sync::Arc;
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+/// let created = store.create("/registry/configmaps/default/a", "{}".into()).await?;
+/// let (deleted, old) = store.delete("/registry/configmaps/default/a", Some(created)).await?;
+/// assert!(deleted > created && old.mod_revision == created);
+/// # Ok::<(), bosun_store::Error>(()) }).unwrap();
+/// ```
+///
+/// A new backend proves itself with `bosun_store::conformance::run_all` (feature
+/// `conformance`); `examples/src/log_store.rs` is one written from scratch.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The key's value at `revision` (latest if `None`); `None` if absent then.

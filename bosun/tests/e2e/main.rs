@@ -3854,3 +3854,62 @@ fn readable_errors_for_a_port_in_use_and_an_unwritable_data_dir() {
         "{line}"
     );
 }
+
+/// Logs are for people by default and one JSON object a line with `--log-format json`.
+#[test]
+fn logs_are_json_lines_with_the_flag() {
+    let data = tempfile::tempdir().unwrap();
+    let kubeconfig = data.path().join("kubeconfig");
+    let mut child = Command::new(bosun_bin())
+        .args([
+            "server",
+            "--log-format",
+            "json",
+            "--port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .arg("--write-kubeconfig")
+        .arg(&kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !kubeconfig.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "bosun did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGTERM: it stops (and says so) cleanly.
+    assert!(Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(child.wait().unwrap().success());
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let said = |message: &str| {
+        lines
+            .iter()
+            .any(|l| l["level"] == "INFO" && l["fields"]["message"] == message)
+    };
+    assert!(said("bosun API server ready"), "{stderr}");
+    assert!(said("bosun API server stopped"), "{stderr}");
+    let ready = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "bosun API server ready")
+        .unwrap();
+    assert!(ready["fields"]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://127.0.0.1:"));
+}
