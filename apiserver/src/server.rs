@@ -92,6 +92,24 @@ pub(crate) struct Inner {
 }
 
 /// The Kubernetes API server over a [`Store`]. Cheap to clone.
+///
+/// ```no_run
+/// use bosun_apiserver::{auth::Pipeline, ApiServer, Config, ResourceTable};
+/// use bosun_store::memory::MemoryStore;
+/// use std::sync::Arc;
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// // The built-in kinds, the default settings, no authentication (loopback only).
+/// let server = ApiServer::build(
+///     Arc::new(MemoryStore::new()),
+///     ResourceTable::builtin(),
+///     Config::default(),
+///     Pipeline::default(),
+/// );
+/// server.bootstrap().await?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// server.serve(listener, std::future::pending()).await?; // or a shutdown signal
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct ApiServer {
     pub(crate) inner: Arc<Inner>,

@@ -600,6 +600,22 @@ async fn up(args: UpArgs) -> Result<(), String> {
     let token_file = data_dir.join("node-token");
     // A kubeconfig from an earlier start must not be mistaken for this one's.
     let _ = std::fs::remove_file(&kubeconfig);
+    let node = if args.no_agent {
+        String::new()
+    } else {
+        format!(
+            "; a node: pods on runc (state in {}, logs in {}), pod network on bridge {}, Services in nftables, cluster DNS at 10.96.0.10, kubelet on port {}",
+            args.state_dir.display(),
+            args.pod_log_dir.display(),
+            args.bridge,
+            args.kubelet_port
+        )
+    };
+    tracing::info!(
+        "bosun up: data in {}; the API server on https://127.0.0.1:{} with the scheduler and controllers{node}",
+        data_dir.display(),
+        args.port
+    );
     let signal = Stop::on_signal();
     if args.no_agent {
         return server_until(server_args, signal).await;
@@ -639,6 +655,10 @@ async fn up(args: UpArgs) -> Result<(), String> {
             args.kubelet_port.to_string().into(),
             "--cluster-dns".into(),
             "10.96.0.10".into(),
+            // As kind does for a cluster on a developer's machine: no eviction for a full
+            // disk (a laptop's is often over 90%), only for memory.
+            "--eviction-hard".into(),
+            "memory.available<100Mi,nodefs.available<0%".into(),
             "--stop-pods-on-exit".into(),
             "--shutdown-grace-period".into(),
             args.shutdown_grace_period.to_string().into(),

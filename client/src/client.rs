@@ -21,6 +21,18 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 pub type Service = tower::util::BoxCloneSyncService<Request<Full<Bytes>>, Response<Body>, BoxError>;
 
 /// A handle to an API server. Cheap to clone; clones share the connection pool.
+///
+/// ```no_run
+/// use bosun_api_types::core::v1::Namespace;
+/// use bosun_client::{Api, Client, Config};
+/// # async fn run() -> bosun_client::Result<()> {
+/// // From the usual places (KUBECONFIG, ~/.kube/config, in-cluster) …
+/// let client = Client::try_default()?;
+/// // … or from a URL.
+/// let local = Client::try_from_config(Config::new("http://127.0.0.1:8080".parse().expect("a URL")))?;
+/// let namespaces: Api<Namespace> = Api::all(local);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     service: Service,

@@ -48,6 +48,19 @@ impl Default for Timings {
 }
 
 /// A candidate for one Lease.
+///
+/// ```no_run
+/// use bosun_controllers::leader::LeaderElection;
+/// # async fn run(client: bosun_client::Client) {
+/// let election = LeaderElection::new(client, "kube-system", "my-controller", "host-1");
+/// let leadership = election.acquire().await;
+/// tokio::select! {
+///     () = do_the_work() => leadership.release().await,
+///     () = leadership.lost() => tracing::error!("leadership lost"),
+/// }
+/// # }
+/// # async fn do_the_work() {}
+/// ```
 #[derive(Clone, Debug)]
 pub struct LeaderElection {
     api: Api<Lease>,

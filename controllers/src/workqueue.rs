@@ -135,6 +135,21 @@ struct State<T> {
 }
 
 /// A deduplicating, rate-limiting queue of keys. Cheap to clone (clones share the queue).
+///
+/// ```
+/// use bosun_controllers::workqueue::WorkQueue;
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let queue = WorkQueue::new();
+/// queue.add("default/web".to_string());
+/// queue.add("default/web".to_string()); // already queued: once
+/// assert_eq!(queue.len(), 1);
+/// let key = queue.get().await.expect("a key");
+/// // … reconcile it; on failure `queue.add_rate_limited(key.clone())` instead of `forget`.
+/// queue.forget(&key);
+/// queue.done(&key);
+/// assert!(queue.is_empty());
+/// # });
+/// ```
 pub struct WorkQueue<T> {
     state: Arc<Mutex<State<T>>>,
     ready: Arc<Notify>,

@@ -264,6 +264,18 @@ fn api_err(what: &str, e: bosun_client::Error) -> Error {
 }
 
 /// Registers and keeps one Node current.
+///
+/// ```no_run
+/// use bosun_kubelet::{machine::Machine, node::{NodeAgent, NodeConfig}};
+/// # async fn run(client: bosun_client::Client) {
+/// let machine = Machine::detect(std::path::Path::new("/var/lib/bosun"));
+/// let mut config = NodeConfig::new("node-1");
+/// config.labels.insert("topology.kubernetes.io/zone".into(), "rack-3".into());
+/// let agent = NodeAgent::new(client, machine, config);
+/// // Ready while the closure says so; the Lease renewed every 10 s.
+/// agent.run(|| Ok(()), std::future::pending()).await;
+/// # }
+/// ```
 pub struct NodeAgent {
     nodes: Api<Node>,
     leases: Api<Lease>,

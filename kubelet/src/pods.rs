@@ -53,6 +53,25 @@ const MIN_GRACE_SECONDS: i64 = 2;
 const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs the node's pods.
+///
+/// ```no_run
+/// use bosun_cri::simulated::SimulatedRuntime;
+/// use bosun_kubelet::pods::PodWorker;
+/// use std::{sync::Arc, time::Duration};
+/// # async fn run(client: bosun_client::Client) {
+/// let runtime = Arc::new(SimulatedRuntime::new([10, 244, 1]));
+/// let worker = Arc::new(
+///     PodWorker::new(client, "node-1".into(), "192.0.2.10".into(), runtime, "/var/log/pods".into())
+///         .with_pods_dir("/var/lib/bosun/pods".into()),
+/// );
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let passes = tokio::spawn(worker.clone().run(Duration::from_secs(1), async { let _ = stopped.await; }));
+/// // … later, a node shutting down:
+/// let _ = stop.send(());
+/// let _ = passes.await;
+/// let _ = worker.stop_all(Duration::from_secs(10)).await;
+/// # }
+/// ```
 pub struct PodWorker<R> {
     client: Client,
     pods: Api<Pod>,

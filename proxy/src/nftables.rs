@@ -61,6 +61,23 @@ impl NftConfig {
 }
 
 /// The nftables dataplane.
+///
+/// ```no_run
+/// use bosun_proxy::{nftables::{NftConfig, NftDataplane}, runner, Dataplane};
+/// use std::sync::Arc;
+/// # async fn run(client: bosun_client::Client) {
+/// let mut config = NftConfig::new("node-1");
+/// config.cluster_cidr = Some("10.244.0.0/16".into());
+/// let dataplane = Arc::new(NftDataplane::new(config));
+/// // Services and EndpointSlices from the cluster, in table `ip bosun-proxy`, until `stopped`.
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let proxy = tokio::spawn(runner::run(client, dataplane.clone(), Default::default(), async { let _ = stopped.await; }));
+/// // … later:
+/// let _ = stop.send(());
+/// let _ = proxy.await;
+/// let _ = dataplane.cleanup().await;
+/// # }
+/// ```
 pub struct NftDataplane {
     cfg: NftConfig,
     last: Mutex<Option<Last>>,

@@ -33,6 +33,26 @@ impl RunStats {
 }
 
 /// A scheduler wired to a [`MemoryCluster`].
+///
+/// ```
+/// use bosun_scheduler_framework::sim::Simulator;
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let mut sim = Simulator::new()?;
+/// for name in ["a", "b"] {
+///     sim.add_node(serde_json::from_value(serde_json::json!({
+///         "metadata": {"name": name},
+///         "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}
+///     }))?);
+/// }
+/// sim.add_pod(serde_json::from_value(serde_json::json!({
+///     "metadata": {"name": "web", "namespace": "default", "uid": "u1"},
+///     "spec": {"containers": [{"name": "c", "image": "nginx"}]}
+/// }))?);
+/// let stats = sim.run().await;
+/// assert_eq!(stats.bound, 1);
+/// assert!(sim.node_of("u1").is_some());
+/// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
 pub struct Simulator {
     /// The scheduler.
     pub scheduler: Scheduler,

@@ -155,6 +155,21 @@ impl Shared {
 }
 
 /// The embedded durable store. Open one per data directory.
+///
+/// ```
+/// use bosun_store::{embedded::EmbeddedStore, Store};
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let dir = tempfile::tempdir().map_err(|e| bosun_store::Error::Backend(e.to_string()))?;
+/// let rev = {
+///     let store = EmbeddedStore::open(dir.path())?;
+///     store.create("/registry/namespaces/shop", "{}".into()).await?
+///     // An acknowledged write is on disk: it survives the process.
+/// };
+/// let store = EmbeddedStore::open(dir.path())?;
+/// let kv = store.get("/registry/namespaces/shop", None).await?;
+/// assert_eq!(kv.map(|kv| kv.mod_revision), Some(rev));
+/// # Ok::<(), bosun_store::Error>(()) }).unwrap();
+/// ```
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
     queue: Arc<Queue>,

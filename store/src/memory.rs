@@ -7,6 +7,17 @@ use bytes::Bytes;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The in-memory store. Cheap to create; everything is lost on drop.
+///
+/// ```
+/// use bosun_store::{memory::MemoryStore, RangeRequest, Store};
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = MemoryStore::new();
+/// store.create("/registry/pods/default/a", "{}".into()).await?;
+/// store.create("/registry/pods/default/b", "{}".into()).await?;
+/// let page = store.range(RangeRequest::prefix("/registry/pods/").limit(1)).await?;
+/// assert!(page.more && page.count == 2);
+/// # Ok::<(), bosun_store::Error>(()) }).unwrap();
+/// ```
 pub struct MemoryStore {
     state: RwLock<Mvcc>,
     hub: WatchHub,
