@@ -62,6 +62,14 @@ impl State {
         Ok(())
     }
 
+    /// The key now, or [`Error::NotFound`].
+    fn current(&self, key: &str) -> Result<KeyValue> {
+        self.now
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Error::NotFound { key: key.into() })
+    }
+
     /// The keys under `prefix` at revision `rev` (checked): the snapshot, then the log.
     fn at(&self, prefix: &str, rev: Revision) -> BTreeMap<String, KeyValue> {
         if rev == self.revision {
@@ -172,11 +180,7 @@ impl Store for LogStore {
 
     async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<Revision> {
         let mut s = self.lock();
-        let current = s
-            .now
-            .get(key)
-            .cloned()
-            .ok_or_else(|| Error::NotFound { key: key.into() })?;
+        let current = s.current(key)?;
         if current.mod_revision != expected {
             return Err(Error::Conflict {
                 key: key.into(),
@@ -189,11 +193,7 @@ impl Store for LogStore {
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)> {
         let mut s = self.lock();
-        let current = s
-            .now
-            .get(key)
-            .cloned()
-            .ok_or_else(|| Error::NotFound { key: key.into() })?;
+        let current = s.current(key)?;
         if let Some(expected) = expected.filter(|e| *e != current.mod_revision) {
             return Err(Error::Conflict {
                 key: key.into(),

@@ -371,12 +371,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
             .await
             .map_err(|e| api("listing the node's pods", e))?;
         // Listed after the pods: a sandbox made for a pod of this list is never an orphan.
-        let sandboxes = self
-            .rt
-            .list_pod_sandbox(ListPodSandboxRequest::default())
-            .await
-            .map_err(|e| cri("listing sandboxes", e))?
-            .items;
+        let sandboxes = self.all_sandboxes().await?;
         let mut tasks = tokio::task::JoinSet::new();
         let mut uids = Vec::new();
         let mut pods = Vec::new();
@@ -533,12 +528,7 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
         let mut stopped = 0;
         // A second round catches a sandbox a start still under way made after the first.
         for round in 0..2 {
-            let sandboxes = self
-                .rt
-                .list_pod_sandbox(ListPodSandboxRequest::default())
-                .await
-                .map_err(|e| cri("listing sandboxes", e))?
-                .items;
+            let sandboxes = self.all_sandboxes().await?;
             let stops = sandboxes
                 .iter()
                 .filter(|sb| sb.state == PodSandboxState::SandboxReady as i32)
@@ -633,6 +623,16 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
                    "conditions": conditions}),
         )
         .await
+    }
+
+    /// Every sandbox of the runtime.
+    async fn all_sandboxes(&self) -> Result<Vec<PodSandbox>> {
+        Ok(self
+            .rt
+            .list_pod_sandbox(ListPodSandboxRequest::default())
+            .await
+            .map_err(|e| cri("listing sandboxes", e))?
+            .items)
     }
 
     /// The sandboxes of the pod with `uid`.

@@ -3748,30 +3748,30 @@ fn agent_up_runs_a_whole_cluster_in_one_process() {
     let _cleanup = HostNetworkCleanup("bosune2e3");
     let archive = busybox_archive(data.path());
     import_busybox(&archive, &data.path().join("node"));
-    let port = free_port();
-    let started = Instant::now();
-    let child = Command::new(bosun_bin())
-        .arg("up")
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--port", &port.to_string(), "--node-name", "e2e-up"])
-        .args(["--bridge", "bosune2e3", "--kubelet-port", "0"])
-        .arg("--state-dir")
-        .arg(data.path().join("state"))
-        .arg("--pod-log-dir")
-        .arg(data.path().join("logs"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let port = free_port().to_string();
+    let dir = |sub: &str| data.path().join(sub).display().to_string();
+    let args: Vec<String> = [
+        "up",
+        "--data-dir",
+        &dir(""),
+        "--port",
+        &port,
+        "--node-name",
+        "e2e-up",
+        "--bridge",
+        "bosune2e3",
+        "--kubelet-port",
+        "0",
+        "--state-dir",
+        &dir("state"),
+        "--pod-log-dir",
+        &dir("logs"),
+    ]
+    .map(String::from)
+    .to_vec();
     let kubeconfig = data.path().join("kubeconfig");
-    while !kubeconfig.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "bosun up wrote no kubeconfig"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let started = Instant::now();
+    let child = start_up(&args, &kubeconfig);
     let cluster = Cluster {
         child,
         kubeconfig,
@@ -3782,21 +3782,10 @@ fn agent_up_runs_a_whole_cluster_in_one_process() {
         bin: kubectl_dir().join("kubectl.1.32"),
         cluster: &cluster,
     };
-    let within = |secs: u64, mut cond: Box<dyn FnMut() -> bool + '_>, what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting: {what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    within(
-        60,
-        Box::new(|| {
-            let out = k.run(&["get", "node", "e2e-up"]);
-            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(" Ready ")
-        }),
-        "the node Ready",
-    );
+    within(60, "the node Ready", || {
+        let out = k.run(&["get", "node", "e2e-up"]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains(" Ready ")
+    });
     eprintln!("bosun up: node Ready {:?} after start", started.elapsed());
     k.ok(&[
         "run",
@@ -3808,11 +3797,9 @@ fn agent_up_runs_a_whole_cluster_in_one_process() {
         "-c",
         "echo hello from up; exec sleep 3600",
     ]);
-    within(
-        60,
-        Box::new(|| k.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.phase}"]) == "Running"),
-        "the pod Running",
-    );
+    within(60, "the pod Running", || {
+        k.ok(&["get", "pod", "hello", "-o", "jsonpath={.status.phase}"]) == "Running"
+    });
     eventually(
         || k.ok(&["logs", "hello"]).contains("hello from up"),
         "the pod's log",
@@ -3823,6 +3810,34 @@ fn agent_up_runs_a_whole_cluster_in_one_process() {
         "inside"
     );
     k.ok(&["delete", "pod", "hello", "--grace-period=1"]);
+}
+
+/// Starts `bosun up` with `args`; returns it once it has written its kubeconfig.
+fn start_up(args: &[String], kubeconfig: &Path) -> Child {
+    let started = Instant::now();
+    let mut child = Command::new(bosun_bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    while !kubeconfig.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "bosun up exited early");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "bosun up wrote no kubeconfig"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn within(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// A port in use and an unwritable data directory are each one line that says the fix.

@@ -67,34 +67,6 @@ fn shell(line: &str, path: &str, cluster: &Cluster) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// Starts `bosun up` with `args`; returns it once it has written its kubeconfig.
-fn start_up(args: &[String], kubeconfig: &Path) -> Child {
-    let started = Instant::now();
-    let mut child = Command::new(bosun_bin())
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    while !kubeconfig.exists() {
-        assert!(child.try_wait().unwrap().is_none(), "bosun up exited early");
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "bosun up wrote no kubeconfig"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
-fn within(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// The processes left in the node's pod cgroups.
 fn pod_processes() -> String {
     let out = Command::new("sh")
