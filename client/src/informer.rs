@@ -104,6 +104,23 @@ type Informers = HashMap<InformerKey, Box<dyn Any + Send + Sync>>;
 type InformerKey = (TypeId, Option<String>, Option<String>);
 
 /// Makes and shares informers; the informers' watches run until the factory is dropped.
+///
+/// ```no_run
+/// use bosun_api_types::core::v1::Pod;
+/// use bosun_client::{informer::{InformerFactory, Notification}, Client};
+/// # async fn run() -> bosun_client::Result<()> {
+/// let factory = InformerFactory::new(Client::try_default()?);
+/// let pods = factory.informer::<Pod>(Some("default")); // shared: one watch per kind
+/// let mut changes = pods.subscribe();
+/// pods.wait_until_ready().await;
+/// tracing::info!(cached = pods.store().list().len(), "synced");
+/// while let Ok(change) = changes.recv().await {
+///     if let Notification::Deleted(pod) = change {
+///         tracing::info!(name = ?pod.metadata.name, "gone");
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 pub struct InformerFactory {
     client: Client,
     resync: Option<Duration>,

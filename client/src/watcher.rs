@@ -141,6 +141,24 @@ impl Backoff {
 
 /// A never-ending stream of the state and changes of `api`'s objects. Errors are reported as
 /// they happen and the watcher carries on (after a backoff).
+///
+/// ```no_run
+/// use bosun_api_types::core::v1::ConfigMap;
+/// use bosun_client::watcher::{watcher, Config, Event};
+/// use bosun_client::{Api, Client};
+/// use futures_util::StreamExt;
+/// # async fn run() -> bosun_client::Result<()> {
+/// let config_maps: Api<ConfigMap> = Api::namespaced(Client::try_default()?, "default");
+/// let mut events = std::pin::pin!(watcher(config_maps, Config::default().labels("app=web")));
+/// while let Some(event) = events.next().await {
+///     match event? {
+///         Event::InitApply(cm) | Event::Apply(cm) => tracing::info!(name = ?cm.metadata.name, "now"),
+///         Event::Delete(cm) => tracing::info!(name = ?cm.metadata.name, "deleted"),
+///         Event::Init | Event::InitDone => {}
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 pub fn watcher<K: Resource>(
     api: Api<K>,
     config: Config,

@@ -92,6 +92,16 @@ image_rpcs!(serve_images);
 
 /// Serves `runtime` on a unix socket at `path` (replacing a stale socket file) until
 /// `shutdown` completes.
+///
+/// ```no_run
+/// use bosun_cri::{server, simulated::SimulatedRuntime};
+/// use std::sync::Arc;
+/// # async fn run() -> Result<(), bosun_cri::Error> {
+/// // Then: crictl --runtime-endpoint unix:///run/sim.sock pods
+/// let runtime = Arc::new(SimulatedRuntime::new([10, 244, 9]));
+/// server::serve(runtime, std::path::Path::new("/run/sim.sock"), std::future::pending()).await?;
+/// # Ok(()) }
+/// ```
 pub async fn serve<T: RuntimeService + ImageService + 'static>(
     runtime: Arc<T>,
     path: &Path,

@@ -208,6 +208,15 @@ impl Cluster for ApiCluster {
 }
 
 /// How to run.
+///
+/// ```no_run
+/// use bosun_scheduler_framework::{config::SchedulerConfig, plugins::Registry, runner};
+/// # async fn run(client: bosun_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// let config = SchedulerConfig::parse(std::fs::read("scheduler.yaml")?.as_slice())?;
+/// let registry = Registry::default(); // add out-of-tree plugins with `register`
+/// runner::run(client, runner::Options { config, registry: Some(registry) }).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Default)]
 pub struct Options {
     /// The configuration (default: upstream's default profile).
