@@ -47,6 +47,17 @@ pub enum QuantityError {
 }
 
 /// A fixed-point quantity with upstream Kubernetes semantics. See the module documentation.
+///
+/// ```
+/// use bosun_api_types::Quantity;
+///
+/// let request = Quantity::parse("1500m").expect("a quantity");
+/// let limit = Quantity::parse("2").expect("a quantity");
+/// assert_eq!(request.milli_value(), 1500);
+/// let headroom = limit.checked_sub(&request).expect("no overflow");
+/// assert_eq!(headroom.to_string(), "500m"); // upstream's canonical form
+/// assert_eq!(Quantity::parse("1Gi").expect("a quantity").value(), 1 << 30);
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Quantity {
     /// Value in nano units (10⁻⁹).

@@ -171,6 +171,16 @@ impl fmt::Display for Requirement {
 }
 
 /// A label selector: all requirements must hold. The empty selector matches everything.
+///
+/// ```
+/// use bosun_api_types::selector::Selector;
+/// use std::collections::BTreeMap;
+///
+/// let selector: Selector = "app=web,tier in (front,edge),!canary".parse().expect("a selector");
+/// let labels = BTreeMap::from([("app".to_string(), "web".to_string()), ("tier".to_string(), "edge".to_string())]);
+/// assert!(selector.matches(&labels));
+/// assert_eq!(selector.to_string(), "app=web,!canary,tier in (edge,front)");
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Selector {
     requirements: Vec<Requirement>,

@@ -74,6 +74,17 @@ impl std::fmt::Debug for Issued {
 }
 
 /// The cluster's CA, able to issue certificates.
+///
+/// ```
+/// use bosun_apiserver::pki::Pki;
+/// # let dir = tempfile::tempdir()?;
+/// let pki = Pki::load_or_create(dir.path())?; // ca.crt/ca.key made once, 0600
+/// let admin = pki.issue_client("alice", &["system:masters".into()])?;
+/// assert!(admin.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+/// let serving = pki.issue_serving("kube-apiserver", &["127.0.0.1".into(), "localhost".into()])?;
+/// let tls = pki.server_config(&serving)?; // rustls, asking for client certificates
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Pki {
     dir: PathBuf,
     ca_pem: String,

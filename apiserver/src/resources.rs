@@ -136,6 +136,23 @@ impl ApiResource {
 }
 
 /// Every served resource, looked up by URL.
+///
+/// ```
+/// use bosun_api_types::core::v1::ConfigMap;
+/// use bosun_api_types::Resource;
+/// use bosun_apiserver::{ApiResource, ResourceTable};
+///
+/// let mut table = ResourceTable::builtin();
+/// let config_maps = table.get("", "v1", "configmaps").expect("a built-in kind");
+/// assert_eq!(config_maps.kind, "ConfigMap");
+/// // A kind of your own, served like the built-in ones (CRDs do this at run time):
+/// let mut mine = ApiResource::from_info(&ConfigMap::INFO);
+/// mine.group = "example.com".into();
+/// mine.plural = "settings".into();
+/// mine.kind = "Setting".into();
+/// table.add(mine);
+/// assert!(table.by_kind("example.com", "v1", "Setting").is_some());
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct ResourceTable {
     resources: Vec<Arc<ApiResource>>,

@@ -72,6 +72,17 @@ struct Seen {
 }
 
 /// Records events for one reporting controller instance. Cheap to share behind an `Arc`.
+///
+/// ```no_run
+/// use bosun_api_types::core::v1::Pod;
+/// use bosun_client::events::{EventType, Recorder};
+/// # async fn run(client: bosun_client::Client, pod: Pod) -> bosun_client::Result<()> {
+/// let recorder = Recorder::core(client, "my-controller", "host-1");
+/// let about = Recorder::reference_to(&pod);
+/// // Repeats of the same event are counted on one object, as upstream's recorder does.
+/// recorder.publish(&about, EventType::Normal, "Checked", "Check", "all good").await?;
+/// # Ok(()) }
+/// ```
 pub struct Recorder {
     client: Client,
     controller: String,

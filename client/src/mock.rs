@@ -31,6 +31,22 @@ use std::task::{Context, Poll};
 type Handler = dyn Fn(&Request<Bytes>) -> Response<Bytes> + Send + Sync;
 
 /// A transport that answers every request with a closure and remembers the requests.
+///
+/// ```
+/// use bosun_api_types::core::v1::ConfigMap;
+/// use bosun_client::{mock::{self, Mock}, Api};
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let mock = Mock::new(|req| {
+///     assert_eq!(req.uri().path(), "/api/v1/namespaces/default/configmaps/settings");
+///     mock::json(200, serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+///         "metadata": {"name": "settings"}, "data": {"mode": "fast"}}))
+/// });
+/// let config_maps: Api<ConfigMap> = Api::namespaced(mock.client(), "default");
+/// let cm = config_maps.get("settings").await?;
+/// assert_eq!(cm.data["mode"], "fast");
+/// assert_eq!(mock.requests().len(), 1);
+/// # Ok::<(), bosun_client::Error>(()) }).unwrap();
+/// ```
 #[derive(Clone)]
 pub struct Mock {
     handler: Arc<Handler>,
