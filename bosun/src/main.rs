@@ -1616,7 +1616,7 @@ async fn agent_clients(
     data_dir: &Path,
 ) -> Result<AgentIdentity, String> {
     use bosun_kubelet::bootstrap::{
-        keep_renewed, request_certificate, CertificateRequest, CLIENT_SIGNER, KUBELET_SIGNER,
+        keep_renewed, CertificateRequest, CLIENT_SIGNER, KUBELET_SIGNER,
     };
     let Some(server) = &args.server else {
         let config = config_from(args.kubeconfig.as_deref())?;
@@ -1669,45 +1669,33 @@ async fn agent_clients(
     }
     let dir = data_dir.join("pki");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let wait = std::time::Duration::from_secs(300);
     let kubelet_want = CertificateRequest::client(
         &format!("system:node:{node_name}"),
         Some("system:nodes"),
         KUBELET_SIGNER,
     );
-    let (cert, key) = match load_pair(&dir, "kubelet") {
-        Some(pair) => pair,
-        None => {
-            tracing::info!(node = node_name, "joining with the bootstrap token");
-            let bootstrap = config(bosun_client::config::Auth::Bearer(token), None)?;
-            let issued = request_certificate(&bootstrap, &kubelet_want, wait)
-                .await
-                .map_err(|e| format!("joining as system:node:{node_name}: {e}"))?;
-            keep_pair(&dir, "kubelet", &issued)?;
-            (issued.cert_pem, issued.key_pem)
-        }
-    };
-    let kubelet_identity =
-        bosun_client::tls::RotatingIdentity::new(cert.as_bytes(), key.as_bytes())
-            .map_err(|e| format!("{}: {e}", dir.join("kubelet.crt").display()))?;
+    let bootstrap = config(bosun_client::config::Auth::Bearer(token), None)?;
+    let (cert, kubelet_identity) = kept_or_requested(
+        &dir,
+        "kubelet",
+        &bootstrap,
+        &kubelet_want,
+        &format!("joining as system:node:{node_name}"),
+    )
+    .await?;
     let node_client = config(
         bosun_client::config::Auth::None,
         Some(kubelet_identity.clone()),
     )?;
     let proxy_want = CertificateRequest::client("system:kube-proxy", None, CLIENT_SIGNER);
-    let (proxy_cert, proxy_key) = match load_pair(&dir, "kube-proxy") {
-        Some(pair) => pair,
-        None => {
-            let issued = request_certificate(&node_client, &proxy_want, wait)
-                .await
-                .map_err(|e| format!("getting the service proxy's identity: {e}"))?;
-            keep_pair(&dir, "kube-proxy", &issued)?;
-            (issued.cert_pem, issued.key_pem)
-        }
-    };
-    let proxy_identity =
-        bosun_client::tls::RotatingIdentity::new(proxy_cert.as_bytes(), proxy_key.as_bytes())
-            .map_err(|e| format!("{}: {e}", dir.join("kube-proxy.crt").display()))?;
+    let (proxy_cert, proxy_identity) = kept_or_requested(
+        &dir,
+        "kube-proxy",
+        &node_client,
+        &proxy_want,
+        "getting the service proxy's identity",
+    )
+    .await?;
     let proxy_client = config(
         bosun_client::config::Auth::None,
         Some(proxy_identity.clone()),
@@ -1740,6 +1728,33 @@ async fn agent_clients(
         ca,
         joined: true,
     })
+}
+
+/// The certificate `NAME` of `dir` (see [`load_pair`]), or, when there is none, one asked for
+/// as `want` through `client` (`what` says why, in the log and errors) and kept there; with
+/// a replaceable identity of it for the clients that use it.
+async fn kept_or_requested(
+    dir: &Path,
+    name: &str,
+    client: &bosun_client::Client,
+    want: &bosun_kubelet::bootstrap::CertificateRequest,
+    what: &str,
+) -> Result<(String, bosun_client::tls::RotatingIdentity), String> {
+    let (cert, key) = match load_pair(dir, name) {
+        Some(pair) => pair,
+        None => {
+            tracing::info!("{what}: asking for a certificate");
+            let wait = std::time::Duration::from_secs(300);
+            let issued = bosun_kubelet::bootstrap::request_certificate(client, want, wait)
+                .await
+                .map_err(|e| format!("{what}: {e}"))?;
+            keep_pair(dir, name, &issued)?;
+            (issued.cert_pem, issued.key_pem)
+        }
+    };
+    let identity = bosun_client::tls::RotatingIdentity::new(cert.as_bytes(), key.as_bytes())
+        .map_err(|e| format!("{}: {e}", dir.join(format!("{name}.crt")).display()))?;
+    Ok((cert, identity))
 }
 
 /// `NAME.crt` and `NAME.key` (PEM) from `dir`, if both are there.

@@ -188,7 +188,9 @@ fn agent_up_runs_the_readme_tour_and_resumes_after_ctrl_c() {
     // Into a pod of the new version, and its log shows the request.
     assert!(said("exec deployment/web").contains("hello from web-"));
     assert!(said("logs -l app=web").contains("response:200"));
-    assert!(said("rollout history").contains('2'));
+    // Two revisions: the first image and the rolled-out one.
+    let history = said("rollout history");
+    assert!(history.lines().any(|l| l.starts_with("2 ")), "{history}");
     assert!(said("get greetings").contains("hello"));
 
     // Five pods of the new version, running and ready.
