@@ -66,7 +66,7 @@ fn bare_server(flags: &[&str]) -> Cluster {
     let data = tempfile::tempdir().unwrap();
     let kubeconfig = data.path().join("kubeconfig");
     let port = free_port();
-    let child = Command::new(bosun_bin())
+    let mut child = Command::new(bosun_bin())
         .arg("server")
         .args(server_flags(data.path()))
         .args(flags)
@@ -79,13 +79,7 @@ fn bare_server(flags: &[&str]) -> Cluster {
         .spawn()
         .expect("bosun binary");
     let started = Instant::now();
-    while !kubeconfig.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "bosun did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_kubeconfig(&kubeconfig, &mut child, started);
     Cluster {
         child,
         kubeconfig,
@@ -100,7 +94,7 @@ fn spawn_server(data: &Path, port: u16) -> (Child, PathBuf) {
     let kubeconfig = data.join("kubeconfig");
     let _ = std::fs::remove_file(&kubeconfig);
     let started = Instant::now();
-    let child = Command::new(bosun_bin())
+    let mut child = Command::new(bosun_bin())
         .arg("server")
         .args(server_flags(data))
         .arg("--data-dir")
@@ -111,15 +105,26 @@ fn spawn_server(data: &Path, port: u16) -> (Child, PathBuf) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("bosun binary");
+    wait_for_kubeconfig(&kubeconfig, &mut child, started);
+    eprintln!("bosun server ready in {:?}", started.elapsed());
+    (child, kubeconfig)
+}
+
+/// Waits until `bosun` (`child`, started at `started`) has written `kubeconfig`, which it does
+/// once it listens; fails if it exits first or takes a minute.
+fn wait_for_kubeconfig(kubeconfig: &Path, child: &mut Child, started: Instant) {
     while !kubeconfig.exists() {
         assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "bosun did not start"
+            child.try_wait().unwrap().is_none(),
+            "bosun exited before writing {}",
+            kubeconfig.display()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "bosun wrote no kubeconfig within a minute"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!("bosun server ready in {:?}", started.elapsed());
-    (child, kubeconfig)
 }
 
 fn start() -> Cluster {
@@ -3821,14 +3826,7 @@ fn start_up(args: &[String], kubeconfig: &Path) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    while !kubeconfig.exists() {
-        assert!(child.try_wait().unwrap().is_none(), "bosun up exited early");
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "bosun up wrote no kubeconfig"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_kubeconfig(kubeconfig, &mut child, started);
     child
 }
 
@@ -3892,13 +3890,7 @@ fn logs_are_json_lines_with_the_flag() {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while !kubeconfig.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "bosun did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_kubeconfig(&kubeconfig, &mut child, started);
     // SIGTERM: it stops (and says so) cleanly.
     assert!(Command::new("kill")
         .arg(child.id().to_string())
