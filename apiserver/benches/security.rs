@@ -34,6 +34,7 @@ fn rbac(c: &mut Criterion) {
     let user = UserInfo {
         name: "user500".into(),
         groups: vec!["system:authenticated".into()],
+        ..Default::default()
     };
     let mut g = c.benchmark_group("security");
     g.bench_function("rbac_allow_1000_namespaces", |b| {
@@ -124,6 +125,7 @@ fn node_authorizer(c: &mut Criterion) {
     let user = UserInfo {
         name: "system:node:n1".into(),
         groups: vec!["system:nodes".into(), "system:authenticated".into()],
+        ..Default::default()
     };
     let req = RequestInfo {
         verb: "get",

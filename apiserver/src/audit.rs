@@ -172,6 +172,8 @@ pub(crate) struct Record<'a> {
     pub(crate) request_uri: &'a str,
     pub(crate) verb: &'a str,
     pub(crate) user: &'a crate::auth::UserInfo,
+    /// Whom `user` acted as, when impersonating.
+    pub(crate) impersonated_user: Option<&'a crate::auth::UserInfo>,
     pub(crate) source_ip: Option<std::net::IpAddr>,
     pub(crate) user_agent: &'a str,
     pub(crate) group: &'a str,
@@ -195,10 +197,15 @@ impl AuditLog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        // Records may carry request bodies (Secrets at `Request` level): owner only.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)?
+        };
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
         let path: PathBuf = path.to_owned();
         std::thread::Builder::new()
@@ -240,7 +247,7 @@ impl AuditLog {
             "stage": "ResponseComplete",
             "requestURI": r.request_uri,
             "verb": r.verb,
-            "user": {"username": r.user.name, "groups": r.user.groups},
+            "user": r.user.to_json(),
             "sourceIPs": r.source_ip.map(|ip| vec![ip.to_string()]).unwrap_or_default(),
             "userAgent": r.user_agent,
             "objectRef": object_ref,
@@ -248,6 +255,9 @@ impl AuditLog {
             "requestReceivedTimestamp": r.received,
             "stageTimestamp": bosun_api_types::MicroTime::now(),
         });
+        if let Some(u) = r.impersonated_user {
+            event["impersonatedUser"] = u.to_json();
+        }
         if let Some(o) = &r.request_object {
             event["requestObject"] = o.clone();
         }

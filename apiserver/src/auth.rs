@@ -33,12 +33,43 @@ use crate::resources::ApiResource;
 use std::sync::Arc;
 
 /// The user a request is made by.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserInfo {
     /// User name (`admin`, `system:serviceaccount:default:builder`).
     pub name: String,
     /// Groups (`system:masters`, `system:authenticated`).
     pub groups: Vec<String>,
+    /// A unique identifier of the user, if the authenticator (or an impersonation) gives one.
+    pub uid: String,
+    /// What else the authenticator knows (a service account token's pod, an impersonation's
+    /// `Impersonate-Extra-*` headers).
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl UserInfo {
+    /// A user of this name in these groups.
+    pub fn new(
+        name: impl Into<String>,
+        groups: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        UserInfo {
+            name: name.into(),
+            groups: groups.into_iter().map(Into::into).collect(),
+            ..UserInfo::default()
+        }
+    }
+
+    /// As `authentication.k8s.io/v1` `UserInfo` (reviews and audit events carry it).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({"username": self.name, "groups": self.groups});
+        if !self.uid.is_empty() {
+            v["uid"] = self.uid.clone().into();
+        }
+        if !self.extra.is_empty() {
+            v["extra"] = serde_json::json!(self.extra);
+        }
+        v
+    }
 }
 
 /// What a request asks to do, for authorization.
@@ -135,7 +166,7 @@ pub enum Decision {
 /// impl Authenticator for RemoteUser {
 ///     async fn authenticate(&self, req: &Credentials<'_>) -> Result<Option<UserInfo>, ApiError> {
 ///         let name = req.headers.get("x-remote-user").and_then(|v| v.to_str().ok());
-///         Ok(name.map(|name| UserInfo { name: name.to_string(), groups: vec!["proxied".into()] }))
+///         Ok(name.map(|name| UserInfo::new(name, ["proxied"])))
 ///     }
 /// }
 /// ```
@@ -196,6 +227,7 @@ impl Authenticator for AllowAllOnLoopback {
         Ok(Some(UserInfo {
             name: "admin".into(),
             groups: vec!["system:masters".into(), "system:authenticated".into()],
+            ..Default::default()
         }))
     }
 }
@@ -253,6 +285,7 @@ impl TokenFile {
                 UserInfo {
                     name: user.clone(),
                     groups,
+                    ..Default::default()
                 },
             );
         }
@@ -309,7 +342,11 @@ impl Authenticator for X509 {
                 if !groups.iter().any(|g| g == "system:authenticated") {
                     groups.push("system:authenticated".into());
                 }
-                UserInfo { name, groups }
+                UserInfo {
+                    name,
+                    groups,
+                    ..UserInfo::default()
+                }
             }),
         )
     }
@@ -350,6 +387,7 @@ impl Authenticator for Anonymous {
         Ok(Some(UserInfo {
             name: "system:anonymous".into(),
             groups: vec!["system:unauthenticated".into()],
+            ..Default::default()
         }))
     }
 }

@@ -187,6 +187,7 @@ impl Authenticator for BootstrapTokens {
         Ok(Some(UserInfo {
             name: format!("system:bootstrap:{id}"),
             groups,
+            ..Default::default()
         }))
     }
 }
@@ -319,6 +320,7 @@ fn requestor(csr: &Value) -> UserInfo {
             .filter_map(Value::as_str)
             .map(str::to_owned)
             .collect(),
+        ..Default::default()
     }
 }
 

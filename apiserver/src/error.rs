@@ -28,7 +28,7 @@ fn details(r: &ApiResource, name: &str) -> Option<Box<StatusDetails>> {
 }
 
 impl ApiError {
-    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             code,
             reason,

@@ -381,7 +381,7 @@ impl AdmissionPlugin for NodeRestriction {
                         req.name
                     )));
                 }
-                Ok(())
+                admit_own_node(node, req, obj)
             }
             ("coordination.k8s.io", "leases") => {
                 if req.namespace != Some("kube-node-lease") || req.name != node {
@@ -397,11 +397,127 @@ impl AdmissionPlugin for NodeRestriction {
     }
 }
 
+/// What a node may not change on its own Node object, as upstream: its taints (after
+/// creation), labels in `node-restriction.kubernetes.io/`, and `kubernetes.io`/`k8s.io` labels
+/// other than the ones a kubelet sets itself — each would let a node steer workloads to itself.
+fn admit_own_node(node: &str, req: &AdmissionRequest<'_>, obj: &Object) -> Result<(), ApiError> {
+    let labels = |o: Option<&Object>| -> std::collections::BTreeMap<String, String> {
+        o.and_then(|o| o.get("metadata"))
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object)
+            .map(|l| {
+                l.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (new, old) = match req.operation {
+        Operation::Create => (labels(Some(obj)), Default::default()),
+        Operation::Update => {
+            let taints = |o: Option<&Object>| {
+                o.and_then(|o| o.get("spec"))
+                    .and_then(|s| s.get("taints"))
+                    .filter(|t| !t.is_null())
+                    .cloned()
+                    .unwrap_or_else(|| Value::Array(Vec::new()))
+            };
+            if taints(Some(obj)) != taints(req.old) {
+                return Err(forbidden(format!(
+                    "node {node:?} is not allowed to modify taints"
+                )));
+            }
+            (labels(Some(obj)), labels(req.old))
+        }
+        _ => return Ok(()),
+    };
+    let mut changed: Vec<&str> = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, _)| k.as_str())
+        .chain(
+            old.keys()
+                .filter(|k| !new.contains_key(*k))
+                .map(String::as_str),
+        )
+        .filter(|k| forbidden_node_label(k))
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    changed.sort_unstable();
+    changed.dedup();
+    let list = changed.join(", ");
+    Err(forbidden(match req.operation {
+        Operation::Create => {
+            format!("node {node:?} is not allowed to set the following labels: {list}")
+        }
+        _ => format!("node {node:?} is not allowed to modify labels: {list}"),
+    }))
+}
+
+/// A label a node may not add, change or remove on itself (upstream's `getForbiddenLabels`).
+pub fn forbidden_node_label(key: &str) -> bool {
+    let Some((prefix, _)) = key.split_once('/') else {
+        return false;
+    };
+    let within = |domain: &str| prefix == domain || prefix.ends_with(&format!(".{domain}"));
+    if within("node-restriction.kubernetes.io") {
+        return true;
+    }
+    if !(within("kubernetes.io") || within("k8s.io")) {
+        return false;
+    }
+    // The labels a kubelet sets on its own node (upstream's `kubeletapis.IsKubeletLabel`).
+    const KUBELET_LABELS: [&str; 11] = [
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+        "topology.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/zone",
+        "failure-domain.beta.kubernetes.io/region",
+        "beta.kubernetes.io/instance-type",
+        "node.kubernetes.io/instance-type",
+        "kubernetes.io/os",
+        "kubernetes.io/arch",
+        "beta.kubernetes.io/os",
+        "beta.kubernetes.io/arch",
+    ];
+    let kubelet_label = KUBELET_LABELS.contains(&key)
+        || within("kubelet.kubernetes.io")
+        || within("node.kubernetes.io");
+    !kubelet_label
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_node_may_set_only_the_labels_a_kubelet_sets() {
+        for allowed in [
+            "kubernetes.io/hostname",
+            "kubernetes.io/arch",
+            "node.kubernetes.io/instance-type",
+            "x.node.kubernetes.io/anything",
+            "kubelet.kubernetes.io/anything",
+            "example.com/team",
+            "plain",
+        ] {
+            assert!(!forbidden_node_label(allowed), "{allowed}");
+        }
+        for refused in [
+            "node-restriction.kubernetes.io/x",
+            "a.node-restriction.kubernetes.io/x",
+            "node-role.kubernetes.io/control-plane",
+            "kubernetes.io/role",
+            "k8s.io/x",
+            "sub.k8s.io/x",
+        ] {
+            assert!(forbidden_node_label(refused), "{refused}");
+        }
+    }
 
     #[test]
     fn a_pods_references_are_found_everywhere_it_names_them() {

@@ -26,18 +26,48 @@ pub fn body_format(content_type: Option<&str>) -> Result<Format, ApiError> {
     let Some(ct) = content_type else {
         return Ok(Format::Json);
     };
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = media_type(ct)?;
     match essence.as_str() {
         "" | "application/json" | "*/*" => Ok(Format::Json),
         "application/vnd.kubernetes.protobuf" => Ok(Format::Protobuf),
         "application/yaml" => Ok(Format::Yaml),
         _ => Err(ApiError::unsupported_media_type(ct)),
     }
+}
+
+/// The media type of a `Content-Type` (`type/subtype`, lower case), checked as Go's
+/// `mime.ParseMediaType` checks it: tokens, `;key=value` parameters with token or quoted
+/// values, no parameter twice. A malformed one is 415, as upstream answers.
+pub fn media_type(content_type: &str) -> Result<String, ApiError> {
+    fn token(s: &str) -> bool {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    }
+    let bad = || ApiError::unsupported_media_type(content_type);
+    let mut parts = content_type.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let (kind, sub) = essence.split_once('/').unwrap_or((essence.as_str(), ""));
+    if !token(kind) || !token(sub) {
+        return Err(bad());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let params: Vec<&str> = parts.collect();
+    for (i, p) in params.iter().enumerate() {
+        let p = p.trim();
+        if p.is_empty() && params[i..].iter().all(|r| r.trim().is_empty()) {
+            break; // trailing semicolons are ignored
+        }
+        let Some((k, v)) = p.split_once('=') else {
+            return Err(bad());
+        };
+        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+        let quoted = v.len() >= 2 && v.starts_with('"') && v.ends_with('"');
+        if !token(&k) || !(token(v) || quoted) || !seen.insert(k) {
+            return Err(bad());
+        }
+    }
+    Ok(essence)
 }
 
 /// Decodes a request body into an object.
@@ -71,6 +101,18 @@ fn decode_json(body: &[u8]) -> Result<Object, ApiError> {
         Err(e) => Err(ApiError::bad_request(format!(
             "the request body is not valid JSON: {e}"
         ))),
+    }
+}
+
+/// How Go's JSON decoder names a value's type in its errors.
+fn go_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
     }
 }
 
@@ -147,6 +189,14 @@ pub fn normalize(r: &ApiResource, obj: Object) -> Result<Object, ApiError> {
 /// without them (as the Python client sends) takes them from the path.
 pub fn check_type(r: &ApiResource, obj: &mut Object) -> Result<(), ApiError> {
     let api_version = r.api_version();
+    for field in ["apiVersion", "kind"] {
+        if let Some(v) = obj.get(field).filter(|v| !v.is_string() && !v.is_null()) {
+            return Err(ApiError::bad_request(format!(
+                "couldn't get version/kind; json parse error: json: cannot unmarshal {} into Go struct field .{field} of type string",
+                go_type_name(v)
+            )));
+        }
+    }
     match obj.get("apiVersion").and_then(Value::as_str) {
         None | Some("") => {
             obj.insert("apiVersion".into(), Value::String(api_version.clone()));

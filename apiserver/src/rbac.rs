@@ -21,7 +21,7 @@
 //!     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "pod-reader"},
 //!     "subjects": [{"kind": "User", "name": "alice"}]})).unwrap();
 //! let state = RbacState::new(&[], &[role], &[], &[binding]);
-//! let alice = UserInfo { name: "alice".into(), groups: vec![] };
+//! let alice = UserInfo::new("alice", [""; 0]);
 //! assert!(state.allows(&alice, &Access::resource("list", "", "pods", Some("default"))));
 //! assert!(!state.allows(&alice, &Access::resource("delete", "", "pods", Some("default"))));
 //! ```
@@ -707,6 +707,7 @@ mod tests {
         UserInfo {
             name: name.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..Default::default()
         }
     }
 
@@ -774,6 +775,7 @@ mod tests {
                     "system:serviceaccounts:kube-system".into(),
                     "system:authenticated".into(),
                 ],
+                ..Default::default()
             };
             state.allows(&user, &Access::resource(verb, group, resource, Some("ns")))
         };
@@ -835,6 +837,7 @@ mod tests {
         let manager = UserInfo {
             name: "system:kube-controller-manager".into(),
             groups: vec!["system:authenticated".into()],
+            ..Default::default()
         };
         let manager_can = |verb: &str, group: &str, resource: &str| {
             state.allows(
@@ -869,6 +872,7 @@ mod tests {
         let user = |n: &str| UserInfo {
             name: format!("{n}-user"),
             groups: vec!["system:authenticated".into()],
+            ..Default::default()
         };
         let can = |who: &str, verb: &str, group: &str, resource: &str| {
             state.allows(

@@ -49,7 +49,8 @@ pub struct Target {
     pub proxy_path: Option<String>,
 }
 
-fn decode_segment(s: &str) -> String {
+/// Percent-decodes one path segment (or header-borne key).
+pub(crate) fn decode_segment(s: &str) -> String {
     // Object names cannot contain '%' or '/', so percent-decoding is only for robustness.
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -69,12 +70,19 @@ fn decode_segment(s: &str) -> String {
 }
 
 /// Routes a path against the served resources.
+///
+/// As upstream's router (go-restful with `TrimRightSlashEnabled`), trailing slashes are
+/// dropped (`…/configmaps/` is the collection, under the collection's verbs and RBAC), but an
+/// empty segment anywhere else (`/api/v1//namespaces/…`, `//api`) matches nothing.
 pub fn route(path: &str, table: &ResourceTable) -> Option<Route> {
-    let segs: Vec<String> = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(decode_segment)
-        .collect();
+    let inner = path.strip_prefix('/')?.trim_end_matches('/');
+    if inner.is_empty() {
+        return None;
+    }
+    let segs: Vec<String> = inner.split('/').map(decode_segment).collect();
+    if segs.iter().any(String::is_empty) {
+        return None;
+    }
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     match s.as_slice() {
         ["version"] => Some(Route::Version),
@@ -217,6 +225,114 @@ impl Query {
     }
 }
 
+impl Query {
+    /// Checks the options of a write (`kind` is `CreateOptions`, `UpdateOptions` or
+    /// `PatchOptions`) as upstream does: a `fieldManager` of at most 128 bytes, all printable.
+    pub fn validate_write(&self, kind: &str) -> Result<(), ApiError> {
+        use bosun_api_types::validation::{FieldError, FieldPath};
+        let Some(manager) = self.field_manager.as_deref() else {
+            return Ok(());
+        };
+        let path = FieldPath::new("fieldManager");
+        let mut errs = Vec::new();
+        if manager.len() > 128 {
+            errs.push(FieldError::too_long(&path, 128));
+        }
+        for (i, c) in manager.char_indices() {
+            if c.is_control() {
+                errs.push(FieldError::invalid(
+                    &path,
+                    manager,
+                    &format!("invalid character U+{:04X} (at position {i})", u32::from(c)),
+                ));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid_kind("meta.k8s.io", kind, "", &errs))
+        }
+    }
+
+    /// Checks the list and watch options as upstream's `ValidateListOptions` does (with
+    /// watch-list served): 422 `ListOptions.meta.k8s.io` with a cause per problem.
+    pub fn validate_list(&self) -> Result<(), ApiError> {
+        use bosun_api_types::validation::{FieldError, FieldPath};
+        let rvm = FieldPath::new("resourceVersionMatch");
+        let mut errs = Vec::new();
+        let m = self.resource_version_match.as_deref();
+        if self.watch {
+            if self.send_initial_events.is_some() && m != Some("NotOlderThan") {
+                errs.push(FieldError::forbidden(
+                    &rvm,
+                    "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                ));
+            }
+            if let Some(m) = m {
+                if self.send_initial_events.is_none() {
+                    errs.push(FieldError::forbidden(
+                        &rvm,
+                        "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                    ));
+                }
+                if m != "NotOlderThan" {
+                    errs.push(FieldError::not_supported(&rvm, m, &["NotOlderThan"]));
+                }
+                if self.continue_token.is_some() {
+                    errs.push(FieldError::forbidden(
+                        &rvm,
+                        "resourceVersionMatch is forbidden when continue is provided",
+                    ));
+                }
+            }
+        } else {
+            if let Some(m) = m {
+                if self.resource_version.is_none() {
+                    errs.push(FieldError::forbidden(
+                        &rvm,
+                        "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                    ));
+                }
+                if self.continue_token.is_some() {
+                    errs.push(FieldError::forbidden(
+                        &rvm,
+                        "resourceVersionMatch is forbidden when continue is provided",
+                    ));
+                }
+                if m != "Exact" && m != "NotOlderThan" {
+                    errs.push(FieldError::not_supported(
+                        &rvm,
+                        m,
+                        &["Exact", "NotOlderThan", ""],
+                    ));
+                }
+                if m == "Exact" && self.resource_version.as_deref() == Some("0") {
+                    errs.push(FieldError::forbidden(
+                        &rvm,
+                        "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                    ));
+                }
+            }
+            if self.send_initial_events.is_some() {
+                errs.push(FieldError::forbidden(
+                    &FieldPath::new("sendInitialEvents"),
+                    "sendInitialEvents is forbidden for list",
+                ));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid_kind(
+                "meta.k8s.io",
+                "ListOptions",
+                "",
+                &errs,
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +367,27 @@ mod tests {
     }
 
     #[test]
+    fn empty_segments_match_nothing_and_trailing_slashes_are_dropped() {
+        let t = ResourceTable::builtin();
+        let collection = route("/api/v1/namespaces/ns/configmaps", &t);
+        assert!(matches!(&collection, Some(Route::Resource(r)) if r.name.is_none()));
+        assert_eq!(route("/api/v1/namespaces/ns/configmaps/", &t), collection);
+        assert_eq!(route("/api/v1/namespaces/ns/configmaps//", &t), collection);
+        for path in [
+            "/api/v1//namespaces/ns/configmaps",
+            "/api/v1/namespaces//configmaps",
+            "/api//v1/pods",
+            "//api/v1/pods",
+            "/api/v1/namespaces/ns/configmaps//x",
+            "",
+            "/",
+            "api/v1/pods",
+        ] {
+            assert_eq!(route(path, &t), None, "{path}");
+        }
+    }
+
+    #[test]
     fn parses_query() {
         let q = Query::parse(Some("watch=1&limit=500&labelSelector=a%3Db&dryRun=All")).unwrap();
         assert!(q.watch && q.dry_run);
@@ -258,5 +395,48 @@ mod tests {
         assert_eq!(q.label_selector.as_deref(), Some("a=b"));
         assert!(Query::parse(Some("dryRun=Some")).is_err());
         assert!(Query::parse(Some("limit=x")).is_err());
+    }
+
+    #[test]
+    fn list_options_are_checked_as_upstream() {
+        let check = |q: &str| {
+            Query::parse(Some(q))
+                .unwrap()
+                .validate_list()
+                .map_err(|e| (e.code, e.message))
+        };
+        assert!(check("resourceVersion=5&resourceVersionMatch=Exact").is_ok());
+        assert!(check("watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan").is_ok());
+        let (code, msg) = check("resourceVersionMatch=NotOlderThan").unwrap_err();
+        assert_eq!(code, 422);
+        assert_eq!(msg, "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided");
+        let (code, msg) = check("sendInitialEvents=true").unwrap_err();
+        assert_eq!(code, 422);
+        assert!(
+            msg.contains("sendInitialEvents is forbidden for list"),
+            "{msg}"
+        );
+        assert!(check("watch=1&sendInitialEvents=true").is_err());
+        assert!(check("resourceVersion=0&resourceVersionMatch=Exact").is_err());
+        assert!(check("resourceVersion=1&resourceVersionMatch=Newest").is_err());
+    }
+
+    #[test]
+    fn field_managers_are_short_and_printable() {
+        let check = |q: &str| {
+            Query::parse(Some(q))
+                .unwrap()
+                .validate_write("CreateOptions")
+        };
+        assert!(check(&format!("fieldManager={}", "m".repeat(128))).is_ok());
+        let e = check(&format!("fieldManager={}", "m".repeat(129))).unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(
+            e.message
+                .starts_with("CreateOptions.meta.k8s.io \"\" is invalid: fieldManager: Too long"),
+            "{}",
+            e.message
+        );
+        assert_eq!(check("fieldManager=a%0Ab").unwrap_err().code, 422);
     }
 }

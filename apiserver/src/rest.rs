@@ -77,6 +77,23 @@ impl Ctx<'_> {
         }
     }
 
+    /// The request body's format: JSON, YAML, or protobuf for built-in kinds only (a custom
+    /// resource has no protobuf form: 415, as upstream).
+    fn body_format(&self) -> Result<object::Format, ApiError> {
+        let format = object::body_format(self.content_type)?;
+        if format == object::Format::Protobuf && self.r.builtin.is_none() {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {})",
+                    self.content_type.unwrap_or("")
+                ),
+            ));
+        }
+        Ok(format)
+    }
+
     /// The same request addressed to the parent object of its subresource.
     fn parent<'b>(&'b self, content_type: Option<&'b str>) -> Ctx<'b> {
         Ctx {
@@ -349,7 +366,7 @@ pub(crate) async fn access_review(
         "subjectaccessreviews" | "localsubjectaccessreviews" => false,
         _ => return Ok(None),
     };
-    let format = object::body_format(ctx.content_type)?;
+    let format = ctx.body_format()?;
     let mut review = object::decode_body(body, format)?;
     object::check_type(ctx.r, &mut review)?;
     let spec = review.get("spec").cloned().unwrap_or(Value::Null);
@@ -367,6 +384,7 @@ pub(crate) async fn access_review(
                         .collect()
                 })
                 .unwrap_or_default(),
+            ..Default::default()
         }
     };
     let attrs = &spec["resourceAttributes"];
@@ -413,7 +431,7 @@ pub(crate) async fn access_review(
 /// `SelfSubjectRulesReview`: what the caller may do in `spec.namespace`, as resource and
 /// non-resource rules (`kubectl auth can-i --list`).
 async fn rules_review(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
-    let format = object::body_format(ctx.content_type)?;
+    let format = ctx.body_format()?;
     let mut review = object::decode_body(body, format)?;
     object::check_type(ctx.r, &mut review)?;
     let namespace = review
@@ -469,12 +487,11 @@ async fn rules_review(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiE
 /// `SelfSubjectReview` (who am I: `kubectl auth whoami`) and `TokenReview` (who does this
 /// token stand for, through the server's own authenticators). Nothing is stored.
 async fn identity_review(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
-    let format = object::body_format(ctx.content_type)?;
+    let format = ctx.body_format()?;
     let mut review = object::decode_body(body, format)?;
     object::check_type(ctx.r, &mut review)?;
-    let user_json = |u: &crate::auth::UserInfo| json!({"username": u.name, "groups": u.groups});
     let status = if ctx.r.plural == "selfsubjectreviews" {
-        json!({"userInfo": user_json(ctx.user)})
+        json!({"userInfo": ctx.user.to_json()})
     } else {
         let token = review
             .get("spec")
@@ -499,7 +516,7 @@ async fn identity_review(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, A
                 .filter(|u| u.name != "system:anonymous")
         };
         match found {
-            Some(u) => json!({"authenticated": true, "user": user_json(&u)}),
+            Some(u) => json!({"authenticated": true, "user": u.to_json()}),
             None => json!({"authenticated": false, "user": {}, "error": "invalid bearer token"}),
         }
     };
@@ -521,7 +538,7 @@ pub(crate) async fn post_subresource(
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
     let is_pod = ctx.r.group.is_empty() && ctx.r.kind == "Pod";
-    let format = object::body_format(ctx.content_type)?;
+    let format = ctx.body_format()?;
     match (is_pod, ctx.subresource) {
         (true, Some("binding")) => {
             let b = object::decode_body(body, format)?;
@@ -1548,7 +1565,7 @@ pub(crate) async fn create(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
         return Err(ApiError::method_not_allowed(ctx.r, "create"));
     }
     ctx.check_verb("create")?;
-    let format = object::body_format(ctx.content_type)?;
+    let format = ctx.body_format()?;
     let obj = object::decode_body(body, format)?;
     create_obj(ctx, obj, Fields::Track).await
 }
@@ -1942,7 +1959,7 @@ pub(crate) async fn update(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>,
     }
     ctx.check_subresource(&["status", "scale", "approval"])?;
     ctx.check_verb("update")?;
-    let format = object::body_format(ctx.content_type)?;
+    let format = ctx.body_format()?;
     if ctx.subresource == Some("scale") {
         let scale = Value::Object(object::decode_body(body, format)?);
         return json(
@@ -2110,9 +2127,21 @@ pub(crate) async fn patch(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, 
     ctx.check_subresource(&["status", "scale", "approval"])?;
     ctx.check_verb("patch")?;
     let ct = ctx.content_type.unwrap_or("");
-    let essence = ct.split(';').next().unwrap_or("").trim();
+    let essence = object::media_type(ct)?;
+    let essence = essence.as_str();
     if essence == "application/apply-patch+yaml" {
         return server_side_apply(ctx, body).await;
+    }
+    // A patch is JSON of one of these kinds (a protobuf body is no patch: 415, not 400).
+    let known = [
+        "application/merge-patch+json",
+        "application/json-patch+json",
+        "application/strategic-merge-patch+json",
+    ];
+    if !known.contains(&essence)
+        || (essence == "application/strategic-merge-patch+json" && ctx.r.builtin.is_none())
+    {
+        return Err(ApiError::unsupported_media_type(ct));
     }
     let patch: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
@@ -2194,7 +2223,7 @@ fn delete_options(ctx: &Ctx<'_>, body: &[u8]) -> Result<DeleteOptions, ApiError>
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(DeleteOptions::default());
     }
-    if object::body_format(ctx.content_type)? == object::Format::Protobuf {
+    if ctx.body_format()? == object::Format::Protobuf {
         // Only preconditions matter here; protobuf delete options are rare (kubectl sends JSON).
         return Ok(DeleteOptions::default());
     }
@@ -2536,7 +2565,7 @@ fn spec_finalizers(obj: &Object) -> Vec<String> {
 /// `PUT namespaces/{name}/finalize`: only `spec.finalizers` changes (the namespace
 /// controller's last step).
 async fn finalize_namespace(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
-    let format = object::body_format(ctx.content_type)?;
+    let format = ctx.body_format()?;
     let new = object::decode_body(body, format)?;
     let (old, old_kv) = ctx.current(ctx.name()).await?;
     let mut merged = old.clone();

@@ -56,6 +56,9 @@ pub struct Config {
     /// (upstream's `--kubelet-certificate-authority`, `--kubelet-client-certificate`), see
     /// [`crate::pki::Pki::kubelet_client_config`]. Plain HTTP if `None`.
     pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Connection limits and timeouts: a cap on open connections, how long headers may take,
+    /// how long an idle connection stays.
+    pub limits: crate::connection::Limits,
 }
 
 impl Default for Config {
@@ -72,6 +75,7 @@ impl Default for Config {
             service_account_issuer: None,
             root_ca_pem: None,
             kubelet_tls: None,
+            limits: crate::connection::Limits::default(),
         }
     }
 }
@@ -321,84 +325,150 @@ impl ApiServer {
         tls: Option<tokio_rustls::TlsAcceptor>,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        use crate::connection::{Activity, Backoff, LogLimiter, Tracked};
+        let limits = self.inner.config.limits.clone();
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout);
+        // Upstream's HTTP/2 settings: 1,000 streams a connection (kube-apiserver's recommended
+        // options), 256 KiB per stream and frame.
+        builder
+            .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .max_concurrent_streams(1000)
+            .initial_stream_window_size(256 * 1024)
+            .max_frame_size(256 * 1024)
+            .initial_connection_window_size(256 * 1024 * 1000);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let connections = Arc::new(tokio::sync::Semaphore::new(limits.connection_cap()));
+        let mut backoff = Backoff::default();
+        let accept_errors = LogLimiter::new(std::time::Duration::from_secs(10));
+        let refused = LogLimiter::new(std::time::Duration::from_secs(10));
         tokio::pin!(shutdown);
         loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let server = self.clone();
-                    let service = move |certs: ClientCertificates| {
-                        hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                            req.extensions_mut().insert(PeerAddr(peer));
-                            req.extensions_mut().insert(certs.clone());
-                            let server = server.clone();
-                            async move { Ok::<_, Infallible>(server.handle(req).await) }
-                        })
-                    };
-                    match &tls {
-                        None => {
-                            let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service(ClientCertificates::default()))
-                                .into_owned();
-                            let conn = graceful.watch(conn);
-                            tokio::spawn(async move {
-                                if let Err(e) = conn.await {
-                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                                }
-                            });
-                        }
-                        Some(acceptor) => {
-                            // The handshake runs on the connection's own task, bounded, so a
-                            // slow client holds up nobody; the connection joins the graceful
-                            // shutdown once it speaks HTTP.
-                            let acceptor = acceptor.clone();
-                            let builder = builder.clone();
-                            let watcher = graceful.watcher();
-                            tokio::spawn(async move {
-                                let handshake = tokio::time::timeout(
-                                    std::time::Duration::from_secs(10),
-                                    acceptor.accept(stream),
-                                );
-                                let stream = match handshake.await {
-                                    Ok(Ok(s)) => s,
-                                    Ok(Err(e)) => {
-                                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                        return;
-                                    }
-                                    Err(_) => {
-                                        tracing::debug!(%peer, "TLS handshake timed out");
-                                        return;
-                                    }
-                                };
-                                let certs = ClientCertificates(Arc::new(
-                                    stream
-                                        .get_ref()
-                                        .1
-                                        .peer_certificates()
-                                        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-                                        .unwrap_or_default(),
-                                ));
-                                let conn = builder
-                                    .serve_connection_with_upgrades(TokioIo::new(stream), service(certs))
-                                    .into_owned();
-                                if let Err(e) = watcher.watch(conn).await {
-                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                                }
-                            });
-                        }
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => {
+                    backoff.succeeded();
+                    a
+                }
+                Err(e) => {
+                    // Out of descriptors (or memory): wait before trying again rather than
+                    // spin, and say so once in a while rather than per attempt.
+                    if let Some(held) = accept_errors.allow() {
+                        tracing::warn!(error = %e, repeated = held, "accept failed; backing off");
+                    }
+                    let wait = backoff.failed();
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => continue,
+                        () = &mut shutdown => break,
                     }
                 }
-                () = &mut shutdown => break,
-            }
+            };
+            let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                if let Some(held) = refused.allow() {
+                    tracing::warn!(%peer, limit = limits.connection_cap(), repeated = held, "too many connections; refusing");
+                }
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let server = self.clone();
+            let activity = Activity::new();
+            let service = {
+                let activity = Arc::clone(&activity);
+                move |certs: ClientCertificates| {
+                    let activity = Arc::clone(&activity);
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let guard = activity.request();
+                        let (parts, body) = req.into_parts();
+                        let (body, read) = crate::connection::Watched::new(body);
+                        let mut req = Request::from_parts(parts, body);
+                        req.extensions_mut().insert(PeerAddr(peer));
+                        req.extensions_mut().insert(certs.clone());
+                        let http1 = req.version() < http::Version::HTTP_2;
+                        let server = server.clone();
+                        async move {
+                            let mut resp = server.handle(req).await;
+                            // Answered before the body was read: the rest of it must not be
+                            // taken for the next request, so the connection ends here.
+                            if http1
+                                && !read.load(std::sync::atomic::Ordering::Relaxed)
+                                && resp.status() != StatusCode::SWITCHING_PROTOCOLS
+                            {
+                                resp.headers_mut()
+                                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                            }
+                            Ok::<_, Infallible>(
+                                resp.map(|b| {
+                                    BoxBody::new(crate::connection::Guarded::new(b, guard))
+                                }),
+                            )
+                        }
+                    })
+                }
+            };
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let tls = tls.clone();
+            let idle_timeout = limits.idle_timeout;
+            let handshake_timeout = limits.tls_handshake_timeout;
+            tokio::spawn(async move {
+                let _permit = permit;
+                let stream = Tracked::new(stream, Arc::clone(&activity));
+                let served = match tls {
+                    None => {
+                        let conn = builder.serve_connection_with_upgrades(
+                            TokioIo::new(stream),
+                            service(ClientCertificates::default()),
+                        );
+                        tokio::select! {
+                            r = watcher.watch(conn.into_owned()) => r,
+                            () = activity.idle(idle_timeout) => Ok(()),
+                        }
+                    }
+                    Some(acceptor) => {
+                        // The handshake runs on the connection's own task, bounded, so a slow
+                        // client holds up nobody.
+                        let stream =
+                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        let certs = ClientCertificates(Arc::new(
+                            stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                                .unwrap_or_default(),
+                        ));
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service(certs));
+                        tokio::select! {
+                            r = watcher.watch(conn.into_owned()) => r,
+                            () = activity.idle(idle_timeout) => Ok(()),
+                        }
+                    }
+                };
+                if let Err(e) = served {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
         }
         let _ = self.inner.shutdown.send(true);
         tokio::select! {
@@ -410,25 +480,31 @@ impl ApiServer {
         Ok(())
     }
 
-    /// Who sent `req`, by the pipeline's authenticator (401 when nobody).
-    async fn authenticate<B>(&self, req: &Request<B>) -> Result<crate::auth::UserInfo, ApiError> {
+    /// Who sent `req`, by the pipeline's authenticator (401 when nobody), and who it acts as:
+    /// the user its `Impersonate-*` headers name, if it may impersonate them. Returns the user
+    /// to act as and, when impersonating, the sender.
+    async fn authenticate<B>(
+        &self,
+        req: &Request<B>,
+    ) -> Result<(crate::auth::UserInfo, Option<crate::auth::UserInfo>), ApiError> {
         let certs = req.extensions().get::<ClientCertificates>();
         let creds = crate::auth::Credentials {
             headers: req.headers(),
             client_certificates: certs.map(|c| c.0.as_slice()).unwrap_or_default(),
         };
-        self.inner
-            .pipeline
+        let pipeline = &self.inner.pipeline;
+        let user = pipeline
             .authenticator
             .authenticate(&creds)
             .await?
-            .ok_or_else(ApiError::unauthorized)
+            .ok_or_else(ApiError::unauthorized)?;
+        crate::impersonation::impersonate(pipeline.authorizer.as_ref(), user, req.headers()).await
     }
 
     /// Authenticates and authorizes a request outside the resource API (discovery, OpenAPI,
     /// `/healthz`, `/metrics`, unknown paths) by its path and method.
     async fn admit_non_resource<B>(&self, req: &Request<B>) -> Result<(), ApiError> {
-        let user = self.authenticate(req).await?;
+        let (user, _) = self.authenticate(req).await?;
         let verb = req.method().as_str().to_ascii_lowercase();
         let path = req.uri().path();
         let info = RequestInfo::non_resource(&verb, path);
@@ -706,6 +782,7 @@ impl ApiServer {
         let anonymous = crate::auth::UserInfo {
             name: "system:anonymous".into(),
             groups: vec!["system:unauthenticated".into()],
+            ..Default::default()
         };
         let user = who.user.as_ref().unwrap_or(&anonymous);
         let level = match &self.inner.config.audit_policy {
@@ -764,6 +841,7 @@ impl ApiServer {
                 request_uri: &uri,
                 verb: who.verb,
                 user,
+                impersonated_user: who.impersonated.as_ref(),
                 source_ip,
                 user_agent: &user_agent,
                 group: &r.group,
@@ -798,7 +876,7 @@ impl ApiServer {
         let query = Query::parse(req.uri().query())?;
         let output = crate::negotiate::negotiate(accept, r.builtin.is_some())?;
         // Who asks, and may they.
-        let user = self.authenticate(&req).await?;
+        let (user, impersonator) = self.authenticate(&req).await?;
         let verb = match (req.method().as_str(), target.name.is_some()) {
             ("GET", true) => "get",
             ("GET", false) if query.watch => "watch",
@@ -810,7 +888,14 @@ impl ApiServer {
             ("DELETE", false) => "deletecollection",
             _ => "unknown",
         };
-        who.user = Some(user.clone());
+        // The audit log names the sender, and whom it acted as.
+        match impersonator {
+            Some(sender) => {
+                who.user = Some(sender);
+                who.impersonated = Some(user.clone());
+            }
+            None => who.user = Some(user.clone()),
+        }
         who.verb = verb;
         let info = RequestInfo {
             verb,
@@ -828,6 +913,11 @@ impl ApiServer {
             Decision::NoOpinion => return Err(ApiError::forbidden(&user, &info, "")),
         }
         if let Some(sub) = target.subresource.as_deref() {
+            // A subresource the kind does not have (`namespaces/default/namespaces`) is no
+            // route at all, whatever the method.
+            if !r.subresources.iter().any(|s| s == sub) {
+                return Err(ApiError::no_route());
+            }
             if crate::proxy::is_connect(&r, sub) {
                 return crate::proxy::connect(self, &r, target, req).await;
             }
@@ -874,6 +964,13 @@ impl ApiServer {
         if !r.namespaced && target.namespace.is_some() {
             return Err(ApiError::no_route());
         }
+        match method {
+            Method::GET if target.name.is_none() => query.validate_list()?,
+            Method::POST => query.validate_write("CreateOptions")?,
+            Method::PUT => query.validate_write("UpdateOptions")?,
+            Method::PATCH => query.validate_write("PatchOptions")?,
+            _ => {}
+        }
         let result = match (&method, target.name.is_some()) {
             (&Method::GET, true) => rest::get(&ctx).await,
             (&Method::GET, false) if query.watch => rest::watch(&ctx).await,
@@ -909,6 +1006,8 @@ impl ApiServer {
 #[derive(Default)]
 struct Audited {
     user: Option<crate::auth::UserInfo>,
+    /// Whom `user` acted as, when it impersonated someone.
+    impersonated: Option<crate::auth::UserInfo>,
     verb: &'static str,
     /// The request body, kept for `Request`-level audit records.
     body: Option<Bytes>,

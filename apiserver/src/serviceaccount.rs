@@ -226,7 +226,17 @@ pub fn account_user(namespace: &str, name: &str) -> UserInfo {
             format!("system:serviceaccounts:{namespace}"),
             "system:authenticated".into(),
         ],
+        ..Default::default()
     }
+}
+
+/// The namespace and name of a service account's user name
+/// (`system:serviceaccount:NAMESPACE:NAME`), if it is one.
+pub fn split_username(user: &str) -> Option<(&str, &str)> {
+    let (namespace, name) = user
+        .strip_prefix("system:serviceaccount:")?
+        .split_once(':')?;
+    (!namespace.is_empty() && !name.is_empty() && !name.contains(':')).then_some((namespace, name))
 }
 
 /// Authenticates service-account tokens (bound and legacy) against the objects in `store`.

@@ -50,6 +50,18 @@ pub fn validate(r: &ApiResource, o: &Object, policy: Policy) -> Vec<FieldError> 
         workload(r, &root, &mut errs);
     }
     if r.group == "batch" && r.kind == "Job" {
+        if let Some(n) = root
+            .pointer("/spec/activeDeadlineSeconds")
+            .and_then(Value::as_i64)
+        {
+            if n < 0 {
+                errs.push(FieldError::invalid_rendered(
+                    &path_of("spec.activeDeadlineSeconds"),
+                    n.to_string(),
+                    "must be greater than or equal to 0",
+                ));
+            }
+        }
         restart_policy(
             root.pointer("/spec/template/spec/restartPolicy"),
             &path_of("spec.template.spec.restartPolicy"),
@@ -58,6 +70,7 @@ pub fn validate(r: &ApiResource, o: &Object, policy: Policy) -> Vec<FieldError> 
         );
     }
     if r.group.is_empty() && matches!(r.kind.as_str(), "ConfigMap" | "Secret") {
+        config_size(&r.kind, &root, &mut errs);
         for field in ["data", "binaryData", "stringData"] {
             for key in root
                 .get(field)
@@ -90,6 +103,44 @@ pub fn validate(r: &ApiResource, o: &Object, policy: Policy) -> Vec<FieldError> 
     errs
 }
 
+/// The most a ConfigMap's or a Secret's data may hold (upstream's `MaxSecretSize`): an object
+/// must fit in the store's 1.5 MiB value with room for its metadata.
+pub const MAX_CONFIG_SIZE: usize = 1024 * 1024;
+
+/// A ConfigMap's `data` and `binaryData` (decoded), or a Secret's `data` (decoded) and
+/// `stringData`, add up to at most [`MAX_CONFIG_SIZE`] bytes.
+fn config_size(kind: &str, root: &Value, errs: &mut Vec<FieldError>) {
+    let values = |field: &str| {
+        root.get(field)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter_map(Value::as_str)
+    };
+    // base64's decoded length, without decoding: three bytes a four-character group.
+    let decoded = |s: &str| {
+        let s = s.trim_end_matches('=');
+        s.len() / 4 * 3 + (s.len() % 4).saturating_sub(1)
+    };
+    let total: usize = match kind {
+        "ConfigMap" => {
+            values("data").map(str::len).sum::<usize>()
+                + values("binaryData").map(decoded).sum::<usize>()
+        }
+        _ => {
+            values("data").map(decoded).sum::<usize>()
+                + values("stringData").map(str::len).sum::<usize>()
+        }
+    };
+    if total > MAX_CONFIG_SIZE {
+        let field = if kind == "ConfigMap" { "" } else { "data" };
+        errs.push(FieldError::too_long(
+            &FieldPath::new(field),
+            MAX_CONFIG_SIZE,
+        ));
+    }
+}
+
 fn path_of(dotted: &str) -> FieldPath {
     let mut parts = dotted.split('.');
     let mut p = FieldPath::new(parts.next().unwrap_or(""));
@@ -111,7 +162,113 @@ fn protocol(port: &Value, path: &FieldPath, errs: &mut Vec<FieldError>) {
     }
 }
 
+/// A container port's numbers: `containerPort` required and a port number, `hostPort` a
+/// port number when set.
+fn container_port(port: &Value, path: &FieldPath, errs: &mut Vec<FieldError>) {
+    const RANGE: &str = "must be between 1 and 65535, inclusive";
+    match port.get("containerPort").and_then(Value::as_i64) {
+        None | Some(0) => errs.push(FieldError::required(&path.child("containerPort"), "")),
+        Some(n) if !(1..=65535).contains(&n) => {
+            errs.push(FieldError::invalid_rendered(
+                &path.child("containerPort"),
+                n.to_string(),
+                RANGE,
+            ));
+        }
+        Some(_) => {}
+    }
+    if let Some(n) = port.get("hostPort").and_then(Value::as_i64) {
+        if n != 0 && !(1..=65535).contains(&n) {
+            errs.push(FieldError::invalid_rendered(
+                &path.child("hostPort"),
+                n.to_string(),
+                RANGE,
+            ));
+        }
+    }
+}
+
+/// Requests and limits: no negative quantity, whole numbers of integer resources, and no
+/// request above its limit (equal to it for resources that cannot be overcommitted), as
+/// upstream's `validateResourceRequirements`.
+fn resource_requirements(resources: &Value, path: &FieldPath, errs: &mut Vec<FieldError>) {
+    use bosun_api_types::Quantity;
+    let parsed = |field: &str| -> Vec<(String, Option<Quantity>)> {
+        resources
+            .get(field)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.as_str().and_then(|q| Quantity::parse(q).ok())))
+            .collect()
+    };
+    let limits = parsed("limits");
+    let requests = parsed("requests");
+    let zero = Quantity::from_milli(0);
+    // As upstream's helpers: native resources have no domain or one under kubernetes.io;
+    // extended resources (any other domain) come in whole numbers and, like hugepages, cannot
+    // be overcommitted.
+    let native = |name: &str| !name.contains('/') || name.contains("kubernetes.io/");
+    let integer = |name: &str| !native(name) && !name.starts_with("requests.");
+    let overcommit = |name: &str| native(name) && !name.starts_with("hugepages-");
+    for (field, list) in [("limits", &limits), ("requests", &requests)] {
+        for (name, q) in list.iter() {
+            let Some(q) = q else { continue };
+            let fp = path.child(field).key(name);
+            if *q < zero {
+                errs.push(FieldError::invalid(
+                    &fp,
+                    q.to_string(),
+                    "must be greater than or equal to 0",
+                ));
+            }
+            if integer(name) && q.milli_value() % 1000 != 0 {
+                errs.push(FieldError::invalid(
+                    &fp,
+                    q.to_string(),
+                    "must be an integer",
+                ));
+            }
+        }
+    }
+    for (name, q) in &requests {
+        let Some(q) = q else { continue };
+        match limits.iter().find(|(n, _)| n == name) {
+            Some((_, Some(limit))) => {
+                if !overcommit(name) && q != limit {
+                    errs.push(FieldError::invalid(
+                        &path.child("requests"),
+                        q.to_string(),
+                        &format!("must be equal to {name} limit of {limit}"),
+                    ));
+                } else if q > limit {
+                    errs.push(FieldError::invalid(
+                        &path.child("requests"),
+                        q.to_string(),
+                        &format!("must be less than or equal to {name} limit of {limit}"),
+                    ));
+                }
+            }
+            Some((_, None)) => {}
+            None if !overcommit(name) => errs.push(FieldError::required(
+                &path.child("limits"),
+                "Limit must be set for non overcommitable resources",
+            )),
+            None => {}
+        }
+    }
+}
+
 fn pod_spec(spec: &Value, path: &FieldPath, policy: Policy, errs: &mut Vec<FieldError>) {
+    if let Some(n) = spec.get("activeDeadlineSeconds").and_then(Value::as_i64) {
+        if !(1..=i64::from(i32::MAX)).contains(&n) {
+            errs.push(FieldError::invalid_rendered(
+                &path.child("activeDeadlineSeconds"),
+                n.to_string(),
+                "must be between 1 and 2147483647, inclusive",
+            ));
+        }
+    }
     let containers = spec.get("containers").and_then(Value::as_array);
     if containers.is_none_or(|c| c.is_empty()) {
         errs.push(FieldError::required(&path.child("containers"), ""));
@@ -142,8 +299,13 @@ fn pod_spec(spec: &Value, path: &FieldPath, policy: Policy, errs: &mut Vec<Field
             }
             if let Some(ports) = c.get("ports").and_then(Value::as_array) {
                 for (j, p) in ports.iter().enumerate() {
-                    protocol(p, &cp.child("ports").index(j), errs);
+                    let pp = cp.child("ports").index(j);
+                    protocol(p, &pp, errs);
+                    container_port(p, &pp, errs);
                 }
+            }
+            if let Some(resources) = c.get("resources") {
+                resource_requirements(resources, &cp.child("resources"), errs);
             }
             let privileged = c.pointer("/securityContext/privileged") == Some(&Value::Bool(true));
             if privileged && !policy.allow_privileged {

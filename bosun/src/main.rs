@@ -493,11 +493,24 @@ fn up_server_args(data_dir: PathBuf, port: u16) -> ServerArgs {
     }
 }
 
-/// Makes `dir` if missing and checks this process may write there; otherwise one line with
-/// the fix.
+/// Makes `dir` if missing, private to this user (0700: it holds keys, tokens, Secrets and the
+/// volumes that carry them; a looser one is tightened, and the change logged), and checks this
+/// process may write there; otherwise one line with the fix.
 fn writable_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let probe = dir.join(".bosun-write-check");
-    std::fs::create_dir_all(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|()| {
+            let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+                tracing::warn!(dir = %dir.display(), was = format!("{mode:o}"), "the data directory was open to other users; made it 0700");
+            }
+            Ok(())
+        })
         .and_then(|()| std::fs::write(&probe, b""))
         .and_then(|()| std::fs::remove_file(&probe))
         .map_err(|e| {
@@ -690,6 +703,10 @@ async fn up(args: UpArgs) -> Result<(), String> {
 
 /// Runs `main` on a multi-threaded runtime; an error is one line on stderr.
 fn run(main: impl std::future::Future<Output = Result<(), String>>) -> std::process::ExitCode {
+    // A server of many clients needs more descriptors than the customary soft limit of 1,024
+    // (Go programs raise it at start too); the API server's connection cap follows it.
+    let files = bosun_apiserver::connection::raise_open_file_limit();
+    tracing::debug!(?files, "open-file limit");
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1074,6 +1091,7 @@ async fn server_until(args: ServerArgs, stop: Stop) -> Result<(), String> {
                 auth::UserInfo {
                     name: user.into(),
                     groups: Vec::new(),
+                    ..Default::default()
                 },
             );
             loopback.tokens.push((user.to_owned(), token));
@@ -1090,6 +1108,7 @@ async fn server_until(args: ServerArgs, stop: Stop) -> Result<(), String> {
                         "system:serviceaccounts".into(),
                         "system:serviceaccounts:kube-system".into(),
                     ],
+                    ..Default::default()
                 },
             );
             loopback.tokens.push((user, token));
@@ -1338,8 +1357,7 @@ async fn agent_until(args: AgentArgs, stop: Stop) -> Result<(), String> {
     use bosun_cri::RuntimeService;
     use bosun_kubelet::{machine::Machine, node::NodeAgent, node::NodeConfig};
     let data_dir = default_data_dir(args.data_dir.clone());
-    std::fs::create_dir_all(&data_dir)
-        .map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
+    writable_dir(&data_dir)?;
     let machine = Machine::detect(&data_dir);
     let node_name = args
         .node_name

@@ -188,9 +188,12 @@ impl Client {
         }
     }
 
-    /// A client for `config` over the default transport: hyper's pooled HTTP/1.1 client, with
-    /// rustls for `https` servers ([`crate::tls`]), the credentials of the config, retries and
-    /// the client-side rate limit it asks for.
+    /// A client for `config` over the default transport: hyper's pooled client, with rustls for
+    /// `https` servers ([`crate::tls`]), the credentials of the config, retries and the
+    /// client-side rate limit it asks for. Over `https` it speaks HTTP/2 where the server offers
+    /// it (ALPN), as client-go does: every request and watch of the client shares one
+    /// connection, however many are under way. Plain `http` is HTTP/1.1, a connection per
+    /// request under way.
     pub fn try_from_config(config: Config) -> Result<Self> {
         let executor = hyper_util::rt::TokioExecutor::new();
         match config.cluster_url.scheme_str() {
@@ -215,7 +218,11 @@ impl Client {
                     None => builder,
                 };
                 let https = hyper_util::client::legacy::Client::builder(executor)
-                    .build::<_, Full<Bytes>>(builder.enable_http1().build());
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    // Notice a dead server on a quiet connection (client-go: 30 s pings).
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .http2_keep_alive_while_idle(true)
+                    .build::<_, Full<Bytes>>(builder.enable_all_versions().build());
                 Ok(Self::with_stack(https, config))
             }
             other => Err(Error::Config(format!(

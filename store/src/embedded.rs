@@ -176,14 +176,51 @@ pub struct EmbeddedStore {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// Makes `dir` (created if missing) readable by its owner only, as etcd requires of its data
+/// directory: the directory 0700 and every file below it 0600 (the engine creates files with
+/// the process's umask; the directory's mode is what keeps them private between starts). A
+/// directory left readable by others (an older bosun, a hand-made directory) is tightened, and
+/// the change is logged.
+fn make_private(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            was = format!("{mode:o}"),
+            "the store's directory was readable by other users; made it 0700 and its files 0600"
+        );
+    }
+    fn tighten(path: &Path) -> std::io::Result<()> {
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.is_dir() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+            for entry in std::fs::read_dir(path)? {
+                tighten(&entry?.path())?;
+            }
+        } else if meta.is_file() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(())
+    }
+    tighten(dir)
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the store in directory `path`. Reopening after a crash yields exactly
     /// the acknowledged writes (and possibly writes whose acknowledgement was lost with the
     /// crash).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        std::fs::create_dir_all(&path).map_err(|e| {
-            Error::Backend(format!("creating data directory {}: {e}", path.display()))
+        make_private(&path).map_err(|e| {
+            Error::Backend(format!(
+                "the data directory {} must be private to this user, as it holds Secrets: {e}",
+                path.display()
+            ))
         })?;
         let keyspace = try_db!(
             fjall::Config::new(&path)

@@ -12,6 +12,7 @@ use std::sync::Arc;
 mod admission;
 mod cache;
 mod encryption;
+mod hostile;
 mod negotiation;
 mod oracle;
 mod proxy;

@@ -27,6 +27,7 @@ impl Authenticator for OneToken {
         Ok(ok.then(|| UserInfo {
             name: "tester".into(),
             groups: vec!["system:masters".into()],
+            ..Default::default()
         }))
     }
 }

@@ -180,3 +180,67 @@ fn acknowledged_writes_survive_sigkill() {
     }
     assert!(acked.len() >= kills, "too few acknowledged writes");
 }
+
+/// Every file under `dir` whose mode lets group or others read it (empty: all private).
+fn readable_by_others(dir: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        let private = if meta.is_dir() { 0o700 } else { 0o600 };
+        if mode & !private != 0 {
+            found.push(format!("{} {mode:o}", p.display()));
+        }
+        if meta.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_directory_is_private_and_a_loose_one_is_tightened() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        let s = EmbeddedStore::open(&path).unwrap();
+        s.create(
+            "/registry/secrets/default/s",
+            "{\"data\":{\"k\":\"c2VjcmV0\"}}".into(),
+        )
+        .await
+        .unwrap();
+    }
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "a new store directory");
+    drop(EmbeddedStore::open(&path).unwrap());
+    assert_eq!(
+        readable_by_others(&path),
+        Vec::<String>::new(),
+        "after a restart"
+    );
+    // A directory an older version left world-readable, with world-readable files.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut loose = Vec::new();
+    let mut stack = vec![path.clone()];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            loose.push(p);
+        }
+    }
+    assert!(!loose.is_empty());
+    assert!(!readable_by_others(&path).is_empty());
+    let s = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(readable_by_others(&path), Vec::<String>::new());
+    assert!(s
+        .get("/registry/secrets/default/s", None)
+        .await
+        .unwrap()
+        .is_some());
+}
