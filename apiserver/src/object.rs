@@ -70,6 +70,97 @@ pub fn media_type(content_type: &str) -> Result<String, ApiError> {
     Ok(essence)
 }
 
+/// The fields a JSON body names twice in one object, as paths (`spec.replicas`,
+/// `spec.containers[0].name`): a client's mistake that decoding would otherwise hide (the
+/// last value wins), reported under `fieldValidation` as upstream's strict decoder does.
+/// Empty for anything that is not JSON.
+pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
+    use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use std::cell::RefCell;
+
+    struct Walk<'a> {
+        path: String,
+        out: &'a RefCell<Vec<String>>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen: Vec<String> = Vec::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let path = if self.path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{}.{key}", self.path)
+                };
+                if seen.contains(&key) {
+                    self.out.borrow_mut().push(path.clone());
+                } else {
+                    seen.push(key);
+                }
+                map.next_value_seed(Walk {
+                    path,
+                    out: self.out,
+                })?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0usize;
+            while seq
+                .next_element_seed(Walk {
+                    path: format!("{}[{i}]", self.path),
+                    out: self.out,
+                })?
+                .is_some()
+            {
+                i += 1;
+            }
+            Ok(())
+        }
+    }
+
+    let out = RefCell::new(Vec::new());
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let walked = Walk {
+        path: String::new(),
+        out: &out,
+    }
+    .deserialize(&mut de);
+    match walked {
+        Ok(()) => out.into_inner(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Decodes a request body into an object.
 pub fn decode_body(body: &[u8], format: Format) -> Result<Object, ApiError> {
     match format {
@@ -411,6 +502,20 @@ pub fn unknown_fields(r: &ApiResource, obj: &Object) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod duplicate_tests {
+    #[test]
+    fn duplicate_fields_are_found_with_their_paths() {
+        let body = br#"{"a": 1, "spec": {"replicas": 1, "replicas": 2, "containers": [{"name": "x", "name": "y"}]}, "a": 2}"#;
+        assert_eq!(
+            super::duplicate_fields(body),
+            ["spec.replicas", "spec.containers[0].name", "a"]
+        );
+        assert!(super::duplicate_fields(br#"{"a": {"a": 1}, "b": [1, {"a": null}]}"#).is_empty());
+        assert!(super::duplicate_fields(b"k8s\0not json").is_empty());
+    }
 }
 
 #[cfg(test)]

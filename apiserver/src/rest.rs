@@ -36,6 +36,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) user_agent: &'a str,
     /// Who makes the request.
     pub(crate) user: &'a crate::auth::UserInfo,
+    /// The body of a create or update sent as JSON, for the duplicate-field check.
+    pub(crate) json_body: Option<&'a [u8]>,
 }
 
 impl Ctx<'_> {
@@ -108,6 +110,7 @@ impl Ctx<'_> {
             warnings: std::sync::Mutex::new(Vec::new()),
             user_agent: self.user_agent,
             user: self.user,
+            json_body: None,
         }
     }
 
@@ -224,12 +227,17 @@ impl Ctx<'_> {
             return Ok(());
         }
         let unknown = object::unknown_fields(self.r, obj);
-        if unknown.is_empty() {
+        let duplicate = self
+            .json_body
+            .map(object::duplicate_fields)
+            .unwrap_or_default();
+        if unknown.is_empty() && duplicate.is_empty() {
             return Ok(());
         }
         let fields: Vec<String> = unknown
             .iter()
             .map(|f| format!("unknown field \"{f}\""))
+            .chain(duplicate.iter().map(|f| format!("duplicate field \"{f}\"")))
             .collect();
         if mode == "Strict" {
             return Err(ApiError::bad_request(format!(

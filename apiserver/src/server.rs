@@ -333,14 +333,15 @@ impl ApiServer {
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout);
         // Upstream's HTTP/2 settings: 1,000 streams a connection (kube-apiserver's recommended
-        // options), 256 KiB per stream and frame.
+        // options), 256 KiB per stream and frame; what one connection may have in flight
+        // unread is bounded at 16 MiB (upstream allows the streams' sum, 250 MiB).
         builder
             .http2()
             .timer(hyper_util::rt::TokioTimer::new())
             .max_concurrent_streams(1000)
             .initial_stream_window_size(256 * 1024)
             .max_frame_size(256 * 1024)
-            .initial_connection_window_size(256 * 1024 * 1000);
+            .initial_connection_window_size(16 * 1024 * 1024);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let connections = Arc::new(tokio::sync::Semaphore::new(limits.connection_cap()));
         let mut backoff = Backoff::default();
@@ -953,6 +954,10 @@ impl ApiServer {
             warnings: std::sync::Mutex::new(Vec::new()),
             user_agent: &user_agent,
             user: &user,
+            json_body: (matches!(method, Method::POST | Method::PUT)
+                && crate::object::body_format(content_type.as_deref()).ok()
+                    == Some(crate::object::Format::Json))
+            .then_some(&body[..]),
         };
         if (r.group == "authorization.k8s.io" || r.group == "authentication.k8s.io")
             && method == Method::POST

@@ -102,6 +102,10 @@ struct ServerArgs {
     /// Append an audit record (`audit.k8s.io/v1` Event) per request to FILE.
     #[arg(long, value_name = "FILE")]
     audit_log_path: Option<PathBuf>,
+    /// Connections the API server keeps open at once; more are closed as they arrive
+    /// (default: three quarters of the open-file limit).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
     /// An `audit.k8s.io/v1` Policy choosing each request's audit level (None, Metadata,
     /// Request, RequestResponse); without one every request is logged at Metadata.
     #[arg(long, value_name = "FILE")]
@@ -486,6 +490,7 @@ fn up_server_args(data_dir: PathBuf, port: u16) -> ServerArgs {
         service_cluster_ip_range: "10.96.0.0/12".into(),
         service_node_port_range: "30000-32767".into(),
         audit_log_path: None,
+        max_connections: None,
         audit_policy_file: None,
         encryption_provider_config: None,
         no_controllers: false,
@@ -1034,6 +1039,10 @@ async fn server_until(args: ServerArgs, stop: Stop) -> Result<(), String> {
         service_ranges,
         audit_log_path: args.audit_log_path.clone(),
         audit_policy,
+        limits: bosun_apiserver::connection::Limits {
+            max_connections: args.max_connections,
+            ..Default::default()
+        },
         ..Config::default()
     };
     // Who may do what: TLS with client certificates, tokens, RBAC; or, asked for, plain HTTP on

@@ -553,7 +553,8 @@ impl<R: RuntimeService + ImageService + 'static> PodWorker<R> {
                 .filter(|ok| *ok)
                 .count();
         }
-        tracing::info!(pods = stopped, "the node's pods are stopped");
+        let unmounted = self.volumes.unmount_all();
+        tracing::info!(pods = stopped, unmounted, "the node's pods are stopped");
         Ok(stopped)
     }
 

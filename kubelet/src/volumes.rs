@@ -411,20 +411,34 @@ impl VolumeManager {
         let Some(dir) = self.pod_dir(uid).filter(|d| d.exists()) else {
             return Ok(());
         };
-        for plugin in std::fs::read_dir(dir.join("volumes"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for v in std::fs::read_dir(plugin.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let _ = rustix::mount::unmount(v.path(), rustix::mount::UnmountFlags::DETACH);
-            }
+        for v in volume_dirs(&dir) {
+            let _ = rustix::mount::unmount(&v, rustix::mount::UnmountFlags::DETACH);
         }
         std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))
+    }
+
+    /// Unmounts the tmpfs volumes of every pod (Secrets, tokens, memory-backed emptyDirs),
+    /// keeping the pods' directories: what a node that stops leaves behind holds nothing in
+    /// memory and no mount. The next start mounts and fills them again. Returns how many
+    /// were unmounted.
+    pub fn unmount_all(&self) -> usize {
+        let Some(root) = &self.root else {
+            return 0;
+        };
+        let mut n = 0;
+        for pod in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            for v in volume_dirs(&pod.path()) {
+                if is_mount_point(&v) {
+                    match rustix::mount::unmount(&v, rustix::mount::UnmountFlags::DETACH) {
+                        Ok(()) => n += 1,
+                        Err(e) => {
+                            tracing::warn!(volume = %v.display(), error = %e, "unmounting a volume");
+                        }
+                    }
+                }
+            }
+        }
+        n
     }
 
     /// Removes the directories of pods other than `live` (pods that were deleted while the
@@ -545,6 +559,21 @@ pub fn resource_field(pod: &Value, r: &Value, allocatable: Option<(&str, &str)>)
     let (n, d) = (q.as_nanos(), divisor.as_nanos());
     let v = (n + d - 1).div_euclid(d);
     Ok(v.to_string())
+}
+
+/// The directories of a pod's volumes (`POD_DIR/volumes/PLUGIN/NAME`).
+fn volume_dirs(pod_dir: &Path) -> impl Iterator<Item = PathBuf> {
+    std::fs::read_dir(pod_dir.join("volumes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|plugin| {
+            std::fs::read_dir(plugin.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|v| v.path())
+        })
 }
 
 /// Makes `dir`; `Some(size)` mounts a tmpfs on it first (once).

@@ -335,3 +335,39 @@ async fn an_answer_before_the_body_is_read_closes_the_connection() {
         "the body was read as requests: {text}"
     );
 }
+
+#[tokio::test]
+async fn duplicate_fields_are_an_error_under_strict_and_a_warning_under_warn() {
+    let s = server().await;
+    let body = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"d","name":"d"},"data":{"k":"v"}}"#;
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let (code, v) = call(
+        &s,
+        Method::POST,
+        &format!("{cms}?fieldValidation=Strict"),
+        Some("application/json"),
+        body,
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        causes(&v).contains("duplicate field \"metadata.name\""),
+        "{v}"
+    );
+    let req = http::Request::builder()
+        .method(Method::POST)
+        .uri(format!("{cms}?fieldValidation=Warn"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let resp = s.handle(req).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let warning = resp
+        .headers()
+        .get("warning")
+        .map(|w| w.to_str().unwrap().to_owned());
+    assert!(
+        warning.is_some_and(|w| w.contains("duplicate field")),
+        "no warning"
+    );
+}

@@ -7,7 +7,9 @@
     missing_docs
 )]
 
+mod hostile;
 mod kube_client;
+mod release;
 mod tour;
 
 use std::path::{Path, PathBuf};

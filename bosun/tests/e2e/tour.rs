@@ -79,6 +79,41 @@ fn pod_processes() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The mount points under `dir` (the pods' tmpfs volumes, say) this machine still has.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&dir))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Sends `signal` to `child` and waits (at most 90 s) for it to exit; its status.
+fn stop_with(child: &mut std::process::Child, signal: &str) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .unwrap()
+        .success());
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(90),
+            "bosun up did not stop after {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("bosun up stopped {:?} after {signal}", stopped.elapsed());
+    status
+}
+
 /// The web pods that are not being deleted: name → (phase, ready, restarts, image).
 fn web_pods(k: &Kubectl<'_>) -> Vec<(String, String, bool, i64, String)> {
     let list = k.json(&["get", "pods", "-l", "app=web"]);
@@ -140,6 +175,7 @@ fn agent_up_runs_the_readme_tour_and_resumes_after_ctrl_c() {
 
     let kubeconfig = data.path().join("kubeconfig");
     let child = start_up(&up, &kubeconfig);
+    let data_dir = data.path().to_path_buf();
     let mut cluster = Cluster {
         child,
         kubeconfig,
@@ -204,28 +240,35 @@ fn agent_up_runs_the_readme_tour_and_resumes_after_ctrl_c() {
     let before: Vec<String> = web_pods(&k).into_iter().map(|p| p.0).collect();
     assert!(!pod_processes().is_empty(), "no pod processes seen running");
 
+    // An image imported while the node runs is used at once (the store's index is shared).
+    let late = busybox_archive_tagged(&data_dir, "busybox:late");
+    import_busybox(&late, &data_dir.join("node"));
+    k.ok(&[
+        "run",
+        "late",
+        "--image=busybox:late",
+        "--image-pull-policy=Never",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    wait_running(&k, "late");
+    k.ok(&["delete", "pod", "late", "--grace-period=0", "--force"]);
+
     // Ctrl-C: the pods stop, then bosun exits cleanly; nothing of the pods is left running.
     drop(k);
-    let pid = cluster.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let stopped = Instant::now();
-    let status = loop {
-        if let Some(status) = cluster.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(90),
-            "bosun up did not stop after Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    eprintln!("bosun up stopped {:?} after Ctrl-C", stopped.elapsed());
+    assert!(
+        !mounts_under(&data_dir).is_empty(),
+        "the pods' token volumes are tmpfs mounts"
+    );
+    let status = stop_with(&mut cluster.child, "-INT");
     assert!(status.success(), "bosun up exited with {status}");
     assert_eq!(pod_processes(), "", "pod processes left after Ctrl-C");
+    assert_eq!(
+        mounts_under(&data_dir),
+        Vec::<String>::new(),
+        "mounts left after Ctrl-C"
+    );
 
     // The same command again: the same cluster, the same pods running again.
     cluster.child = start_up(&up, &cluster.kubeconfig);
@@ -255,4 +298,17 @@ fn agent_up_runs_the_readme_tour_and_resumes_after_ctrl_c() {
             .starts_with(b"hello from web-")
     });
     assert!(k.ok(&["get", "greetings"]).contains("hello"));
+    // systemd stops a service with SIGTERM: the same clean stop.
+    drop(k);
+    let status = stop_with(&mut cluster.child, "-TERM");
+    assert!(
+        status.success(),
+        "bosun up exited with {status} after SIGTERM"
+    );
+    assert_eq!(pod_processes(), "", "pod processes left after SIGTERM");
+    assert_eq!(
+        mounts_under(&data_dir),
+        Vec::<String>::new(),
+        "mounts left after SIGTERM"
+    );
 }

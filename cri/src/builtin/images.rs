@@ -60,10 +60,19 @@ struct Index {
     images: BTreeMap<String, ImageRecord>,
 }
 
-/// The store.
+/// The store. Several processes may share one (a running node and `bosun images import`):
+/// every change takes a lock file, re-reads the index and writes it back whole, and readers
+/// re-read the index when its file changed, so an import reaches a running node at once and
+/// concurrent writers lose nothing.
 pub struct ImageStore {
     root: PathBuf,
-    index: Mutex<Index>,
+    index: Mutex<Cached>,
+}
+
+/// The index as last read, and the file's modification time and length then.
+struct Cached {
+    index: Index,
+    stamp: Option<(std::time::SystemTime, u64)>,
 }
 
 fn io(what: impl std::fmt::Display, e: std::io::Error) -> Error {
@@ -247,35 +256,140 @@ impl ImageStore {
         for d in ["blobs/sha256", "snapshots", "tmp"] {
             std::fs::create_dir_all(root.join(d)).map_err(|e| io(root.join(d).display(), e))?;
         }
-        let index = match std::fs::read(root.join("images.json")) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                Error::Internal(format!(
-                    "reading {}: {e}",
-                    root.join("images.json").display()
-                ))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Index::default(),
-            Err(e) => return Err(io(root.join("images.json").display(), e)),
-        };
-        Ok(ImageStore {
+        let store = ImageStore {
+            index: Mutex::new(Cached {
+                index: Index::default(),
+                stamp: None,
+            }),
             root,
-            index: Mutex::new(index),
-        })
+        };
+        {
+            let mut cached = store.cached();
+            cached.stamp = store.stamp();
+            cached.index = store.read_index()?;
+        }
+        Ok(store)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Index> {
+    fn index_path(&self) -> PathBuf {
+        self.root.join("images.json")
+    }
+
+    fn cached(&self) -> MutexGuard<'_, Cached> {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The index file's modification time and length (`None` while there is none).
+    fn stamp(&self) -> Option<(std::time::SystemTime, u64)> {
+        let meta = std::fs::metadata(self.index_path()).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    }
+
+    fn read_index(&self) -> Result<Index> {
+        let path = self.index_path();
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| Error::Internal(format!("reading {}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Index::default()),
+            Err(e) => Err(io(path.display(), e)),
+        }
+    }
+
+    /// The index, re-read first if another process changed it.
+    fn lock(&self) -> MutexGuard<'_, Cached> {
+        let mut cached = self.cached();
+        let stamp = self.stamp();
+        if stamp != cached.stamp {
+            match self.read_index() {
+                Ok(index) => {
+                    cached.index = index;
+                    cached.stamp = stamp;
+                }
+                Err(e) => tracing::warn!(error = %e, "re-reading the image index"),
+            }
+        }
+        cached
+    }
+
+    /// Changes the index: under the store's lock file (other processes wait), on the index as
+    /// it is on disk, written back before the lock is let go.
+    fn update<T>(&self, change: impl FnOnce(&mut Index) -> Result<T>) -> Result<T> {
+        let lock_path = self.root.join("images.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io(lock_path.display(), e))?;
+        lock.lock().map_err(|e| io(lock_path.display(), e))?;
+        let mut cached = self.cached();
+        cached.index = self.read_index()?;
+        let out = change(&mut cached.index)?;
+        self.save(&cached.index)?;
+        cached.stamp = self.stamp();
+        Ok(out)
+    }
+
     fn save(&self, index: &Index) -> Result<()> {
-        let path = self.root.join("images.json");
-        let tmp = self.root.join("images.json.tmp");
+        let path = self.index_path();
+        let tmp = self
+            .root
+            .join(format!("images.json.{}.tmp", std::process::id()));
         let bytes = serde_json::to_vec_pretty(index).map_err(|e| Error::Internal(e.to_string()))?;
         std::fs::write(&tmp, bytes).map_err(|e| io(tmp.display(), e))?;
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(|e| io(tmp.display(), e))?;
         std::fs::rename(&tmp, &path).map_err(|e| io(path.display(), e))
+    }
+
+    /// Imports the image tarballs (`*.tar`: docker archives or OCI layouts) put in the store's
+    /// directory, as k3s imports its air-gap images directory at start; each once (a tarball
+    /// replaced by a newer one is imported again). Returns what was imported; a tarball that
+    /// fails is logged and skipped.
+    pub fn import_dropped(&self) -> Vec<ImageRecord> {
+        let done_path = self.root.join("imported.json");
+        let mut done: BTreeMap<String, String> = std::fs::read(&done_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        let mut tarballs: Vec<PathBuf> = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "tar") && p.is_file())
+            .collect();
+        tarballs.sort();
+        for t in tarballs {
+            let name = t
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let stamp = std::fs::metadata(&t)
+                .ok()
+                .and_then(|m| Some(format!("{:?} {}", m.modified().ok()?, m.len())))
+                .unwrap_or_default();
+            if done.get(&name) == Some(&stamp) {
+                continue;
+            }
+            match self.import(&t) {
+                Ok(images) => {
+                    tracing::info!(tarball = %t.display(), images = images.len(), "imported");
+                    out.extend(images);
+                    done.insert(name, stamp);
+                }
+                Err(e) => tracing::warn!(tarball = %t.display(), error = %e, "importing"),
+            }
+        }
+        if let Ok(bytes) = serde_json::to_vec_pretty(&done) {
+            if let Err(e) = std::fs::write(&done_path, bytes) {
+                tracing::warn!(path = %done_path.display(), error = %e, "recording imports");
+            }
+        }
+        out
     }
 
     /// A blob's path.
@@ -300,7 +414,10 @@ impl ImageStore {
         }
         let path = self.blob_path(&d)?;
         if !path.exists() {
-            let tmp = self.root.join("tmp").join(hex(&d)?);
+            let tmp = self
+                .root
+                .join("tmp")
+                .join(format!("{}-{}", hex(&d)?, std::process::id()));
             std::fs::write(&tmp, bytes).map_err(|e| io(tmp.display(), e))?;
             std::fs::rename(&tmp, &path).map_err(|e| io(path.display(), e))?;
         }
@@ -353,10 +470,20 @@ impl ImageStore {
             if dir.exists() {
                 continue;
             }
-            let tmp = self.root.join("tmp").join(format!("snap-{}", hex(chain)?));
+            // Unpacked apart, then moved in whole; another process may do the same layer at
+            // the same time, and whoever is second keeps the first one's.
+            let tmp =
+                self.root
+                    .join("tmp")
+                    .join(format!("snap-{}-{}", hex(chain)?, std::process::id()));
             let _ = std::fs::remove_dir_all(&tmp);
             unpack_layer(layer.as_slice(), &tmp)?;
-            std::fs::rename(&tmp, &dir).map_err(|e| io(dir.display(), e))?;
+            if let Err(e) = std::fs::rename(&tmp, &dir) {
+                let _ = std::fs::remove_dir_all(&tmp);
+                if !dir.exists() {
+                    return Err(io(dir.display(), e));
+                }
+            }
         }
         let repo_tags: Vec<String> = names.iter().map(|n| normalize(n)).collect();
         let repo_digests = match manifest_digest {
@@ -378,28 +505,27 @@ impl ImageStore {
             size,
             config: image_config(&config_json),
         };
-        let mut index = self.lock();
-        // A name moves to the new image.
-        for img in index.images.values_mut() {
-            img.repo_tags.retain(|t| !repo_tags.contains(t));
-        }
-        let entry = index
-            .images
-            .entry(config_digest)
-            .or_insert_with(|| record.clone());
-        for t in &record.repo_tags {
-            if !entry.repo_tags.contains(t) {
-                entry.repo_tags.push(t.clone());
+        self.update(|index| {
+            // A name moves to the new image.
+            for img in index.images.values_mut() {
+                img.repo_tags.retain(|t| !repo_tags.contains(t));
             }
-        }
-        for d in &record.repo_digests {
-            if !entry.repo_digests.contains(d) {
-                entry.repo_digests.push(d.clone());
+            let entry = index
+                .images
+                .entry(config_digest)
+                .or_insert_with(|| record.clone());
+            for t in &record.repo_tags {
+                if !entry.repo_tags.contains(t) {
+                    entry.repo_tags.push(t.clone());
+                }
             }
-        }
-        let stored = entry.clone();
-        self.save(&index)?;
-        Ok(stored)
+            for d in &record.repo_digests {
+                if !entry.repo_digests.contains(d) {
+                    entry.repo_digests.push(d.clone());
+                }
+            }
+            Ok(entry.clone())
+        })
     }
 
     /// Stores an image fetched from a registry as `name`, with the manifest (or index)
@@ -512,6 +638,7 @@ impl ImageStore {
     pub fn resolve(&self, name: &str) -> Option<ImageRecord> {
         let n = normalize(name);
         self.lock()
+            .index
             .images
             .values()
             .find(|i| {
@@ -525,7 +652,7 @@ impl ImageStore {
 
     /// Every image.
     pub fn list(&self) -> Vec<ImageRecord> {
-        self.lock().images.values().cloned().collect()
+        self.lock().index.images.values().cloned().collect()
     }
 
     /// The snapshot directories of an image, top layer first (overlayfs `lowerdir` order).
@@ -543,17 +670,18 @@ impl ImageStore {
         let Some(img) = self.resolve(name) else {
             return Ok(());
         };
-        let mut index = self.lock();
-        index.images.remove(&img.id);
-        let used: HashSet<&String> = index
-            .images
-            .values()
-            .flat_map(|i| i.chain_ids.iter())
-            .collect();
-        for c in img.chain_ids.iter().filter(|c| !used.contains(c)) {
-            let _ = std::fs::remove_dir_all(self.snapshot_path(c)?);
-        }
-        self.save(&index)
+        self.update(|index| {
+            index.images.remove(&img.id);
+            let used: HashSet<&String> = index
+                .images
+                .values()
+                .flat_map(|i| i.chain_ids.iter())
+                .collect();
+            for c in img.chain_ids.iter().filter(|c| !used.contains(c)) {
+                let _ = std::fs::remove_dir_all(self.snapshot_path(c)?);
+            }
+            Ok(())
+        })
     }
 
     /// Bytes used by blobs.

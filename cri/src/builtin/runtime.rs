@@ -321,6 +321,8 @@ impl BuiltinRuntime {
                 .map_err(|e| internal(format!("creating {}", d.display()), e))?;
         }
         let images = Arc::new(ImageStore::open(cfg.root.join("images"))?);
+        // Tarballs dropped into the image directory (an air-gapped node's images).
+        images.import_dropped();
         let mut inner = Inner::default();
         for e in std::fs::read_dir(cfg.root.join("sandboxes"))
             .map_err(|e| internal("reading sandboxes", e))?

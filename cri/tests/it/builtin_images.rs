@@ -185,3 +185,60 @@ fn a_corrupted_blob_is_rejected() {
     );
     assert!(store.list().is_empty());
 }
+
+/// A node's store and `bosun images import` are two processes on one directory: what one
+/// imports the other sees at once, writers at the same moment lose nothing, and tarballs
+/// dropped into the directory are imported once.
+#[test]
+fn stores_sharing_a_directory_see_each_others_images_and_lose_none() {
+    if !Path::new(crate::support::image::BUSYBOX).exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "busybox-static is missing"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let node = ImageStore::open(&root).unwrap();
+    let cli = ImageStore::open(&root).unwrap();
+    let first = busybox_archive(dir.path(), "docker.io/bosun/first:1", &["sh"]);
+    cli.import(&first).unwrap();
+    assert!(
+        node.resolve("bosun/first:1").is_some(),
+        "the running node does not see an import"
+    );
+    // Two writers at once, each with its own view of the index.
+    let archives: Vec<_> = (0..12)
+        .map(|i| {
+            busybox_archive(
+                dir.path(),
+                &format!("docker.io/bosun/t{i}:1"),
+                &["echo", &i.to_string()],
+            )
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for (k, store) in [&node, &cli].into_iter().enumerate() {
+            let archives = &archives;
+            s.spawn(move || {
+                for a in archives.iter().skip(k).step_by(2) {
+                    store.import(a).unwrap();
+                }
+            });
+        }
+    });
+    let fresh = ImageStore::open(&root).unwrap();
+    for i in 0..12 {
+        let name = format!("bosun/t{i}:1");
+        assert!(fresh.resolve(&name).is_some(), "{name} was lost");
+        assert!(node.resolve(&name).is_some(), "{name} not seen by the node");
+    }
+    assert!(fresh.resolve("bosun/first:1").is_some());
+    // The air-gap directory: a tarball put beside the store is imported, once.
+    let dropped = busybox_archive(dir.path(), "docker.io/bosun/dropped:1", &["true"]);
+    std::fs::copy(&dropped, root.join("dropped.tar")).unwrap();
+    assert_eq!(fresh.import_dropped().len(), 1);
+    assert!(node.resolve("bosun/dropped:1").is_some());
+    assert_eq!(fresh.import_dropped().len(), 0, "imported again");
+}

@@ -44,11 +44,42 @@ pub fn available() -> bool {
 pub struct Builtin {
     pub dir: tempfile::TempDir,
     pub config: BuiltinConfig,
+    /// Held until everything is cleaned up (the last field drops last): see [`exclusive`].
+    _exclusive: std::sync::Arc<std::fs::File>,
+}
+
+/// One built-in runtime test at a time, whether the tests run as threads of one process
+/// (`cargo test`) or as processes (nextest): they share the bridge, the subnet, the NAT rules'
+/// network name and the cgroup parent, and each one's cleanup removes all of them. The lock
+/// is a `flock` (which excludes other open files of it, in this process or another); a test
+/// that makes a second runtime while it holds one shares its lock.
+fn exclusive() -> std::sync::Arc<std::fs::File> {
+    thread_local! {
+        static HELD: std::cell::RefCell<std::sync::Weak<std::fs::File>> =
+            const { std::cell::RefCell::new(std::sync::Weak::new()) };
+    }
+    HELD.with(|held| {
+        if let Some(file) = held.borrow().upgrade() {
+            return file;
+        }
+        let path = std::env::temp_dir().join("bosun-builtin-runtime-test.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        file.lock().unwrap();
+        let file = std::sync::Arc::new(file);
+        *held.borrow_mut() = std::sync::Arc::downgrade(&file);
+        file
+    })
 }
 
 impl Builtin {
     /// A fresh runtime directory with the test image imported and the network configured.
     pub fn new() -> Builtin {
+        let exclusive = exclusive();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let conf = serde_json::json!({"cniVersion": "1.0.0", "name": NETWORK, "plugins": [
@@ -67,7 +98,11 @@ impl Builtin {
             .unwrap()
             .import(&busybox_archive(d, IMAGE, &["sh"]))
             .unwrap();
-        Builtin { dir, config }
+        Builtin {
+            dir,
+            config,
+            _exclusive: exclusive,
+        }
     }
 
     /// Opens (or reopens, as after a restart) the runtime, with its streaming server on a

@@ -1,0 +1,28 @@
+//! Label and field selector parsing never panics, and what parses prints back to something
+//! that parses to the same selector (the server echoes selectors in continue tokens and
+//! watches).
+#![no_main]
+
+use bosun_api_types::selector::{FieldSelector, Selector};
+use libfuzzer_sys::fuzz_target;
+use std::collections::BTreeMap;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(sel) = text.parse::<Selector>() {
+        let again: Selector = sel
+            .to_string()
+            .parse()
+            .expect("a printed label selector parses");
+        assert_eq!(again.to_string(), sel.to_string());
+        let labels: BTreeMap<String, String> =
+            [("app".to_string(), "web".to_string())].into_iter().collect();
+        let _ = sel.matches(&labels);
+    }
+    if let Ok(sel) = text.parse::<FieldSelector>() {
+        let _ = sel.to_string().parse::<FieldSelector>();
+        let _ = sel.matches(|f| (f == "metadata.name").then_some("x"));
+    }
+});
