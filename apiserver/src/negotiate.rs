@@ -76,6 +76,24 @@ pub(crate) fn negotiate(accept: &str, builtin: bool) -> Result<Output, ApiError>
 }
 
 /// An object's `PartialObjectMetadata`.
+/// Whether `accept` (empty: anything) allows JSON, YAML or protobuf, whatever its parameters.
+pub(crate) fn accepts_json_or_protobuf(accept: &str) -> bool {
+    accept.trim().is_empty()
+        || accept.split(',').any(|range| {
+            let media = range.split(';').next().unwrap_or("").trim();
+            matches!(
+                media.to_ascii_lowercase().as_str(),
+                "application/json"
+                    | "application/yaml"
+                    | "application/*"
+                    | "*/*"
+                    | "application/vnd.kubernetes.protobuf"
+                    | "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+                    | "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+            )
+        })
+}
+
 pub(crate) fn partial(obj: &Object) -> Value {
     json!({
         "kind": "PartialObjectMetadata",

@@ -649,6 +649,22 @@ impl ApiServer {
         };
         let accept = header_str(&req, header::ACCEPT).to_owned();
         let is_get = req.method() == Method::GET;
+        // Discovery, /version and OpenAPI answer JSON (and protobuf where asked): an Accept
+        // that allows neither is 406, as upstream's router answers.
+        let documents = matches!(
+            route,
+            Route::Version
+                | Route::CoreGroup
+                | Route::Groups
+                | Route::Group(_)
+                | Route::GroupVersion(..)
+                | Route::OpenApiV2
+                | Route::OpenApiV3Index
+                | Route::OpenApiV3(_)
+        );
+        if documents && !crate::negotiate::accepts_json_or_protobuf(&accept) {
+            return Err(ApiError::not_acceptable(&accept));
+        }
         match route {
             Route::Version if is_get => json(StatusCode::OK, &version_info()),
             Route::Health if is_get => Ok(text(StatusCode::OK, "ok")),

@@ -371,3 +371,33 @@ async fn duplicate_fields_are_an_error_under_strict_and_a_warning_under_warn() {
         "no warning"
     );
 }
+
+#[tokio::test]
+async fn an_accept_the_server_cannot_produce_is_406() {
+    let s = server().await;
+    for path in [
+        "/version",
+        "/api",
+        "/apis",
+        "/api/v1",
+        "/openapi/v2",
+        "/api/v1/namespaces/default/configmaps",
+    ] {
+        let req = http::Request::builder()
+            .uri(path)
+            .header("accept", "text/html")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        assert_eq!(
+            s.handle(req).await.status(),
+            StatusCode::NOT_ACCEPTABLE,
+            "{path}"
+        );
+        let req = http::Request::builder()
+            .uri(path)
+            .header("accept", "application/json, */*")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        assert_eq!(s.handle(req).await.status(), StatusCode::OK, "{path}");
+    }
+}
