@@ -56,12 +56,16 @@ pub(crate) fn decode_segment(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        // Two hex digits after '%' (checked as bytes: what follows may be any UTF-8).
+        let hex = |b: u8| char::from(b).to_digit(16);
+        if let (b'%', Some(Some(hi)), Some(Some(lo))) = (
+            bytes[i],
+            bytes.get(i + 1).map(|b| hex(*b)),
+            bytes.get(i + 2).map(|b| hex(*b)),
+        ) {
+            out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'%'));
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -385,6 +389,19 @@ mod tests {
         ] {
             assert_eq!(route(path, &t), None, "{path}");
         }
+    }
+
+    #[test]
+    fn percent_decoding_takes_any_utf8() {
+        // Found by the request_line fuzz target: '%' followed by a multi-byte character.
+        assert_eq!(decode_segment("%a\u{393}"), "%a\u{393}");
+        assert_eq!(decode_segment("a%2Fb%zz%4"), "a/b%zz%4");
+        assert_eq!(decode_segment("%41%e2%80%94"), "A\u{2014}");
+        assert!(route(
+            "/api/v1/namespaces/%a\u{393}/pods",
+            &ResourceTable::builtin()
+        )
+        .is_some());
     }
 
     #[test]

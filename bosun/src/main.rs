@@ -15,6 +15,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// jemalloc, not glibc's malloc: after a load, freed memory goes back to the system. Measured
+/// with 32 clients creating and deleting 28,636 ConfigMaps: glibc's malloc stayed at 509 MiB
+/// RSS (live heap 57 MiB); see docs/SECURITY.md.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "bosun",
