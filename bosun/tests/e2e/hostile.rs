@@ -309,3 +309,85 @@ fn descriptor_exhaustion_under_a_low_open_file_limit() {
         "the exhaustion was never noticed: {log}"
     );
 }
+
+/// The inodes of the TCP connections `pid` holds to `port` (established, IPv4 and IPv6).
+fn connections_to(pid: u32, port: u16) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    l.strip_prefix("socket:[")
+                        .and_then(|s| s.strip_suffix(']'))
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut n = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(remote), Some(state), Some(inode)) = (cols.get(2), cols.get(3), cols.get(9))
+            else {
+                continue;
+            };
+            let remote_port = remote
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if *state == "01" && remote_port == Some(port) && inodes.contains(*inode) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// The server's own controllers and scheduler reach it over a few multiplexed connections,
+/// however many objects they work on at once: 300 pods created together used to open about a
+/// connection per request under way (~10,000 with 10,000 pods stored).
+#[test]
+fn the_servers_own_clients_hold_few_connections_whatever_the_load() {
+    let cluster = bare_server(&[]);
+    let admin = Kubectl {
+        bin: kubectl_dir().join("kubectl.1.33"),
+        cluster: &cluster,
+    };
+    let text = std::fs::read_to_string(&cluster.kubeconfig).unwrap();
+    let port: u16 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://127.0.0.1:"))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap();
+    let pid = cluster.child.id();
+    admin.ok(&[
+        "create",
+        "deployment",
+        "many",
+        "--image=busybox:1.36",
+        "--replicas=300",
+    ]);
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        most = most.max(connections_to(pid, port));
+        let out = admin.run(&["get", "pods", "-l", "app=many", "-o", "name"]);
+        let pods = String::from_utf8_lossy(&out.stdout).lines().count();
+        if pods >= 300 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {pods} pods after two minutes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    most = most.max(connections_to(pid, port));
+    eprintln!("at most {most} connections from the server to itself");
+    assert!(most > 0, "no connection of the server to itself was seen");
+    // One HTTP/2 connection per in-process identity (each controller, the scheduler).
+    assert!(most <= 40, "{most} connections from the server to itself");
+}
