@@ -1,6 +1,5 @@
-//! Label and field selector parsing never panics, and what parses prints back to something
-//! that parses to the same selector (the server echoes selectors in continue tokens and
-//! watches).
+//! Label and field selector parsing never panics, and a printed selector that parses again
+//! is the same selector (the server echoes selectors in continue tokens and watches).
 #![no_main]
 
 use bosun_api_types::selector::{FieldSelector, Selector};
@@ -12,11 +11,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(sel) = text.parse::<Selector>() {
-        let again: Selector = sel
-            .to_string()
-            .parse()
-            .expect("a printed label selector parses");
-        assert_eq!(again.to_string(), sel.to_string());
+        // A printed selector need not parse again: `x in (,)` is the set {""}, printed
+        // `x in ()`, which upstream's parser refuses too. What parses again is the same.
+        if let Ok(again) = sel.to_string().parse::<Selector>() {
+            assert_eq!(again.to_string(), sel.to_string());
+        }
         let labels: BTreeMap<String, String> =
             [("app".to_string(), "web".to_string())].into_iter().collect();
         let _ = sel.matches(&labels);
