@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Memory after churn: starts `bosun server` on a fresh data directory, lets 32 clients create
-and then delete 1 KiB ConfigMaps for SECONDS, and prints the server's RSS at start, at the end of
+and then delete 1 KiB ConfigMaps for SECONDS (or OBJECTS of them in all), and prints the server's RSS at start, at the end of
 the load, and each WAIT/4 seconds after, until WAIT seconds have passed. Needs the Python
 `kubernetes` client (scripts/test-all installs one in target/pyclient).
 
-    target/pyclient/bin/python scripts/mem-churn.py [--bin target/release/bosun] [--seconds 60] [--wait 120]
+    target/pyclient/bin/python scripts/mem-churn.py [--bin target/release/bosun] [--seconds 60 | --objects N] [--wait 120]
 """
 import argparse, os, subprocess, sys, tempfile, threading, time
 
@@ -21,6 +21,7 @@ def main():
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--wait", type=float, default=120)
     p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--objects", type=int, default=0)
     a = p.parse_args()
     from kubernetes import client, config
     data = tempfile.mkdtemp(prefix="bosun-mem-")
@@ -43,7 +44,8 @@ def main():
         def worker(i):
             api = client.CoreV1Api()
             names, n, end = [], 0, time.time() + a.seconds
-            while time.time() < end:
+            quota = a.objects // a.clients
+            while (n < quota) if quota else (time.time() < end):
                 name = f"churn-{i}-{n}"
                 n += 1
                 try:

@@ -9,6 +9,7 @@
 
 mod hostile;
 mod kube_client;
+mod memory;
 mod release;
 mod tour;
 
