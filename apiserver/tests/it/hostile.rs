@@ -3,11 +3,9 @@
 
 use super::{call, cm, post, server};
 use bosun_apiserver::connection::Limits;
-use bosun_apiserver::{ApiServer, Config, ResourceTable};
-use bosun_store::memory::MemoryStore;
+use bosun_apiserver::Config;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -137,24 +135,13 @@ async fn requests_upstream_refuses_are_refused() {
     let (code, v) = post(&s, cms, numeric).await;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{v}");
     assert!(causes(&v).contains("apiVersion of type string"), "{v}");
-    let (code, v) = call(
-        &s,
-        Method::GET,
-        &format!("{cms}?resourceVersionMatch=NotOlderThan"),
-        None,
-        "",
-    )
-    .await;
-    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    let (code, v) = call(
-        &s,
-        Method::GET,
-        &format!("{cms}?sendInitialEvents=true"),
-        None,
-        "",
-    )
-    .await;
-    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    for options in [
+        "resourceVersionMatch=NotOlderThan",
+        "sendInitialEvents=true",
+    ] {
+        let (code, v) = call(&s, Method::GET, &format!("{cms}?{options}"), None, "").await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{options}: {v}");
+    }
     // Protobuf is no patch format.
     let (code, v) = call(
         &s,
@@ -204,12 +191,7 @@ async fn listening(limits: Limits) -> std::net::SocketAddr {
         limits,
         ..Config::default()
     };
-    let s = ApiServer::with_resources(
-        Arc::new(MemoryStore::new()),
-        ResourceTable::builtin(),
-        config,
-    );
-    s.bootstrap().await.unwrap();
+    let s = super::server_with(config).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(s.serve(listener, std::future::pending()));

@@ -25,6 +25,17 @@ async fn server() -> ApiServer {
     s
 }
 
+/// A bootstrapped server of the built-in kinds with these settings, on a memory store.
+async fn server_with(config: bosun_apiserver::Config) -> ApiServer {
+    let s = ApiServer::with_resources(
+        Arc::new(MemoryStore::new()),
+        bosun_apiserver::ResourceTable::builtin(),
+        config,
+    );
+    s.bootstrap().await.unwrap();
+    s
+}
+
 async fn call(
     s: &ApiServer,
     method: Method,

@@ -3,12 +3,10 @@
 //! or the rejection). Reference data: `../shared/reference/upstream-v1.28.7/manifest-dry-runs.jsonl`.
 
 use super::call;
-use bosun_apiserver::{ApiServer, Config, ResourceTable};
-use bosun_store::memory::MemoryStore;
+use bosun_apiserver::Config;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 fn reference_dir() -> PathBuf {
     let dir = std::env::var_os("BOSUN_REFERENCE")
@@ -133,12 +131,7 @@ async fn dry_run_creates_match_upstream() {
         allow_privileged: false,
         ..Config::default()
     };
-    let s = ApiServer::with_resources(
-        Arc::new(MemoryStore::new()),
-        ResourceTable::builtin(),
-        config,
-    );
-    s.bootstrap().await.unwrap();
+    let s = super::server_with(config).await;
     let (code, _) = super::post(
         &s,
         "/api/v1/namespaces",
