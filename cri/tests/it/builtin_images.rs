@@ -16,6 +16,16 @@ fn root() -> bool {
         .unwrap_or(false)
 }
 
+/// Whether busybox-static (the test images' content) is here; in CI its absence fails.
+fn busybox() -> bool {
+    let here = Path::new(crate::support::image::BUSYBOX).exists();
+    assert!(
+        here || std::env::var("CI").as_deref() != Ok("true"),
+        "busybox-static is missing"
+    );
+    here
+}
+
 fn spec(name: &str) -> Option<ImageSpec> {
     Some(ImageSpec {
         image: name.into(),
@@ -25,11 +35,7 @@ fn spec(name: &str) -> Option<ImageSpec> {
 
 #[tokio::test]
 async fn oci_and_docker_archives_import_into_snapshots() {
-    if !Path::new(crate::support::image::BUSYBOX).exists() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "busybox-static is missing"
-        );
+    if !busybox() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -191,11 +197,7 @@ fn a_corrupted_blob_is_rejected() {
 /// dropped into the directory are imported once.
 #[test]
 fn stores_sharing_a_directory_see_each_others_images_and_lose_none() {
-    if !Path::new(crate::support::image::BUSYBOX).exists() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "busybox-static is missing"
-        );
+    if !busybox() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
